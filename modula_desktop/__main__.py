@@ -1,0 +1,3 @@
+from modula_desktop.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The Lua plugin runtime: sandbox, VMs, pools, approvals, hooks, routes and reloads."""

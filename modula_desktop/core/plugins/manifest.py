@@ -1,0 +1,113 @@
+"""plugin_info: extraction rules and validation (SPEC 3.1, 3.8)."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from .errors import PluginLoadError
+
+NAME_RE = re.compile(r"^[a-z0-9_]{1,32}$")
+PERMISSIONS = ("db", "http", "hooks", "hooks:before")
+OPTIONAL_TEXT = ("author", "license", "min_cms_version")
+
+
+def check_name(name: str) -> str | None:
+    """None when name is a valid plugin name, else the reason."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        return "must be 1 to 32 characters of a-z, 0-9 and _"
+    if name.endswith("_"):
+        return "must not end with an underscore"
+    return None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    description: str
+    author: str = ""
+    license: str = ""
+    min_cms_version: str = ""
+    dependencies: tuple = ()
+    permissions: tuple | None = None  # None: not declared, ModulaCMS default of everything
+
+    @property
+    def effective_permissions(self) -> tuple:
+        return PERMISSIONS if self.permissions is None else self.permissions
+
+    def allows(self, permission: str) -> bool:
+        perms = self.effective_permissions
+        if permission == "hooks":
+            return "hooks" in perms or "hooks:before" in perms
+        return permission in perms
+
+    @property
+    def permissions_key(self) -> str:
+        """Canonical text of the declared permissions: a change of it resets approvals."""
+        return json.dumps(None if self.permissions is None else sorted(self.permissions))
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "version": self.version, "description": self.description,
+            "author": self.author, "license": self.license, "min_cms_version": self.min_cms_version,
+            "dependencies": list(self.dependencies),
+            "permissions": None if self.permissions is None else list(self.permissions),
+            "effective_permissions": list(self.effective_permissions),
+        }
+
+
+def parse_manifest(info, folder_name: str) -> tuple[Manifest, list[str]]:
+    """Validate plugin_info (already converted to Python). Returns (manifest, warnings)."""
+    if info is None:
+        raise PluginLoadError("init.lua does not set the global table plugin_info")
+    if not isinstance(info, dict):
+        raise PluginLoadError("plugin_info must be a table with name, version and description")
+    warnings = []
+    for key in ("name", "version", "description"):
+        if key not in info:
+            raise PluginLoadError(f"plugin_info.{key} is required")
+        if not isinstance(info[key], str) or not info[key].strip():
+            raise PluginLoadError(f"plugin_info.{key} must be a non-empty string")
+    name = info["name"]
+    reason = check_name(name)
+    if reason:
+        raise PluginLoadError(f"plugin_info.name '{name}' {reason}")
+    if name != folder_name:
+        raise PluginLoadError(f"plugin_info.name '{name}' does not match its folder name '{folder_name}'")
+    extra = {}
+    for key in OPTIONAL_TEXT:
+        if key in info:
+            if not isinstance(info[key], str):
+                raise PluginLoadError(f"plugin_info.{key} must be a string")
+            extra[key] = info[key]
+    deps = info.get("dependencies", [])
+    if isinstance(deps, dict) and not deps:
+        deps = []
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise PluginLoadError("plugin_info.dependencies must be a list of plugin names")
+    for d in deps:
+        if check_name(d):
+            raise PluginLoadError(f"plugin_info.dependencies: '{d}' is not a valid plugin name")
+        if d == name:
+            raise PluginLoadError("plugin_info.dependencies: a plugin cannot depend on itself")
+    perms = None
+    if "permissions" in info:
+        raw = info["permissions"]
+        if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+            raise PluginLoadError('plugin_info.permissions must be a list such as {"db", "http"}')
+        unknown = [p for p in raw if p not in PERMISSIONS]
+        if unknown:
+            raise PluginLoadError(f"plugin_info.permissions: unknown permission '{unknown[0]}' "
+                                  f"(known: {', '.join(PERMISSIONS)})")
+        perms = tuple(sorted(set(raw)))
+    known = {"name", "version", "description", "dependencies", "permissions", *OPTIONAL_TEXT}
+    for key in info:
+        if key not in known:
+            warnings.append(f"plugin_info.{key} is not a known field and is ignored")
+    if "author" not in info:
+        warnings.append("plugin_info.author is not set")
+    if "license" not in info:
+        warnings.append("plugin_info.license is not set")
+    return Manifest(name=name, version=info["version"], description=info["description"],
+                    dependencies=tuple(deps), permissions=perms, **extra), warnings

@@ -1,0 +1,187 @@
+"""One sandboxed Lua 5.4 runtime: the trusted bootstrap, budgets, and value conversion.
+
+No Python object ever reaches plugin code: host callables are kept as upvalues of Lua closures
+made by the bootstrap, they never raise into Lua (they return ``ok, ...``), and every value handed
+to Lua is converted to a plain Lua value or table first. Values coming back are read with lupa's
+raw iteration, so no plugin metamethod runs outside a budget.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from functools import lru_cache
+
+import lupa.lua54 as lupa
+
+from .errors import ApiError, PluginCallError
+
+log = logging.getLogger(__name__)
+
+from ..paths import LUA_DIR
+
+MAX_DEPTH = 64
+MAX_ITEMS = 1_000_000
+LUA_INT_MIN, LUA_INT_MAX = -(2**63), 2**63 - 1
+# Work a C pattern match may do before the pure-Lua (counted) matcher takes over; about 0.1 s.
+PATTERN_COST = 20_000_000
+
+
+@lru_cache(maxsize=None)
+def _lua_source(name: str) -> bytes | None:
+    path = LUA_DIR / name
+    return path.read_bytes() if path.exists() else None
+
+
+def _deny_attribute(obj, name, *value):
+    raise AttributeError("Python objects are not accessible from plugins")
+
+
+class Sandbox:
+    """A LuaRuntime with the bootstrap applied. Used by one thread at a time."""
+
+    def __init__(self, memory_limit_mb: int):
+        self.memory_limit = int(memory_limit_mb) * 1024 * 1024
+        self.lua = lupa.LuaRuntime(
+            encoding=None,
+            register_eval=False,
+            register_builtins=False,
+            unpack_returned_tuples=True,
+            attribute_handlers=(_deny_attribute, _deny_attribute),
+            max_memory=self.memory_limit,
+        )
+        limits = self.lua.table_from({
+            b"max_string": max(1, self.memory_limit // 2),
+            b"pattern_cost": PATTERN_COST,
+            b"memory_mb": int(memory_limit_mb),
+        })
+        host = self.lua.table_from({b"clock": time.monotonic})
+        bootstrap = _lua_source("bootstrap.lua")
+        self.trusted = self.lua.execute(bootstrap, host, limits, _lua_source("patterns.lua"),
+                                        name="=bootstrap", mode="t")
+        self._t = {k.decode(): v for k, v in self.trusted.items()}
+        self._bind = self._t["bind"]
+
+    def fn(self, name):
+        """A trusted bootstrap entry point."""
+        return self._t[name]
+
+    # ---- host callables --------------------------------------------------------------------
+    def host_function(self, fn, convert_args=True, name="host function"):
+        """Wrap a Python callable so Lua sees a plain Lua function.
+
+        The callable gets Python values (converted from Lua) and returns a Python value, a tuple of
+        values, or raises ApiError with a message for the plugin. Other exceptions are logged and
+        reach the plugin as a generic message, never as a Python object.
+        """
+        to_lua, from_lua = self.to_lua, self.from_lua
+
+        def call(*args):
+            try:
+                if convert_args:
+                    args = [from_lua(a) for a in args]
+                result = fn(*args)
+                if isinstance(result, tuple):
+                    return (True,) + tuple(to_lua(r) for r in result)
+                return True, to_lua(result)
+            except ApiError as exc:
+                return False, str(exc).encode("utf-8", "replace")
+            except lupa.LuaMemoryError:
+                return False, b"not enough memory"
+            except Exception:  # noqa: BLE001 - a host bug must not become a Lua-visible object
+                log.exception("error in %s", name)
+                return False, f"internal error in {name}".encode()
+
+        return call
+
+    def raw_host_table(self, mapping: dict):
+        """A Lua table of raw host callables, for the bootstrap only (it binds them)."""
+        return self.lua.table_from({k.encode(): v for k, v in mapping.items()})
+
+    # ---- conversion --------------------------------------------------------------------------
+    def to_lua(self, value, _depth=0):
+        if value is None or isinstance(value, (bool, bytes, float)):
+            return value
+        if isinstance(value, int):
+            return value if LUA_INT_MIN <= value <= LUA_INT_MAX else float(value)
+        if isinstance(value, str):
+            return value.encode("utf-8", "surrogateescape")
+        if _depth > MAX_DEPTH:
+            raise ApiError("value nested too deeply")
+        if isinstance(value, dict):
+            return self.lua.table_from({self.to_lua(k, _depth + 1): self.to_lua(v, _depth + 1)
+                                        for k, v in value.items()})
+        if isinstance(value, (list, tuple)):
+            return self.lua.table_from([self.to_lua(v, _depth + 1) for v in value])
+        if lupa.lua_type(value) is not None:
+            return value
+        raise ApiError(f"cannot pass a {type(value).__name__} to Lua")
+
+    def from_lua(self, value, _depth=0, binary=False):
+        """Plain Python data from a Lua value: bytes become str (utf-8, invalid bytes replaced),
+        sequences 1..n become lists, other tables dicts. Functions, coroutines and cycles are refused."""
+        if value is None or value is True or value is False:
+            return value
+        if isinstance(value, bytes):
+            return value if binary else value.decode("utf-8", "replace")
+        if isinstance(value, float):
+            if math.isnan(value) or math.isinf(value):
+                return value
+            return value
+        if isinstance(value, int):
+            return value
+        kind = lupa.lua_type(value)
+        if kind != "table":
+            raise ApiError(f"cannot use a Lua {kind} here")
+        if _depth >= MAX_DEPTH:
+            raise ApiError("table nested too deeply (or it contains itself)")
+        items = []
+        for k, v in value.items():
+            items.append((k, v))
+            if len(items) > MAX_ITEMS:
+                raise ApiError("table too large")
+        n = len(items)
+        if n and all(isinstance(k, int) and not isinstance(k, bool) for k, _ in items):
+            keys = sorted(k for k, _ in items)
+            if keys[0] == 1 and keys[-1] == n:
+                items.sort(key=lambda kv: kv[0])
+                return [self.from_lua(v, _depth + 1, binary) for _, v in items]
+        if not n:
+            return []
+        out = {}
+        for k, v in items:
+            if isinstance(k, bytes):
+                k = k.decode("utf-8", "replace")
+            elif lupa.lua_type(k) is not None:
+                raise ApiError("table keys must be strings or numbers")
+            out[k] = self.from_lua(v, _depth + 1, binary)
+        return out
+
+    def memory_used(self) -> int:
+        try:
+            return self.lua.get_memory_used()
+        except Exception:  # noqa: BLE001
+            return 0
+
+    def call(self, entry: str, *args):
+        """Call a trusted entry point that returns ``ok, ...``; raise PluginCallError on failure."""
+        try:
+            result = self._t[entry](*args)
+        except lupa.LuaMemoryError:
+            raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)") from None
+        except lupa.LuaError as exc:  # only the bootstrap itself can raise here
+            raise PluginCallError("error", _lua_error_text(exc)) from None
+        if not isinstance(result, tuple):
+            result = (result,)
+        if result[0] is True:
+            return result[1:]
+        kind = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
+        msg = result[2].decode("utf-8", "replace") if isinstance(result[2], bytes) else str(result[2])
+        raise PluginCallError(kind, msg)
+
+
+def _lua_error_text(exc) -> str:
+    text = exc.args[0] if exc.args else str(exc)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return str(text).split("\nstack traceback:")[0]

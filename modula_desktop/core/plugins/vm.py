@@ -1,0 +1,402 @@
+"""A plugin VM: one sandboxed runtime with the plugin's code loaded and its API modules installed."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..settings import PluginSettings
+from .errors import ApiError, PluginCallError, PluginLoadError
+from .manifest import Manifest, parse_manifest
+from .sandbox import Sandbox
+
+log = logging.getLogger(__name__)
+
+METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
+EVENTS = ("before_create", "after_create", "before_update", "after_update", "before_delete", "after_delete",
+          "before_publish", "after_publish", "before_unpublish", "after_unpublish")
+HOOK_TABLES = {"content": "content", "content_data": "content", "*": "*"}
+MAX_PATH = 256
+SEGMENT_RE = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]{0,63}\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)$")
+MAX_SOURCE_BYTES = 1024 * 1024
+
+
+def validate_route_path(path) -> str:
+    if not isinstance(path, str) or not path:
+        raise ApiError("http.handle: path must be a non-empty string")
+    if not path.startswith("/"):
+        raise ApiError(f"http.handle: path '{path}' must start with /")
+    if len(path) > MAX_PATH:
+        raise ApiError(f"http.handle: path longer than {MAX_PATH} characters")
+    for bad in ("..", "?", "#", "\\", "//"):
+        if bad in path:
+            raise ApiError(f"http.handle: path '{path}' must not contain '{bad}'")
+    if path != "/":
+        params = set()
+        for seg in path.strip("/").split("/"):
+            if not SEGMENT_RE.match(seg):
+                raise ApiError(f"http.handle: invalid path segment '{seg}' in '{path}'")
+            if seg.startswith("{"):
+                if seg in params:
+                    raise ApiError(f"http.handle: parameter {seg} used twice in '{path}'")
+                params.add(seg)
+    return path.rstrip("/") or "/"
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    index: int
+    method: str
+    path: str
+    public: bool
+
+    @property
+    def key(self):
+        return (self.method, self.path)
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    index: int
+    event: str
+    table: str
+    priority: int
+
+    @property
+    def key(self):
+        return (self.event, self.table)
+
+    @property
+    def is_before(self) -> bool:
+        return self.event.startswith("before_")
+
+
+@dataclass
+class OpBudget:
+    """db.* operations allowed in the current checkout. Sticky once exceeded."""
+
+    limit: int = 0
+    used: int = 0
+    label: str = "checkout"
+    exceeded: bool = False
+
+    def reset(self, limit: int, label: str):
+        self.limit, self.used, self.label, self.exceeded = limit, 0, label, False
+
+    def spend(self, n: int = 1):
+        if self.exceeded or self.used + n > self.limit:
+            self.exceeded = True
+            raise ApiError(f"operation budget exceeded ({self.limit} db operations per {self.label})")
+        self.used += n
+
+    @property
+    def message(self):
+        return f"operation budget exceeded ({self.limit} db operations per {self.label})"
+
+
+@dataclass
+class VMContext:
+    """What a VM needs from the application."""
+
+    name: str
+    root: Path
+    settings: PluginSettings
+    database: object | None = None  # peewee database; None when offline (validate/list)
+    log_sink: Callable[[str, str, str, dict | None], None] | None = None
+    extra_db: dict = field(default_factory=dict)
+
+
+class PluginVM:
+    """Loads init.lua into a fresh sandbox. Used by one thread at a time (the pool's job)."""
+
+    def __init__(self, ctx: VMContext):
+        self.ctx = ctx
+        self.name = ctx.name
+        s = ctx.settings
+        self.settings = s
+        self.broken = False
+        self.manifest: Manifest | None = None
+        self.warnings: list[str] = []
+        self.routes: list[RouteSpec] = []
+        self.hooks: list[HookSpec] = []
+        self.ops = OpBudget()
+        self.sandbox = Sandbox(s.memory_limit_mb)
+        self.db_api = self._make_db_api()
+        sb = self.sandbox
+        sb.fn("new_env")(self.name.encode(),
+                         sb.fn("bind")(sb.host_function(self._read_lib, name="require")),
+                         sb.fn("bind")(sb.host_function(self._print, name="print")))
+        py = {
+            "validate_route": sb.host_function(self._validate_route, name="http.handle"),
+            "validate_hook": sb.host_function(self._validate_hook, name="hooks.on"),
+            "log": sb.host_function(self._log, name="log"),
+            "json_encode": sb.host_function(self._json_encode, name="json.encode"),
+            "json_decode": sb.host_function(self._json_decode, convert_args=False, name="json.decode"),
+            "tx_begin": sb.host_function(self._db_call("tx_begin"), name="db.transaction"),
+            "tx_commit": sb.host_function(self._db_call("tx_commit"), name="db.transaction"),
+            "tx_rollback": sb.host_function(self._db_call("tx_rollback"), name="db.transaction"),
+        }
+        db_functions = {}
+        for fname in self._db_function_names():
+            db_functions[fname] = sb.host_function(self._db_call(fname), name=f"db.{fname}")
+        py["db"] = sb.raw_host_table(db_functions)
+        sb.fn("build_api")(sb.raw_host_table(py))
+
+    # ---- the db module -----------------------------------------------------------------------
+    def _make_db_api(self):
+        try:
+            from .dbapi import PluginDB
+        except ImportError:  # pragma: no cover - during bring-up
+            return None
+        return PluginDB(self.name, self.ctx.database, self.ops, self.ctx.settings)
+
+    def _db_function_names(self):
+        if self.db_api is None:
+            return ()
+        return tuple(self.db_api.LUA_FUNCTIONS)
+
+    def _db_call(self, fname):
+        def call(*args):
+            if self.db_api is None or self.ctx.database is None:
+                raise ApiError(f"db.{fname}: the database is not available here")
+            if self.manifest is not None and not self.manifest.allows("db"):
+                raise ApiError("this plugin did not declare the 'db' permission")
+            return getattr(self.db_api, fname)(*args)
+        return call
+
+    # ---- host functions ----------------------------------------------------------------------
+    def _read_lib(self, mod):
+        lib = (self.ctx.root / "lib").resolve()
+        path = (lib / f"{mod}.lua")
+        try:
+            if path.is_symlink() or not path.is_file() or path.resolve().parent != lib:
+                raise ApiError(f"require: module '{mod}' not found in lib/")
+            data = path.read_bytes()
+        except OSError:
+            raise ApiError(f"require: module '{mod}' cannot be read") from None
+        if len(data) > MAX_SOURCE_BYTES:
+            raise ApiError(f"require: module '{mod}' is larger than 1 MiB")
+        return data
+
+    def _print(self, text):
+        self._emit("info", str(text), None)
+
+    def _log(self, level, msg, ctx):
+        if ctx is not None and not isinstance(ctx, (dict, list)):
+            raise ApiError("log: context must be a table")
+        if isinstance(ctx, list) and not ctx:
+            ctx = None
+        self._emit(level, msg, ctx)
+
+    def _emit(self, level, msg, ctx):
+        if len(msg) > 8192:
+            msg = msg[:8192] + "…"
+        if self.ctx.log_sink:
+            self.ctx.log_sink(self.name, level, msg, ctx)
+        else:
+            log.info("[%s] %s %s", self.name, level, msg)
+
+    @staticmethod
+    def _json_encode(value):
+        try:
+            return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        except (ValueError, TypeError) as exc:
+            raise ApiError(f"json.encode: {exc}") from None
+
+    def _json_decode(self, text):
+        if not isinstance(text, bytes):
+            raise ApiError("json.decode: argument must be a string")
+        try:
+            return json.loads(text.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(f"json.decode: invalid JSON ({exc})") from None
+        except RecursionError:
+            raise ApiError("json.decode: nested too deeply") from None
+
+    def _validate_route(self, method, path, count):
+        if count >= self.settings.max_routes:
+            raise ApiError(f"http.handle: at most {self.settings.max_routes} routes per plugin")
+        if not isinstance(method, str) or method.upper() not in METHODS:
+            raise ApiError(f"http.handle: method must be one of {', '.join(METHODS)}")
+        method = method.upper()
+        path = validate_route_path(path)
+        return method, path
+
+    def _validate_hook(self, event, table, priority, count):
+        if count >= self.settings.max_hooks:
+            raise ApiError(f"hooks.on: at most {self.settings.max_hooks} hooks per plugin")
+        if event not in EVENTS:
+            raise ApiError(f"hooks.on: unknown event '{event}'")
+        if table not in HOOK_TABLES:
+            raise ApiError(f"hooks.on: unknown table '{table}' (use \"content\" or \"*\")")
+        if isinstance(priority, bool) or not isinstance(priority, (int, float)) or priority != int(priority) \
+                or not 1 <= priority <= 1000:
+            raise ApiError("hooks.on: priority must be an integer from 1 to 1000")
+        return event, HOOK_TABLES[table], int(priority)
+
+    # ---- loading -----------------------------------------------------------------------------
+    def _budget_args(self, seconds, what):
+        return (self.settings.max_instructions, float(seconds),
+                f"time budget exceeded ({what} ran longer than {seconds:g} s)".encode())
+
+    def load(self, source: bytes | None = None):
+        """Run init.lua's main chunk. Fills manifest, routes, hooks. Raises PluginLoadError."""
+        if source is None:
+            path = self.ctx.root / "init.lua"
+            try:
+                source = path.read_bytes()
+            except OSError:
+                raise PluginLoadError(f"{self.name}: init.lua not found") from None
+        if len(source) > MAX_SOURCE_BYTES:
+            raise PluginLoadError("init.lua is larger than 1 MiB")
+        sb = self.sandbox
+        chunk = sb.fn("load_main")(source, b"=init.lua")
+        if isinstance(chunk, tuple):
+            err = chunk[1].decode("utf-8", "replace") if isinstance(chunk[1], bytes) else str(chunk[1])
+            raise PluginLoadError(f"syntax error: {err}")
+        self.ops.reset(self.settings.max_ops, "init")
+        try:
+            sb.call("run", *self._budget_args(self.settings.timeout_s, "init.lua"), b"module", chunk)
+        except PluginCallError as exc:
+            self.broken = exc.kind == "memory"
+            raise PluginLoadError(f"init.lua failed: {exc.message}") from None
+        try:
+            info = sb.from_lua(sb.fn("get_global")(b"plugin_info"))
+        except ApiError as exc:
+            raise PluginLoadError(f"plugin_info: {exc}") from None
+        self.manifest, self.warnings = parse_manifest(info, self.ctx.root.name if self.ctx.root else self.name)
+        self._read_registry()
+        m = self.manifest
+        if self.routes and not m.allows("http"):
+            raise PluginLoadError("registers routes but did not declare the 'http' permission")
+        if self.hooks and not m.allows("hooks"):
+            raise PluginLoadError("registers hooks but did not declare the 'hooks' permission")
+        if any(h.is_before for h in self.hooks) and m.permissions is not None and "hooks:before" not in m.permissions:
+            raise PluginLoadError("registers before-hooks but did not declare the 'hooks:before' permission")
+        for module, perm in (("db", "db"), ("http", "http"), ("hooks", "hooks")):
+            if not m.allows(perm):
+                sb.fn("remove_module")(module.encode())
+        return self.manifest
+
+    def _read_registry(self):
+        reg = self.sandbox.fn("registry")
+        routes, seen = [], set()
+        for i, r in sorted(reg[b"routes"].items()):
+            spec = RouteSpec(i, r[b"method"].decode(), r[b"path"].decode(), bool(r[b"public"]))
+            if spec.key in seen:
+                raise PluginLoadError(f"route {spec.method} {spec.path} is registered twice")
+            seen.add(spec.key)
+            routes.append(spec)
+        hooks = []
+        for i, h in sorted(reg[b"hooks"].items()):
+            hooks.append(HookSpec(i, h[b"event"].decode(), h[b"table"].decode(), int(h[b"priority"])))
+        self.routes, self.hooks = routes, hooks
+
+    def call_init(self):
+        """Run on_init (if defined). Raises PluginLoadError."""
+        self.ops.reset(self.settings.max_ops, "init")
+        try:
+            self._call_global("on_init", self.settings.timeout_s, "on_init")
+        except PluginCallError as exc:
+            raise PluginLoadError(f"on_init failed: {exc.message}") from None
+
+    def call_shutdown(self):
+        self.ops.reset(self.settings.max_ops, "shutdown")
+        try:
+            self._call_global("on_shutdown", self.settings.timeout_s, "on_shutdown")
+        except PluginCallError as exc:
+            self._emit("error", f"on_shutdown failed: {exc.message}", None)
+
+    def _call_global(self, name, seconds, what):
+        self._checked(self.sandbox.call, "call_global", *self._budget_args(seconds, what), name.encode())
+
+    def snapshot(self):
+        self.sandbox.fn("take_snapshot")()
+
+    def reset(self):
+        """Give-back: globals back to the post-init snapshot."""
+        try:
+            self.sandbox.fn("restore_snapshot")()
+        except Exception:  # noqa: BLE001 - a VM we cannot reset is not reused
+            self.broken = True
+        if self.db_api is not None and getattr(self.db_api, "in_transaction", False):
+            self.broken = True
+
+    def _checked(self, fn, *args):
+        try:
+            result = fn(*args)
+        except PluginCallError as exc:
+            if exc.kind in ("memory", "timeout", "budget"):
+                # a VM stopped mid-way may hold half-updated state; never reuse it
+                self.broken = True
+            if self.ops.exceeded:
+                raise PluginCallError("ops", self.ops.message) from None
+            raise
+        if self.ops.exceeded:
+            raise PluginCallError("ops", self.ops.message)
+        return result
+
+    # ---- calls -------------------------------------------------------------------------------
+    def call_route(self, index: int, request: dict, max_ops: int | None = None, timeout: float | None = None):
+        """Run middleware and the route's handler. Returns the response as a raw Lua table (or None)."""
+        self.ops.reset(self.settings.max_ops if max_ops is None else max_ops, "request")
+        seconds = self.settings.timeout_s if timeout is None else timeout
+        req = self.sandbox.to_lua(request)
+        result = self._checked(self.sandbox.call, "run_route", *self._budget_args(seconds, "the handler"), index, req)
+        return result[0] if result else None
+
+    def call_hook(self, index: int, data: dict, timeout: float, max_ops: int | None = None):
+        """Run one hook. Returns what it returned, converted to Python (None, or a dict of changes)."""
+        self.ops.reset(self.settings.hook_max_ops if max_ops is None else max_ops, "hook invocation")
+        payload = self.sandbox.to_lua(data)
+        result = self._checked(self.sandbox.call, "run_hook", *self._budget_args(timeout, "the hook"), index, payload)
+        value = result[0] if result else None
+        if value is None:
+            return None
+        try:
+            return self.sandbox.from_lua(value)
+        except ApiError as exc:
+            raise PluginCallError("error", f"hook returned an unusable value: {exc}") from None
+
+    def read_response(self, value):
+        """Read a handler's response table (raw): status, json, body (bytes), headers."""
+        from lupa.lua54 import lua_type
+
+        if value is None:
+            return {"status": 200, "json": None, "body": b"", "headers": {}, "has_json": False}
+        if lua_type(value) != "table":
+            raise PluginCallError("error", "handler must return a table (or nothing)")
+        raw = dict(value.items())
+        status = raw.get(b"status", 200)
+        if isinstance(status, float) and status.is_integer():
+            status = int(status)
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise PluginCallError("error", "response status must be an integer from 100 to 599")
+        headers = {}
+        h = raw.get(b"headers")
+        if h is not None:
+            if lua_type(h) != "table":
+                raise PluginCallError("error", "response headers must be a table")
+            for k, v in h.items():
+                if not isinstance(k, bytes) or not isinstance(v, (bytes, int, float)):
+                    raise PluginCallError("error", "response headers must map strings to strings")
+                headers[k.decode("latin-1")] = v.decode("latin-1") if isinstance(v, bytes) else str(v)
+        has_json = b"json" in raw
+        js = None
+        if has_json:
+            try:
+                js = self.sandbox.from_lua(raw[b"json"])
+            except ApiError as exc:
+                raise PluginCallError("error", f"response json: {exc}") from None
+        body = raw.get(b"body", b"")
+        if isinstance(body, (int, float)):
+            body = str(body).encode()
+        if not isinstance(body, bytes):
+            raise PluginCallError("error", "response body must be a string")
+        return {"status": status, "json": js, "body": body, "headers": headers, "has_json": has_json}
+
+    def close(self):
+        self.sandbox = None

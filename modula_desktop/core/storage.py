@@ -1,0 +1,167 @@
+"""Peewee on SQLite: one file per site, WAL, foreign keys, a busy timeout, and numbered migrations.
+
+Each thread gets its own connection (peewee's default); plugin tables live in the same file,
+so a before-hook's `db.*` writes share the content change's transaction on the caller's thread.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+
+from peewee import (
+    BooleanField,
+    CompositeKey,
+    DatabaseProxy,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    SqliteDatabase,
+    TextField,
+)
+
+PRAGMAS = {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10000, "synchronous": "normal"}
+
+database_proxy = DatabaseProxy()
+
+
+def utc_now() -> str:
+    """RFC 3339 UTC timestamp with millisecond precision (sortable as text)."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class JSONField(TextField):
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database_proxy
+
+
+class SchemaVersion(BaseModel):
+    version = IntegerField()
+    applied_at = TextField()
+
+    class Meta:
+        table_name = "schema_version"
+
+
+class Content(BaseModel):
+    id = TextField(primary_key=True)
+    type = TextField()  # page | post
+    title = TextField(default="")
+    slug = TextField(unique=True)
+    body = TextField(default="")
+    status = TextField(default="draft")  # draft | published
+    fields = JSONField(default=dict)
+    published_at = TextField(null=True)
+    created_at = TextField()
+    updated_at = TextField()
+
+    class Meta:
+        table_name = "content"
+
+
+class Revision(BaseModel):
+    id = TextField(primary_key=True)
+    content = ForeignKeyField(Content, backref="revisions", on_delete="CASCADE", column_name="content_id")
+    number = IntegerField()
+    type = TextField()
+    title = TextField()
+    slug = TextField()
+    body = TextField()
+    status = TextField()
+    fields = JSONField(default=dict)
+    created_at = TextField()
+
+    class Meta:
+        table_name = "content_revision"
+        indexes = ((("content", "number"), True),)
+
+
+class PluginRecord(BaseModel):
+    """What we last saw of a plugin: its version and permissions decide whether approvals survive."""
+
+    name = TextField(primary_key=True)
+    version = TextField()
+    permissions = TextField()  # canonical JSON of the declared permissions (or "null")
+    enabled = BooleanField(default=True)
+    updated_at = TextField()
+
+    class Meta:
+        table_name = "plugin_record"
+
+
+class RouteApproval(BaseModel):
+    plugin = TextField()
+    method = TextField()
+    path = TextField()
+    approved_at = TextField()
+
+    class Meta:
+        table_name = "plugin_route_approval"
+        primary_key = CompositeKey("plugin", "method", "path")
+
+
+class HookApproval(BaseModel):
+    plugin = TextField()
+    event = TextField()
+    table = TextField(column_name="table_name")
+    approved_at = TextField()
+
+    class Meta:
+        table_name = "plugin_hook_approval"
+        primary_key = CompositeKey("plugin", "event", "table")
+
+
+class PluginLog(BaseModel):
+    plugin = TextField(index=True)
+    level = TextField()
+    message = TextField()
+    context = JSONField(null=True)
+    created_at = TextField()
+
+    class Meta:
+        table_name = "plugin_log"
+
+
+def _m1(db):
+    db.create_tables([SchemaVersion, Content, Revision, PluginRecord, RouteApproval, HookApproval, PluginLog])
+
+
+# Append only: a site created by an older version runs every migration it has not seen yet.
+MIGRATIONS = [_m1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def open_database(path) -> SqliteDatabase:
+    db = SqliteDatabase(str(path), pragmas=PRAGMAS, check_same_thread=False)
+    database_proxy.initialize(db)
+    db.connect(reuse_if_open=True)
+    migrate(db)
+    return db
+
+
+def current_version(db) -> int:
+    if not db.table_exists("schema_version"):
+        return 0
+    row = db.execute_sql("SELECT MAX(version) FROM schema_version").fetchone()
+    return row[0] or 0
+
+
+def migrate(db) -> int:
+    """Run the migrations the file has not seen, each in its own transaction. Returns the new version."""
+    version = current_version(db)
+    if version > SCHEMA_VERSION:
+        from .errors import SiteError
+
+        raise SiteError(f"site.db has schema version {version}, newer than this app understands ({SCHEMA_VERSION})")
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        with db.atomic():
+            MIGRATIONS[number - 1](db)
+            SchemaVersion.create(version=number, applied_at=utc_now())
+    return SCHEMA_VERSION
