@@ -47,8 +47,9 @@ do
     u = isupper,
     w = isalnum,
     x = function(c) return isdigit(c) or (c >= 65 and c <= 70) or (c >= 97 and c <= 102) end,
+    z = function(c) return c == 0 end,  -- deprecated, but still in 5.4's lstrlib.c
   }
-  local letters = "acdglpsuwx"
+  local letters = "acdglpsuwxz"
   for k = 1, #letters do
     local lc = byte(letters, k)
     local pred = preds[sub(letters, k, k)]

@@ -1,0 +1,113 @@
+"""Route and hook approvals (SPEC 4), persisted in the site database."""
+from __future__ import annotations
+
+import threading
+
+from ..storage import HookApproval, PluginRecord, RouteApproval, utc_now
+
+
+class Approvals:
+    """Approved keys are cached in memory (read on every request) and written through to SQLite."""
+
+    def __init__(self, database):
+        self.db = database
+        self._lock = threading.Lock()
+        self._routes: set[tuple[str, str, str]] = set()
+        self._hooks: set[tuple[str, str, str]] = set()
+        self.refresh()
+
+    def refresh(self):
+        routes = {(r.plugin, r.method, r.path) for r in RouteApproval.select()}
+        hooks = {(h.plugin, h.event, h.table) for h in HookApproval.select()}
+        with self._lock:
+            self._routes, self._hooks = routes, hooks
+
+    # ---- reads (hot path) --------------------------------------------------------------------
+    def route_approved(self, plugin: str, method: str, path: str) -> bool:
+        return (plugin, method, path) in self._routes
+
+    def hook_approved(self, plugin: str, event: str, table: str) -> bool:
+        return (plugin, event, table) in self._hooks
+
+    def routes_of(self, plugin: str) -> set:
+        return {(m, p) for (pl, m, p) in self._routes if pl == plugin}
+
+    def hooks_of(self, plugin: str) -> set:
+        return {(e, t) for (pl, e, t) in self._hooks if pl == plugin}
+
+    # ---- writes ------------------------------------------------------------------------------
+    def approve_route(self, plugin, method, path):
+        with self.db.atomic():
+            RouteApproval.insert(plugin=plugin, method=method, path=path, approved_at=utc_now()) \
+                .on_conflict_ignore().execute()
+        with self._lock:
+            self._routes = self._routes | {(plugin, method, path)}
+
+    def revoke_route(self, plugin, method, path):
+        with self.db.atomic():
+            RouteApproval.delete().where((RouteApproval.plugin == plugin) & (RouteApproval.method == method)
+                                         & (RouteApproval.path == path)).execute()
+        with self._lock:
+            self._routes = self._routes - {(plugin, method, path)}
+
+    def approve_hook(self, plugin, event, table):
+        with self.db.atomic():
+            HookApproval.insert(plugin=plugin, event=event, table=table, approved_at=utc_now()) \
+                .on_conflict_ignore().execute()
+        with self._lock:
+            self._hooks = self._hooks | {(plugin, event, table)}
+
+    def revoke_hook(self, plugin, event, table):
+        with self.db.atomic():
+            HookApproval.delete().where((HookApproval.plugin == plugin) & (HookApproval.event == event)
+                                        & (HookApproval.table == table)).execute()
+        with self._lock:
+            self._hooks = self._hooks - {(plugin, event, table)}
+
+    def revoke_all(self, plugin: str):
+        with self.db.atomic():
+            RouteApproval.delete().where(RouteApproval.plugin == plugin).execute()
+            HookApproval.delete().where(HookApproval.plugin == plugin).execute()
+        with self._lock:
+            self._routes = {k for k in self._routes if k[0] != plugin}
+            self._hooks = {k for k in self._hooks if k[0] != plugin}
+
+    def check_identity(self, plugin: str, version: str, permissions_key: str) -> bool:
+        """Record the plugin's version and permissions. When either changed since we last saw it,
+        revoke all its approvals first. Returns True when approvals were reset."""
+        with self.db.atomic():
+            rec = PluginRecord.get_or_none(PluginRecord.name == plugin)
+            if rec is None:
+                PluginRecord.create(name=plugin, version=version, permissions=permissions_key,
+                                    enabled=True, updated_at=utc_now())
+                # approvals left behind by an earlier plugin of the same name are not inherited
+                stale = bool(self.routes_of(plugin) or self.hooks_of(plugin))
+                if stale:
+                    self.revoke_all(plugin)
+                return stale
+            if rec.version == version and rec.permissions == permissions_key:
+                return False
+            rec.version, rec.permissions, rec.updated_at = version, permissions_key, utc_now()
+            rec.save()
+            self.revoke_all(plugin)
+            return True
+
+    def set_enabled(self, plugin: str, enabled: bool):
+        PluginRecord.update(enabled=enabled, updated_at=utc_now()).where(PluginRecord.name == plugin).execute()
+
+    def is_enabled(self, plugin: str) -> bool:
+        rec = PluginRecord.get_or_none(PluginRecord.name == plugin)
+        return True if rec is None else bool(rec.enabled)
+
+    def forget(self, plugin: str):
+        """A removed plugin: drop its record and approvals (orphans)."""
+        self.revoke_all(plugin)
+        PluginRecord.delete().where(PluginRecord.name == plugin).execute()
+
+    def clean_orphans(self, present: set[str]):
+        names = {r.plugin for r in RouteApproval.select(RouteApproval.plugin).distinct()}
+        names |= {h.plugin for h in HookApproval.select(HookApproval.plugin).distinct()}
+        names |= {p.name for p in PluginRecord.select(PluginRecord.name)}
+        for name in names - present:
+            self.forget(name)
+

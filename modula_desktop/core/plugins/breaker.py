@@ -1,0 +1,105 @@
+"""Circuit breakers: one per plugin (SPEC 6), and the per-hook abort counter."""
+from __future__ import annotations
+
+import threading
+import time
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+class CircuitBreaker:
+    """Opens after max_failures consecutive failures; after reset_interval_s lets one probe through
+    (half-open); a success closes it, a failure opens it again."""
+
+    def __init__(self, max_failures: int, reset_interval_s: float, clock=time.monotonic, on_trip=None):
+        self.max_failures = max_failures
+        self.reset_interval_s = reset_interval_s
+        self._clock = clock
+        self._on_trip = on_trip
+        self._lock = threading.Lock()
+        self.failures = 0
+        self._state = CLOSED
+        self.opened_at = 0.0
+        self._probe_out = False
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            if self._state == OPEN and self._clock() - self.opened_at >= self.reset_interval_s:
+                return HALF_OPEN
+            return self._state
+
+    def allow(self) -> bool:
+        with self._lock:
+            if self._state == CLOSED:
+                return True
+            if self._state == OPEN:
+                if self._clock() - self.opened_at < self.reset_interval_s:
+                    return False
+                self._state = HALF_OPEN
+                self._probe_out = False
+            if self._probe_out:
+                return False
+            self._probe_out = True
+            return True
+
+    def success(self):
+        with self._lock:
+            self.failures = 0
+            self._state = CLOSED
+            self._probe_out = False
+
+    def failure(self):
+        tripped = False
+        with self._lock:
+            self.failures += 1
+            if self._state == HALF_OPEN or (self._state == CLOSED and self.failures >= self.max_failures):
+                self._state = OPEN
+                self.opened_at = self._clock()
+                self._probe_out = False
+                tripped = True
+        if tripped and self._on_trip:
+            self._on_trip()
+
+    def reset(self):
+        self.success()
+
+    def to_dict(self) -> dict:
+        return {"state": self.state, "consecutive_failures": self.failures}
+
+
+class HookBreaker:
+    """Per (plugin, event, table): disabled after N consecutive aborts until reload or enable."""
+
+    def __init__(self, max_aborts: int):
+        self.max_aborts = max_aborts
+        self._lock = threading.Lock()
+        self._aborts: dict[tuple, int] = {}
+        self._disabled: set[tuple] = set()
+
+    def is_disabled(self, key) -> bool:
+        return key in self._disabled
+
+    def abort(self, key) -> bool:
+        """Count an abort; True when this one disabled the hook."""
+        with self._lock:
+            n = self._aborts.get(key, 0) + 1
+            self._aborts[key] = n
+            if n >= self.max_aborts and key not in self._disabled:
+                self._disabled.add(key)
+                return True
+            return False
+
+    def success(self, key):
+        with self._lock:
+            self._aborts.pop(key, None)
+
+    def reset(self):
+        with self._lock:
+            self._aborts.clear()
+            self._disabled.clear()
+
+    def to_dict(self) -> dict:
+        with self._lock:
+            return {"disabled": sorted(":".join(k) for k in self._disabled),
+                    "consecutive_aborts": {":".join(k): n for k, n in self._aborts.items()}}

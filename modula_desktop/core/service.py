@@ -1,0 +1,100 @@
+"""The one service object both front ends (HTTP server, GUI) sit on."""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from .errors import SiteError
+from .metrics import Metrics
+from .plugins.approvals import Approvals
+from .plugins.logbook import Logbook
+from .plugins.manager import PluginManager
+from .settings import Settings
+from .site import Site, WELCOME_BODY
+from .storage import open_database
+
+log = logging.getLogger(__name__)
+
+
+class SiteService:
+    """Owns the site's database, plugin runtime, content service and metrics.
+
+    Construct, then ``start()``; ``close()`` stops plugins and the watcher. Thread-safe for the uses the
+    front ends make of it: every request thread may call it at once.
+    """
+
+    def __init__(self, site: Site, settings: Settings | None = None, *, seed: bool = False):
+        self.site = site
+        new = site.ensure()
+        self.settings = settings if settings is not None else site.settings()
+        if new and seed:
+            site.seed_bundled_plugins()
+        self.db = open_database(site.db_path)
+        self.metrics = Metrics()
+        self.logbook = Logbook(site.logs_dir)
+        self.approvals = Approvals(self.db)
+        self.plugins = PluginManager(site.plugins_dir, self.settings.plugins, self.db, self.approvals,
+                                     self.logbook, self.metrics)
+        self.content = self._make_content_service()
+        if new and seed and self.content is not None:
+            self._seed_welcome()
+        self.watcher = None
+        self._closed = threading.Event()
+
+    def _make_content_service(self):
+        try:
+            from .content import ContentService
+        except ImportError:  # pragma: no cover - during bring-up
+            return None
+        return ContentService(self.db, self.plugins, self.settings.plugins, self.logbook, self.metrics)
+
+    def _seed_welcome(self):
+        try:
+            self.content.create({"type": "page", "title": "Welcome", "slug": "welcome", "body": WELCOME_BODY,
+                                 "status": "published"}, run_hooks=False)
+        except Exception:  # noqa: BLE001 - a welcome page is a nicety
+            log.exception("could not create the welcome page")
+
+    @classmethod
+    def open(cls, path: Path | None, *, settings: Settings | None = None) -> "SiteService":
+        """Open the site at path; with None, the user's default site (created and seeded on first start)."""
+        from .site import default_site_dir
+
+        if path is None:
+            return cls(Site(default_site_dir()), settings, seed=True)
+        return cls(Site(Path(path)), settings)
+
+    def start(self, hot_reload: bool | None = None):
+        self.plugins.load_all()
+        enabled = self.settings.plugins.hot_reload if hot_reload is None else hot_reload
+        if enabled:
+            try:
+                from .plugins.reload import HotReloader
+            except ImportError:  # pragma: no cover - during bring-up
+                return self
+            self.watcher = HotReloader(self.plugins, self.settings.plugins)
+            self.watcher.start()
+        return self
+
+    def close(self):
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self.watcher is not None:
+            self.watcher.stop()
+        self.plugins.shutdown()
+        if self.content is not None and hasattr(self.content, "close"):
+            self.content.close()
+        self.logbook.close()
+        try:
+            self.db.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
