@@ -1,0 +1,141 @@
+"""The `modula` command. Offline plugin commands work on the site folder; online ones talk to the
+running instance through the admin API. Errors are one line on stderr and a non-zero exit."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .. import __version__
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE_OR_OFFLINE = 0, 1, 2
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_ERROR):
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one clear line, exit 2, no usage dump
+        self.exit(EXIT_USAGE_OR_OFFLINE, f"modula: {message} (see 'modula --help')\n")
+
+
+def _site_arg(p):
+    p.add_argument("--site", metavar="DIR", type=Path, help="site folder (default: your user data folder)")
+
+
+def _online(p):
+    _site_arg(p)
+    p.add_argument("--token", metavar="T", help="admin token (default: the site's token file)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="modula", description="Modula Desktop: a desktop CMS with sandboxed Lua plugins.")
+    parser.add_argument("--version", action="version", version=f"modula {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="open the desktop window (the default)")
+    _site_arg(run)
+
+    serve = sub.add_parser("serve", help="run the site headless: plugin runtime and HTTP server")
+    _site_arg(serve)
+    serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8642; 0 picks a free one)")
+
+    plugin = sub.add_parser("plugin", help="manage plugins")
+    psub = plugin.add_subparsers(dest="plugin_command", parser_class=_Parser, required=True)
+
+    p = psub.add_parser("list", help="plugins in the site (offline)")
+    _site_arg(p)
+    p.add_argument("--json", action="store_true")
+
+    p = psub.add_parser("init", help="scaffold a new plugin (offline)")
+    _site_arg(p)
+    p.add_argument("name")
+    p.add_argument("--version", dest="plugin_version", default="0.1.0")
+    p.add_argument("--description", default="")
+    p.add_argument("--author", default="")
+    p.add_argument("--license", default="MIT")
+
+    p = psub.add_parser("validate", help="check a plugin's syntax and manifest (offline)")
+    p.add_argument("path", type=Path)
+
+    p = psub.add_parser("test", help="run a plugin's test/*.test.lua (offline)")
+    p.add_argument("path", type=Path)
+    p.add_argument("--filter", default=None)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per test (default: the handler timeout)")
+
+    p = psub.add_parser("info", help="state, routes, hooks, breaker, VM pool, last errors (online)")
+    _online(p)
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+
+    for name, helptext in (("reload", "blue-green reload (online)"), ("enable", "enable (online)"),
+                           ("disable", "disable (online)")):
+        p = psub.add_parser(name, help=helptext)
+        _online(p)
+        p.add_argument("name")
+
+    for name in ("approve", "revoke"):
+        p = psub.add_parser(name, help=f"{name} routes and hooks (online)")
+        _online(p)
+        p.add_argument("name")
+        p.add_argument("--route", action="append", default=[], metavar='"METHOD /path"')
+        p.add_argument("--hook", action="append", default=[], metavar='"event:table"')
+        p.add_argument("--all-routes", action="store_true")
+        p.add_argument("--all-hooks", action="store_true")
+        p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    return parser
+
+
+def _dispatch(args) -> int:
+    cmd = args.command or "run"
+    if cmd == "run":
+        from ..gui.app import run_gui
+
+        return run_gui(getattr(args, "site", None))
+    if cmd == "serve":
+        from ..server.runner import serve_forever
+
+        return serve_forever(args.site, host=args.host, port=args.port)
+    pc = args.plugin_command
+    if pc in ("list", "init", "validate", "test"):
+        from . import offline
+
+        return getattr(offline, f"cmd_{pc}")(args)
+    from . import online
+
+    return getattr(online, f"cmd_{pc}")(args)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from ..core.errors import ModulaError
+
+    try:
+        return _dispatch(args)
+    except CliError as exc:
+        print(f"modula: {exc}", file=sys.stderr)
+        return exc.code
+    except ModulaError as exc:
+        print(f"modula: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_ERROR
+
+
+def gui_main() -> int:
+    return main(["run"] + sys.argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

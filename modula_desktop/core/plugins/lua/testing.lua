@@ -1,0 +1,138 @@
+-- Trusted: the `test` module for `modula plugin test` (SPEC 3.9). Runs in the plugin's VM; requests
+-- and fired hooks call the plugin's registered functions directly, inside the current budget.
+local T, env, host = ...
+local registry = T.registry
+local pcall_ = env.pcall
+local type_, tostring_, pairs_, next_, error_ = type, tostring, pairs, next, error
+local json = env.json
+
+local function show(v)
+  if type_(v) == "string" then return string.format("%q", v) end
+  if type_(v) == "table" and json then
+    local ok, s = pcall_(json.encode, v)
+    if ok then return s end
+  end
+  return tostring_(v)
+end
+
+local function deep_eq(a, b, depth)
+  if a == b then return true end
+  if type_(a) ~= "table" or type_(b) ~= "table" or depth > 32 then return false end
+  for k, v in next_, a do
+    if not deep_eq(v, b[k], depth + 1) then return false end
+  end
+  for k in next_, b do
+    if a[k] == nil then return false end
+  end
+  return true
+end
+
+local function prefix(msg)
+  if msg ~= nil then return tostring_(msg) .. ": " end
+  return ""
+end
+
+local test = {}
+
+function test.assert(cond, msg)
+  if not cond then error_(msg or "assertion failed", 2) end
+  return cond
+end
+
+function test.assert_eq(a, b, msg)
+  if not deep_eq(a, b, 0) then
+    error_(prefix(msg) .. "expected " .. show(b) .. ", got " .. show(a), 2)
+  end
+end
+
+function test.assert_nil(v, msg)
+  if v ~= nil then error_(prefix(msg) .. "expected nil, got " .. show(v), 2) end
+end
+
+function test.assert_not_nil(v, msg)
+  if v == nil then error_(prefix(msg) .. "expected a value, got nil", 2) end
+end
+
+function test.assert_error(fn, msg)
+  if type_(fn) ~= "function" then error_("test.assert_error: argument must be a function", 2) end
+  local ok, err = pcall_(fn)
+  if ok then error_(prefix(msg) .. "expected an error, but the function succeeded", 2) end
+  return err
+end
+
+local function parse_query(q)
+  local out = {}
+  if not q then return out end
+  for pair in string.gmatch(q, "[^&]+") do
+    local k, v = string.match(pair, "^([^=]*)=?(.*)$")
+    if k and k ~= "" then out[k] = v end
+  end
+  return out
+end
+
+function test.request(method, path, opts)
+  if type_(method) ~= "string" or type_(path) ~= "string" then
+    error_("test.request(method, path [, opts]): method and path must be strings", 2)
+  end
+  opts = opts or {}
+  local qpos = string.find(path, "?", 1, true)
+  local query_string = nil
+  if qpos then query_string = string.sub(path, qpos + 1); path = string.sub(path, 1, qpos - 1) end
+  local headers = {}
+  if opts.headers then for k, v in pairs_(opts.headers) do headers[string.lower(k)] = v end end
+  local body = opts.body or ""
+  local decoded = nil
+  if opts.json ~= nil then
+    body = json.encode(opts.json)
+    decoded = opts.json
+    headers["content-type"] = "application/json"
+  end
+  local index, params = host.match(string.upper(method), path)
+  if not index then
+    return {status = 404, json = {error = "not found"}, headers = {}, body = ""}
+  end
+  local req = {method = string.upper(method), path = path, body = body, client_ip = "127.0.0.1",
+               headers = headers, query = parse_query(query_string), params = params, json = decoded}
+  local ok, res = pcall_(function()
+    local mws = registry.middleware
+    for i = 1, #mws do
+      local r = mws[i](req)
+      if type_(r) == "table" then return r end
+    end
+    return registry.routes[index].fn(req)
+  end)
+  if not ok then
+    return {status = 500, json = {error = tostring_(res)}, headers = {}, body = ""}
+  end
+  if res == nil then res = {} end
+  if type_(res) ~= "table" then
+    return {status = 500, json = {error = "handler must return a table"}, headers = {}, body = ""}
+  end
+  return {status = res.status or 200, json = res.json, body = res.body or "", headers = res.headers or {}}
+end
+
+function test.fire(event, tbl, data)
+  if type_(event) ~= "string" or type_(tbl) ~= "string" then
+    error_("test.fire(event, table, data): event and table must be strings", 2)
+  end
+  data = data or {}
+  local indices = host.hooks_for(event, tbl)
+  local before = string.sub(event, 1, 7) == "before_"
+  local result = {ok = true, data = data, ran = #indices}
+  for i = 1, #indices do
+    local h = registry.hooks[indices[i]]
+    data._table = (tbl == "content_data") and "content" or tbl
+    data._event = event
+    local ok, ret = pcall_(h.fn, data)
+    if not ok then
+      result.ok = false
+      result.error = tostring_(ret)
+      if before then return result end
+    elseif before and type_(ret) == "table" then
+      for k, v in pairs_(ret) do data[k] = v end
+    end
+  end
+  return result
+end
+
+return test

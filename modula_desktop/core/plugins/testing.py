@@ -1,0 +1,181 @@
+"""`modula plugin test`: run a plugin's test/*.test.lua in an in-memory site (SPEC 3.9).
+
+Each test_* function runs in the plugin's own VM with a `test` module, inside a savepoint that is
+rolled back afterwards, with the VM's globals reset to the post-init snapshot between tests.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peewee import SqliteDatabase
+
+from ..settings import PluginSettings
+from ..storage import PRAGMAS
+from .errors import ApiError, PluginCallError, PluginLoadError
+from .manager import Generation
+from .sandbox import _lua_source
+from .vm import HOOK_TABLES, PluginVM, VMContext
+
+
+@dataclass
+class TestResult:
+    file: str
+    name: str
+    ok: bool
+    error: str | None
+    ms: float
+
+    def to_dict(self):
+        return {"file": self.file, "name": self.name, "ok": self.ok, "error": self.error, "ms": round(self.ms, 2)}
+
+
+@dataclass
+class TestRun:
+    plugin: str
+    load_error: str | None = None
+    results: list[TestResult] = field(default_factory=list)
+    logs: list[dict] = field(default_factory=list)
+
+    @property
+    def passed(self) -> int:
+        return sum(r.ok for r in self.results)
+
+    @property
+    def failed(self) -> int:
+        return sum(not r.ok for r in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        if self.load_error:
+            return 2
+        return 1 if self.failed else 0
+
+    def to_dict(self):
+        return {"plugin": self.plugin, "load_error": self.load_error, "passed": self.passed,
+                "failed": self.failed, "tests": [r.to_dict() for r in self.results]}
+
+
+def run_plugin_tests(path: Path, settings: PluginSettings | None = None, name_filter: str | None = None,
+                     timeout: float | None = None) -> TestRun:
+    path = Path(path).resolve()
+    settings = settings or PluginSettings()
+    run = TestRun(plugin=path.name)
+    if not (path / "init.lua").is_file():
+        run.load_error = f"{path} is not a plugin folder (no init.lua)"
+        return run
+    database = SqliteDatabase(":memory:", pragmas={k: v for k, v in PRAGMAS.items() if k != "journal_mode"})
+    database.connect()
+
+    def sink(plugin, level, message, context=None):
+        run.logs.append({"level": level, "message": message, "context": context})
+
+    vm = PluginVM(VMContext(path.name, path, settings, database=database, log_sink=sink))
+    try:
+        vm.load()
+        vm.call_init()
+    except PluginLoadError as exc:
+        run.load_error = str(exc)
+        return run
+    gen = Generation.__new__(Generation)
+    gen.static, gen.dynamic, gen.routes = {}, [], vm.routes
+    Generation.__post_init__(gen)
+    sb = vm.sandbox
+
+    def match(method, p):
+        found = Generation.match(gen, method, p)
+        if not found:
+            return None
+        return found[0].index, found[1]
+
+    def hooks_for(event, table):
+        table = HOOK_TABLES.get(table, table)
+        chosen = [h for h in vm.hooks if h.event == event and h.table in (table, "*")]
+        chosen.sort(key=lambda h: (h.priority, h.table == "*", h.index))
+        return [h.index for h in chosen]
+
+    host = sb.raw_host_table({
+        "match": sb.fn("bind")(sb.host_function(match, name="test.request")),
+        "hooks_for": sb.fn("bind")(sb.host_function(hooks_for, name="test.fire")),
+    })
+    env = sb.fn("get_global")(b"_G")
+    test_module = sb.lua.execute(_lua_source("testing.lua"), sb.trusted, env, host, name="=testing", mode="t")
+    sb.fn("install_module")(b"test", test_module)
+    vm.snapshot()
+
+    seconds = settings.timeout_s if timeout is None else timeout
+    files = sorted((path / "test").glob("*.test.lua")) if (path / "test").is_dir() else []
+    for f in files:
+        if f.is_symlink() or not f.is_file():
+            continue
+        rel = f"test/{f.name}"
+        chunk = sb.fn("load_main")(f.read_bytes(), f"={rel}".encode())
+        if isinstance(chunk, tuple):
+            err = chunk[1].decode("utf-8", "replace") if isinstance(chunk[1], bytes) else str(chunk[1])
+            run.results.append(TestResult(rel, "(load)", False, f"syntax error: {err}", 0.0))
+            continue
+        before = set(_global_names(sb, env))
+        try:
+            vm.ops.reset(settings.max_ops, "test")
+            sb.call("run", *vm._budget_args(seconds, rel), b"module", chunk)
+        except PluginCallError as exc:
+            run.results.append(TestResult(rel, "(load)", False, exc.message, 0.0))
+            vm.reset()
+            continue
+        names = sorted(n for n in set(_global_names(sb, env)) - before if n.startswith("test_"))
+        for name in names:
+            if name_filter and name_filter not in name:
+                continue
+            fn = sb.fn("get_global")(name.encode())
+            started = time.perf_counter()
+            error = None
+            try:
+                with database.atomic() as savepoint:
+                    try:
+                        vm.ops.reset(settings.max_ops, "test")
+                        sb.call("run", *vm._budget_args(seconds, name), b"handler", fn)
+                        if vm.ops.exceeded:
+                            error = vm.ops.message
+                    except PluginCallError as exc:
+                        error = exc.message
+                    finally:
+                        savepoint.rollback()
+            except Exception as exc:  # noqa: BLE001 - a database error ends this test, not the run
+                error = f"{type(exc).__name__}: {exc}"
+            run.results.append(TestResult(rel, name, error is None, error, (time.perf_counter() - started) * 1000))
+            if vm.broken:
+                run.load_error = f"the VM was stopped by a budget in {name}; remaining tests not run"
+                return run
+        # the file's test functions stay out of the next file's globals
+        vm.reset()
+    database.close()
+    return run
+
+
+def _global_names(sb, env) -> list[str]:
+    return [k.decode("utf-8", "replace") for k in env.keys() if isinstance(k, bytes)]
+
+
+def format_run(run: TestRun, verbose: bool = False) -> str:
+    lines = []
+    if run.load_error:
+        lines.append(f"{run.plugin}: failed to load: {run.load_error}")
+    current = None
+    for r in run.results:
+        if verbose or not r.ok:
+            if r.file != current:
+                lines.append(r.file)
+                current = r.file
+            mark = "PASS" if r.ok else "FAIL"
+            line = f"  {mark} {r.name} ({r.ms:.1f} ms)"
+            if r.error:
+                line += f"\n       {r.error}"
+            lines.append(line)
+    if verbose and run.logs:
+        lines.append("log:")
+        lines.extend(f"  [{e['level']}] {e['message']}" for e in run.logs[-50:])
+    if not run.results and not run.load_error:
+        lines.append("no tests found (add test/*.test.lua files with test_* functions)")
+    lines.append(f"{run.passed} passed, {run.failed} failed")
+    return "\n".join(lines)
