@@ -344,9 +344,27 @@ class PluginVM:
         """Run middleware and the route's handler. Returns the response as a raw Lua table (or None)."""
         self.ops.reset(self.settings.max_ops if max_ops is None else max_ops, "request")
         seconds = self.settings.timeout_s if timeout is None else timeout
-        req = self.sandbox.to_lua(request)
+        req = self._request_table(request)
         result = self._checked(self.sandbox.call, "run_route", *self._budget_args(seconds, "the handler"), index, req)
         return result[0] if result else None
+
+    def _request_table(self, request: dict):
+        """The request as a Lua table. The hot path of every plugin route: flat string maps go through
+        one table_from each instead of the generic recursive conversion."""
+        lua = self.sandbox.lua
+        fields = {}
+        for key, value in request.items():
+            if isinstance(value, str):
+                fields[key.encode()] = value.encode("utf-8", "surrogateescape")
+            elif isinstance(value, bytes) or value is None:
+                fields[key.encode()] = value
+            elif key in ("headers", "query", "params") and isinstance(value, dict) and all(
+                    isinstance(v, str) for v in value.values()):
+                fields[key.encode()] = lua.table_from({k.encode("utf-8", "surrogateescape"):
+                                                       v.encode("utf-8", "surrogateescape") for k, v in value.items()})
+            else:
+                fields[key.encode()] = self.sandbox.to_lua(value)
+        return lua.table_from(fields)
 
     def call_hook(self, index: int, data: dict, timeout: float, max_ops: int | None = None):
         """Run one hook. Returns what it returned, converted to Python (None, or a dict of changes)."""
