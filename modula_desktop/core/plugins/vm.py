@@ -22,6 +22,7 @@ HOOK_TABLES = {"content": "content", "content_data": "content", "*": "*"}
 MAX_PATH = 256
 SEGMENT_RE = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]{0,63}\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)$")
 MAX_SOURCE_BYTES = 1024 * 1024
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
 
 def validate_route_path(path) -> str:
@@ -151,7 +152,9 @@ class PluginVM:
             from .dbapi import PluginDB
         except ImportError:  # pragma: no cover - during bring-up
             return None
-        return PluginDB(self.name, self.ctx.database, self.ops, self.ctx.settings)
+        api = PluginDB(self.name, self.ctx.database, self.ops, self.ctx.settings)
+        api.warn = lambda message: self._emit("warn", message, None)
+        return api
 
     def _db_function_names(self):
         if self.db_api is None:
@@ -159,7 +162,11 @@ class PluginVM:
         return tuple(self.db_api.LUA_FUNCTIONS)
 
     def _db_call(self, fname):
+        pure = self.db_api is not None and fname in self.db_api.PURE_FUNCTIONS
+
         def call(*args):
+            if pure:
+                return getattr(self.db_api, fname)(*args)
             if self.db_api is None or self.ctx.database is None:
                 raise ApiError(f"db.{fname}: the database is not available here")
             if self.manifest is not None and not self.manifest.allows("db"):
@@ -197,7 +204,7 @@ class PluginVM:
         if self.ctx.log_sink:
             self.ctx.log_sink(self.name, level, msg, ctx)
         else:
-            log.info("[%s] %s %s", self.name, level, msg)
+            log.log(_LEVELS.get(level, logging.INFO), "[%s] %s", self.name, msg)
 
     @staticmethod
     def _json_encode(value):
@@ -322,7 +329,9 @@ class PluginVM:
             self.sandbox.fn("restore_snapshot")()
         except Exception:  # noqa: BLE001 - a VM we cannot reset is not reused
             self.broken = True
-        if self.db_api is not None and getattr(self.db_api, "in_transaction", False):
+        if self.db_api is not None and self.db_api.in_transaction:
+            # a handler stopped mid-transaction: roll it back on this thread, never reuse the VM
+            self.db_api.abandon()
             self.broken = True
 
     def _checked(self, fn, *args):

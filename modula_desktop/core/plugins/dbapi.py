@@ -1,0 +1,1284 @@
+"""The `db` module of the plugin API (SPEC 3.4), compatible with ModulaCMS's Lua db API.
+
+A plugin reaches only its own tables: Lua uses the short name, SQL uses ``plugin_<plugin>_<short>``,
+and the table must be registered to this plugin in ``plugin_schema`` (written by ``define_table``).
+The registry is what keeps plugins apart where prefixes alone would not: plugin ``a`` with table
+``b_c`` and plugin ``a_b`` with table ``c`` share the SQL name ``plugin_a_b_c``, and a plugin named
+``route`` would otherwise reach the CMS table ``plugin_route_approval``.
+
+Nothing from Lua is spliced into SQL except identifiers that match ``IDENT_RE`` *and* name a column
+the table really has, and operators from a fixed whitelist. Every value is a bound parameter; the one
+exception is a column's DEFAULT in DDL, which SQLite cannot bind: it is type-checked and rendered as a
+quoted literal.
+
+Instances are used by one VM, hence by one thread at a time; peewee gives each thread its own
+connection, so a before-hook's writes share the host's content transaction on that thread.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Callable
+
+import peewee
+from ulid import ULID
+
+from ..storage import utc_now
+from .errors import ApiError
+
+log = logging.getLogger(__name__)
+
+IDENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+PLUGIN_RE = re.compile(r"^[a-z0-9_]{1,32}$")
+ORDER_RE = re.compile(r"^\s*([a-z][a-z0-9_]{0,62})(?:\s+(asc|desc))?\s*$", re.IGNORECASE)
+
+# Logical column type -> SQL type. The logical type (json, boolean, ...) lives in the registry.
+SQL_TYPES = {"text": "TEXT", "integer": "INTEGER", "boolean": "INTEGER", "real": "REAL",
+             "timestamp": "TEXT", "json": "TEXT", "blob": "BLOB"}
+AUTO_COLUMNS = {"id": "text", "created_at": "timestamp", "updated_at": "timestamp"}
+REGISTRY = "plugin_schema"
+
+# Numbers of SPEC 3.4 and of ModulaCMS's db package (MaxBulkInsertRows, MaxOrderByCols).
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+MAX_BULK_ROWS = 1000
+BULK_BATCH_ROWS = 100
+MAX_ORDER_BY = 8
+MAX_COLUMNS = 200
+MAX_INDEXES = 32
+MAX_IN_VALUES = 1000
+MAX_CONDITIONS = 500
+MAX_CONDITION_DEPTH = 16
+MAX_DEFAULT_CHARS = 4096
+MAX_SQL_VARIABLES = 32766
+
+# Condition markers returned by db.eq(), db.gt(), ... (ModulaCMS's sentinel keys).
+OP_KEY, VAL_KEY = "__op", "__val"
+AGG_KEY, AGG_ARG_KEY, AGG_ALIAS_KEY = "__agg", "__arg", "__alias"
+MARKER_OPS = ("eq", "neq", "gt", "gte", "lt", "lte", "like", "not_like", "in", "not_in", "between",
+              "is_null", "is_not_null")
+AGGREGATES = ("COUNT", "SUM", "AVG", "MIN", "MAX")
+
+# Operator spellings accepted in the sequence form -> canonical SQL operator.
+SEQ_OPS = {
+    "=": "=", "==": "=", "EQ": "=",
+    "!=": "<>", "<>": "<>", "~=": "<>", "NEQ": "<>",
+    ">": ">", "GT": ">", ">=": ">=", "GTE": ">=", "<": "<", "LT": "<", "<=": "<=", "LTE": "<=",
+    "LIKE": "LIKE", "NOT LIKE": "NOT LIKE", "NOT_LIKE": "NOT LIKE",
+    "IN": "IN", "IN_LIST": "IN", "NOT IN": "NOT IN", "NOT_IN": "NOT IN",
+    "BETWEEN": "BETWEEN", "NOT BETWEEN": "NOT BETWEEN",
+    "IS NULL": "IS NULL", "IS_NULL": "IS NULL", "IS NOT NULL": "IS NOT NULL", "IS_NOT_NULL": "IS NOT NULL",
+}
+MARKER_TO_SQL = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "like": "LIKE",
+                 "not_like": "NOT LIKE", "in": "IN", "not_in": "NOT IN", "between": "BETWEEN",
+                 "is_null": "IS NULL", "is_not_null": "IS NOT NULL"}
+ON_ACTIONS = {"CASCADE": "CASCADE", "SET NULL": "SET NULL", "SET_NULL": "SET NULL", "SET DEFAULT": "SET DEFAULT",
+              "SET_DEFAULT": "SET DEFAULT", "RESTRICT": "RESTRICT", "NO ACTION": "NO ACTION", "NO_ACTION": "NO ACTION"}
+
+SELECT_OPTIONS = {"where", "where_or", "columns", "order_by", "desc", "limit", "offset", "distinct", "group_by"}
+
+
+def q(ident: str) -> str:
+    """Quote an identifier that already passed IDENT_RE (so it holds no quote)."""
+    return f'"{ident}"'
+
+
+def rfc3339(moment: _dt.datetime) -> str:
+    """The same text form as storage.utc_now(): sortable, millisecond precision, UTC."""
+    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def canonical_json(value) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+@dataclass
+class TableInfo:
+    short: str
+    sql: str
+    types: dict = field(default_factory=dict)  # column -> logical type, in table order
+    definition: dict = field(default_factory=dict)  # what the registry holds
+
+
+class PluginDB:
+    """db.* for one plugin. Every method named in LUA_FUNCTIONS is called from Lua with Python values."""
+
+    LUA_FUNCTIONS = (
+        "define_table", "create_index",
+        "query", "query_one", "count", "exists",
+        "insert", "insert_many", "upsert", "update", "delete",
+        "ulid", "timestamp", "timestamp_ago",
+        "eq", "neq", "gt", "gte", "lt", "lte", "like", "not_like", "in_list", "not_in", "between",
+        "is_null", "is_not_null",
+        "agg_count", "agg_sum", "agg_avg", "agg_min", "agg_max",
+    )
+    # Touch no database and spend no operation: a host may offer these even offline.
+    PURE_FUNCTIONS = frozenset(LUA_FUNCTIONS) - {
+        "define_table", "create_index", "query", "query_one", "count", "exists", "insert", "insert_many", "upsert",
+        "update", "delete"}
+
+    def __init__(self, plugin: str, database, ops=None, settings=None):
+        if not isinstance(plugin, str) or not PLUGIN_RE.match(plugin):
+            raise ValueError(f"invalid plugin name {plugin!r}")
+        self.plugin = plugin
+        self.prefix = f"plugin_{plugin}_"
+        self.database = database
+        self.ops = ops
+        self.settings = settings
+        # Set by the host to show schema warnings in the plugin's own log; defaults to the app log.
+        self.warn: Callable[[str], None] | None = None
+        self._tx = None
+        self._tables: dict[str, TableInfo] = {}
+        self._schema_version = None
+
+    # ---- plumbing ----------------------------------------------------------------------------
+    @property
+    def in_transaction(self) -> bool:
+        return self._tx is not None
+
+    def _spend(self, n: int = 1):
+        if self.ops is not None and n > 0:
+            self.ops.spend(n)
+
+    def _warn(self, msg: str):
+        if self.warn is not None:
+            self.warn(msg)
+        else:
+            log.warning("[%s] %s", self.plugin, msg)
+
+    def _sql(self, fname: str, sql: str, params=()):
+        try:
+            return self.database.execute_sql(sql, tuple(params))
+        except (peewee.IntegrityError, sqlite3.IntegrityError) as exc:
+            raise ApiError(f"db.{fname}: {exc}") from None
+        except (peewee.DatabaseError, peewee.InterfaceError, sqlite3.Error) as exc:
+            log.warning("[%s] db.%s failed: %s", self.plugin, fname, exc)
+            raise ApiError(f"db.{fname}: {exc}") from None
+
+    def _rows(self, fname: str, sql: str, params=()) -> tuple[list[str], list[tuple]]:
+        cursor = self._sql(fname, sql, params)
+        try:
+            rows = cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise ApiError(f"db.{fname}: {exc}") from None
+        names = [d[0] for d in cursor.description or ()]
+        return names, rows
+
+    def _atomic(self, fname: str):
+        try:
+            return _Atomic(self.database.atomic(), fname)
+        except (peewee.DatabaseError, sqlite3.Error) as exc:
+            raise ApiError(f"db.{fname}: {exc}") from None
+
+    # ---- names -------------------------------------------------------------------------------
+    def _ident(self, fname: str, value, what: str) -> str:
+        if not isinstance(value, str):
+            raise ApiError(f"db.{fname}: {what} must be a string")
+        if not IDENT_RE.match(value):
+            shown = value if len(value) <= 80 else value[:80] + "…"
+            raise ApiError(f"db.{fname}: invalid {what} {shown!r} "
+                           f"(use 1 to 63 characters of a-z, 0-9 and _, starting with a letter)")
+        return value
+
+    def _table_name(self, fname: str, table) -> tuple[str, str]:
+        short = self._ident(fname, table, "table name")
+        return short, self.prefix + short
+
+    def _check_schema_version(self):
+        row = self._sql("schema", "PRAGMA schema_version").fetchone()
+        version = row[0] if row else None
+        if version != self._schema_version:
+            self._tables.clear()
+            self._schema_version = version
+
+    def _registry_exists(self) -> bool:
+        row = self._sql("schema", "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (REGISTRY,)).fetchone()
+        return row is not None
+
+    def _ensure_registry(self):
+        self._sql("define_table", f"CREATE TABLE IF NOT EXISTS {q(REGISTRY)} ("
+                  "table_name TEXT PRIMARY KEY NOT NULL, plugin TEXT NOT NULL, name TEXT NOT NULL, "
+                  "definition TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)")
+
+    def _registry_row(self, sql_name: str):
+        if not self._registry_exists():
+            return None
+        return self._sql("schema", f"SELECT plugin, definition FROM {q(REGISTRY)} WHERE table_name = ?",
+                         (sql_name,)).fetchone()
+
+    def _table(self, fname: str, table) -> TableInfo:
+        short, sql_name = self._table_name(fname, table)
+        self._check_schema_version()
+        info = self._tables.get(sql_name)
+        if info is None:
+            info = self._load_table(short, sql_name)
+            if info is None:
+                raise ApiError(f"db.{fname}: table '{short}' is not defined (call db.define_table in on_init)")
+            self._tables[sql_name] = info
+        return info
+
+    def _load_table(self, short: str, sql_name: str) -> TableInfo | None:
+        row = self._registry_row(sql_name)
+        if row is None or row[0] != self.plugin:
+            return None
+        definition = json.loads(row[1])
+        declared = {c["name"]: c["type"] for c in definition.get("columns", ())}
+        info = TableInfo(short, sql_name, definition=definition)
+        for _cid, name, decl, *_rest in self._sql("schema", f"PRAGMA table_info({q(sql_name)})").fetchall():
+            info.types[name] = AUTO_COLUMNS.get(name) or declared.get(name) or _type_from_sql(decl)
+        return info if info.types else None
+
+    def _column(self, fname: str, info: TableInfo, name, what: str = "column") -> str:
+        self._ident(fname, name, what)
+        if name not in info.types:
+            raise ApiError(f"db.{fname}: unknown column '{name}' in table '{info.short}'")
+        return name
+
+    # ---- values ------------------------------------------------------------------------------
+    def _encode(self, fname: str, info: TableInfo, col: str, value):
+        """A Lua value for column col, as stored in SQLite."""
+        ctype = info.types[col]
+        where = f"db.{fname}: column '{col}' ({ctype})"
+        if value is None:
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ApiError(f"{where} cannot store {value}")
+        if ctype == "json":
+            if isinstance(value, str):
+                try:
+                    return canonical_json(json.loads(value))
+                except (ValueError, RecursionError):
+                    raise ApiError(f"{where} takes a table or JSON text, and this string is not JSON") from None
+            try:
+                return canonical_json(value)
+            except (ValueError, TypeError, RecursionError) as exc:
+                raise ApiError(f"{where}: {exc}") from None
+        if isinstance(value, (list, dict)):
+            raise ApiError(f"{where} cannot store a table (only json columns do)")
+        if ctype == "boolean":
+            if isinstance(value, bool):
+                return int(value)
+            if isinstance(value, (int, float)) and value in (0, 1):
+                return int(value)
+            raise ApiError(f"{where} takes true or false")
+        if ctype == "integer":
+            if isinstance(value, bool):
+                return int(value)
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, int):
+                return value
+            if isinstance(value, str):
+                try:
+                    return int(value.strip())
+                except ValueError:
+                    pass
+            raise ApiError(f"{where} takes an integer, not {_show(value)}")
+        if ctype == "real":
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return value
+            if isinstance(value, str):
+                try:
+                    number = float(value.strip())
+                    if math.isfinite(number):
+                        return number
+                except ValueError:
+                    pass
+            raise ApiError(f"{where} takes a number, not {_show(value)}")
+        if ctype == "blob":
+            if isinstance(value, str):
+                return value.encode("utf-8", "surrogateescape")
+            raise ApiError(f"{where} takes a string")
+        # text, timestamp
+        if isinstance(value, bool):
+            raise ApiError(f"{where} takes a string, not a boolean")
+        if isinstance(value, (int, float)):
+            return value if ctype == "timestamp" else str(value)
+        return value
+
+    def _decode_row(self, info: TableInfo, names: list[str], values) -> dict:
+        row = {}
+        for name, value in zip(names, values):
+            ctype = info.types.get(name)
+            if value is not None and ctype == "boolean":
+                value = bool(value)
+            elif value is not None and ctype == "json" and isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except (ValueError, RecursionError):
+                    pass
+            row[name] = value
+        return row
+
+    # ---- options -----------------------------------------------------------------------------
+    @staticmethod
+    def _map(fname: str, value, what: str) -> dict:
+        """A Lua table with named fields. An empty Lua table arrives as [] and means {}."""
+        if value is None or value == []:
+            return {}
+        if not isinstance(value, dict):
+            raise ApiError(f"db.{fname}: {what} must be a table with named fields")
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise ApiError(f"db.{fname}: {what} must have only named fields")
+        return value
+
+    @staticmethod
+    def _list(fname: str, value, what: str) -> list:
+        if value is None or value == {}:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list):
+            raise ApiError(f"db.{fname}: {what} must be a list")
+        return value
+
+    def _limit(self, fname: str, value, default: int) -> int:
+        if value is None:
+            return default
+        n = _integer(value)
+        if n is None:
+            raise ApiError(f"db.{fname}: limit must be an integer")
+        if n < 0:
+            raise ApiError(f"db.{fname}: limit must not be negative")
+        if n > MAX_LIMIT:
+            raise ApiError(f"db.{fname}: limit {n} is above the maximum of {MAX_LIMIT}")
+        return n or default  # ModulaCMS: 0 means the default
+
+    def _offset(self, fname: str, value) -> int:
+        if value is None:
+            return 0
+        n = _integer(value)
+        if n is None or n < 0:
+            raise ApiError(f"db.{fname}: offset must be a non-negative integer")
+        return n
+
+    def _select_parts(self, fname: str, info: TableInfo, opts: dict):
+        """SELECT list, GROUP BY and ORDER BY text for opts; names the aggregates add."""
+        aliases: dict[str, str] = {}
+        select = []
+        for item in self._list(fname, opts.get("columns"), "columns"):
+            if isinstance(item, str):
+                select.append(q(self._column(fname, info, item)))
+            elif isinstance(item, dict) and AGG_KEY in item:
+                expr, alias = self._aggregate(fname, info, item)
+                if alias in aliases or alias in info.types:
+                    raise ApiError(f"db.{fname}: aggregate alias '{alias}' is used twice or names a column")
+                aliases[alias] = expr
+                select.append(f"{expr} AS {q(alias)}")
+            else:
+                raise ApiError(f"db.{fname}: columns must be column names or db.agg_* values")
+        group = [q(self._column(fname, info, c)) for c in self._list(fname, opts.get("group_by"), "group_by")]
+        order = self._order_by(fname, info, opts.get("order_by"), opts.get("desc"), aliases)
+        return (", ".join(select) or "*"), group, order
+
+    def _aggregate(self, fname: str, info: TableInfo, item: dict):
+        func = item.get(AGG_KEY)
+        if not isinstance(func, str) or func.upper() not in AGGREGATES:
+            raise ApiError(f"db.{fname}: unknown aggregate {_show(func)}")
+        func = func.upper()
+        arg = item.get(AGG_ARG_KEY)
+        if arg == "*":
+            if func != "COUNT":
+                raise ApiError(f"db.{fname}: only COUNT takes '*'")
+            expr = "COUNT(*)"
+        else:
+            expr = f"{func}({q(self._column(fname, info, arg))})"
+        alias = item.get(AGG_ALIAS_KEY) or (func.lower() if arg == "*" else f"{func.lower()}_{arg}")
+        return expr, self._ident(fname, alias, "aggregate alias")
+
+    def _order_by(self, fname: str, info: TableInfo, order_by, desc_flag, aliases) -> list[str]:
+        if order_by is None or order_by == [] or order_by == "":
+            return []
+        entries = []
+        if isinstance(order_by, str):
+            for part in order_by.split(","):
+                m = ORDER_RE.match(part)
+                if not m:
+                    raise ApiError(f"db.{fname}: invalid order_by {_show(order_by)} "
+                                   f"(use \"column\", \"column DESC\" or {{{{column=, desc=}}}})")
+                direction = m.group(2)
+                desc = direction.lower() == "desc" if direction else desc_flag is True
+                entries.append((m.group(1), desc))
+        elif isinstance(order_by, list):
+            for entry in order_by:
+                if isinstance(entry, str):
+                    entries.append((entry, False))
+                    continue
+                entry = self._map(fname, entry, "each order_by entry")
+                unknown = set(entry) - {"column", "desc"}
+                if unknown or "column" not in entry:
+                    raise ApiError(f"db.{fname}: each order_by entry must be {{column=, desc=}}")
+                if entry.get("desc") not in (None, True, False):
+                    raise ApiError(f"db.{fname}: order_by desc must be true or false")
+                entries.append((entry["column"], entry.get("desc") is True))
+        else:
+            raise ApiError(f"db.{fname}: order_by must be a string or a list of {{column=, desc=}}")
+        if len(entries) > MAX_ORDER_BY:
+            raise ApiError(f"db.{fname}: at most {MAX_ORDER_BY} order_by columns")
+        out = []
+        for col, desc in entries:
+            if not (isinstance(col, str) and col in aliases):
+                self._column(fname, info, col, "order_by column")
+            out.append(f"{q(col)} {'DESC' if desc else 'ASC'}")
+        return out
+
+    def _filter(self, fname: str, info: TableInfo, opts: dict) -> tuple[str, list]:
+        """WHERE text (without the keyword, '' for none) and its parameters."""
+        builder = _Where(self, fname, info)
+        parts = []
+        where = opts.get("where")
+        if where is not None and where != [] and where != {}:
+            parts.append(builder.top(where))
+        groups = self._list(fname, opts.get("where_or"), "where_or")
+        if groups:
+            ors = []
+            for group in groups:
+                group = self._map(fname, group, "each where_or group")
+                if group:
+                    ors.append(builder.mapping(group))
+            if ors:
+                parts.append("(" + " OR ".join(ors) + ")")
+        return " AND ".join(parts), builder.params
+
+    def _opts(self, fname: str, opts, allowed: set) -> dict:
+        opts = self._map(fname, opts, "options")
+        unknown = sorted(set(opts) - allowed)
+        if unknown:
+            raise ApiError(f"db.{fname}: unknown option '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
+        return opts
+
+    def _select_sql(self, fname: str, info: TableInfo, opts: dict, limit: int, offset: int):
+        select, group, order = self._select_parts(fname, info, opts)
+        where, params = self._filter(fname, info, opts)
+        if opts.get("distinct") not in (None, True, False):
+            raise ApiError(f"db.{fname}: distinct must be true or false")
+        sql = ["SELECT", "DISTINCT" if opts.get("distinct") else "", select, "FROM", q(info.sql)]
+        if where:
+            sql += ["WHERE", where]
+        if group:
+            sql += ["GROUP BY", ", ".join(group)]
+        if order:
+            sql += ["ORDER BY", ", ".join(order)]
+        sql += ["LIMIT ? OFFSET ?"]
+        return " ".join(s for s in sql if s), params + [limit, offset]
+
+    # ---- schema ------------------------------------------------------------------------------
+    def define_table(self, table=None, definition=None, *_):
+        """Create the table (or add the columns and indexes a later definition declares)."""
+        fname = "define_table"
+        self._spend()
+        short, sql_name = self._table_name(fname, table)
+        spec = self._parse_definition(fname, short, definition)
+        with self._atomic(fname):
+            self._ensure_registry()
+            self._check_schema_version()
+            row = self._registry_row(sql_name)
+            found = self._sql(fname, "SELECT type FROM sqlite_master WHERE name = ?", (sql_name,)).fetchone()
+            if row is not None and row[0] != self.plugin:
+                raise ApiError(f"db.{fname}: table name '{sql_name}' already belongs to plugin '{row[0]}'")
+            if found is not None and (row is None or found[0] != "table"):
+                raise ApiError(f"db.{fname}: '{sql_name}' already exists and was not created by this plugin")
+            self._check_foreign_keys(fname, sql_name, spec)
+            if found is None:
+                self._create(fname, sql_name, spec)
+            else:
+                spec = self._migrate(fname, short, sql_name, json.loads(row[1]), spec)
+            self._create_indexes(fname, sql_name, spec["indexes"])
+            now = utc_now()
+            self._sql(fname, f"INSERT INTO {q(REGISTRY)} "
+                      "(table_name, plugin, name, definition, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+                      "ON CONFLICT (table_name) DO UPDATE SET "
+                      "definition = excluded.definition, updated_at = excluded.updated_at",
+                      (sql_name, self.plugin, short, json.dumps(spec, sort_keys=True), now, now))
+        self._tables.pop(sql_name, None)
+        return None
+
+    def _parse_definition(self, fname: str, short: str, definition) -> dict:
+        definition = self._map(fname, definition, "the definition")
+        self._note_unknown(fname, definition, {"columns", "indexes", "foreign_keys"}, f"table '{short}'")
+        columns_in = definition.get("columns")
+        if not isinstance(columns_in, list) or not columns_in:
+            raise ApiError(f"db.{fname}: table '{short}' needs a non-empty columns list")
+        if len(columns_in) > MAX_COLUMNS:
+            raise ApiError(f"db.{fname}: at most {MAX_COLUMNS} columns per table")
+        columns, indexes = [], []
+        seen = set()
+        for entry in columns_in:
+            entry = self._map(fname, entry, "each column")
+            name = entry.get("name")
+            if name in AUTO_COLUMNS:
+                raise ApiError(f"db.{fname}: column '{name}' is added automatically and may not be declared")
+            self._ident(fname, name, "column name")
+            self._note_unknown(fname, entry, {"name", "type", "not_null", "default", "unique"}, f"column '{name}'")
+            if name in seen:
+                raise ApiError(f"db.{fname}: column '{name}' is declared twice")
+            seen.add(name)
+            ctype = entry.get("type")
+            if not isinstance(ctype, str) or ctype.lower() not in SQL_TYPES:
+                raise ApiError(f"db.{fname}: column '{name}' has unknown type {_show(ctype)} "
+                               f"(use one of {', '.join(SQL_TYPES)})")
+            ctype = ctype.lower()
+            for flag in ("not_null", "unique"):
+                if entry.get(flag) not in (None, True, False):
+                    raise ApiError(f"db.{fname}: column '{name}': {flag} must be true or false")
+            col = {"name": name, "type": ctype, "not_null": entry.get("not_null") is True}
+            if entry.get("default") is not None:
+                col["default"] = _default_literal(fname, name, ctype, entry["default"])
+            columns.append(col)
+            if entry.get("unique") is True:
+                indexes.append({"columns": [name], "unique": True})
+        known = set(AUTO_COLUMNS) | seen
+        for entry in self._list(fname, definition.get("indexes"), "indexes"):
+            entry = self._map(fname, entry, "each index")
+            self._note_unknown(fname, entry, {"columns", "unique", "name"}, "an index")
+            cols = self._list(fname, entry.get("columns"), "index columns")
+            if not cols:
+                raise ApiError(f"db.{fname}: an index needs a non-empty columns list")
+            for c in cols:
+                self._ident(fname, c, "index column")
+                if c not in known:
+                    raise ApiError(f"db.{fname}: index column '{c}' is not a column of '{short}'")
+            if len(set(cols)) != len(cols):
+                raise ApiError(f"db.{fname}: index columns repeat a column")
+            if entry.get("unique") not in (None, True, False):
+                raise ApiError(f"db.{fname}: index unique must be true or false")
+            indexes.append({"columns": list(cols), "unique": entry.get("unique") is True})
+        if len(indexes) > MAX_INDEXES:
+            raise ApiError(f"db.{fname}: at most {MAX_INDEXES} indexes per table")
+        fks = []
+        for entry in self._list(fname, definition.get("foreign_keys"), "foreign_keys"):
+            entry = self._map(fname, entry, "each foreign key")
+            self._note_unknown(fname, entry, {"column", "ref_table", "ref_column", "on_delete", "on_update"},
+                               "a foreign key")
+            col = self._ident(fname, entry.get("column"), "foreign key column")
+            if col not in seen:
+                raise ApiError(f"db.{fname}: foreign key column '{col}' is not a declared column of '{short}'")
+            ref_table = entry.get("ref_table")
+            if not isinstance(ref_table, str):
+                raise ApiError(f"db.{fname}: foreign key on '{col}' needs ref_table (the full table name)")
+            fk = {"column": col, "ref_table": ref_table,
+                  "ref_column": self._ident(fname, entry.get("ref_column", "id"), "foreign key ref_column")}
+            for action in ("on_delete", "on_update"):
+                value = entry.get(action)
+                if value is None:
+                    continue
+                key = " ".join(str(value).upper().split()) if isinstance(value, str) else None
+                if key not in ON_ACTIONS:
+                    raise ApiError(f"db.{fname}: foreign key {action} must be one of "
+                                   "CASCADE, SET NULL, SET DEFAULT, RESTRICT, NO ACTION")
+                fk[action] = ON_ACTIONS[key]
+            fks.append(fk)
+        return {"columns": columns, "indexes": _unique_indexes(indexes), "foreign_keys": fks}
+
+    def _note_unknown(self, fname: str, entry: dict, known: set, where: str):
+        # ModulaCMS ignores fields it does not know; so do we, but say so (it is often a typo).
+        for key in sorted(set(entry) - known):
+            self._warn(f"db.{fname}: {where}: ignoring unknown field '{key}'")
+
+    def _check_foreign_keys(self, fname: str, sql_name: str, spec: dict):
+        for fk in spec["foreign_keys"]:
+            ref = fk["ref_table"]
+            ref_short = ref[len(self.prefix):] if ref.startswith(self.prefix) else None
+            if ref_short is None or not IDENT_RE.match(ref_short):
+                hint = f" (did you mean '{self.prefix}{ref}'?)" if IDENT_RE.match(ref) else ""
+                raise ApiError(f"db.{fname}: foreign key on '{fk['column']}' references '{ref}', which is not one "
+                               f"of this plugin's tables: ref_table must be a full name starting with "
+                               f"'{self.prefix}'{hint}")
+            if ref == sql_name:
+                ref_cols = {c["name"] for c in spec["columns"]} | set(AUTO_COLUMNS)
+                uniques = {tuple(i["columns"]) for i in spec["indexes"] if i["unique"]}
+            else:
+                row = self._registry_row(ref)
+                if row is None or row[0] != self.plugin:
+                    raise ApiError(f"db.{fname}: foreign key on '{fk['column']}' references '{ref}', which this "
+                                   f"plugin has not defined (define '{ref_short}' first)")
+                ref_def = json.loads(row[1])
+                ref_cols = {c["name"] for c in ref_def["columns"]} | set(AUTO_COLUMNS)
+                uniques = {tuple(i["columns"]) for i in ref_def["indexes"] if i["unique"]}
+            if fk["ref_column"] not in ref_cols:
+                raise ApiError(f"db.{fname}: foreign key on '{fk['column']}': '{ref}' has no column "
+                               f"'{fk['ref_column']}'")
+            if fk["ref_column"] != "id" and (fk["ref_column"],) not in uniques:
+                raise ApiError(f"db.{fname}: foreign key on '{fk['column']}' must reference 'id' or a column "
+                               f"with a unique index")
+
+    @staticmethod
+    def _column_sql(col: dict, fk: dict | None = None) -> str:
+        parts = [q(col["name"]), SQL_TYPES[col["type"]]]
+        if col["not_null"]:
+            parts.append("NOT NULL")
+        if "default" in col:
+            parts.append(f"DEFAULT {col['default']}")
+        if fk is not None:
+            parts.append(_references(fk))
+        return " ".join(parts)
+
+    def _create(self, fname: str, sql_name: str, spec: dict):
+        lines = ['"id" TEXT PRIMARY KEY NOT NULL']
+        lines += [self._column_sql(c) for c in spec["columns"]]
+        lines += ['"created_at" TEXT NOT NULL', '"updated_at" TEXT NOT NULL']
+        lines += [f"FOREIGN KEY ({q(fk['column'])}) {_references(fk)}" for fk in spec["foreign_keys"]]
+        self._sql(fname, f"CREATE TABLE IF NOT EXISTS {q(sql_name)} (\n  " + ",\n  ".join(lines) + "\n)")
+
+    def _migrate(self, fname: str, short: str, sql_name: str, old: dict, spec: dict) -> dict:
+        """Apply what can be applied to an existing table; refuse or warn about the rest."""
+        actual = {r[1] for r in self._sql(fname, f"PRAGMA table_info({q(sql_name)})").fetchall()}
+        old_cols = {c["name"]: c for c in old.get("columns", ())}
+        new_cols = {c["name"]: c for c in spec["columns"]}
+        new_fks = {fk["column"]: fk for fk in spec["foreign_keys"]}
+        old_fks = {fk["column"]: fk for fk in old.get("foreign_keys", ())}
+        for name, col in new_cols.items():
+            before = old_cols.get(name)
+            if name in actual:
+                if before is not None and before["type"] != col["type"]:
+                    raise ApiError(f"db.{fname}: column '{name}' of '{short}' is {before['type']} in the database; "
+                                   f"changing it to {col['type']} is not supported (add a new column instead)")
+                if before is not None and (before["not_null"], before.get("default")) != \
+                        (col["not_null"], col.get("default")):
+                    self._warn(f"db.{fname}: '{short}'.{name}: NOT NULL/default changed; existing tables keep "
+                               f"the old constraint")
+                if new_fks.get(name) != old_fks.get(name):
+                    self._warn(f"db.{fname}: '{short}'.{name}: a foreign key cannot be changed on an existing "
+                               f"table; the old one stays")
+                continue
+            if col["not_null"] and "default" not in col:
+                raise ApiError(f"db.{fname}: cannot add NOT NULL column '{name}' without a default to the "
+                               f"existing table '{short}'")
+            fk = new_fks.get(name)
+            if fk is not None and "default" in col:
+                raise ApiError(f"db.{fname}: cannot add column '{name}' with both a foreign key and a default to "
+                               f"the existing table '{short}'")
+            self._sql(fname, f"ALTER TABLE {q(sql_name)} ADD COLUMN {self._column_sql(col, fk)}")
+        kept = []
+        for name, col in old_cols.items():
+            if name not in new_cols and name in actual:
+                self._warn(f"db.{fname}: column '{name}' of '{short}' is no longer declared; it stays in the "
+                           f"database (columns are never dropped)")
+                kept.append(dict(col, removed=True))
+        new_index_keys = {(tuple(i["columns"]), i["unique"]) for i in spec["indexes"]}
+        for index in old.get("indexes", ()):
+            if (tuple(index["columns"]), index["unique"]) not in new_index_keys:
+                self._warn(f"db.{fname}: index on {', '.join(index['columns'])} of '{short}' is no longer declared; "
+                           f"it stays")
+        return dict(spec, columns=spec["columns"] + kept)
+
+    def _create_indexes(self, fname: str, sql_name: str, indexes: list):
+        for index in indexes:
+            name = f"idx_{sql_name}_{'_'.join(index['columns'])}" + ("_unique" if index["unique"] else "")
+            owner = self._sql(fname, "SELECT tbl_name FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+            if owner is not None and owner[0] != sql_name:
+                raise ApiError(f"db.{fname}: index name '{name}' is already used by another table")
+            cols = ", ".join(q(c) for c in index["columns"])
+            self._sql(fname, f"CREATE {'UNIQUE ' if index['unique'] else ''}INDEX IF NOT EXISTS {q(name)} "
+                             f"ON {q(sql_name)} ({cols})")
+
+    def create_index(self, table=None, opts=None, *_):
+        """ModulaCMS's db.create_index(t, {columns=, unique=}); also recorded in the table definition."""
+        fname = "create_index"
+        self._spend()
+        info = self._table(fname, table)
+        opts = self._opts(fname, opts, {"columns", "unique"})
+        cols = self._list(fname, opts.get("columns"), "columns")
+        if not cols:
+            raise ApiError(f"db.{fname}: columns must not be empty")
+        for c in cols:
+            self._column(fname, info, c)
+        if opts.get("unique") not in (None, True, False):
+            raise ApiError(f"db.{fname}: unique must be true or false")
+        index = {"columns": list(cols), "unique": opts.get("unique") is True}
+        with self._atomic(fname):
+            self._create_indexes(fname, info.sql, [index])
+            definition = dict(info.definition)
+            definition["indexes"] = _unique_indexes(list(definition.get("indexes", [])) + [index])
+            self._sql(fname, f"UPDATE {q(REGISTRY)} SET definition = ?, updated_at = ? WHERE table_name = ?",
+                      (json.dumps(definition, sort_keys=True), utc_now(), info.sql))
+        self._tables.pop(info.sql, None)
+        return None
+
+    # ---- reads -------------------------------------------------------------------------------
+    def query(self, table=None, opts=None, *_):
+        """Rows as a list (never nil)."""
+        fname = "query"
+        self._spend()
+        info = self._table(fname, table)
+        opts = self._opts(fname, opts, SELECT_OPTIONS)
+        limit = self._limit(fname, opts.get("limit"), DEFAULT_LIMIT)
+        sql, params = self._select_sql(fname, info, opts, limit, self._offset(fname, opts.get("offset")))
+        names, rows = self._rows(fname, sql, params)
+        return [self._decode_row(info, names, r) for r in rows]
+
+    def query_one(self, table=None, opts=None, *_):
+        """The first matching row, or nil."""
+        fname = "query_one"
+        self._spend()
+        info = self._table(fname, table)
+        opts = self._opts(fname, opts, SELECT_OPTIONS)
+        self._limit(fname, opts.get("limit"), 1)
+        sql, params = self._select_sql(fname, info, opts, 1, self._offset(fname, opts.get("offset")))
+        names, rows = self._rows(fname, sql, params)
+        return self._decode_row(info, names, rows[0]) if rows else None
+
+    def count(self, table=None, opts=None, *_):
+        fname = "count"
+        self._spend()
+        info = self._table(fname, table)
+        opts = self._opts(fname, opts, SELECT_OPTIONS)
+        where, params = self._filter(fname, info, opts)
+        sql = f"SELECT COUNT(*) FROM {q(info.sql)}" + (f" WHERE {where}" if where else "")
+        return self._sql(fname, sql, params).fetchone()[0]
+
+    def exists(self, table=None, opts=None, *_):
+        fname = "exists"
+        self._spend()
+        info = self._table(fname, table)
+        opts = self._opts(fname, opts, SELECT_OPTIONS)
+        where, params = self._filter(fname, info, opts)
+        sql = f"SELECT EXISTS (SELECT 1 FROM {q(info.sql)}" + (f" WHERE {where}" if where else "") + ")"
+        return bool(self._sql(fname, sql, params).fetchone()[0])
+
+    # ---- writes ------------------------------------------------------------------------------
+    def _values(self, fname: str, info: TableInfo, values, what: str = "values") -> dict:
+        values = self._map(fname, values, what)
+        out = {}
+        for col, value in values.items():
+            self._column(fname, info, col)
+            out[col] = self._encode(fname, info, col, value)
+        return out
+
+    @staticmethod
+    def _fill(values: dict, now: str) -> dict:
+        if values.get("id") is None:
+            values["id"] = str(ULID())
+        values.setdefault("created_at", now)
+        values.setdefault("updated_at", now)
+        return values
+
+    def insert(self, table=None, values=None, *_):
+        """Insert one row; returns the row as stored (id, timestamps and defaults filled in)."""
+        fname = "insert"
+        self._spend()
+        info = self._table(fname, table)
+        row = self._fill(self._values(fname, info, values), utc_now())
+        cols = list(row)
+        sql = (f"INSERT INTO {q(info.sql)} ({', '.join(q(c) for c in cols)}) "
+               f"VALUES ({', '.join('?' * len(cols))}) RETURNING *")
+        names, rows = self._rows(fname, sql, [row[c] for c in cols])
+        return self._decode_row(info, names, rows[0])
+
+    def insert_many(self, table=None, columns=None, rows=None, *_):
+        """Insert rows given as lists matching columns, all or none; returns how many were inserted.
+
+        Counts one operation per batch of 100 rows, as ModulaCMS does."""
+        fname = "insert_many"
+        self._spend()
+        info = self._table(fname, table)
+        cols = self._list(fname, columns, "columns")
+        if not cols:
+            raise ApiError(f"db.{fname}: columns must not be empty")
+        for c in cols:
+            self._column(fname, info, c)
+        if len(set(cols)) != len(cols):
+            raise ApiError(f"db.{fname}: columns repeat a column")
+        rows = self._list(fname, rows, "rows") if not isinstance(rows, str) else None
+        if rows is None:
+            raise ApiError(f"db.{fname}: rows must be a list of lists")
+        if not rows:
+            raise ApiError(f"db.{fname}: rows must not be empty")
+        if len(rows) > MAX_BULK_ROWS:
+            raise ApiError(f"db.{fname}: at most {MAX_BULK_ROWS} rows per call (got {len(rows)})")
+        now = utc_now()
+        prepared = []
+        for n, row in enumerate(rows, 1):
+            if not isinstance(row, list) or len(row) != len(cols):
+                raise ApiError(f"db.{fname}: row {n} must be a list of exactly {len(cols)} values "
+                               f"(nil cannot appear inside a row)")
+            values = {c: self._encode(fname, info, c, v) for c, v in zip(cols, row)}
+            prepared.append(self._fill(values, now))
+        all_cols = list(prepared[0])
+        batch = max(1, min(BULK_BATCH_ROWS, MAX_SQL_VARIABLES // len(all_cols)))
+        batches = [prepared[i:i + batch] for i in range(0, len(prepared), batch)]
+        self._spend(len(batches) - 1)
+        head = f"INSERT INTO {q(info.sql)} ({', '.join(q(c) for c in all_cols)}) VALUES "
+        one = "(" + ", ".join("?" * len(all_cols)) + ")"
+        with self._atomic(fname):
+            for chunk in batches:
+                params = [v[c] for v in chunk for c in all_cols]
+                self._sql(fname, head + ", ".join([one] * len(chunk)), params)
+        return len(prepared)
+
+    def upsert(self, table=None, opts=None, *_):
+        """Insert, or on a conflict update (or skip). Returns the row as stored, or nil when
+        do_nothing skipped an existing row."""
+        fname = "upsert"
+        self._spend()
+        info = self._table(fname, table)
+        opts = self._opts(fname, opts, {"values", "conflict_columns", "update", "do_nothing"})
+        values = self._values(fname, info, opts.get("values"))
+        if not values:
+            raise ApiError(f"db.{fname}: values must not be empty")
+        conflict = self._list(fname, opts.get("conflict_columns"), "conflict_columns")
+        if not conflict:
+            raise ApiError(f"db.{fname}: conflict_columns must not be empty")
+        for c in conflict:
+            self._column(fname, info, c, "conflict column")
+            if c not in values:
+                raise ApiError(f"db.{fname}: conflict column '{c}' needs a value in values")
+        do_nothing = opts.get("do_nothing")
+        if do_nothing not in (None, True, False):
+            raise ApiError(f"db.{fname}: do_nothing must be true or false")
+        update_in = opts.get("update")
+        if do_nothing and update_in not in (None, [], {}):
+            raise ApiError(f"db.{fname}: use either update or do_nothing, not both")
+        now = utc_now()
+        row = self._fill(values, now)
+        cols = list(row)
+        params = [row[c] for c in cols]
+        sql = (f"INSERT INTO {q(info.sql)} ({', '.join(q(c) for c in cols)}) VALUES ({', '.join('?' * len(cols))}) "
+               f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) ")
+        if do_nothing:
+            sql += "DO NOTHING"
+        else:
+            if update_in not in (None, [], {}):
+                update = self._values(fname, info, update_in, "update")
+                update.setdefault("updated_at", now)
+                sets = [f"{q(c)} = ?" for c in update]
+                params += list(update.values())
+            else:
+                keep = set(conflict) | {"id", "created_at"}
+                sets = [f"{q(c)} = excluded.{q(c)}" for c in cols if c not in keep]
+            sql += "DO UPDATE SET " + ", ".join(sets)
+        names, rows = self._rows(fname, sql + " RETURNING *", params)
+        return self._decode_row(info, names, rows[0]) if rows else None
+
+    def update(self, table=None, opts=None, *_):
+        """Update the rows matching where (required); sets updated_at. Returns how many changed."""
+        fname = "update"
+        self._spend()
+        info = self._table(fname, table)
+        opts = self._opts(fname, opts, {"set", "where", "where_or"})
+        changes = self._values(fname, info, opts.get("set"), "set")
+        if not changes:
+            raise ApiError(f"db.{fname}: 'set' is required and must not be empty")
+        where, wparams = self._filter(fname, info, opts)
+        if not where:
+            raise ApiError(f"db.{fname}: 'where' is required and must not be empty "
+                           f"(it protects against changing every row)")
+        changes.setdefault("updated_at", utc_now())
+        sql = (f"UPDATE {q(info.sql)} SET {', '.join(f'{q(c)} = ?' for c in changes)} WHERE {where}")
+        return self._sql(fname, sql, list(changes.values()) + wparams).rowcount
+
+    def delete(self, table=None, opts=None, *_):
+        """Delete the rows matching where (required). Returns how many were deleted."""
+        fname = "delete"
+        self._spend()
+        info = self._table(fname, table)
+        opts = self._opts(fname, opts, {"where", "where_or"})
+        where, params = self._filter(fname, info, opts)
+        if not where:
+            raise ApiError(f"db.{fname}: 'where' is required and must not be empty "
+                           f"(it protects against deleting every row)")
+        return self._sql(fname, f"DELETE FROM {q(info.sql)} WHERE {where}", params).rowcount
+
+    # ---- transactions (the Lua side of db.transaction is in bootstrap.lua) -------------------
+    def tx_begin(self, *_):
+        if self._tx is not None:
+            raise ApiError("db.transaction: nested transactions are not supported")
+        self._spend()
+        # atomic() is a real transaction at top level and a savepoint inside the host's own
+        # (a before-hook's content transaction), so plugin work commits or rolls back with it.
+        tx = self._atomic("transaction")
+        tx.__enter__()
+        self._tx = tx
+
+    def tx_commit(self, *_):
+        tx, self._tx = self._tx, None
+        if tx is None:
+            raise ApiError("db.transaction: no transaction is open")
+        tx.__exit__(None, None, None)
+
+    def tx_rollback(self, *_):
+        tx, self._tx = self._tx, None
+        if tx is not None:
+            tx.rollback()
+
+    def abandon(self):
+        """Roll back a transaction left open (a VM given back mid-transaction). Same thread only."""
+        if self._tx is not None:
+            try:
+                self.tx_rollback()
+            except ApiError:
+                log.exception("[%s] could not roll back an abandoned transaction", self.plugin)
+
+    # ---- pure helpers: no database, no operation counted -------------------------------------
+    @staticmethod
+    def ulid(*_):
+        return str(ULID())
+
+    @staticmethod
+    def timestamp(*_):
+        return utc_now()
+
+    @staticmethod
+    def timestamp_ago(seconds=None, *_):
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+            raise ApiError("db.timestamp_ago: seconds must be a number")
+        try:
+            moment = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=seconds)
+        except OverflowError:
+            raise ApiError("db.timestamp_ago: seconds is out of range") from None
+        return rfc3339(moment)
+
+    @staticmethod
+    def _marker(op: str, value=None, has_value=True):
+        if has_value and value is None:
+            raise ApiError(f"db.{op}: value must not be nil (use db.is_null())")
+        if isinstance(value, (dict, list)):
+            raise ApiError(f"db.{op}: value must be a string, number or boolean")
+        return {OP_KEY: op, VAL_KEY: value} if has_value else {OP_KEY: op}
+
+    def eq(self, value=None, *_):
+        return self._marker("eq", value)
+
+    def neq(self, value=None, *_):
+        return self._marker("neq", value)
+
+    def gt(self, value=None, *_):
+        return self._marker("gt", value)
+
+    def gte(self, value=None, *_):
+        return self._marker("gte", value)
+
+    def lt(self, value=None, *_):
+        return self._marker("lt", value)
+
+    def lte(self, value=None, *_):
+        return self._marker("lte", value)
+
+    def like(self, pattern=None, *_):
+        if not isinstance(pattern, str):
+            raise ApiError("db.like: pattern must be a string")
+        return self._marker("like", pattern)
+
+    def not_like(self, pattern=None, *_):
+        if not isinstance(pattern, str):
+            raise ApiError("db.not_like: pattern must be a string")
+        return self._marker("not_like", pattern)
+
+    @staticmethod
+    def _values_list(op: str, values) -> list:
+        # db.in_list(a, b, c) as ModulaCMS, or db.in_list({a, b, c})
+        if len(values) == 1 and isinstance(values[0], list):
+            values = values[0]
+        values = list(values)
+        if not values:
+            raise ApiError(f"db.{op}: needs at least one value")
+        if len(values) > MAX_IN_VALUES:
+            raise ApiError(f"db.{op}: at most {MAX_IN_VALUES} values")
+        if any(v is None or isinstance(v, (dict, list)) for v in values):
+            raise ApiError(f"db.{op}: values must be strings, numbers or booleans (no nil)")
+        return values
+
+    def in_list(self, *values):
+        return {OP_KEY: "in", VAL_KEY: self._values_list("in_list", values)}
+
+    def not_in(self, *values):
+        return {OP_KEY: "not_in", VAL_KEY: self._values_list("not_in", values)}
+
+    def between(self, low=None, high=None, *_):
+        if low is None or high is None:
+            raise ApiError("db.between: needs two values (low, high)")
+        if isinstance(low, (dict, list)) or isinstance(high, (dict, list)):
+            raise ApiError("db.between: values must be strings or numbers")
+        return {OP_KEY: "between", VAL_KEY: [low, high]}
+
+    def is_null(self, *_):
+        return {OP_KEY: "is_null"}
+
+    def is_not_null(self, *_):
+        return {OP_KEY: "is_not_null"}
+
+    @staticmethod
+    def _agg(func: str, arg, alias):
+        name = f"agg_{func.lower()}"
+        if not isinstance(arg, str):
+            raise ApiError(f"db.{name}: column must be a string (or \"*\" for agg_count)")
+        if alias is not None and not isinstance(alias, str):
+            raise ApiError(f"db.{name}: alias must be a string")
+        marker = {AGG_KEY: func, AGG_ARG_KEY: arg}
+        if alias:
+            marker[AGG_ALIAS_KEY] = alias
+        return marker
+
+    def agg_count(self, arg="*", alias=None, *_):
+        return self._agg("COUNT", arg, alias)
+
+    def agg_sum(self, arg=None, alias=None, *_):
+        return self._agg("SUM", arg, alias)
+
+    def agg_avg(self, arg=None, alias=None, *_):
+        return self._agg("AVG", arg, alias)
+
+    def agg_min(self, arg=None, alias=None, *_):
+        return self._agg("MIN", arg, alias)
+
+    def agg_max(self, arg=None, alias=None, *_):
+        return self._agg("MAX", arg, alias)
+
+
+class _Atomic:
+    """peewee's atomic() entered and left by hand, with database errors turned into ApiError."""
+
+    def __init__(self, ctx, fname: str):
+        self.ctx, self.fname = ctx, fname
+
+    def __enter__(self):
+        try:
+            self.ctx.__enter__()
+        except (peewee.DatabaseError, sqlite3.Error) as exc:
+            raise ApiError(f"db.{self.fname}: {exc}") from None
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.ctx.__exit__(exc_type, exc, tb)
+        except (peewee.DatabaseError, sqlite3.Error) as err:
+            if exc_type is None:
+                raise ApiError(f"db.{self.fname}: commit failed: {err}") from None
+            log.warning("rollback failed after %s: %s", exc_type.__name__, err)
+        return False
+
+    def rollback(self):
+        self.__exit__(ApiError, ApiError("rolled back"), None)
+
+
+class _Where:
+    """Compiles the map form and the sequence form of `where` into SQL text plus parameters."""
+
+    def __init__(self, db: PluginDB, fname: str, info: TableInfo):
+        self.db, self.fname, self.info = db, fname, info
+        self.params: list = []
+        self.terms = 0
+
+    def fail(self, msg: str):
+        raise ApiError(f"db.{self.fname}: where: {msg}")
+
+    def top(self, where) -> str:
+        if isinstance(where, dict):
+            if any(not isinstance(k, str) for k in where):
+                self.fail("a table cannot mix named fields ({status=\"x\"}) and list entries ({{\"col\",\"op\",v}})")
+            return self.mapping(where)
+        if isinstance(where, list):
+            return self.node(where, 0)
+        self.fail("must be a table")
+
+    def column(self, name) -> str:
+        if not isinstance(name, str):
+            self.fail("column names must be strings")
+        return self.db._column(self.fname, self.info, name)
+
+    def count(self):
+        self.terms += 1
+        if self.terms > MAX_CONDITIONS:
+            self.fail(f"at most {MAX_CONDITIONS} conditions")
+
+    def mapping(self, where: dict) -> str:
+        parts = []
+        for col, value in where.items():
+            col = self.column(col)
+            if isinstance(value, dict) and OP_KEY in value:
+                op = value.get(OP_KEY)
+                op = op.lower() if isinstance(op, str) else None
+                op = "in" if op == "in_list" else op
+                if op not in MARKER_TO_SQL:
+                    self.fail(f"unknown condition operator {_show(value.get(OP_KEY))} for '{col}'")
+                if set(value) - {OP_KEY, VAL_KEY}:
+                    self.fail(f"condition for '{col}' has unexpected fields")
+                parts.append(self.leaf(col, MARKER_TO_SQL[op], value.get(VAL_KEY), VAL_KEY in value))
+            else:
+                parts.append(self.leaf(col, "=", value, True))
+        return " AND ".join(parts) if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
+
+    def node(self, node, depth: int) -> str:
+        if depth > MAX_CONDITION_DEPTH:
+            self.fail(f"conditions nested deeper than {MAX_CONDITION_DEPTH}")
+        if isinstance(node, dict):
+            if not node or any(not isinstance(k, str) for k in node):
+                self.fail("each condition must be {\"col\", \"op\", value}, a group, or a table of named fields")
+            return self.mapping(node)
+        if not isinstance(node, list) or not node:
+            self.fail("each condition must be a non-empty table")
+        first = node[0]
+        if isinstance(first, str):
+            keyword = first.upper()
+            if keyword in ("AND", "OR"):
+                if len(node) != 2 or not isinstance(node[1], list) or not node[1]:
+                    self.fail(f"{keyword} takes one list of conditions: {{\"{keyword}\", {{...}}}}")
+                children = [self.node(child, depth + 1) for child in node[1]]
+                return "(" + f" {keyword} ".join(children) + ")"
+            if keyword == "NOT":
+                if len(node) != 2:
+                    self.fail("NOT takes one condition: {\"NOT\", {...}}")
+                return f"(NOT {self.node(node[1], depth + 1)})"
+            if len(node) not in (2, 3):
+                self.fail(f"condition on '{first}' must be {{\"col\", \"op\", value}}")
+            op = node[1]
+            if isinstance(op, dict) and OP_KEY in op:  # {"col", db.gt(3)}
+                return self.mapping({first: op})
+            if not isinstance(op, str) or " ".join(op.upper().split()) not in SEQ_OPS:
+                self.fail(f"unknown operator {_show(op)} (use one of = != < <= > >= LIKE, NOT LIKE, IN, NOT IN, "
+                          f"BETWEEN, IS NULL, IS NOT NULL)")
+            sql_op = SEQ_OPS[" ".join(op.upper().split())]
+            return self.leaf(self.column(first), sql_op, node[2] if len(node) == 3 else None, len(node) == 3)
+        if isinstance(first, (list, dict)):
+            children = [self.node(child, depth + 1) for child in node]
+            return children[0] if len(children) == 1 else "(" + " AND ".join(children) + ")"
+        self.fail("a condition must start with a column name, AND, OR, NOT, or a nested condition")
+
+    def bind(self, col: str, value, raw: bool = False):
+        if value is None:
+            self.fail(f"value for '{col}' must not be nil (use db.is_null())")
+        if isinstance(value, float) and math.isnan(value):
+            self.fail(f"value for '{col}' is not a number")
+        ctype = self.info.types[col]
+        if raw:
+            if not isinstance(value, str):
+                self.fail(f"LIKE on '{col}' needs a string pattern")
+            return value
+        if ctype in ("json", "boolean"):
+            return self.db._encode(self.fname, self.info, col, value)
+        if isinstance(value, (dict, list)):
+            self.fail(f"value for '{col}' must be a string, number or boolean, not a table")
+        if isinstance(value, bool):
+            return int(value)
+        if ctype == "blob" and isinstance(value, str):
+            return value.encode("utf-8", "surrogateescape")
+        return value
+
+    def leaf(self, col: str, op: str, value, has_value: bool) -> str:
+        self.count()
+        if op in ("IS NULL", "IS NOT NULL"):
+            if has_value and value is not None:
+                self.fail(f"{op} on '{col}' takes no value")
+            return f"{q(col)} {op}"
+        if not has_value:
+            self.fail(f"{op} on '{col}' needs a value")
+        if op in ("IN", "NOT IN"):
+            if not isinstance(value, list) or not value:
+                self.fail(f"{op} on '{col}' needs a non-empty list of values")
+            if len(value) > MAX_IN_VALUES:
+                self.fail(f"{op} on '{col}' takes at most {MAX_IN_VALUES} values")
+            self.params += [self.bind(col, v) for v in value]
+            return f"{q(col)} {op} ({', '.join('?' * len(value))})"
+        if op in ("BETWEEN", "NOT BETWEEN"):
+            if not isinstance(value, list) or len(value) != 2:
+                self.fail(f"{op} on '{col}' needs exactly two values {{low, high}}")
+            self.params += [self.bind(col, value[0]), self.bind(col, value[1])]
+            return f"{q(col)} {op} ? AND ?"
+        self.params.append(self.bind(col, value, raw=op in ("LIKE", "NOT LIKE")))
+        return f"{q(col)} {op} ?"
+
+
+# ---- module helpers --------------------------------------------------------------------------
+def _integer(value) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _show(value) -> str:
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:60] + "…")
+    if value is None:
+        return "nil"
+    if isinstance(value, (dict, list)):
+        return "a table"
+    return repr(value)
+
+
+def _type_from_sql(decl: str) -> str:
+    decl = (decl or "").upper()
+    if "INT" in decl:
+        return "integer"
+    if "REAL" in decl or "FLOA" in decl or "DOUB" in decl:
+        return "real"
+    if "BLOB" in decl:
+        return "blob"
+    return "text"
+
+
+def _references(fk: dict) -> str:
+    sql = f"REFERENCES {q(fk['ref_table'])} ({q(fk['ref_column'])})"
+    if fk.get("on_delete"):
+        sql += f" ON DELETE {fk['on_delete']}"
+    if fk.get("on_update"):
+        sql += f" ON UPDATE {fk['on_update']}"
+    return sql
+
+
+def _unique_indexes(indexes: list) -> list:
+    seen, out = set(), []
+    for index in indexes:
+        key = (tuple(index["columns"]), index["unique"])
+        if key not in seen:
+            seen.add(key)
+            out.append({"columns": list(index["columns"]), "unique": index["unique"]})
+    return out
+
+
+def _default_literal(fname: str, col: str, ctype: str, value) -> str:
+    """A column DEFAULT as SQL text. DDL cannot bind parameters, so the value is checked against the
+    column type and rendered as a number or a quoted string literal."""
+    where = f"db.{fname}: default of column '{col}' ({ctype})"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ApiError(f"{where} must be a finite number")
+    if ctype == "json":
+        if isinstance(value, str):
+            try:
+                text = canonical_json(json.loads(value))
+            except (ValueError, RecursionError):
+                raise ApiError(f"{where} must be a table or JSON text") from None
+        else:
+            try:
+                text = canonical_json(value)
+            except (ValueError, TypeError, RecursionError):
+                raise ApiError(f"{where} must be a table or JSON text") from None
+        return _quote(where, text)
+    if isinstance(value, (dict, list)):
+        raise ApiError(f"{where} cannot be a table")
+    if ctype == "boolean":
+        if isinstance(value, bool) or (isinstance(value, (int, float)) and value in (0, 1)):
+            return "1" if value else "0"
+        raise ApiError(f"{where} must be true or false")
+    if ctype == "integer":
+        n = int(value) if isinstance(value, bool) else _integer(value)
+        if n is None:
+            raise ApiError(f"{where} must be an integer")
+        return str(n)
+    if ctype == "real":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ApiError(f"{where} must be a number")
+        return repr(float(value))
+    if isinstance(value, bool):
+        raise ApiError(f"{where} must be a string")
+    if isinstance(value, (int, float)):
+        return _quote(where, str(value))
+    return _quote(where, value)
+
+
+def _quote(where: str, text: str) -> str:
+    if len(text) > MAX_DEFAULT_CHARS:
+        raise ApiError(f"{where} is longer than {MAX_DEFAULT_CHARS} characters")
+    if "\x00" in text:
+        raise ApiError(f"{where} must not contain NUL characters")
+    return "'" + text.replace("'", "''") + "'"
