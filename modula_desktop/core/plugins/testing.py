@@ -71,59 +71,47 @@ def run_plugin_tests(path: Path, settings: PluginSettings | None = None, name_fi
     def sink(plugin, level, message, context=None):
         run.logs.append({"level": level, "message": message, "context": context})
 
-    vm = PluginVM(VMContext(path.name, path, settings, database=database, log_sink=sink))
+    ctx = VMContext(path.name, path, settings, database=database, log_sink=sink)
     try:
-        vm.load()
-        vm.call_init()
+        first = PluginVM(ctx)
+        first.load()
+        first.call_init()
     except PluginLoadError as exc:
         run.load_error = str(exc)
         return run
-    gen = Generation.__new__(Generation)
-    gen.static, gen.dynamic, gen.routes = {}, [], vm.routes
-    Generation.__post_init__(gen)
-    sb = vm.sandbox
-
-    def match(method, p):
-        found = Generation.match(gen, method, p)
-        if not found:
-            return None
-        return found[0].index, found[1]
-
-    def hooks_for(event, table):
-        table = HOOK_TABLES.get(table, table)
-        chosen = [h for h in vm.hooks if h.event == event and h.table in (table, "*")]
-        chosen.sort(key=lambda h: (h.priority, h.table == "*", h.index))
-        return [h.index for h in chosen]
-
-    host = sb.raw_host_table({
-        "match": sb.fn("bind")(sb.host_function(match, name="test.request")),
-        "hooks_for": sb.fn("bind")(sb.host_function(hooks_for, name="test.fire")),
-    })
-    env = sb.fn("get_global")(b"_G")
-    test_module = sb.lua.execute(_lua_source("testing.lua"), sb.trusted, env, host, name="=testing", mode="t")
-    sb.fn("install_module")(b"test", test_module)
-    vm.snapshot()
-
+    routes, hooks = first.routes, first.hooks
+    first.close()
     seconds = settings.timeout_s if timeout is None else timeout
     files = sorted((path / "test").glob("*.test.lua")) if (path / "test").is_dir() else []
     for f in files:
         if f.is_symlink() or not f.is_file():
             continue
+        # each file gets a fresh VM (like a pool VM: main chunk only, on_init ran once above)
+        try:
+            vm = PluginVM(ctx)
+            vm.load()
+        except PluginLoadError as exc:
+            run.load_error = str(exc)
+            return run
+        sb = vm.sandbox
+        _install_test_module(vm, routes, hooks)
         rel = f"test/{f.name}"
         chunk = sb.fn("load_main")(f.read_bytes(), f"={rel}".encode())
         if isinstance(chunk, tuple):
             err = chunk[1].decode("utf-8", "replace") if isinstance(chunk[1], bytes) else str(chunk[1])
             run.results.append(TestResult(rel, "(load)", False, f"syntax error: {err}", 0.0))
             continue
-        before = set(_global_names(sb, env))
+        env = sb.fn("get_global")(b"_G")
+        before = set(_global_names(env))
         try:
             vm.ops.reset(settings.max_ops, "test")
             sb.call("run", *vm._budget_args(seconds, rel), b"module", chunk)
         except PluginCallError as exc:
             run.results.append(TestResult(rel, "(load)", False, exc.message, 0.0))
-            vm.reset()
             continue
-        names = sorted(n for n in set(_global_names(sb, env)) - before if n.startswith("test_"))
+        names = sorted(n for n in set(_global_names(env)) - before if n.startswith("test_"))
+        # globals a test sets are reset before the next one: the snapshot includes the test functions
+        vm.snapshot()
         for name in names:
             if name_filter and name_filter not in name:
                 continue
@@ -140,20 +128,51 @@ def run_plugin_tests(path: Path, settings: PluginSettings | None = None, name_fi
                     except PluginCallError as exc:
                         error = exc.message
                     finally:
+                        vm.reset()
                         savepoint.rollback()
             except Exception as exc:  # noqa: BLE001 - a database error ends this test, not the run
                 error = f"{type(exc).__name__}: {exc}"
             run.results.append(TestResult(rel, name, error is None, error, (time.perf_counter() - started) * 1000))
             if vm.broken:
-                run.load_error = f"the VM was stopped by a budget in {name}; remaining tests not run"
-                return run
-        # the file's test functions stay out of the next file's globals
-        vm.reset()
+                # a VM stopped by a budget is not reused: the file's next test gets a fresh one
+                vm = PluginVM(ctx)
+                vm.load()
+                sb = vm.sandbox
+                _install_test_module(vm, routes, hooks)
+                sb.call("run", *vm._budget_args(seconds, rel), b"module", sb.fn("load_main")(f.read_bytes(), f"={rel}".encode()))
+                vm.snapshot()
     database.close()
     return run
 
 
-def _global_names(sb, env) -> list[str]:
+def _install_test_module(vm: PluginVM, routes, hooks):
+    sb = vm.sandbox
+    gen = Generation.__new__(Generation)
+    gen.static, gen.dynamic, gen.routes = {}, [], routes
+    Generation.__post_init__(gen)
+
+    def match(method, p):
+        found = Generation.match(gen, method, p)
+        if not found:
+            return None
+        return found[0].index, found[1]
+
+    def hooks_for(event, table):
+        table = HOOK_TABLES.get(table, table)
+        chosen = [h for h in hooks if h.event == event and h.table in (table, "*")]
+        chosen.sort(key=lambda h: (h.priority, h.table == "*", h.index))
+        return [h.index for h in chosen]
+
+    host = sb.raw_host_table({
+        "match": sb.fn("bind")(sb.host_function(match, name="test.request")),
+        "hooks_for": sb.fn("bind")(sb.host_function(hooks_for, name="test.fire")),
+    })
+    env = sb.fn("get_global")(b"_G")
+    test_module = sb.lua.execute(_lua_source("testing.lua"), sb.trusted, env, host, name="=testing", mode="t")
+    sb.fn("install_module")(b"test", test_module)
+
+
+def _global_names(env) -> list[str]:
     return [k.decode("utf-8", "replace") for k in env.keys() if isinstance(k, bytes)]
 
 
