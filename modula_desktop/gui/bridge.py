@@ -9,7 +9,7 @@ log = logging.getLogger(__name__)
 
 
 class ServiceBridge(QObject):
-    """One per window. The core has no way to remove a listener, so each listener checks ``_alive``
+    """One per window. Plugin and logbook listeners cannot be removed, so each listener checks ``_alive``
     and becomes a no-op once the bridge is closed or its C++ object is gone."""
 
     content_changed = Signal(str, object)  # event, entry dict
@@ -19,9 +19,11 @@ class ServiceBridge(QObject):
     def __init__(self, service, parent: QObject | None = None):
         super().__init__(parent)
         self._alive = True
-        if getattr(service, "content", None) is not None and hasattr(service.content, "add_listener"):
-            service.content.add_listener(self._guard(lambda event, entry: self.content_changed.emit(
-                str(event), dict(entry) if isinstance(entry, dict) else entry)))
+        self._content = getattr(service, "content", None)
+        self._content_listener = self._guard(lambda event, entry: self.content_changed.emit(
+            str(event), dict(entry) if isinstance(entry, dict) else entry))
+        if self._content is not None:
+            self._content.add_listener(self._content_listener)
         service.plugins.add_listener(self._guard(lambda name: self.plugin_changed.emit(str(name))))
         service.logbook.add_listener(self._guard(lambda entry: self.log_written.emit(dict(entry))))
 
@@ -37,3 +39,6 @@ class ServiceBridge(QObject):
 
     def close(self, *_):
         self._alive = False
+        remove = getattr(self._content, "remove_listener", None)
+        if remove is not None:
+            remove(self._content_listener)

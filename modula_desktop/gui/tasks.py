@@ -27,11 +27,13 @@ class _Job(QRunnable):
 
     def run(self):
         try:
-            value = self._fn()
+            value, ok = self._fn(), True
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the GUI thread
-            self._relay.finished.emit(self._token, False, exc)
-        else:
-            self._relay.finished.emit(self._token, True, value)
+            value, ok = exc, False
+        try:
+            self._relay.finished.emit(self._token, ok, value)
+        except RuntimeError:  # the runner was deleted meanwhile: nobody is waiting for the result
+            log.debug("background task finished after its runner was deleted")
 
 
 class TaskRunner(QObject):

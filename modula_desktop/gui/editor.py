@@ -1,0 +1,308 @@
+"""The entry editor: title, slug, type, status, Markdown body with a live preview, and revisions.
+
+A view only: the main window owns the service calls. ``changes()`` says what differs from the entry
+as last saved, so a refused save leaves every unsaved keystroke in place.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFontDatabase
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .content_list import short_time
+from .message_bar import MessageBar
+from .preview import MarkdownPreview
+
+TYPES = (("Page", "page"), ("Post", "post"))
+EDITED = ("title", "slug", "type", "body")
+NUMBER_ROLE = Qt.ItemDataRole.UserRole
+
+
+class RevisionsPanel(QWidget):
+    restore_requested = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.list = QListWidget(self)
+        self.list.setObjectName("RevisionList")
+        self.preview = MarkdownPreview(self, delay_ms=0)
+        self.restore_button = QPushButton("Restore this revision", self)
+        self.restore_button.setEnabled(False)
+        self.hint = QLabel("Every save keeps a revision. Pick one to see it; restoring makes it the current "
+                           "text (saved as a new revision).", self)
+        self.hint.setObjectName("MutedLabel")
+        self.hint.setWordWrap(True)
+        split = QSplitter(Qt.Orientation.Vertical, self)
+        split.addWidget(self.list)
+        split.addWidget(self.preview)
+        split.setSizes([160, 240])
+        split.setChildrenCollapsible(False)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.restore_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self.hint)
+        layout.addWidget(split, 1)
+        layout.addLayout(buttons)
+        self._revisions: dict[int, dict] = {}
+        self.list.currentItemChanged.connect(self._picked)
+        self.restore_button.clicked.connect(self._restore)
+
+    def set_revisions(self, revisions: list[dict]):
+        self.list.clear()
+        self._revisions = {}
+        for rev in sorted(revisions, key=lambda r: r.get("number", 0), reverse=True):
+            number = int(rev.get("number", 0))
+            self._revisions[number] = rev
+            text = f"#{number}   {short_time(rev.get('created_at'))}   {rev.get('title') or '(untitled)'}"
+            if rev.get("status"):
+                text += f"   · {rev['status']}"
+            item = QListWidgetItem(text)
+            item.setData(NUMBER_ROLE, number)
+            self.list.addItem(item)
+        self.preview.render_now("")
+        self.restore_button.setEnabled(False)
+
+    def _picked(self, item, _prev):
+        if item is None:
+            self.restore_button.setEnabled(False)
+            self.preview.render_now("")
+            return
+        rev = self._revisions.get(item.data(NUMBER_ROLE), {})
+        self.preview.render_now(rev.get("body", ""))
+        # the newest revision is what is saved now: restoring it would change nothing
+        self.restore_button.setEnabled(self.list.row(item) > 0)
+
+    def selected_number(self) -> int | None:
+        item = self.list.currentItem()
+        return None if item is None else int(item.data(NUMBER_ROLE))
+
+    def _restore(self):
+        number = self.selected_number()
+        if number is not None:
+            self.restore_requested.emit(number)
+
+
+class EntryEditor(QWidget):
+    dirty_changed = Signal(bool)
+    restore_requested = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.entry: dict | None = None  # as last loaded or saved; None: a new entry not yet created
+        self._baseline = {"title": "", "slug": "", "type": "page", "body": ""}
+        self._dirty = False
+        self._loading = False
+
+        self.message_bar = MessageBar(self)
+
+        self.heading = QLabel(self)
+        self.heading.setObjectName("EditorHeading")
+        self.status_badge = QLabel(self)
+        self.status_badge.setObjectName("StatusBadge")
+        self.dirty_label = QLabel("● Unsaved changes", self)
+        self.dirty_label.setObjectName("DirtyLabel")
+        self.dirty_label.hide()
+        head = QHBoxLayout()
+        head.setSpacing(10)
+        head.addWidget(self.heading, 1)
+        head.addWidget(self.dirty_label)
+        head.addWidget(self.status_badge)
+
+        self.title = QLineEdit(self)
+        self.title.setPlaceholderText("Title")
+        self.slug = QLineEdit(self)
+        self.slug.setPlaceholderText("made from the title when left empty")
+        self.type = QComboBox(self)
+        for label, value in TYPES:
+            self.type.addItem(label, value)
+        self.meta = QLabel(self)
+        self.meta.setObjectName("MutedLabel")
+        self.meta.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        type_row = QHBoxLayout()
+        type_row.addWidget(self.type)
+        type_row.addSpacing(12)
+        type_row.addWidget(self.meta, 1)
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        form.setHorizontalSpacing(10)
+        form.setVerticalSpacing(6)
+        form.addRow("T&itle", self.title)
+        form.addRow("S&lug", self.slug)
+        type_label = QLabel("T&ype", self)
+        type_label.setBuddy(self.type)
+        form.addRow(type_label, type_row)
+
+        self.body = QPlainTextEdit(self)
+        self.body.setObjectName("BodyEdit")
+        self.body.setPlaceholderText("Write the body in Markdown…")
+        mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        mono.setPointSizeF(max(mono.pointSizeF(), 10.0))
+        self.body.setFont(mono)
+        self.body.setTabChangesFocus(False)
+        self.body.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+
+        self.preview = MarkdownPreview(self)
+        self.revisions = RevisionsPanel(self)
+        self.tabs = QTabWidget(self)
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.preview, "Preview")
+        self.tabs.addTab(self.revisions, "Revisions")
+
+        self.split = QSplitter(Qt.Orientation.Horizontal, self)
+        self.split.addWidget(self.body)
+        self.split.addWidget(self.tabs)
+        self.split.setChildrenCollapsible(False)
+        self.split.setStretchFactor(0, 1)
+        self.split.setStretchFactor(1, 1)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.setSpacing(8)
+        layout.addWidget(self.message_bar)
+        layout.addLayout(head)
+        layout.addLayout(form)
+        layout.addWidget(self.split, 1)
+
+        self.title.textChanged.connect(self._edited)
+        self.slug.textChanged.connect(self._edited)
+        self.type.currentIndexChanged.connect(self._edited)
+        self.body.textChanged.connect(self._body_edited)
+        self.revisions.restore_requested.connect(self.restore_requested)
+        self.load(None)
+
+    # ---- loading -------------------------------------------------------------------------
+    def load(self, entry: dict | None, new_type: str = "page"):
+        """Show entry (None: a blank new entry of new_type). Discards unsaved edits: ask first."""
+        self.entry = dict(entry) if entry else None
+        base = {k: (entry.get(k) or "") for k in EDITED} if entry else \
+            {"title": "", "slug": "", "type": new_type, "body": ""}
+        self._baseline = base
+        self._loading = True
+        try:
+            self.title.setText(base["title"])
+            self.slug.setText(base["slug"])
+            self.type.setCurrentIndex(max(0, self.type.findData(base["type"])))
+            self.body.setPlainText(base["body"])
+        finally:
+            self._loading = False
+        self.message_bar.hide()
+        self._show_meta()
+        self.preview.render_now(base["body"])
+        self._set_dirty(False)
+        if entry is None:
+            self.revisions.set_revisions([])
+
+    def mark_saved(self, entry: dict, sent: dict | None = None):
+        """The service stored entry. Where the editor still shows what was sent, adopt the stored values
+        (a before-hook may have changed them); anything typed since stays, and stays unsaved."""
+        sent = sent if sent is not None else self.values()
+        current = self.values()
+        self.entry = dict(entry)
+        self._baseline = {k: (entry.get(k) or "") for k in EDITED}
+        self._loading = True
+        try:
+            for key in EDITED:
+                if current[key] == sent.get(key, current[key]) and current[key] != self._baseline[key]:
+                    self._set_value(key, self._baseline[key])
+        finally:
+            self._loading = False
+        self._show_meta()
+        self.preview.schedule(self.body.toPlainText())
+        self._set_dirty(self.values() != self._baseline)
+
+    def _set_value(self, key, value):
+        if key == "title":
+            self.title.setText(value)
+        elif key == "slug":
+            self.slug.setText(value)
+        elif key == "type":
+            self.type.setCurrentIndex(max(0, self.type.findData(value)))
+        elif key == "body":
+            self.body.setPlainText(value)
+
+    def _show_meta(self):
+        e = self.entry
+        if e is None:
+            kind = self.type.currentData() or self._baseline["type"]
+            self.heading.setText(f"New {kind}")
+            self._badge("new", "Not saved yet")
+            self.meta.setText("")
+            return
+        self.heading.setText(e.get("title") or "(untitled)")
+        status = e.get("status") or "draft"
+        self._badge(status, status.capitalize())
+        parts = []
+        if e.get("published_at") and status == "published":
+            parts.append(f"published {short_time(e['published_at'])}")
+        if e.get("updated_at"):
+            parts.append(f"updated {short_time(e['updated_at'])}")
+        if e.get("created_at"):
+            parts.append(f"created {short_time(e['created_at'])}")
+        self.meta.setText("  ·  ".join(parts))
+
+    def _badge(self, status: str, text: str):
+        self.status_badge.setText(text)
+        self.status_badge.setProperty("status", status)
+        self.status_badge.style().unpolish(self.status_badge)
+        self.status_badge.style().polish(self.status_badge)
+
+    # ---- state ---------------------------------------------------------------------------
+    def values(self) -> dict:
+        return {"title": self.title.text(), "slug": self.slug.text().strip(), "type": self.type.currentData(),
+                "body": self.body.toPlainText()}
+
+    def changes(self) -> dict:
+        """The fields that differ from the entry as last saved."""
+        now = self.values()
+        return {k: v for k, v in now.items() if v != self._baseline[k]}
+
+    def is_new(self) -> bool:
+        return self.entry is None
+
+    def is_dirty(self) -> bool:
+        return self._dirty
+
+    def status(self) -> str | None:
+        return None if self.entry is None else self.entry.get("status")
+
+    def _edited(self, *_):
+        if self._loading:
+            return
+        self._set_dirty(self.values() != self._baseline)
+        if self.entry is None:
+            self._show_meta()
+
+    def _body_edited(self):
+        if self._loading:
+            return
+        self.preview.schedule(self.body.toPlainText())
+        self._edited()
+
+    def _set_dirty(self, dirty: bool):
+        self.dirty_label.setVisible(dirty)
+        if dirty != self._dirty:
+            self._dirty = dirty
+            self.dirty_changed.emit(dirty)
+
+    # ---- messages ------------------------------------------------------------------------
+    def show_error(self, text: str, title: str = ""):
+        self.message_bar.show_message(text, "error", title)
+
+    def show_info(self, text: str, title: str = ""):
+        self.message_bar.show_message(text, "info", title)

@@ -1,0 +1,574 @@
+"""The plugin manager dialog: state, version, declared permissions, route and hook approvals,
+enable/disable/reload (off the GUI thread), the live plugin log, breaker and VM pool health."""
+from __future__ import annotations
+
+import json
+import logging
+
+from PySide6.QtCore import QTimer, Qt
+from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .content_list import short_time
+from .message_bar import MessageBar
+from .resources import icon
+
+log = logging.getLogger(__name__)
+
+STATE_COLORS = {"running": "#1a7f37", "failed": "#cf222e", "stopped": "#8c959f", "loading": "#9a6700",
+                "discovered": "#9a6700"}
+DEFAULT_PERMISSIONS = "all (ModulaCMS default)"
+KEY_ROLE = Qt.ItemDataRole.UserRole
+LOG_LIMIT = 300
+
+
+def state_icon(state: str) -> QIcon:
+    pix = QPixmap(12, 12)
+    pix.fill(Qt.GlobalColor.transparent)
+    p = QPainter(pix)
+    p.setRenderHint(QPainter.RenderHint.Antialiasing)
+    p.setPen(Qt.PenStyle.NoPen)
+    p.setBrush(QColor(STATE_COLORS.get(state, "#8c959f")))
+    p.drawEllipse(1, 1, 10, 10)
+    p.end()
+    return QIcon(pix)
+
+
+def permissions_text(info: dict) -> str:
+    """Declared permissions as shown to the user; undeclared means the ModulaCMS default of everything."""
+    declared = info.get("permissions")
+    if declared is None:
+        return DEFAULT_PERMISSIONS
+    return ", ".join(declared) if declared else "none"
+
+
+def format_log_entry(entry: dict) -> str:
+    stamp = (entry.get("time") or "")[11:19]
+    text = f"{stamp}  {entry.get('level', 'info').upper():5}  {entry.get('message', '')}"
+    if entry.get("context"):
+        text += "  " + json.dumps(entry["context"], ensure_ascii=False, default=str)
+    return text
+
+
+class PermissionsLabel(QLabel):
+    """The declared permissions, amber when the plugin declared none (it gets every module)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("PermissionsLabel")
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+    def set_info(self, info: dict):
+        text = permissions_text(info)
+        undeclared = info.get("permissions") is None
+        self.setText(text)
+        self.setProperty("undeclared", undeclared)
+        self.setToolTip(
+            "The plugin does not declare plugin_info.permissions, so it gets every module: "
+            + ", ".join(info.get("effective_permissions") or []) if undeclared
+            else "The plugin gets only these modules.")
+        self.style().unpolish(self)
+        self.style().polish(self)
+
+
+class ApprovalTable(QWidget):
+    """A table of routes or hooks with an Approved checkbox per row and Approve all / Revoke all."""
+
+    def __init__(self, columns: list[str], what: str, stretch: int, parent=None):
+        super().__init__(parent)
+        self.what = what
+        self.permissions = PermissionsLabel(self)
+        self.explain = QLabel(self)
+        self.explain.setObjectName("MutedLabel")
+        self.explain.setWordWrap(True)
+        self.table = QTableWidget(0, len(columns) + 1, self)
+        self.table.setHorizontalHeaderLabels(["Approved"] + columns)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(False)
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        rows = self.table.verticalHeader()
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        rows.setDefaultSectionSize(self.fontMetrics().height() + 10)
+        self.approve_all = QPushButton(f"Approve all {what}", self)
+        self.revoke_all = QPushButton(f"Revoke all {what}", self)
+        perm_row = QHBoxLayout()
+        perm_row.addWidget(QLabel("Declared permissions:", self))
+        perm_row.addWidget(self.permissions)
+        perm_row.addStretch(1)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.explain, 1)
+        buttons.addWidget(self.approve_all)
+        buttons.addWidget(self.revoke_all)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 8, 6, 6)
+        layout.addLayout(perm_row)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(buttons)
+
+    def set_rows(self, rows: list[tuple[tuple, bool, list[str], str]]):
+        """rows: (key, approved, cells, tooltip). Emits no itemChanged while filling."""
+        self.table.blockSignals(True)
+        try:
+            self.table.setRowCount(len(rows))
+            for r, (key, approved, cells, tip) in enumerate(rows):
+                check = QTableWidgetItem("")
+                check.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled |
+                               Qt.ItemFlag.ItemIsSelectable)
+                check.setCheckState(Qt.CheckState.Checked if approved else Qt.CheckState.Unchecked)
+                check.setData(KEY_ROLE, key)
+                check.setToolTip("Approved: runs" if approved else "Not approved: never runs")
+                self.table.setItem(r, 0, check)
+                for c, text in enumerate(cells, start=1):
+                    item = QTableWidgetItem(text)
+                    item.setToolTip(tip)
+                    self.table.setItem(r, c, item)
+        finally:
+            self.table.blockSignals(False)
+        any_rows = bool(rows)
+        self.approve_all.setEnabled(any_rows and not all(a for _, a, _, _ in rows))
+        self.revoke_all.setEnabled(any(a for _, a, _, _ in rows))
+
+    def keys(self) -> list[tuple]:
+        return [self.table.item(r, 0).data(KEY_ROLE) for r in range(self.table.rowCount())]
+
+    def is_checked(self, row: int) -> bool:
+        return self.table.item(row, 0).checkState() == Qt.CheckState.Checked
+
+
+class PluginManagerDialog(QDialog):
+    def __init__(self, service, bridge, tasks, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Plugins — Modula Desktop")
+        self.setWindowIcon(icon("plugins"))
+        self.setWindowFlag(Qt.WindowType.WindowMaximizeButtonHint, True)
+        self.service = service
+        self.plugins = service.plugins
+        self.approvals = service.approvals
+        self.tasks = tasks
+        self.current: str | None = None
+        self._info: dict = {}
+        self._busy: dict[str, str] = {}  # plugin -> what runs ("Reloading", ...)
+
+        # --- the list of plugins --------------------------------------------------------
+        self.list = QTreeWidget(self)
+        self.list.setObjectName("PluginList")
+        self.list.setHeaderLabels(["Plugin", "Version", "State"])
+        self.list.setRootIsDecorated(False)
+        self.list.setUniformRowHeights(True)
+        self.list.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.list.header().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.list.header().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        self.list.header().setStretchLastSection(False)
+        self.empty_hint = QLabel("No plugins in this site. Add a folder with an init.lua to the site's "
+                                 "plugins/ folder.", self)
+        self.empty_hint.setWordWrap(True)
+        self.empty_hint.setObjectName("MutedLabel")
+        left = QWidget(self)
+        left.setMinimumWidth(220)
+        lv = QVBoxLayout(left)
+        lv.setContentsMargins(0, 0, 0, 0)
+        lv.addWidget(self.list, 1)
+        lv.addWidget(self.empty_hint)
+
+        # --- details --------------------------------------------------------------------
+        self.message_bar = MessageBar(self)
+        self.title = QLabel(self)
+        self.title.setObjectName("PluginTitle")
+        self.state_badge = QLabel(self)
+        self.state_badge.setObjectName("StatusBadge")
+        self.description = QLabel(self)
+        self.description.setWordWrap(True)
+        self.error = QLabel(self)
+        self.error.setObjectName("ErrorLabel")
+        self.error.setWordWrap(True)
+        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.permissions = PermissionsLabel(self)
+        self.author = QLabel(self)
+        self.author.setObjectName("MutedLabel")
+
+        self.enable_button = QPushButton("Enable", self)
+        self.disable_button = QPushButton("Disable", self)
+        self.reload_button = QPushButton(icon("reload"), "Reload", self)
+        self.reload_button.setToolTip("Blue-green reload: the new version loads beside the old one, which keeps "
+                                      "serving until the new one is ready.")
+        self.progress = QProgressBar(self)
+        self.progress.setRange(0, 0)  # busy indicator
+        self.progress.setMaximumWidth(140)
+        self.progress.setTextVisible(False)
+        self.progress.hide()
+        self.busy_label = QLabel(self)
+        self.busy_label.setObjectName("MutedLabel")
+
+        self.routes = ApprovalTable(["Method", "Path", "Access"], "routes", 2, self)
+        self.routes.explain.setText("An unapproved route answers 404, exactly like an unknown one.")
+        self.hooks = ApprovalTable(["Event", "Table", "Priority", "Effect", "State"], "hooks", 5, self)
+        self.hooks.explain.setText("An unapproved hook never runs. Before-hooks may refuse or change an entry.")
+        self.log_view = QPlainTextEdit(self)
+        self.log_view.setObjectName("PluginLog")
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(2000)
+        self.log_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.health = QWidget(self)
+        self.health_form = QFormLayout(self.health)
+        self.health_form.setContentsMargins(10, 10, 10, 10)
+        self.health_labels = {}
+        for key, label in (("breaker", "Circuit breaker"), ("hook_breaker", "Hook breaker"), ("pool", "VM pool"),
+                           ("last_reload", "Last reload"), ("warnings", "Warnings"), ("last_errors", "Last errors")):
+            value = QLabel(self.health)
+            value.setWordWrap(True)
+            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            self.health_labels[key] = value
+            self.health_form.addRow(f"{label}:", value)
+
+        self.tabs = QTabWidget(self)
+        self.tabs.addTab(self.routes, "Routes")
+        self.tabs.addTab(self.hooks, "Hooks")
+        self.tabs.addTab(self.log_view, "Log")
+        self.tabs.addTab(self.health, "Health")
+
+        head = QHBoxLayout()
+        head.addWidget(self.title)
+        head.addWidget(self.state_badge)
+        head.addStretch(1)
+        head.addWidget(self.author)
+        perms = QHBoxLayout()
+        perms.addWidget(QLabel("Permissions:", self))
+        perms.addWidget(self.permissions)
+        perms.addStretch(1)
+        actions = QHBoxLayout()
+        actions.addWidget(self.enable_button)
+        actions.addWidget(self.disable_button)
+        actions.addWidget(self.reload_button)
+        actions.addSpacing(8)
+        actions.addWidget(self.progress)
+        actions.addWidget(self.busy_label)
+        actions.addStretch(1)
+        right = QWidget(self)
+        rv = QVBoxLayout(right)
+        rv.setContentsMargins(4, 0, 0, 0)
+        rv.addWidget(self.message_bar)
+        rv.addLayout(head)
+        rv.addWidget(self.description)
+        rv.addLayout(perms)
+        rv.addLayout(actions)
+        rv.addWidget(self.error)
+        rv.addWidget(self.tabs, 1)
+        self.details = right
+
+        split = QSplitter(Qt.Orientation.Horizontal, self)
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
+        split.setSizes([290, 730])
+        split.setChildrenCollapsible(False)
+        layout = QVBoxLayout(self)
+        layout.addWidget(split)
+        self.resize(1060, 640)
+
+        # --- wiring ---------------------------------------------------------------------
+        self.list.currentItemChanged.connect(self._picked)
+        self.enable_button.clicked.connect(lambda: self.run_lifecycle("enable"))
+        self.disable_button.clicked.connect(lambda: self.run_lifecycle("disable"))
+        self.reload_button.clicked.connect(lambda: self.run_lifecycle("reload"))
+        self.routes.table.itemChanged.connect(self._route_toggled)
+        self.hooks.table.itemChanged.connect(self._hook_toggled)
+        self.routes.approve_all.clicked.connect(lambda: self.set_all_routes(True))
+        self.routes.revoke_all.clicked.connect(lambda: self.set_all_routes(False))
+        self.hooks.approve_all.clicked.connect(lambda: self.set_all_hooks(True))
+        self.hooks.revoke_all.clicked.connect(lambda: self.set_all_hooks(False))
+        bridge.plugin_changed.connect(self._plugin_changed)
+        bridge.log_written.connect(self._log_written)
+        self._changed: set[str] = set()
+        self._change_timer = QTimer(self)
+        self._change_timer.setSingleShot(True)
+        self._change_timer.setInterval(80)
+        self._change_timer.timeout.connect(self._apply_changes)
+        # breaker and pool numbers move without a notification: poll them while the dialog is open
+        self._health_timer = QTimer(self)
+        self._health_timer.setInterval(2000)
+        self._health_timer.timeout.connect(self._poll_health)
+        self.refresh_list()
+
+    # ---- list ------------------------------------------------------------------------------
+    def refresh_list(self):
+        names = self.plugins.names()
+        keep = self.current
+        self.list.blockSignals(True)
+        try:
+            self.list.clear()
+            for name in names:
+                item = QTreeWidgetItem([name, "", ""])
+                item.setData(0, KEY_ROLE, name)
+                self.list.addTopLevelItem(item)
+                self._update_item(item)
+        finally:
+            self.list.blockSignals(False)
+        self.empty_hint.setVisible(not names)
+        self.details.setEnabled(bool(names))
+        target = keep if keep in names else (names[0] if names else None)
+        if target:
+            self.select(target)
+        else:
+            self.current = None
+
+    def _item(self, name: str):
+        for i in range(self.list.topLevelItemCount()):
+            item = self.list.topLevelItem(i)
+            if item.data(0, KEY_ROLE) == name:
+                return item
+        return None
+
+    def _update_item(self, item):
+        name = item.data(0, KEY_ROLE)
+        try:
+            s = self.plugins.summary(name)
+        except Exception:  # noqa: BLE001 - removed meanwhile
+            return
+        item.setText(1, s.get("version") or "")
+        item.setText(2, s["state"])
+        item.setIcon(0, state_icon(s["state"]))
+        item.setToolTip(0, s.get("description") or "")
+
+    def select(self, name: str):
+        item = self._item(name)
+        if item is not None:
+            self.list.setCurrentItem(item)
+            if self.current != name:
+                self._show(name)
+
+    def _picked(self, item, _prev):
+        if item is not None:
+            self._show(item.data(0, KEY_ROLE))
+
+    # ---- details ---------------------------------------------------------------------------
+    def _show(self, name: str, keep_log: bool = False):
+        changed = name != self.current
+        self.current = name
+        if changed:
+            self.message_bar.hide()
+        try:
+            info = self.plugins.info(name, log_limit=LOG_LIMIT)
+        except Exception as exc:  # noqa: BLE001 - the plugin disappeared
+            self.message_bar.show_message(str(exc), "warning")
+            return
+        self._info = info
+        self.title.setText(name)
+        version = info.get("version")
+        state = info.get("state", "")
+        self.state_badge.setText(f"{state}" + (f" · v{version}" if version else ""))
+        self.state_badge.setProperty("status", state)
+        self.state_badge.style().unpolish(self.state_badge)
+        self.state_badge.style().polish(self.state_badge)
+        self.description.setText(info.get("description") or "")
+        self.description.setVisible(bool(info.get("description")))
+        self.error.setText(info.get("error") or "")
+        self.error.setVisible(bool(info.get("error")))
+        self.permissions.set_info(info)
+        self.routes.permissions.set_info(info)
+        self.hooks.permissions.set_info(info)
+        by = [f"by {info['author']}" if info.get("author") else "", info.get("license") or ""]
+        self.author.setText("  ·  ".join(x for x in by if x))
+
+        self.routes.set_rows([
+            (("route", r["method"], r["path"]), r["approved"],
+             [r["method"], r["path"], "public" if r.get("public") else "admin token"],
+             f"/api/v1/plugins/{name}{r['path']}")
+            for r in info.get("routes", [])])
+        self.hooks.set_rows([
+            (("hook", h["event"], h["table"]), h["approved"],
+             [h["event"], h["table"], str(h.get("priority", "")),
+              "may refuse or change the entry" if h["event"].startswith("before_") else "runs after the change",
+              "disabled by breaker (reload or enable)" if h.get("disabled")
+              else ("active" if h["approved"] else "waiting for approval")],
+             "")
+            for h in info.get("hooks", [])])
+        self.tabs.setTabText(0, f"Routes ({len(info.get('routes', []))})")
+        self.tabs.setTabText(1, f"Hooks ({len(info.get('hooks', []))})")
+        if changed or not keep_log:
+            self.log_view.setPlainText("\n".join(format_log_entry(e) for e in info.get("logs", [])))
+            self.log_view.verticalScrollBar().setValue(self.log_view.verticalScrollBar().maximum())
+        self._show_health(info)
+        self._update_buttons()
+
+    def _show_health(self, info: dict):
+        b = info.get("breaker") or {}
+        breaker = f"{b.get('state', '?')} ({b.get('consecutive_failures', 0)} consecutive failures)"
+        self.health_labels["breaker"].setText(breaker)
+        hb = info.get("hook_breaker") or {}
+        disabled = hb.get("disabled") or []
+        aborts = hb.get("consecutive_aborts") or {}
+        self.health_labels["hook_breaker"].setText(
+            ("disabled: " + ", ".join(disabled) if disabled else "no hook disabled")
+            + ("; consecutive aborts: " + ", ".join(f"{k} {v}" for k, v in aborts.items()) if aborts else ""))
+        pool = info.get("pool")
+        self.health_labels["pool"].setText(
+            "no VMs (not running)" if not pool else
+            f"{pool.get('idle', 0)} idle, {pool.get('busy', 0)} busy of {pool.get('size', 0)} "
+            f"({pool.get('hook_reserve', 0)} reserved for hooks); {pool.get('replaced', 0)} replaced; "
+            f"{pool.get('state', '')}")
+        lr = info.get("last_reload") or {}
+        if lr.get("ok") is None:
+            reload_text = "not yet"
+        else:
+            reload_text = f"{'succeeded' if lr['ok'] else 'failed'} in {lr.get('seconds') or 0:.2f} s"
+        self.health_labels["last_reload"].setText(reload_text)
+        warnings = info.get("warnings") or []
+        self.health_labels["warnings"].setText("\n".join(warnings) if warnings else "none")
+        errors = info.get("last_errors") or []
+        self.health_labels["last_errors"].setText(
+            "\n".join(f"{short_time(e.get('time'))}  {e.get('message')}" for e in errors) if errors else "none")
+
+    def _poll_health(self):
+        if self.current and self.isVisible():
+            try:
+                info = self.plugins.info(self.current, log_limit=1)
+            except Exception:  # noqa: BLE001
+                return
+            self._show_health(info)
+
+    def showEvent(self, event):  # noqa: N802 - Qt override
+        super().showEvent(event)
+        self._health_timer.start()
+
+    def hideEvent(self, event):  # noqa: N802 - Qt override
+        self._health_timer.stop()
+        super().hideEvent(event)
+
+    # ---- approvals -------------------------------------------------------------------------
+    def _route_toggled(self, item):
+        if item.column() != 0 or self.current is None:
+            return
+        _, method, path = item.data(KEY_ROLE)
+        if item.checkState() == Qt.CheckState.Checked:
+            self.approvals.approve_route(self.current, method, path)
+        else:
+            self.approvals.revoke_route(self.current, method, path)
+        self._show(self.current, keep_log=True)
+
+    def _hook_toggled(self, item):
+        if item.column() != 0 or self.current is None:
+            return
+        _, event, table = item.data(KEY_ROLE)
+        if item.checkState() == Qt.CheckState.Checked:
+            self.approvals.approve_hook(self.current, event, table)
+        else:
+            self.approvals.revoke_hook(self.current, event, table)
+        self._show(self.current, keep_log=True)
+
+    def set_all_routes(self, approve: bool):
+        if self.current is None:
+            return
+        for _, method, path in self.routes.keys():
+            (self.approvals.approve_route if approve else self.approvals.revoke_route)(self.current, method, path)
+        self._show(self.current, keep_log=True)
+
+    def set_all_hooks(self, approve: bool):
+        if self.current is None:
+            return
+        for _, event, table in self.hooks.keys():
+            (self.approvals.approve_hook if approve else self.approvals.revoke_hook)(self.current, event, table)
+        self._show(self.current, keep_log=True)
+
+    # ---- lifecycle (off the GUI thread) ----------------------------------------------------
+    def run_lifecycle(self, action: str):
+        """enable / disable / reload the current plugin on a worker thread; the window stays live."""
+        name = self.current
+        if name is None or name in self._busy:
+            return
+        label = {"enable": "Enabling", "disable": "Disabling", "reload": "Reloading"}[action]
+        self._busy[name] = label
+        self.message_bar.hide()
+        self._update_buttons()
+        fn = getattr(self.plugins, action)
+        self.tasks.run(lambda: fn(name), lambda result: self._lifecycle_done(name, action, result),
+                       lambda exc: self._lifecycle_failed(name, action, exc))
+
+    def _lifecycle_done(self, name: str, action: str, result):
+        self._busy.pop(name, None)
+        item = self._item(name)
+        if item is not None:
+            self._update_item(item)
+        if name == self.current:
+            self._show(name, keep_log=True)
+            if result is False:
+                info = self._info
+                self.message_bar.show_message(info.get("error") or f"{action} failed; see the log.", "error",
+                                              f"{action.capitalize()} of {name} failed")
+            else:
+                done = {"enable": "enabled", "disable": "disabled", "reload": "reloaded"}[action]
+                self.message_bar.show_message(f"{name} {done}.", "info")
+        self._update_buttons()
+
+    def _lifecycle_failed(self, name: str, action: str, exc: BaseException):
+        self._busy.pop(name, None)
+        log.warning("%s of plugin %s failed: %s", action, name, exc)
+        if name == self.current:
+            self._show(name, keep_log=True)
+            self.message_bar.show_message(str(exc), "error", f"{action.capitalize()} of {name} failed")
+        self._update_buttons()
+
+    def is_busy(self, name: str | None = None) -> bool:
+        return bool(self._busy) if name is None else name in self._busy
+
+    def _update_buttons(self):
+        name = self.current
+        busy = self._busy.get(name) if name else None
+        state = self._info.get("state") if name else None
+        self.enable_button.setEnabled(bool(name) and not busy and state in ("stopped", "failed"))
+        self.disable_button.setEnabled(bool(name) and not busy and state not in ("stopped", None))
+        self.reload_button.setEnabled(bool(name) and not busy and state not in ("stopped", None))
+        self.progress.setVisible(bool(busy))
+        self.busy_label.setVisible(bool(busy))
+        self.busy_label.setText(f"{busy} {name}…" if busy else "")
+
+    # ---- live updates ----------------------------------------------------------------------
+    def _plugin_changed(self, name: str):
+        self._changed.add(name)
+        self._change_timer.start()
+
+    def _apply_changes(self):
+        names, self._changed = self._changed, set()
+        if any(self._item(n) is None for n in names) or len(self.plugins.names()) != self.list.topLevelItemCount():
+            self.refresh_list()
+            return
+        for n in names:
+            item = self._item(n)
+            if item is not None:
+                self._update_item(item)
+        if self.current in names:
+            self._show(self.current, keep_log=True)
+
+    def _log_written(self, entry: dict):
+        if entry.get("plugin") != self.current:
+            return
+        bar = self.log_view.verticalScrollBar()
+        at_end = bar.value() >= bar.maximum() - 2
+        self.log_view.appendPlainText(format_log_entry(entry))
+        if at_end:
+            bar.setValue(bar.maximum())
