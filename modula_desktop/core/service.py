@@ -83,9 +83,10 @@ class SiteService:
         self._closed.set()
         if self.watcher is not None:
             self.watcher.stop()
-        self.plugins.shutdown()
-        if self.content is not None and hasattr(self.content, "close"):
+        # queued after-hooks finish before the plugins they run in stop
+        if self.content is not None:
             self.content.close()
+        self.plugins.shutdown()
         self.logbook.close()
         try:
             self.db.close()

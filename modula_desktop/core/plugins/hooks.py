@@ -6,6 +6,10 @@ Each may abort the change (``error(msg)``, or running out of a budget) or return
 changes (a filter). After-hooks run after commit on a bounded worker pool, one task per event that
 runs the event's chain in order; their failures are logged and counted, never raised.
 
+The hook breaker counts a before-hook's aborts and an after-hook's failures alike: after
+hook_max_consecutive_aborts in a row, that (plugin, event, table) is disabled until the plugin is
+reloaded or enabled; a success resets the count.
+
 Set ``MODULA_TRACE_HOOKS=1`` to log every hook call (plugin, event, entry, outcome, time) to stderr.
 """
 from __future__ import annotations
@@ -23,14 +27,12 @@ from typing import Callable, Iterable
 from ..errors import HookAbort, ValidationError
 from ..settings import PluginSettings
 from .errors import PluginCallError
+from .pool import PoolClosed
 
 log = logging.getLogger(__name__)
 trace_log = logging.getLogger("modula.hooks.trace")
 
 TRACE_ENV = "MODULA_TRACE_HOOKS"
-# What a filter may change; everything else in the data table is read-only.
-EDITABLE = ("title", "slug", "body", "status", "fields", "type")
-READ_ONLY = ("id", "published_at", "created_at", "updated_at", "_table", "_event")
 # "init.lua:12: msg", "lib/x.lua:3: msg", '[string "..."]:1: msg': the editor gets msg only.
 _LOCATION = re.compile(r'^(?:[\w./\\-]+\.lua|\[string "[^"]*"\]|\?):\d+: ')
 
@@ -50,10 +52,25 @@ def trace_enabled() -> bool:
     return os.environ.get(TRACE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (it may be replaced after the handler is made)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def _ensure_trace_output():
     # The trace is a developer switch: it must show even when the app configured no logging.
     if not trace_log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s modula.hooks %(message)s"))
         trace_log.addHandler(handler)
         trace_log.propagate = False
@@ -64,8 +81,9 @@ class HookDispatcher:
     """Runs hook chains for one content table. Thread-safe: every caller thread may dispatch at once."""
 
     def __init__(self, plugins, settings: PluginSettings | None = None, logbook=None, metrics=None, *,
-                 trace: bool | None = None):
+                 editable: Iterable[str] = (), trace: bool | None = None):
         self.plugins = plugins
+        self.editable = frozenset(editable)  # what a filter may change; the rest of the data is read-only
         self.settings = settings or PluginSettings()
         self.logbook = logbook
         self.metrics = metrics
@@ -106,7 +124,7 @@ class HookDispatcher:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise HookAbort(f"The {event} hooks took longer than {s.hook_event_timeout_ms / 1000.0:g} s "
-                                f"in total, so the change was not saved.", name, event)
+                                f"in total, so the change was not saved.", None, event)
             timeout = min(per_hook, left)
             data = dict(entry, _table=table, _event=event)
             started = time.perf_counter()
@@ -115,14 +133,14 @@ class HookDispatcher:
             except PluginCallError as exc:
                 outcome = TIMEOUT if exc.kind == "timeout" else (ERROR if exc.is_budget else ABORT)
                 self._finish(binding, event, entry, outcome, started, exc)
-                raise self._abort_for(binding, event, exc) from None
+                raise self._abort_for(binding, event, exc, chain_cut=timeout < per_hook) from None
             except Exception as exc:  # noqa: BLE001 - e.g. a VM that could not be built: fail closed
                 log.exception("hook %s of plugin %s could not run", event, name)
                 self._finish(binding, event, entry, ERROR, started, exc)
                 raise HookAbort(f"The {name} plugin could not run its {event} hook, so the change was not "
                                 f"saved.", name, event) from None
             try:
-                changes = self._changes(binding, event, result, locked) if apply is not None else {}
+                changes = self._changes(binding, event, entry, result, locked) if apply is not None else {}
                 if changes:
                     entry = apply(entry, changes)
             except ValidationError as exc:
@@ -132,31 +150,37 @@ class HookDispatcher:
             self._finish(binding, event, entry, OK, started, None, changes)
         return entry
 
-    def _changes(self, binding, event: str, result, locked) -> dict:
+    def _changes(self, binding, event: str, entry: dict, result, locked) -> dict:
         """The editable field changes of a hook's result; anything else is ignored (and logged)."""
         if result is None or result == [] or result == {}:
             return {}
+        name = binding.plugin.name
         if not isinstance(result, dict):
-            self._log(binding.plugin.name, "warn", f"{event} hook returned a {type(result).__name__}, not a "
-                                                   "table of field changes: ignored")
+            self._log(name, "warn", f"{event} hook returned a {type(result).__name__}, not a table of field "
+                                    "changes: ignored")
             return {}
         changes = {}
         for key, value in result.items():
-            if key in EDITABLE and key not in locked:
+            if key in ("_table", "_event") or (key in entry and entry[key] == value):
+                continue  # a hook that returns the whole data table changes only what differs
+            if key in self.editable and key not in locked:
                 changes[key] = value
-            elif key in locked:
-                self._log(binding.plugin.name, "warn", f"{event} hook may not change '{key}': ignored")
-            elif key not in READ_ONLY:
-                self._log(binding.plugin.name, "warn", f"{event} hook returned unknown field '{key}': ignored")
+            elif key in entry:
+                self._log(name, "warn", f"{event} hook may not change '{key}': ignored")
+            else:
+                self._log(name, "warn", f"{event} hook returned unknown field '{key}': ignored")
         return changes
 
-    def _abort_for(self, binding, event: str, exc: PluginCallError) -> HookAbort:
+    def _abort_for(self, binding, event: str, exc: PluginCallError, chain_cut: bool) -> HookAbort:
         name = binding.plugin.name
         if exc.kind == "error":
             return HookAbort(strip_location(exc.message) or f"The {name} plugin refused the change.", name, event)
         # a budget: name it, so the author knows it was not the plugin's judgement
-        return HookAbort(f"The {name} plugin's {event} hook was stopped ({exc.message}), so the change was "
-                         f"not saved.", name, event)
+        why = exc.message
+        if exc.kind == "timeout" and chain_cut:
+            why += f", the rest of the {self.settings.hook_event_timeout_ms / 1000.0:g} s all {event} hooks share"
+        return HookAbort(f"The change was not saved because the {name} plugin's {event} hook was stopped: {why}.",
+                         name, event)
 
     # ---- after-hooks -----------------------------------------------------------------------
     def run_after(self, event: str, entry: dict, *, table: str = "content") -> Future | None:
@@ -200,7 +224,7 @@ class HookDispatcher:
                 continue
             started = time.perf_counter()
             try:
-                self.plugins.run_hook(binding, dict(data), timeout, self.settings.hook_max_ops)
+                self._run_shared(binding, dict(data), timeout)
             except PluginCallError as exc:
                 outcome = TIMEOUT if exc.kind == "timeout" else ERROR
                 self._finish(binding, event, data, outcome, started, exc)
@@ -209,6 +233,34 @@ class HookDispatcher:
                 self._finish(binding, event, data, ERROR, started, exc)
             else:
                 self._finish(binding, event, data, OK, started, None)
+
+    def _run_shared(self, binding, data: dict, timeout: float):
+        """Run an after-hook on a VM of the pool's shared part, leaving the hook reserve to before-hooks.
+
+        Why not manager.run_hook (which checks out from the reserve too): an after-hook holding a VM
+        while it waits for SQLite's write lock, held by a save whose before-hook waits for a VM of the
+        same plugin, would stall that save until its hook timed out. A before-chain runs only while
+        its save holds the write lock, so one before-hook at a time needs a VM: the reserve is enough.
+        """
+        deadline = time.monotonic() + timeout
+        gen = binding.generation
+        try:
+            vm = gen.pool.checkout(timeout, for_hook=False)
+        except PoolClosed:  # reloaded since the chain was read: run the new version's hook
+            gen = binding.plugin.current
+            if gen is None or gen is binding.generation:
+                raise PluginCallError("error", "plugin stopped") from None
+            try:
+                vm = gen.pool.checkout(max(0.0, deadline - time.monotonic()), for_hook=False)
+            except PoolClosed:
+                raise PluginCallError("error", "plugin stopped") from None
+        if vm is None:
+            raise PluginCallError("timeout", f"time budget exceeded (no VM free within {timeout:g} s)")
+        try:
+            return vm.call_hook(binding.spec.index, data, max(0.001, deadline - time.monotonic()),
+                                self.settings.hook_max_ops)
+        finally:
+            gen.pool.give_back(vm)
 
     # ---- bookkeeping -----------------------------------------------------------------------
     def _finish(self, binding, event: str, entry: dict, outcome: str, started: float, exc, changes=None):

@@ -247,7 +247,7 @@ class PluginVM:
     # ---- loading -----------------------------------------------------------------------------
     def _budget_args(self, seconds, what):
         return (self.settings.max_instructions, float(seconds),
-                f"time budget exceeded ({what} ran longer than {seconds:g} s)".encode())
+                f"time budget exceeded ({what} ran longer than {seconds:.3g} s)".encode())
 
     def load(self, source: bytes | None = None):
         """Run init.lua's main chunk. Fills manifest, routes, hooks. Raises PluginLoadError."""
