@@ -1,5 +1,13 @@
-"""SPEC 7: the app's own prometheus_client registry. The server exports it; the GUI reads it."""
+"""SPEC 7: the app's own prometheus_client registry. The server exports it; the GUI reads it.
+
+Where each metric is recorded: plugin HTTP requests and their duration by the HTTP server; hook runs,
+their duration and hook errors/budgets/hook-breaker trips by the hook dispatcher; route errors, budget
+exhaustions, plugin-breaker trips, reloads and their duration, and VMs available by the plugin manager
+and its VM pools.
+"""
 from __future__ import annotations
+
+import math
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -33,3 +41,68 @@ class Metrics:
         """Current value of one sample (0 when absent): handy for the GUI and tests."""
         value = self.registry.get_sample_value(name, labels or None)
         return value or 0.0
+
+    def snapshot(self) -> dict:
+        """Current totals as plain data, for charts: the GUI samples this every few seconds.
+
+        requests / errors / breaker_trips: totals; requests_by_status: {status: n};
+        hook_runs: {outcome: n}; reloads: {outcome: n}; budget_exhaustions: {kind: n};
+        vms_available: {plugin: n}; latency_p50_s / latency_p95_s: estimates over every plugin
+        request so far from the histogram buckets (None before the first request).
+        """
+        out = {"requests": 0.0, "requests_by_status": {}, "errors": 0.0, "errors_by_kind": {}, "hook_runs": {},
+               "breaker_trips": 0.0, "reloads": {}, "budget_exhaustions": {}, "vms_available": {},
+               "latency_p50_s": None, "latency_p95_s": None}
+        buckets: dict[float, float] = {}
+
+        def add(d, key, v):
+            d[key] = d.get(key, 0.0) + v
+
+        for family in self.registry.collect():
+            for s in family.samples:
+                v, lb = s.value, s.labels
+                if s.name == "modula_plugin_http_requests_total":
+                    out["requests"] += v
+                    add(out["requests_by_status"], lb["status"], v)
+                elif s.name == "modula_plugin_errors_total":
+                    out["errors"] += v
+                    add(out["errors_by_kind"], lb["kind"], v)
+                elif s.name == "modula_plugin_hook_runs_total":
+                    add(out["hook_runs"], lb["outcome"], v)
+                elif s.name == "modula_plugin_circuit_breaker_trips_total":
+                    out["breaker_trips"] += v
+                elif s.name == "modula_plugin_reloads_total":
+                    add(out["reloads"], lb["outcome"], v)
+                elif s.name == "modula_plugin_budget_exhaustions_total":
+                    add(out["budget_exhaustions"], lb["kind"], v)
+                elif s.name == "modula_plugin_vms_available":
+                    out["vms_available"][lb["plugin"]] = v
+                elif s.name == "modula_plugin_http_request_duration_seconds_bucket":
+                    add(buckets, float(lb["le"]), v)
+        out["latency_p50_s"] = quantile(buckets, 0.5)
+        out["latency_p95_s"] = quantile(buckets, 0.95)
+        return out
+
+
+def quantile(buckets: dict[float, float], q: float) -> float | None:
+    """Estimate a quantile from cumulative histogram buckets {upper bound: count} the way Prometheus'
+    histogram_quantile does: linear interpolation inside the bucket that holds it."""
+    if not buckets:
+        return None
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for upper in bounds:
+        count = buckets[upper]
+        if count >= rank:
+            if math.isinf(upper):
+                return lower  # beyond the last finite bucket: its bound is the best we can say
+            inside = count - below
+            if inside <= 0:
+                return upper
+            return lower + (upper - lower) * (rank - below) / inside
+        lower, below = upper, count
+    return lower

@@ -9,18 +9,27 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 class CircuitBreaker:
     """Opens after max_failures consecutive failures; after reset_interval_s lets one probe through
-    (half-open); a success closes it, a failure opens it again."""
+    (half-open); a success closes it, a failure opens it again.
 
-    def __init__(self, max_failures: int, reset_interval_s: float, clock=time.monotonic, on_trip=None):
-        self.max_failures = max_failures
+    Every ``allow()`` that returned True must be followed by ``success()``, ``failure()`` or
+    ``release()`` (no verdict, e.g. no VM was free). A probe that never reports back anyway is
+    presumed lost after ``probe_timeout_s`` (default: reset_interval_s) and another one is let through,
+    so the breaker cannot stay wedged half-open.
+    """
+
+    def __init__(self, max_failures: int, reset_interval_s: float, clock=time.monotonic, on_trip=None,
+                 probe_timeout_s: float | None = None):
+        self.max_failures = max(1, max_failures)
         self.reset_interval_s = reset_interval_s
+        self.probe_timeout_s = reset_interval_s if probe_timeout_s is None else probe_timeout_s
         self._clock = clock
         self._on_trip = on_trip
         self._lock = threading.Lock()
         self.failures = 0
+        self.trips = 0
         self._state = CLOSED
         self.opened_at = 0.0
-        self._probe_out = False
+        self._probe_at: float | None = None  # when the half-open probe went out; None: none out
 
     @property
     def state(self) -> str:
@@ -33,21 +42,22 @@ class CircuitBreaker:
         with self._lock:
             if self._state == CLOSED:
                 return True
+            now = self._clock()
             if self._state == OPEN:
-                if self._clock() - self.opened_at < self.reset_interval_s:
+                if now - self.opened_at < self.reset_interval_s:
                     return False
                 self._state = HALF_OPEN
-                self._probe_out = False
-            if self._probe_out:
+                self._probe_at = None
+            if self._probe_at is not None and now - self._probe_at < self.probe_timeout_s:
                 return False
-            self._probe_out = True
+            self._probe_at = now
             return True
 
     def success(self):
         with self._lock:
             self.failures = 0
             self._state = CLOSED
-            self._probe_out = False
+            self._probe_at = None
 
     def failure(self):
         tripped = False
@@ -56,16 +66,28 @@ class CircuitBreaker:
             if self._state == HALF_OPEN or (self._state == CLOSED and self.failures >= self.max_failures):
                 self._state = OPEN
                 self.opened_at = self._clock()
-                self._probe_out = False
+                self._probe_at = None
+                self.trips += 1
                 tripped = True
         if tripped and self._on_trip:
             self._on_trip()
+
+    def release(self):
+        """The call allowed by allow() ended without a verdict: a half-open probe may go out again."""
+        with self._lock:
+            if self._state == HALF_OPEN:
+                self._probe_at = None
 
     def reset(self):
         self.success()
 
     def to_dict(self) -> dict:
-        return {"state": self.state, "consecutive_failures": self.failures}
+        state = self.state
+        with self._lock:
+            return {"state": state, "consecutive_failures": self.failures, "trips": self.trips,
+                    "max_failures": self.max_failures, "reset_interval_s": self.reset_interval_s,
+                    "retry_in_s": max(0.0, self.reset_interval_s - (self._clock() - self.opened_at))
+                    if self._state == OPEN else 0.0}
 
 
 class HookBreaker:

@@ -27,7 +27,6 @@ from typing import Callable, Iterable
 from ..errors import HookAbort, ValidationError
 from ..settings import PluginSettings
 from .errors import PluginCallError
-from .pool import PoolClosed
 
 log = logging.getLogger(__name__)
 trace_log = logging.getLogger("modula.hooks.trace")
@@ -237,30 +236,11 @@ class HookDispatcher:
     def _run_shared(self, binding, data: dict, timeout: float):
         """Run an after-hook on a VM of the pool's shared part, leaving the hook reserve to before-hooks.
 
-        Why not manager.run_hook (which checks out from the reserve too): an after-hook holding a VM
-        while it waits for SQLite's write lock, held by a save whose before-hook waits for a VM of the
-        same plugin, would stall that save until its hook timed out. A before-chain runs only while
-        its save holds the write lock, so one before-hook at a time needs a VM: the reserve is enough.
+        An after-hook holding a VM while it waits for SQLite's write lock, held by a save whose
+        before-hook waits for a VM of the same plugin, would stall that save until its hook timed out.
+        A before-chain runs only while its save holds the write lock, so the reserve is enough for it.
         """
-        deadline = time.monotonic() + timeout
-        gen = binding.generation
-        try:
-            vm = gen.pool.checkout(timeout, for_hook=False)
-        except PoolClosed:  # reloaded since the chain was read: run the new version's hook
-            gen = binding.plugin.current
-            if gen is None or gen is binding.generation:
-                raise PluginCallError("error", "plugin stopped") from None
-            try:
-                vm = gen.pool.checkout(max(0.0, deadline - time.monotonic()), for_hook=False)
-            except PoolClosed:
-                raise PluginCallError("error", "plugin stopped") from None
-        if vm is None:
-            raise PluginCallError("timeout", f"time budget exceeded (no VM free within {timeout:g} s)")
-        try:
-            return vm.call_hook(binding.spec.index, data, max(0.001, deadline - time.monotonic()),
-                                self.settings.hook_max_ops)
-        finally:
-            gen.pool.give_back(vm)
+        return self.plugins.run_hook(binding, data, timeout, self.settings.hook_max_ops, reserve=False)
 
     # ---- bookkeeping -----------------------------------------------------------------------
     def _finish(self, binding, event: str, entry: dict, outcome: str, started: float, exc, changes=None):

@@ -12,11 +12,12 @@ from typing import Callable
 from ..settings import PluginSettings
 from .approvals import Approvals
 from .breaker import CircuitBreaker, HookBreaker
-from .errors import PluginCallError, PluginLoadError
+from .errors import ApiError, PluginCallError, PluginLoadError
 from .logbook import Logbook
 from .manifest import Manifest, check_name
 from .pool import PoolClosed, VMPool
-from .vm import HookSpec, PluginVM, RouteSpec, VMContext
+from .reload import Sources, is_plugin_folder, read_sources
+from .vm import MAX_SOURCE_BYTES, HookSpec, PluginVM, RouteSpec, VMContext
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,67 @@ class Plugin:
         self.order = 0  # position in dependency order: registration order across plugins
         self.last_reload_ok: bool | None = None
         self.last_reload_seconds: float | None = None
+        # hot reload bookkeeping, shared by manual and watcher reloads
+        self.last_reload_at: float | None = None  # time.monotonic() when the last (re)load attempt ended
+        self.source_digest: str | None = None     # checksum of the files the last attempt read
+        self.slow_reloads = 0                     # consecutive reloads slower than slow_reload_s
+
+
+class _GenerationSources:
+    """The Lua sources of one generation, read once: every VM of the generation (including one rebuilt
+    after a memory error, minutes later) runs exactly the files that were checksummed when it was built,
+    never newer ones saved since. Over the checksum limits the files are read from disk on first use
+    and kept from then on."""
+
+    def __init__(self, sources: Sources):
+        self._files = dict(sources.files)
+        self._complete = sources.complete
+        self._lock = threading.Lock()
+
+    def init(self, read_disk: Callable[[], bytes]) -> bytes:
+        with self._lock:
+            data = self._files.get("init.lua")
+            if data is None and not self._complete:
+                data = self._files["init.lua"] = read_disk()
+        if data is None:
+            raise PluginLoadError("init.lua not found")
+        return data
+
+    def lib(self, mod: str, read_disk: Callable[[str], bytes]) -> bytes:
+        key = f"lib/{mod}.lua"
+        with self._lock:
+            data = self._files.get(key)
+        if data is None:
+            if self._complete:
+                raise ApiError(f"require: module '{mod}' not found in lib/")
+            data = read_disk(mod)  # raises ApiError like a plain VM would
+            with self._lock:
+                data = self._files.setdefault(key, data)
+        if len(data) > MAX_SOURCE_BYTES:
+            raise ApiError(f"require: module '{mod}' is larger than 1 MiB")
+        return data
+
+
+class _GenerationVM(PluginVM):
+    """A PluginVM that reads its sources from its generation instead of the disk."""
+
+    def __init__(self, ctx: VMContext, sources: _GenerationSources):
+        self._sources = sources
+        super().__init__(ctx)
+
+    def _read_lib(self, mod):
+        return self._sources.lib(mod, super()._read_lib)
+
+    def load(self, source: bytes | None = None):
+        if source is None:
+            source = self._sources.init(self._read_init)
+        return super().load(source)
+
+    def _read_init(self) -> bytes:
+        try:
+            return (self.ctx.root / "init.lua").read_bytes()
+        except OSError:
+            raise PluginLoadError("init.lua not found") from None
 
 
 @dataclass(frozen=True)
@@ -173,16 +235,16 @@ class PluginManager:
             plugin = self._plugin(name, root)
             bad = check_name(name)
             if bad:
-                self._fail(plugin, f"folder name '{name}' {bad}")
+                self._fail_unloaded(plugin, f"folder name '{name}' {bad}")
                 continue
             try:
                 manifests[name] = self.read_manifest(root)
                 plugin.manifest = manifests[name]
             except PluginLoadError as exc:
-                self._fail(plugin, str(exc))
+                self._fail_unloaded(plugin, str(exc))
         order, problems = dependency_order(manifests)
         for name, reason in problems.items():
-            self._fail(self.plugins[name], reason)
+            self._fail_unloaded(self.plugins[name], reason)
         if self.approvals is not None:
             self.approvals.clean_orphans(set(found))
         for i, name in enumerate(order):
@@ -190,13 +252,13 @@ class PluginManager:
             plugin.order = i
             failed_dep = next((d for d in manifests[name].dependencies if self.plugins[d].state != RUNNING), None)
             if failed_dep:
-                self._fail(plugin, f"dependency '{failed_dep}' is not running")
+                self._fail_unloaded(plugin, f"dependency '{failed_dep}' is not running")
                 continue
             if self.approvals is not None and not self.approvals.is_enabled(name):
                 plugin.state = STOPPED
                 self._notify(name)
                 continue
-            self.load(name)
+            self._load(name, initial=True)
 
     def read_manifest(self, root: Path) -> Manifest:
         """Load a plugin's main chunk in an offline VM (no database) and return its manifest."""
@@ -206,6 +268,11 @@ class PluginManager:
             return vm.load()
         finally:
             vm.close()
+
+    def _fail_unloaded(self, plugin: Plugin, message: str):
+        # remember which files failed, so hot reload retries only once they change
+        plugin.source_digest = self._read_sources(plugin).digest
+        self._fail(plugin, message)
 
     def _fail(self, plugin: Plugin, message: str):
         plugin.state = FAILED
@@ -218,11 +285,12 @@ class PluginManager:
         return VMContext(plugin.name, plugin.root, self.settings, database=self.database,
                          log_sink=self.logbook.write)
 
-    def _build(self, plugin: Plugin) -> Generation:
-        """Load the plugin's current files into a new pool and run on_init once. Raises PluginLoadError."""
+    def _build(self, plugin: Plugin, sources: Sources) -> Generation:
+        """Load the plugin's sources into a new pool and run on_init once. Raises PluginLoadError."""
         started = time.monotonic()
         ctx = self._context(plugin)
-        first = PluginVM(ctx)
+        files = _GenerationSources(sources)
+        first = _GenerationVM(ctx, files)
         try:
             manifest = first.load()
             first.call_init()
@@ -233,17 +301,14 @@ class PluginManager:
         expected = ([r.key for r in first.routes], [h.key for h in first.hooks])
 
         def factory():
-            vm = PluginVM(ctx)
+            vm = _GenerationVM(ctx, files)
             vm.load()
             if ([r.key for r in vm.routes], [h.key for h in vm.hooks]) != expected:
                 raise PluginLoadError("the plugin registered different routes or hooks in another VM")
             vm.snapshot()
             return vm
 
-        gauge = None
-        if self.metrics is not None:
-            gauge = self.metrics.vms_available.labels(plugin.name).set
-        pool = VMPool(factory, self.settings.max_vms, self.settings.hook_reserve_vms, first=first, on_change=gauge)
+        pool = VMPool(factory, self.settings.max_vms, self.settings.hook_reserve_vms, first=first)
         try:
             pool.fill()
         except PluginLoadError:
@@ -252,60 +317,144 @@ class PluginManager:
         return Generation(manifest, pool, list(first.routes), list(first.hooks), list(first.warnings),
                           loaded_at=time.time(), load_seconds=time.monotonic() - started)
 
+    def _check_dependencies(self, manifest: Manifest):
+        for dep in manifest.dependencies:
+            other = self.plugins.get(dep)
+            if other is None:
+                raise PluginLoadError(f"missing dependency '{dep}'")
+            if other.state != RUNNING:
+                raise PluginLoadError(f"dependency '{dep}' is not running")
+
+    def add(self, name: str) -> bool:
+        """Load a plugin whose folder appeared after load_all (hot reload, or an admin action).
+        It comes after every loaded plugin in hook order. Returns True when it runs."""
+        root = self.plugins_dir / name
+        with self._lock:
+            known = name in self.plugins
+            if not known:
+                if not is_plugin_folder(root):
+                    raise PluginLoadError(f"no plugin named '{name}'")
+                plugin = self._plugin(name, root)
+                plugin.order = 1 + max((p.order for p in self.plugins.values() if p is not plugin), default=-1)
+        if known:
+            return self._load(name)
+        bad = check_name(name)
+        if bad:
+            with plugin.lock:
+                plugin.last_reload_at = time.monotonic()
+                self._fail_unloaded(plugin, f"folder name '{name}' {bad}")
+            return False
+        if self.approvals is not None and not self.approvals.is_enabled(name):
+            plugin.state = STOPPED
+            self._notify(name)
+            return False
+        return self._load(name)
+
+    def _read_sources(self, plugin: Plugin) -> Sources:
+        s = self.settings
+        return read_sources(plugin.root, s.max_checksum_files, s.max_checksum_bytes)
+
     def load(self, name: str) -> bool:
         """(Re)load a plugin blue-green: build the new generation beside the old one; on success swap
-        and drain the old; on failure keep the old one serving. Returns True on success."""
+        and drain the old; on failure keep the old one serving. A folder not loaded yet is added.
+        Returns True on success; raises PluginLoadError for an unknown or disabled plugin."""
+        return self._load(name)
+
+    reload = load
+
+    def _load(self, name: str, initial: bool = False) -> bool:
         with self._lock:
             plugin = self.plugins.get(name)
         if plugin is None:
-            root = self.plugins_dir / name
-            if not (root / "init.lua").is_file():
-                raise PluginLoadError(f"no plugin named '{name}'")
-            plugin = self._plugin(name, root)
+            return self.add(name)
         with plugin.lock:
-            old = plugin.current
-            if old is None:
-                plugin.state = LOADING
-                self._notify(name)
-            started = time.monotonic()
-            try:
-                gen = self._build(plugin)
-            except PluginLoadError as exc:
-                seconds = time.monotonic() - started
-                plugin.last_reload_ok, plugin.last_reload_seconds = False, seconds
-                self._count("reloads", name, "failure")
-                plugin.breaker.failure()
-                if old is not None:
-                    plugin.error = f"reload failed, still serving version {old.manifest.version}: {exc}"
-                    self.logbook.write(name, "error", plugin.error)
-                    self._notify(name)
-                else:
-                    self._fail(plugin, str(exc))
-                return False
+            if self.plugins.get(name) is not plugin:
+                raise PluginLoadError(f"no plugin named '{name}'")  # removed while we waited
+            if plugin.state == STOPPED:
+                raise PluginLoadError(f"plugin '{name}' is disabled: enable it to load it")
+            ok = self._load_locked(plugin, initial)
+        if ok:
+            self._load_waiting_dependents(name)
+        return ok
+
+    def _load_locked(self, plugin: Plugin, initial: bool) -> bool:
+        name = plugin.name
+        old = plugin.current
+        if old is None:
+            plugin.state = LOADING
+            self._notify(name)
+        started = time.monotonic()
+        sources = self._read_sources(plugin)
+        plugin.source_digest = sources.digest
+        gen = None
+        try:
+            gen = self._build(plugin, sources)
+            self._check_dependencies(gen.manifest)
             if self.approvals is not None:
+                # before any of the new code serves: a new version or permissions revokes approvals
                 m = gen.manifest
                 if self.approvals.check_identity(name, m.version, m.permissions_key):
                     self.logbook.write(name, "warn", f"version {m.version} or permissions changed: "
                                                      "all route and hook approvals were revoked")
-            plugin.current = gen
-            plugin.manifest = gen.manifest
-            plugin.state = RUNNING
-            plugin.error = None
-            plugin.hook_breaker.reset()
-            seconds = time.monotonic() - started
-            plugin.last_reload_ok, plugin.last_reload_seconds = True, seconds
-            if self.metrics is not None:
-                self.metrics.reloads.labels(name, "success").inc()
-                self.metrics.reload_duration.labels(name).observe(seconds)
+        except Exception as exc:  # noqa: BLE001 - a failing plugin never stops the app
+            if gen is not None:
+                plugin.manifest = gen.manifest
+                gen.pool.drain(0)
+            if not isinstance(exc, PluginLoadError):
+                log.exception("loading plugin %s failed", name)
+            self._finish_attempt(plugin, ok=False, seconds=time.monotonic() - started, initial=initial)
+            plugin.breaker.failure()
             if old is not None:
-                self.logbook.write(name, "info", f"reloaded version {gen.manifest.version} in {seconds * 1000:.0f} ms")
-                self._retire(old)
+                plugin.error = f"reload failed, still serving version {old.manifest.version}: {exc}"
+                self.logbook.write(name, "error", plugin.error)
+                self._notify(name)
             else:
-                self.logbook.write(name, "info", f"loaded version {gen.manifest.version} in {seconds * 1000:.0f} ms")
-            self._notify(name)
-            return True
+                self._fail(plugin, str(exc))
+            return False
+        plugin.current = gen
+        plugin.manifest = gen.manifest
+        plugin.state = RUNNING
+        plugin.error = None
+        plugin.hook_breaker.reset()
+        plugin.breaker.success()  # new code that initialised fine: the failure count starts over
+        if self.metrics is not None:
+            # read when scraped, from whichever generation serves then: nothing to do per request,
+            # and a draining pool can never speak for the plugin
+            self.metrics.vms_available.labels(name).set_function(
+                lambda p=plugin: p.current.pool.available if p.current is not None else 0)
+        seconds = time.monotonic() - started
+        self._finish_attempt(plugin, ok=True, seconds=seconds, initial=initial)
+        verb = "reloaded" if old is not None else "loaded"
+        self.logbook.write(name, "info", f"{verb} version {gen.manifest.version} in {seconds * 1000:.0f} ms")
+        if old is not None:
+            self._retire(old)
+        self._notify(name)
+        return True
 
-    reload = load
+    def _finish_attempt(self, plugin: Plugin, ok: bool, seconds: float, initial: bool):
+        plugin.last_reload_ok, plugin.last_reload_seconds = ok, seconds
+        if initial:
+            return  # start-up is not a reload: no cooldown, no slow count, no reload metric
+        plugin.last_reload_at = time.monotonic()
+        plugin.slow_reloads = plugin.slow_reloads + 1 if seconds > self.settings.slow_reload_s else 0
+        if self.metrics is not None:
+            self.metrics.reloads.labels(plugin.name, "success" if ok else "failure").inc()
+            self.metrics.reload_duration.labels(plugin.name).observe(seconds)
+            if not ok:
+                self.metrics.errors.labels(plugin.name, "load").inc()
+
+    def _load_waiting_dependents(self, name: str):
+        """Plugins that failed because name was not running get another chance now that it runs."""
+        with self._lock:
+            waiting = [p for p in self.plugins.values()
+                       if p.state == FAILED and p.manifest is not None and name in p.manifest.dependencies]
+        for p in waiting:
+            if all(self.plugins.get(d) is not None and self.plugins[d].state == RUNNING
+                   for d in p.manifest.dependencies):
+                try:
+                    self._load(p.name)
+                except PluginLoadError:
+                    pass
 
     def _retire(self, gen: Generation, wait: bool = False):
         """Drain an old generation in the background: requests already served by it finish."""
@@ -313,7 +462,8 @@ class PluginManager:
             gen.pool.drain(self.settings.drain_timeout_s)
         t = threading.Thread(target=run, name="modula-drain", daemon=True)
         t.start()
-        self._retiring = [x for x in self._retiring if x.is_alive()] + [t]
+        with self._lock:
+            self._retiring = [x for x in self._retiring if x.is_alive()] + [t]
         if wait:
             t.join()
 
@@ -321,12 +471,21 @@ class PluginManager:
         vm = None
         try:
             vm = gen.pool.checkout(self.settings.drain_timeout_s, for_hook=True)
-        except PoolClosed:
+        except (PoolClosed, PluginLoadError):
             pass
         if vm is not None:
-            vm.call_shutdown()
-            gen.pool.give_back(vm)
+            try:
+                vm.call_shutdown()
+            finally:
+                gen.pool.give_back(vm)
         gen.pool.drain(self.settings.drain_timeout_s)
+
+    def _clear_gauge(self, name: str):
+        if self.metrics is not None:
+            try:
+                self.metrics.vms_available.remove(name)
+            except KeyError:
+                pass
 
     def enable(self, name: str) -> bool:
         plugin = self.get(name)
@@ -349,6 +508,7 @@ class PluginManager:
             gen, plugin.current = plugin.current, None
             plugin.state = STOPPED
             self._notify(name)
+            self._clear_gauge(name)
             if gen is not None:
                 self._shutdown_generation(gen)
             self.logbook.write(name, "info", "disabled")
@@ -362,11 +522,12 @@ class PluginManager:
         with plugin.lock:
             gen, plugin.current = plugin.current, None
             plugin.state = STOPPED
+            self._clear_gauge(name)
             if gen is not None:
                 self._shutdown_generation(gen)
         if self.approvals is not None:
             self.approvals.forget(name)
-        self.logbook.write(name, "info", "plugin folder removed: stopped")
+        self.logbook.write(name, "info", "plugin folder removed: stopped, its approvals forgotten")
         self._notify(name)
 
     def shutdown(self):
@@ -375,7 +536,9 @@ class PluginManager:
                 gen, plugin.current = plugin.current, None
                 if gen is not None:
                     self._shutdown_generation(gen)
-        for t in self._retiring:
+        with self._lock:
+            retiring = list(self._retiring)
+        for t in retiring:
             t.join(timeout=self.settings.drain_timeout_s)
 
     # ---- queries -----------------------------------------------------------------------------
@@ -430,42 +593,71 @@ class PluginManager:
         plugin, gen = match.plugin, match.generation
         if gen is None or plugin.state != RUNNING:
             raise RouteFailure(503, f"plugin '{plugin.name}' is not running", "unavailable")
-        if not plugin.breaker.allow():
+        breaker = plugin.breaker
+        if not breaker.allow():
             raise RouteFailure(503, f"plugin '{plugin.name}' is temporarily unavailable (circuit breaker open)",
                                "breaker")
+        reported = False  # every allow() ends in success(), failure() or release(): a probe never wedges
         try:
-            vm = gen.pool.checkout(self.settings.checkout_wait_ms / 1000.0)
-        except PoolClosed:
-            # the generation was swapped while we looked it up: use the current one
-            current = plugin.current
-            if current is None or current is gen:
-                raise RouteFailure(503, f"plugin '{plugin.name}' is reloading", "unavailable") from None
-            gen = current
             try:
-                vm = gen.pool.checkout(self.settings.checkout_wait_ms / 1000.0)
-            except PoolClosed:
-                raise RouteFailure(503, f"plugin '{plugin.name}' is reloading", "unavailable") from None
-        except PluginLoadError as exc:
-            plugin.breaker.failure()
-            raise RouteFailure(503, f"plugin '{plugin.name}' could not start a VM: {exc}", "unavailable") from None
-        if vm is None:
-            raise RouteFailure(503, f"plugin '{plugin.name}' is busy (no VM free)", "busy")
-        try:
-            raw = vm.call_route(match.spec.index, request)
-            response = vm.read_response(raw)
-        except PluginCallError as exc:
-            plugin.breaker.failure()
-            self._count("errors", plugin.name, exc.kind)
-            if exc.is_budget:
-                self._count("budget_exhaustions", plugin.name, exc.kind)
-            self.logbook.write(plugin.name, "error", f"{match.spec.method} {match.spec.path}: {exc.message}")
-            if exc.kind == "timeout":
-                raise RouteFailure(504, exc.message, exc.kind) from None
-            raise RouteFailure(500, exc.message, exc.kind) from None
+                gen, spec, vm = self._checkout_route(plugin, gen, match.spec)
+            except PluginLoadError as exc:
+                reported = True
+                breaker.failure()
+                self._count("errors", plugin.name, "vm")
+                self.logbook.write(plugin.name, "error", f"could not start a VM: {exc}")
+                raise RouteFailure(503, f"plugin '{plugin.name}' could not start a VM", "unavailable") from None
+            try:
+                raw = vm.call_route(spec.index, request)
+                response = vm.read_response(raw)
+            except PluginCallError as exc:
+                reported = True
+                breaker.failure()
+                self._count("errors", plugin.name, exc.kind)
+                if exc.is_budget:
+                    self._count("budget_exhaustions", plugin.name, exc.kind)
+                self.logbook.write(plugin.name, "error", f"{spec.method} {spec.path}: {exc.message}")
+                if exc.kind == "timeout":
+                    raise RouteFailure(504, exc.message, exc.kind) from None
+                raise RouteFailure(500, exc.message, exc.kind) from None
+            except ApiError as exc:  # the request itself could not be handed to Lua
+                raise RouteFailure(400, str(exc), "request") from None
+            except Exception:  # noqa: BLE001 - our bug, not the plugin's: never reuse that VM
+                vm.broken = True
+                log.exception("plugin %s: %s %s failed inside the host", plugin.name, spec.method, spec.path)
+                self._count("errors", plugin.name, "internal")
+                raise RouteFailure(500, "internal error while running the plugin", "internal") from None
+            finally:
+                gen.pool.give_back(vm)
+            reported = True
+            breaker.success()
+            return response
         finally:
-            gen.pool.give_back(vm)
-        plugin.breaker.success()
-        return response
+            if not reported:
+                breaker.release()
+
+    def _checkout_route(self, plugin: Plugin, gen: Generation, spec: RouteSpec):
+        """A VM for the route: from the generation the request matched, or — when that one was swapped
+        out by a reload in the meantime — from the current one, if it still has the route approved."""
+        wait = self.settings.checkout_wait_ms / 1000.0
+        for _ in range(3):
+            try:
+                vm = gen.pool.checkout(wait)
+            except PoolClosed:
+                current = plugin.current
+                if current is None or current is gen:
+                    raise RouteFailure(503, f"plugin '{plugin.name}' is not running", "unavailable") from None
+                spec = next((r for r in current.routes if r.key == spec.key), None)
+                if spec is None or (self.approvals is not None
+                                    and not self.approvals.route_approved(plugin.name, spec.method, spec.path)):
+                    # the new version dropped the route, or its approval was reset: like an unknown route
+                    raise RouteFailure(404, "not found", "not_found") from None
+                gen = current
+                continue
+            if vm is None:
+                raise RouteFailure(503, f"plugin '{plugin.name}' is busy (no VM free)", "busy")
+            return gen, spec, vm
+        raise RouteFailure(503, f"plugin '{plugin.name}' is reloading", "unavailable")
 
     # ---- hooks -------------------------------------------------------------------------------
     def _rebuild_hook_chains(self):
@@ -498,17 +690,43 @@ class PluginManager:
             out.append(b)
         return out
 
-    def run_hook(self, binding: HookBinding, data: dict, timeout: float, max_ops: int | None = None):
-        """Run one hook on a VM of its generation. Returns its result; raises PluginCallError."""
-        gen = binding.generation
+    def _rebind(self, binding: HookBinding, gen: Generation) -> HookBinding | None:
+        """The same hook in another generation of the plugin (the n-th with that event and table),
+        if it is still there, approved and not disabled."""
+        old_gen, spec = binding.generation, binding.spec
+        nth = [h.index for h in old_gen.hooks if h.key == spec.key].index(spec.index)
+        same = [h for h in gen.hooks if h.key == spec.key]
+        if nth >= len(same):
+            return None
+        if self.approvals is not None and not self.approvals.hook_approved(binding.plugin.name, *spec.key):
+            return None
+        if binding.plugin.hook_breaker.is_disabled(spec.key):
+            return None
+        return HookBinding(binding.plugin, gen, same[nth])
+
+    def run_hook(self, binding: HookBinding, data: dict, timeout: float, max_ops: int | None = None, *,
+                 reserve: bool = True):
+        """Run one hook on a VM of its generation. Returns its result; raises PluginCallError.
+        When a reload swapped the generation meanwhile, the new version's hook runs (if it still has
+        it and it is approved); when the plugin stopped meanwhile, nothing runs and None is returned.
+        reserve=False: take a VM from the part of the pool requests share, leaving the hook reserve
+        to before-hooks (for after-hooks)."""
         deadline = time.monotonic() + timeout
-        try:
-            vm = gen.pool.checkout(timeout, for_hook=True)
-        except PoolClosed:
-            gen = binding.plugin.current
-            if gen is None:
-                raise PluginCallError("error", "plugin stopped") from None
-            vm = gen.pool.checkout(max(0.0, deadline - time.monotonic()), for_hook=True)
+        vm = None
+        for _ in range(3):
+            gen = binding.generation
+            try:
+                vm = gen.pool.checkout(max(0.0, deadline - time.monotonic()), for_hook=reserve)
+                break
+            except PoolClosed:
+                current = binding.plugin.current
+                if current is None or current is gen:
+                    return None
+                binding = self._rebind(binding, current)
+                if binding is None:
+                    return None
+            except PluginLoadError as exc:
+                raise PluginCallError("error", f"could not start a VM: {exc}") from None
         if vm is None:
             raise PluginCallError("timeout", f"time budget exceeded (no VM free within {timeout:g} s)")
         try:
@@ -555,6 +773,9 @@ class PluginManager:
         out["hook_breaker"] = plugin.hook_breaker.to_dict()
         out["pool"] = gen.pool.stats() if gen else None
         out["last_reload"] = {"ok": plugin.last_reload_ok, "seconds": plugin.last_reload_seconds}
+        out["hot_reload"] = {"watched": plugin.slow_reloads < self.settings.max_slow_reloads,
+                             "consecutive_slow_reloads": plugin.slow_reloads,
+                             "source_checksum": plugin.source_digest}
         out["logs"] = self.logbook.entries(name, log_limit)
         out["last_errors"] = [e for e in self.logbook.entries(name, 200) if e["level"] == "error"][-5:]
         return out

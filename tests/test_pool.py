@@ -1,0 +1,212 @@
+"""The VM pool (SPEC 6): checkout wait, give-back reset, broken VMs replaced, draining."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from modula_desktop.core.plugins.errors import PluginLoadError
+from modula_desktop.core.plugins.pool import PoolClosed, VMPool
+from test_manager import approve, call, svc, wait_until  # noqa: F401 - svc is a fixture
+
+
+class FakeVM:
+    def __init__(self):
+        self.broken = False
+        self.closed = False
+        self.resets = 0
+
+    def reset(self):
+        self.resets += 1
+
+    def close(self):
+        self.closed = True
+
+
+def pool(size=3, reserve=1, factory=FakeVM, **kw):
+    p = VMPool(factory, size, reserve, **kw)
+    p.fill()
+    return p
+
+
+# ---- unit ------------------------------------------------------------------------------------
+
+def test_checkout_waits_at_most_the_timeout_and_keeps_the_hook_reserve():
+    p = pool(size=2, reserve=1)
+    vm = p.checkout(0.1)
+    started = time.monotonic()
+    assert p.checkout(0.1) is None  # the second VM is the hooks' reserve
+    assert 0.09 <= time.monotonic() - started < 0.5
+    hook_vm = p.checkout(0.1, for_hook=True)
+    assert hook_vm is not None and hook_vm is not vm
+
+
+def test_give_back_resets_and_a_waiting_checkout_gets_the_vm():
+    p = pool(size=2, reserve=1)
+    vm = p.checkout(0.1)
+    got = {}
+    t = threading.Thread(target=lambda: got.update(vm=p.checkout(2.0)))
+    t.start()
+    time.sleep(0.05)
+    p.give_back(vm)
+    t.join()
+    assert got["vm"] is vm and vm.resets == 1
+
+
+def test_a_broken_vm_is_discarded_and_its_slot_rebuilt_on_demand():
+    p = pool(size=1, reserve=0)
+    vm = p.checkout(0.1)
+    vm.broken = True
+    p.give_back(vm)
+    assert vm.closed and p.stats()["discarded"] == 1 and p.available == 1
+    fresh = p.checkout(0.1)
+    assert fresh is not vm and p.stats()["replaced"] == 1
+
+
+def test_a_failing_rebuild_gives_the_slot_back():
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("lua state could not be created")
+        return FakeVM()
+
+    p = pool(size=1, reserve=0, factory=flaky)
+    vm = p.checkout(0.1)
+    vm.broken = True
+    p.give_back(vm)
+    with pytest.raises(PluginLoadError):
+        p.checkout(0.1)
+    stats = p.stats()
+    assert stats["busy"] == 0 and stats["building"] == 0 and p.available == 1
+    assert p.checkout(0.1) is not None  # the next rebuild works
+
+
+def test_drain_waits_for_busy_vms_then_closes_everything():
+    p = pool(size=2, reserve=0)
+    busy, idle = p.checkout(0.1), p.checkout(0.1)
+    p.give_back(idle)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(clean=p.drain(5.0)))
+    t.start()
+    wait_until(lambda: p.state == "draining")
+    with pytest.raises(PoolClosed):
+        p.checkout(0.1)
+    assert idle.closed is False
+    p.give_back(busy)
+    t.join()
+    assert result["clean"] is True and p.state == "closed" and busy.closed and idle.closed
+
+
+def test_drain_timeout_closes_a_late_vm_when_it_comes_back():
+    p = pool(size=1, reserve=0)
+    vm = p.checkout(0.1)
+    assert p.drain(0.05) is False and p.state == "closed" and not vm.closed
+    p.give_back(vm)
+    assert vm.closed and vm.resets == 0
+
+
+def test_a_waiting_checkout_is_told_when_the_pool_starts_draining():
+    p = pool(size=1, reserve=0)
+    vm = p.checkout(0.1)
+    err = {}
+
+    def waiter():
+        try:
+            p.checkout(5.0)
+        except PoolClosed:
+            err["closed"] = time.monotonic()
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    threading.Thread(target=p.drain, args=(5.0,)).start()
+    t.join(2.0)
+    assert err["closed"] - started < 1.0
+    p.give_back(vm)
+
+
+def test_giving_back_twice_is_ignored():
+    p = pool(size=1, reserve=0)
+    vm = p.checkout(0.1)
+    p.give_back(vm)
+    p.give_back(vm)
+    assert p.stats()["idle"] == 1 and p.stats()["busy"] == 0
+
+
+def test_a_draining_pool_has_nothing_available():
+    p = pool(size=2, reserve=0)
+    vm = p.checkout(0.1)
+    threading.Thread(target=p.drain, args=(5.0,)).start()
+    wait_until(lambda: p.state != "open")
+    assert p.available == 0
+    p.give_back(vm)
+
+
+# ---- with real Lua ---------------------------------------------------------------------------
+
+POOLED = """
+http.handle("GET", "/slow", function(req)
+  local stop = os.clock() + (tonumber(req.query.s) or 0.5)
+  while os.clock() < stop do end
+  return {json = {ok = true}}
+end)
+http.handle("GET", "/hog", function()
+  local t = {}
+  for i = 1, 1e7 do t[i] = string.rep("x", 64) .. i end
+  return {json = {n = #t}}
+end)
+http.handle("GET", "/spin", function() while true do end end)
+http.handle("GET", "/leak", function()
+  counter = (counter or 0) + 1
+  tostring = nil
+  return {json = {counter = counter}}
+end)
+http.handle("GET", "/upper", function() return {json = {up = string.upper(tostring("a"))}} end)
+"""
+
+
+def test_pool_exhaustion_answers_503_after_the_checkout_wait(svc):
+    s = svc({"pl": POOLED}, max_vms=2, hook_reserve_vms=1, checkout_wait_ms=100)
+    approve(s, "pl")
+    t = threading.Thread(target=call, args=(s, "pl", "/slow"), kwargs={"query": {"s": "0.6"}})
+    t.start()
+    wait_until(lambda: s.plugins.get("pl").current.pool.stats()["busy"] == 1)
+    started = time.monotonic()
+    failure = call(s, "pl", "/upper")
+    waited = time.monotonic() - started
+    t.join()
+    assert failure.status == 503 and failure.kind == "busy"
+    assert 0.09 <= waited < 0.5
+    assert call(s, "pl", "/upper") == {"up": "A"}
+
+
+def test_a_vm_that_ran_out_of_memory_is_replaced(svc):
+    s = svc({"pl": POOLED}, max_vms=1, memory_limit_mb=8)
+    approve(s, "pl")
+    failure = call(s, "pl", "/hog")
+    assert failure.status == 500 and failure.kind == "memory" and "memory" in failure.message
+    stats = s.plugins.get("pl").current.pool.stats()
+    assert stats["discarded"] == 1
+    assert call(s, "pl", "/upper") == {"up": "A"}
+    assert s.plugins.get("pl").current.pool.stats()["replaced"] == 1
+
+
+def test_a_vm_that_hit_its_deadline_is_replaced(svc):
+    s = svc({"pl": POOLED}, max_vms=1, timeout_s=0.2)
+    approve(s, "pl")
+    failure = call(s, "pl", "/spin")
+    assert failure.status == 504 and failure.kind == "timeout"
+    assert call(s, "pl", "/upper") == {"up": "A"}
+    assert s.plugins.get("pl").current.pool.stats()["replaced"] == 1
+
+
+def test_globals_leaked_by_one_request_are_not_seen_by_the_next(svc):
+    s = svc({"pl": POOLED}, max_vms=1)
+    approve(s, "pl")
+    assert call(s, "pl", "/leak") == {"counter": 1}
+    assert call(s, "pl", "/leak") == {"counter": 1}
+    assert call(s, "pl", "/upper") == {"up": "A"}  # a replaced builtin is restored too
