@@ -1,0 +1,249 @@
+"""Online plugin commands: they talk to the running instance of a site through its admin API.
+
+The instance is found through the site's ``.modula/server.json``; the token is ``--token`` or the
+site's token file. Every failure is one line on stderr (raised as CliError): exit 2 when no instance
+runs (or the command was used wrongly), exit 1 when the server refused or failed.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+from ..core.errors import SiteError
+from ..core.site import Site, default_site_dir
+from .main import EXIT_ERROR, EXIT_USAGE_OR_OFFLINE, CliError
+
+ADMIN = "/api/v1/admin/plugins"
+TIMEOUT_S = 60  # a reload builds a whole VM pool; give it time
+
+
+class Instance:
+    """The running server of a site, reached over loopback with the admin token."""
+
+    def __init__(self, site_path: Path | None, token: str | None):
+        self.site = Site(site_path if site_path is not None else default_site_dir())
+        info = self.site.read_server_info() if self.site.root.is_dir() else None
+        if info is None:
+            raise self.not_running()
+        self.base = f"http://{info['host']}:{int(info['port'])}"
+        if token is None:
+            try:
+                token = self.site.token()
+            except SiteError as exc:
+                raise CliError(f"{exc} (pass --token)", EXIT_ERROR) from None
+        self.token = token.strip()
+        # never send the admin token through an HTTP proxy from the environment
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def not_running(self) -> CliError:
+        return CliError(f"no running instance for site {self.site.root} "
+                        "(start it with 'modula serve' or 'modula run')", EXIT_USAGE_OR_OFFLINE)
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with self._opener.open(req, timeout=TIMEOUT_S) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            raise CliError(_server_error(exc), EXIT_ERROR) from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, ConnectionRefusedError):
+                raise self.not_running() from None
+            raise CliError(f"cannot reach the instance at {self.base}: {exc.reason}", EXIT_ERROR) from None
+        except (socket.timeout, TimeoutError):
+            raise CliError(f"the instance at {self.base} did not answer within {TIMEOUT_S} s", EXIT_ERROR) from None
+        try:
+            return json.loads(raw) if raw else {}
+        except ValueError:
+            raise CliError(f"the instance at {self.base} sent an answer that is not JSON", EXIT_ERROR) from None
+
+    def plugin(self, name: str) -> dict:
+        return self.call("GET", f"{ADMIN}/{quote(name, safe='')}")
+
+
+def _server_error(exc: urllib.error.HTTPError) -> str:
+    try:
+        message = json.loads(exc.read()).get("error")
+    except (ValueError, AttributeError, OSError):
+        message = None
+    if exc.code == 401:
+        return "the instance refused the admin token (pass the right one with --token)"
+    return message or f"the instance answered {exc.code} {exc.reason}"
+
+
+def _instance(args) -> Instance:
+    return Instance(args.site, args.token)
+
+
+# ---- info ----------------------------------------------------------------------------------------
+def format_info(info: dict) -> str:
+    lines = [f"{info['name']} {info.get('version') or '?'} ({info.get('state')})"]
+    if info.get("description"):
+        lines.append(f"  {info['description']}")
+    if info.get("error"):
+        lines.append(f"  error: {info['error']}")
+    declared = info.get("permissions")
+    perms = ", ".join(info.get("effective_permissions") or [])
+    lines.append(f"  permissions: {perms}" + ("" if declared is not None else " (not declared: all of them)"))
+    b = info.get("breaker") or {}
+    lines.append(f"  breaker: {b.get('state', '?')} ({b.get('consecutive_failures', 0)} consecutive failures)")
+    pool = info.get("pool")
+    if pool:
+        lines.append(f"  VM pool: {pool['size']} VMs, {pool['idle']} idle, {pool['busy']} busy, "
+                     f"{pool['hook_reserve']} kept for hooks, {pool['replaced']} replaced")
+    else:
+        lines.append("  VM pool: none (not running)")
+    routes = info.get("routes") or []
+    lines.append(f"  routes ({len(routes)}):")
+    for r in routes:
+        mark = "approved  " if r.get("approved") else "unapproved"
+        public = "  public" if r.get("public") else ""
+        lines.append(f"    [{mark}] {r['method']:<6} {r['path']}{public}")
+    hooks = info.get("hooks") or []
+    lines.append(f"  hooks ({len(hooks)}):")
+    for h in hooks:
+        mark = "approved  " if h.get("approved") else "unapproved"
+        off = "  DISABLED (too many aborts)" if h.get("disabled") else ""
+        lines.append(f"    [{mark}] {h['event']}:{h['table']}  priority {h.get('priority')}{off}")
+    last = info.get("last_reload") or {}
+    if last.get("ok") is not None:
+        secs = last.get("seconds") or 0
+        lines.append(f"  last load: {'ok' if last['ok'] else 'FAILED'} in {secs * 1000:.0f} ms")
+    errors = info.get("last_errors") or []
+    lines.append(f"  last errors ({len(errors)}):" if errors else "  last errors: none")
+    for e in errors:
+        lines.append(f"    {e.get('time', '')} {e.get('message', '')}")
+    return "\n".join(lines)
+
+
+def cmd_info(args) -> int:
+    info = _instance(args).plugin(args.name)
+    if args.json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+    else:
+        print(format_info(info))
+    return 0
+
+
+# ---- lifecycle -----------------------------------------------------------------------------------
+def _lifecycle(args, action: str, done: str) -> int:
+    summary = _instance(args).call("POST", f"{ADMIN}/{quote(args.name, safe='')}/{action}")
+    print(f"{done} {summary.get('name', args.name)} (version {summary.get('version')}, {summary.get('state')})")
+    return 0
+
+
+def cmd_reload(args) -> int:
+    return _lifecycle(args, "reload", "reloaded")
+
+
+def cmd_enable(args) -> int:
+    return _lifecycle(args, "enable", "enabled")
+
+
+def cmd_disable(args) -> int:
+    return _lifecycle(args, "disable", "disabled")
+
+
+# ---- approvals -----------------------------------------------------------------------------------
+def _parse_route(text: str) -> tuple[str, str]:
+    parts = text.split()
+    if len(parts) != 2 or not parts[1].startswith("/"):
+        raise CliError(f"--route {text!r}: write it as \"METHOD /path\", e.g. \"GET /hello\"", EXIT_USAGE_OR_OFFLINE)
+    return parts[0].upper(), parts[1]
+
+
+def _parse_hook(text: str) -> tuple[str, str]:
+    event, sep, table = text.partition(":")
+    if not sep or not event or not table:
+        raise CliError(f"--hook {text!r}: write it as \"event:table\", e.g. \"before_create:content\"",
+                       EXIT_USAGE_OR_OFFLINE)
+    return event.strip(), table.strip()
+
+
+def _selection(args, info: dict, approving: bool):
+    """The routes and hooks the flags name, checked against what the plugin declares."""
+    declared_routes = {(r["method"], r["path"]): r for r in info.get("routes") or []}
+    declared_hooks = {(h["event"], h["table"]): h for h in info.get("hooks") or []}
+    routes, hooks = [], []
+    if args.all_routes:
+        routes = [k for k, r in declared_routes.items() if r.get("approved") != approving]
+    for text in args.route:
+        key = _parse_route(text)
+        if key not in declared_routes and approving:
+            raise CliError(f"plugin '{info['name']}' has no route {key[0]} {key[1]}", EXIT_ERROR)
+        if key not in routes:
+            routes.append(key)
+    if args.all_hooks:
+        hooks = [k for k, h in declared_hooks.items() if h.get("approved") != approving]
+    for text in args.hook:
+        event, table = _parse_hook(text)
+        key = (event, "content" if table == "content_data" else table)
+        if key not in declared_hooks and approving:
+            raise CliError(f"plugin '{info['name']}' has no hook {key[0]}:{key[1]}", EXIT_ERROR)
+        if key not in hooks:
+            hooks.append(key)
+    return routes, hooks
+
+
+def _confirm(info: dict, routes, hooks) -> bool:
+    declared = info.get("permissions")
+    perms = ", ".join(info.get("effective_permissions") or [])
+    print(f"Approve for {info['name']} {info.get('version')}"
+          f" (permissions: {perms}{'' if declared is not None else ', not declared: all of them'}):")
+    public = {(r["method"], r["path"]) for r in info.get("routes") or [] if r.get("public")}
+    for m, p in routes:
+        note = "  PUBLIC: anyone on this computer may call it, no token" if (m, p) in public else ""
+        print(f"  route {m} /api/v1/plugins/{info['name']}{p if p != '/' else ''}{note}")
+    for e, t in hooks:
+        print(f"  hook  {e}:{t}")
+    print("Proceed? [y/N] ", end="", flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+def _approvals(args, approving: bool) -> int:
+    verb = "approve" if approving else "revoke"
+    if not (args.route or args.hook or args.all_routes or args.all_hooks):
+        raise CliError(f"nothing to {verb}: pass --route, --hook, --all-routes or --all-hooks", EXIT_USAGE_OR_OFFLINE)
+    inst = _instance(args)
+    info = inst.plugin(args.name)
+    routes, hooks = _selection(args, info, approving)
+    name = info["name"]
+    if not routes and not hooks:
+        state = "approved" if approving else "unapproved"
+        print(f"nothing to {verb}: the selected routes and hooks of {name} are already {state}")
+        return 0
+    if approving and not args.yes:
+        if not sys.stdin or not sys.stdin.isatty():
+            raise CliError("refusing to approve without confirmation: stdin is not a terminal (pass --yes)",
+                           EXIT_USAGE_OR_OFFLINE)
+        if not _confirm(info, routes, hooks):
+            print("nothing approved")
+            return 1
+    if routes:
+        inst.call("POST", f"{ADMIN}/routes/{verb}",
+                  {"routes": [{"plugin": name, "method": m, "path": p} for m, p in routes]})
+    if hooks:
+        inst.call("POST", f"{ADMIN}/hooks/{verb}",
+                  {"hooks": [{"plugin": name, "event": e, "table": t} for e, t in hooks]})
+    done = "approved" if approving else "revoked"
+    print(f"{done} {len(routes)} route{'s' if len(routes) != 1 else ''} and "
+          f"{len(hooks)} hook{'s' if len(hooks) != 1 else ''} of {name}")
+    return 0
+
+
+def cmd_approve(args) -> int:
+    return _approvals(args, approving=True)
+
+
+def cmd_revoke(args) -> int:
+    return _approvals(args, approving=False)

@@ -1,0 +1,69 @@
+"""The Falcon application: a factory taking the site service and the port it is served on."""
+from __future__ import annotations
+
+import falcon
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from . import admin, content
+from .auth import TokenAuth
+from .errors import JSON, add_error_handlers, serialize_error
+from .middleware import RequestGuard
+from .plugin_routes import SINK_PATTERN, PluginDispatcher
+from .preview import Preview
+
+HEALTH_BODY = b'{"status":"ok"}'
+
+
+class Health:
+    """The speed baseline: no plugin code, no database."""
+
+    def on_get(self, req, resp):
+        resp.content_type = JSON
+        resp.data = HEALTH_BODY
+
+
+class MetricsText:
+    """Prometheus text format. Needs the admin token (checked by RequestGuard): the numbers name the
+    site's plugins and routes and show its traffic, which other local users have no business reading."""
+
+    def __init__(self, metrics):
+        self.metrics = metrics
+
+    def on_get(self, req, resp):
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = self.metrics.export()
+
+
+def create_app(service, *, port: int, token: str | None = None) -> falcon.App:
+    """Build the WSGI app for service. port: the port the server really listens on (the Host check
+    accepts only 127.0.0.1:<port> and localhost:<port>). token: the admin token (default: the site's)."""
+    auth = TokenAuth(token if token is not None else service.site.token())
+    app = falcon.App(middleware=[RequestGuard(port, auth)], cors_enable=False)
+    app.req_options.strip_url_path_trailing_slash = False
+    app.set_error_serializer(serialize_error)
+    add_error_handlers(app)
+
+    app.add_route("/api/v1/health", Health())
+    app.add_route("/metrics", MetricsText(service.metrics))
+
+    app.add_route("/api/v1/admin/plugins", admin.PluginList(service))
+    detail = admin.PluginDetail(service)
+    app.add_route("/api/v1/admin/plugins/{name}", detail)
+    for action in ("reload", "enable", "disable"):
+        app.add_route(f"/api/v1/admin/plugins/{{name}}/{action}", detail, suffix=action)
+    for path, resource in (("routes", admin.RouteApprovals(service)), ("hooks", admin.HookApprovals(service))):
+        app.add_route(f"/api/v1/admin/plugins/{path}", resource)
+        app.add_route(f"/api/v1/admin/plugins/{path}/approve", resource, suffix="approve")
+        app.add_route(f"/api/v1/admin/plugins/{path}/revoke", resource, suffix="revoke")
+
+    app.add_route("/api/v1/admin/content", content.ContentCollection(service))
+    item = content.ContentItem(service)
+    app.add_route("/api/v1/admin/content/{id}", item)
+    app.add_route("/api/v1/admin/content/{id}/publish", item, suffix="publish")
+    app.add_route("/api/v1/admin/content/{id}/unpublish", item, suffix="unpublish")
+
+    app.add_route("/preview/{slug}", Preview(service, auth))
+
+    # every plugin route, behind one dispatcher over the plugin manager's own table
+    app.add_sink(PluginDispatcher(service, auth), SINK_PATTERN)
+    return app

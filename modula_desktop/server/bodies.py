@@ -1,0 +1,59 @@
+"""Reading request bodies with a cap: the declared length is checked before reading, and the read
+itself never takes more than the limit plus one byte."""
+from __future__ import annotations
+
+import json
+
+import falcon
+
+JSON_TYPES = ("application/json",)
+
+
+def media_type(req: falcon.Request) -> str:
+    return (req.content_type or "").split(";", 1)[0].strip().lower()
+
+
+def is_json(req: falcon.Request) -> bool:
+    mt = media_type(req)
+    return mt in JSON_TYPES or (mt.startswith("application/") and mt.endswith("+json"))
+
+
+def too_large(limit: int) -> falcon.HTTPError:
+    return falcon.HTTPContentTooLarge(description=f"request body larger than {limit} bytes")
+
+
+def read_body(req: falcon.Request, limit: int) -> bytes:
+    length = req.content_length  # a malformed Content-Length is a 400 from Falcon
+    if length is not None and length > limit:
+        raise too_large(limit)
+    if not length:
+        # waitress de-chunks a chunked body and sets Content-Length, so no length means no body
+        return b""
+    data = req.bounded_stream.read(limit + 1)
+    if len(data) > limit:
+        raise too_large(limit)
+    return data
+
+
+def parse_json(data: bytes):
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise falcon.HTTPBadRequest(description="request body is not valid JSON (nested too deeply)") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise falcon.HTTPBadRequest(description=f"request body is not valid JSON: {exc}") from None
+
+
+def read_json_object(req: falcon.Request, limit: int, required: bool = True) -> dict:
+    """The body as a JSON object. 415 for another content type, 400 for bad JSON or not an object."""
+    data = read_body(req, limit)
+    if not data.strip():
+        if required:
+            raise falcon.HTTPBadRequest(description="request body must be a JSON object")
+        return {}
+    if not is_json(req):
+        raise falcon.HTTPUnsupportedMediaType(description="send the request body as application/json")
+    value = parse_json(data)
+    if not isinstance(value, dict):
+        raise falcon.HTTPBadRequest(description="request body must be a JSON object")
+    return value

@@ -1,0 +1,64 @@
+"""Admin API for content (SPEC 5): the same ContentService (and so the same hooks) as the GUI.
+Errors of the service map in errors.py: ValidationError 400, NotFound 404, HookAbort 422."""
+from __future__ import annotations
+
+import falcon
+
+from .bodies import read_json_object
+from .responses import send_json
+
+LIST_FILTERS = ("type", "status", "search")
+
+
+def _int_param(req, name: str):
+    raw = req.get_param(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise falcon.HTTPBadRequest(description=f"query parameter '{name}' must be a whole number") from None
+
+
+class _Content:
+    def __init__(self, service):
+        self.service = service
+        self.body_limit = service.settings.plugins.max_request_body
+
+    @property
+    def content(self):
+        if self.service.content is None:  # pragma: no cover - only while the core is incomplete
+            raise falcon.HTTPServiceUnavailable(description="the content service is not available")
+        return self.service.content
+
+
+class ContentCollection(_Content):
+    def on_get(self, req, resp):
+        kwargs = {k: req.get_param(k) for k in LIST_FILTERS if req.get_param(k)}
+        for name in ("limit", "offset"):
+            value = _int_param(req, name)
+            if value is not None:
+                kwargs[name] = value
+        send_json(resp, {"items": self.content.list(**kwargs)})
+
+    def on_post(self, req, resp):
+        entry = self.content.create(read_json_object(req, self.body_limit))
+        resp.location = f"/api/v1/admin/content/{entry['id']}"
+        send_json(resp, entry, status=201)
+
+
+class ContentItem(_Content):
+    def on_get(self, req, resp, id):
+        send_json(resp, self.content.get(id))
+
+    def on_put(self, req, resp, id):
+        send_json(resp, self.content.update(id, read_json_object(req, self.body_limit)))
+
+    def on_delete(self, req, resp, id):
+        send_json(resp, self.content.delete(id))
+
+    def on_post_publish(self, req, resp, id):
+        send_json(resp, self.content.publish(id))
+
+    def on_post_unpublish(self, req, resp, id):
+        send_json(resp, self.content.unpublish(id))

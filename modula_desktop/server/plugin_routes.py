@@ -1,0 +1,224 @@
+"""The one dispatcher behind which every plugin route lives (SPEC 3.5, 5).
+
+Falcon cannot remove a route, so plugin routes are never added to Falcon: this sink looks them up in
+the plugin manager's table on every request, and a reload swaps that table.
+Order: route lookup → approval → auth → rate limit → body limit → (in the manager) plugin state →
+breaker → VM checkout → middleware → handler.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from urllib.parse import parse_qsl
+
+import falcon
+
+from ..core.plugins.errors import ApiError
+from ..core.plugins.manager import RouteFailure
+from ..core.plugins.vm import METHODS
+from .auth import TokenAuth
+from .bodies import is_json, parse_json, read_body
+from .errors import JSON, error_json
+from .ratelimit import RateLimiter
+
+PREFIX = "/api/v1/plugins"
+SINK_PATTERN = r"^/api/v1/plugins(?=/|$)"
+# Never taken from a plugin: framing and caching are ours, cookies and CORS are refused outright,
+# and hop-by-hop headers are illegal for a WSGI application.
+BLOCKED_HEADERS = frozenset({
+    "set-cookie", "transfer-encoding", "content-length", "cache-control", "host", "connection",
+    "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers", "upgrade",
+    "date", "server", "x-content-type-options", "x-frame-options",
+})
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+MAX_RESPONSE_HEADERS = 100
+_ALLOW = ", ".join(METHODS)
+_ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+# WSGI environ key -> lowercase header name ("" for keys that are not headers); bounded, since clients
+# choose the header names
+_HEADER_NAMES: dict[str, str] = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
+_MAX_HEADER_NAMES = 2048
+
+
+def _header_name(key: str) -> str:
+    name = key[5:].replace("_", "-").lower() if key.startswith("HTTP_") else ""
+    if len(_HEADER_NAMES) < _MAX_HEADER_NAMES:
+        _HEADER_NAMES[key] = name
+    return name
+
+
+def _query(qs: str) -> dict:
+    if not qs:
+        return {}
+    # the first value of a repeated name wins
+    return dict(reversed(parse_qsl(qs, keep_blank_values=True)))
+
+
+def _not_found():
+    # the single answer for unknown, unapproved and revoked routes alike
+    return falcon.HTTPNotFound()
+
+
+class PluginDispatcher:
+    def __init__(self, service, auth: TokenAuth):
+        self.service = service
+        self.manager = service.plugins
+        self.settings = service.settings.plugins
+        self.auth = auth
+        self.limiter = RateLimiter(self.settings.rate_limit, self.settings.rate_burst)
+        self.metrics = service.metrics
+        self._counters: dict = {}
+        self._histograms: dict = {}
+
+    # ---- the sink ----------------------------------------------------------------------------
+    def __call__(self, req: falcon.Request, resp: falcon.Response, **_):
+        method = req.method
+        if method not in METHODS:
+            raise falcon.HTTPMethodNotAllowed(METHODS, description=f"plugin routes answer only {_ALLOW}")
+        rest = req.path[len(PREFIX) + 1:]
+        name, _, sub = rest.partition("/")
+        sub = "/" + sub.rstrip("/") if sub else "/"
+        match = self.manager.match_route(name, method, sub) if name else None
+        if match is None:
+            raise _not_found()
+        started = time.perf_counter()
+        status = 500
+        try:
+            status = self._serve(req, resp, match)
+        except falcon.HTTPError as exc:
+            status = exc.status_code
+            raise
+        finally:
+            self._observe(match, status, time.perf_counter() - started)
+
+    def _serve(self, req, resp, match) -> int:
+        spec = match.spec
+        env = req.env
+        authorization = env.get("HTTP_AUTHORIZATION")
+        authorized = self.auth.check(authorization)
+        if not spec.public and not authorized:
+            raise falcon.HTTPUnauthorized(
+                description="this plugin route needs the site's admin token (Authorization: Bearer <token>)",
+                challenges=["Bearer"])
+        client_ip = env.get("REMOTE_ADDR", "")
+        wait = self.limiter.acquire(client_ip)
+        if wait:
+            raise falcon.HTTPTooManyRequests(description="too many requests: slow down",
+                                             retry_after=max(1, math.ceil(wait)))
+        body = read_body(req, self.settings.max_request_body)
+        request = {
+            "method": req.method,
+            "path": req.path,
+            "body": body,
+            "client_ip": client_ip,
+            "headers": self._headers(env, drop_authorization=authorized),
+            "query": _query(req.query_string),
+            "params": match.params,
+        }
+        if body and is_json(req):
+            request["json"] = parse_json(body)  # bad JSON: 400 before any plugin code runs
+        try:
+            out = self.manager.call_route(match, request)
+        except RouteFailure as exc:
+            raise self._failure(match, exc) from None
+        except ApiError as exc:  # the request could not be turned into Lua values
+            raise falcon.HTTPBadRequest(description=f"request cannot be passed to the plugin: {exc}") from None
+        return self._respond(resp, match, out)
+
+    @staticmethod
+    def _headers(env, drop_authorization: bool) -> dict:
+        headers = {}
+        names = _HEADER_NAMES
+        for key, value in env.items():
+            name = names.get(key)
+            if name is None:
+                name = _header_name(key)
+            if name:
+                # WSGI hands values over as latin-1 text; give the plugin the text the client sent
+                headers[name] = value if value.isascii() else value.encode("latin-1").decode("utf-8", "replace")
+        if drop_authorization:
+            # the admin token is never handed to plugin code
+            headers.pop("authorization", None)
+        return headers
+
+    def _failure(self, match, exc: RouteFailure) -> falcon.HTTPError:
+        if exc.status == 404:  # the route went away in a reload while we dispatched: unknown now
+            return _not_found()
+        headers = None
+        if exc.kind in ("busy", "breaker"):  # transient: say when to come back
+            wait = 1.0
+            if exc.kind == "breaker":
+                b = match.plugin.breaker
+                wait = b.reset_interval_s - (time.monotonic() - b.opened_at)
+            headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+        return falcon.HTTPError(exc.status, description=exc.message, headers=headers)
+
+    def _respond(self, resp, match, out: dict) -> int:
+        status = out["status"]
+        name = match.plugin.name
+        if status < 200:
+            return self._plugin_error(resp, name, f"response status {status} is not allowed (use 200-599)")
+        content_type = None
+        if out["has_json"]:
+            try:
+                data = _ENCODE_JSON(out["json"]).encode("utf-8")
+            except (TypeError, ValueError) as exc:
+                return self._plugin_error(resp, name, f"response json cannot be encoded: {exc}")
+            content_type = JSON
+        else:
+            data = out["body"]
+        limit = self.settings.max_response_body
+        if len(data) > limit:
+            return self._plugin_error(resp, name, f"response too large (over {limit} bytes)")
+        headers = out["headers"]
+        if headers:
+            for key, value in self._plugin_headers(name, headers):
+                if key == "content-type":
+                    if content_type is None:
+                        content_type = value
+                else:
+                    resp.set_header(key, value)
+        if status in (204, 304):
+            data = b""
+        resp.status = status
+        resp.content_type = content_type or "text/plain; charset=utf-8"
+        resp.data = data
+        return status
+
+    def _plugin_headers(self, name, headers: dict):
+        dropped = []
+        for i, (key, value) in enumerate(headers.items()):
+            k = key.lower()
+            if (k in BLOCKED_HEADERS or k.startswith("access-control-") or not _TOKEN.match(key)
+                    or _BAD_VALUE.search(value) or i >= MAX_RESPONSE_HEADERS):
+                dropped.append(key)
+                continue
+            yield k, value
+        if dropped:
+            self.service.logbook.write(name, "warn", "response headers not allowed and dropped: "
+                                       + ", ".join(repr(d[:64]) for d in dropped[:10]))
+
+    def _plugin_error(self, resp, name: str, message: str) -> int:
+        self.service.logbook.write(name, "error", message)
+        self.metrics.errors.labels(name, "response").inc()
+        resp.status = 500
+        resp.content_type = JSON
+        resp.data = error_json(message)
+        return 500
+
+    # ---- metrics -----------------------------------------------------------------------------
+    def _observe(self, match, status: int, seconds: float):
+        spec = match.spec
+        key = (match.plugin.name, spec.method, spec.path, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.metrics.http_requests.labels(
+                match.plugin.name, f"{spec.method} {spec.path}", str(status))
+        counter.inc()
+        hist = self._histograms.get(key[0])
+        if hist is None:
+            hist = self._histograms[key[0]] = self.metrics.http_duration.labels(key[0])
+        hist.observe(seconds)

@@ -1,0 +1,202 @@
+"""Serving the app with waitress on the loopback interface: in a background thread for the GUI and
+tests (``start_background``), or in the foreground for ``modula serve`` (``serve_forever``)."""
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from waitress import wasyncore
+from waitress.server import create_server
+
+from .app import create_app
+from .auth import TokenAuth
+from .preview import preview_path
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+MAX_HEADER_BYTES = 64 * 1024
+STOP_POLL_S = 0.05
+
+
+class PortInUse(Exception):
+    pass
+
+
+# waitress warns "Task queue depth is N" whenever every worker thread is busy: routine when a browser
+# opens several connections at once, and noise on the terminal of `modula serve`
+logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+def check_host(host: str | None) -> str:
+    """The address to bind. The server is for this machine only (SPEC 5): anything but the loopback
+    name or address is refused."""
+    if host is None or host.strip().lower() in LOOPBACK_NAMES:
+        return LOOPBACK
+    raise ValueError(f"refusing to listen on {host!r}: the server binds to 127.0.0.1 (or localhost) only")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # lets a restarted server take its port back from connections in TIME_WAIT
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            raise PortInUse(f"port {port} on {host} is already in use (choose another with --port, "
+                            "or --port 0 for a free one)") from None
+        raise
+    return sock
+
+
+class ServerHandle:
+    """A running server. ``stop()`` stops accepting, lets requests in flight finish, then closes."""
+
+    def __init__(self, service, host: str = LOOPBACK, port: int = 0, *, announce: bool = False):
+        self.service = service
+        self.host = check_host(host)
+        self._announce = announce
+        sock = _bind(self.host, port)
+        self.port = sock.getsockname()[1]
+        token = service.site.token()
+        self._auth = TokenAuth(token)
+        self.app = create_app(service, port=self.port, token=token)
+        settings = service.settings
+        limit = settings.plugins.max_request_body
+        self._server = create_server(
+            self.app, sockets=[sock], threads=max(1, settings.server.threads),
+            ident="modula",
+            max_request_header_size=MAX_HEADER_BYTES,
+            # bodies somewhat over our limit still reach the app for a JSON 413; far over it waitress
+            # itself refuses them without buffering
+            max_request_body_size=max(2 * limit, limit + 1024 * 1024),
+            asyncore_use_poll=True,
+            expose_tracebacks=False,
+        )
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"modula-http-{self.port}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def preview_url(self, slug: str) -> str:
+        """The browser address of an entry's preview; carries the slug's preview key, so drafts open."""
+        return self.url + preview_path(slug, self._auth.preview_key(slug))
+
+    def start(self) -> "ServerHandle":
+        self._thread.start()
+        if self._announce:
+            self.service.site.write_server_info(self.host, self.port)
+        return self
+
+    def _run(self):
+        server = self._server
+        smap = server._map
+        try:
+            while not self._stop.is_set():
+                wasyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=smap, use_poll=True, count=1)
+            self._drain(server, smap)
+        except Exception:  # noqa: BLE001 - the loop thread must always end cleanly
+            log.exception("HTTP server loop failed")
+        finally:
+            try:
+                server.task_dispatcher.shutdown(timeout=1)
+                wasyncore.close_all(smap)
+            except Exception:  # noqa: BLE001
+                log.exception("closing the HTTP server failed")
+            self._stopped.set()
+
+    def _drain(self, server, smap):
+        # stop accepting; the requests already received are answered (and flushed) before we close
+        wasyncore.dispatcher.close(server)
+        deadline = time.monotonic() + self.service.settings.plugins.drain_timeout_s
+        dispatcher = server.task_dispatcher
+        while time.monotonic() < deadline:
+            busy = dispatcher.active_count or dispatcher.queue or any(
+                ch.requests or ch.total_outbufs_len for ch in list(server.active_channels.values()))
+            if not busy:
+                break
+            wasyncore.loop(timeout=STOP_POLL_S, map=smap, use_poll=True, count=1)
+
+    def stop(self, timeout: float | None = None):
+        if not self._stop.is_set():
+            self._stop.set()
+            try:
+                self._server.pull_trigger()
+            except Exception:  # noqa: BLE001 - already closed
+                pass
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._announce:
+            self.service.site.clear_server_info()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+def start_background(service, host: str = LOOPBACK, port: int = 0, *, announce: bool = False) -> ServerHandle:
+    """Serve service's site in a daemon thread. port 0 picks a free port (see ``handle.port``).
+    announce: write .modula/server.json while running, so the online CLI commands find this instance
+    (the desktop window does; tests usually do not). Raises PortInUse or ValueError (bad host)."""
+    return ServerHandle(service, host, port, announce=announce).start()
+
+
+def serve_forever(site_path: Path | None, host: str | None = None, port: int | None = None) -> int:
+    """``modula serve``: run until SIGINT/SIGTERM. Returns the exit code."""
+    from ..core.service import SiteService
+
+    service = SiteService.open(site_path)
+    try:
+        try:
+            bind_host = check_host(host if host is not None else service.settings.server.host)
+        except ValueError as exc:
+            print(f"modula: {exc}", file=sys.stderr)
+            return 2
+        running = service.site.read_server_info()
+        if running is not None:
+            print(f"modula: site {service.site.root} is already served at "
+                  f"http://{running['host']}:{running['port']} (pid {running['pid']})", file=sys.stderr)
+            return 1
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            try:
+                handle = ServerHandle(service, bind_host, service.settings.server.port if port is None else port,
+                                      announce=True)
+            except PortInUse as exc:
+                print(f"modula: {exc}", file=sys.stderr)
+                return 1
+            service.start()
+            handle.start()
+            print(f"Serving {service.site.root} at {handle.url}", flush=True)
+            try:
+                while not stop.wait(0.5):
+                    if handle.wait(0):
+                        print("modula: the HTTP server stopped unexpectedly", file=sys.stderr)
+                        return 1
+            finally:
+                handle.stop()
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+        return 0
+    finally:
+        service.close()
