@@ -25,7 +25,7 @@ except ImportError:
 
 
 def site(tmp_path, port=0):
-    write_plugin(tmp_path, "routes", ROUTES)
+    write_plugin(tmp_path, "pinger", ROUTES)
     (tmp_path / "modula.toml").write_text(f"[plugins]\nhot_reload = false\n\n[server]\nport = {port}\n")
     return tmp_path
 
@@ -37,7 +37,7 @@ def test_session_window_and_server(qtbot, tmp_path):
         qtbot.addWidget(window)
         window.show()
         assert window.list.ids() == []  # a --site folder is not seeded
-        assert session.service.plugins.summary("routes")["state"] == "running"
+        assert session.service.plugins.summary("pinger")["state"] == "running"
         if not HAVE_SERVER:
             assert session.server is None and "not available" in window.server_label.text()
             return

@@ -60,7 +60,7 @@ def test_metrics_view_samples_and_adds_chart_points(qtbot, service):
                         timeout=5000)
         qtbot.waitUntil(lambda: view.charts["hook_outcomes"].series["ok"].count() > 0, timeout=5000)
         assert view.charts["latency_ms"].series["Hook p50"].count() >= 1
-        assert set(view.charts["vms"].series) == {"guard", "routes"}
+        assert set(view.charts["vms"].series) == {"guard", "pinger"}
         assert "(ok 1)" in view.totals["hooks"].text()
         assert view.charts["vms"].y_axis.max() >= 3
     finally:

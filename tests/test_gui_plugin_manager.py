@@ -34,13 +34,13 @@ def routes_table(dialog):
 
 def test_lists_plugins_with_state_version_and_permissions(dialog, service):
     names = [dialog.list.topLevelItem(i).text(0) for i in range(dialog.list.topLevelItemCount())]
-    assert names == ["guard", "routes"]
+    assert names == ["guard", "pinger"]
     assert [dialog.list.topLevelItem(i).text(2) for i in range(2)] == ["running", "running"]
     dialog.select("guard")
     assert dialog.permissions.text() == "hooks, hooks:before"
     assert dialog.permissions.property("undeclared") is False
     assert dialog.hooks.permissions.text() == "hooks, hooks:before"
-    dialog.select("routes")
+    dialog.select("pinger")
     assert dialog.state_badge.text() == "running · v1.0.0"
     assert dialog.permissions.text() == DEFAULT_PERMISSIONS
     assert dialog.permissions.property("undeclared") is True
@@ -49,27 +49,27 @@ def test_lists_plugins_with_state_version_and_permissions(dialog, service):
 
 
 def test_route_checkbox_approves_and_revokes(qtbot, dialog, service):
-    dialog.select("routes")
+    dialog.select("pinger")
     table = routes_table(dialog)
     assert table.rowCount() == 2
     keys = [(table.item(r, 1).text(), table.item(r, 2).text()) for r in range(2)]
     assert keys == [("GET", "/ping"), ("POST", "/items/{id}")]
-    assert not service.approvals.route_approved("routes", "GET", "/ping")
+    assert not service.approvals.route_approved("pinger", "GET", "/ping")
     table.item(0, 0).setCheckState(Qt.CheckState.Checked)
-    assert service.approvals.route_approved("routes", "GET", "/ping")
-    assert not service.approvals.route_approved("routes", "POST", "/items/{id}")
+    assert service.approvals.route_approved("pinger", "GET", "/ping")
+    assert not service.approvals.route_approved("pinger", "POST", "/items/{id}")
     assert dialog.routes.is_checked(0) and not dialog.routes.is_checked(1)
     routes_table(dialog).item(0, 0).setCheckState(Qt.CheckState.Unchecked)
-    assert not service.approvals.route_approved("routes", "GET", "/ping")
+    assert not service.approvals.route_approved("pinger", "GET", "/ping")
 
 
 def test_approve_all_and_revoke_all(dialog, service):
-    dialog.select("routes")
+    dialog.select("pinger")
     dialog.routes.approve_all.click()
-    assert service.approvals.routes_of("routes") == {("GET", "/ping"), ("POST", "/items/{id}")}
+    assert service.approvals.routes_of("pinger") == {("GET", "/ping"), ("POST", "/items/{id}")}
     assert not dialog.routes.approve_all.isEnabled() and dialog.routes.revoke_all.isEnabled()
     dialog.routes.revoke_all.click()
-    assert service.approvals.routes_of("routes") == set()
+    assert service.approvals.routes_of("pinger") == set()
 
     dialog.select("guard")
     assert dialog.hooks.table.rowCount() == 2
@@ -84,18 +84,18 @@ def test_approve_all_and_revoke_all(dialog, service):
 
 
 def test_disable_and_enable_change_the_state(qtbot, dialog, service):
-    dialog.select("routes")
+    dialog.select("pinger")
     assert dialog.disable_button.isEnabled() and not dialog.enable_button.isEnabled()
     dialog.disable_button.click()
-    qtbot.waitUntil(lambda: service.plugins.summary("routes")["state"] == "stopped" and not dialog.is_busy(),
+    qtbot.waitUntil(lambda: service.plugins.summary("pinger")["state"] == "stopped" and not dialog.is_busy(),
                     timeout=15000)
-    qtbot.waitUntil(lambda: dialog._item("routes").text(2) == "stopped", timeout=3000)
+    qtbot.waitUntil(lambda: dialog._item("pinger").text(2) == "stopped", timeout=3000)
     assert dialog.enable_button.isEnabled() and not dialog.reload_button.isEnabled()
     assert "stopped" in dialog.state_badge.text()
     dialog.enable_button.click()
-    qtbot.waitUntil(lambda: service.plugins.summary("routes")["state"] == "running" and not dialog.is_busy(),
+    qtbot.waitUntil(lambda: service.plugins.summary("pinger")["state"] == "running" and not dialog.is_busy(),
                     timeout=15000)
-    qtbot.waitUntil(lambda: dialog._item("routes").text(2) == "running", timeout=3000)
+    qtbot.waitUntil(lambda: dialog._item("pinger").text(2) == "running", timeout=3000)
 
 
 def test_reload_runs_off_the_gui_thread_with_a_busy_indicator(qtbot, tmp_path):
@@ -129,13 +129,13 @@ def test_reload_runs_off_the_gui_thread_with_a_busy_indicator(qtbot, tmp_path):
 
 
 def test_a_failed_reload_is_reported_and_the_old_version_keeps_serving(qtbot, dialog, service, site_root):
-    dialog.select("routes")
-    (site_root / "plugins" / "routes" / "init.lua").write_text("this is not lua(", encoding="utf-8")
+    dialog.select("pinger")
+    (site_root / "plugins" / "pinger" / "init.lua").write_text("this is not lua(", encoding="utf-8")
     dialog.reload_button.click()
     qtbot.waitUntil(lambda: not dialog.is_busy(), timeout=15000)
     assert dialog.message_bar.kind == "error" and "still serving" in dialog.message_bar.text()
     assert dialog.error.isVisibleTo(dialog)
-    assert service.plugins.summary("routes")["state"] == "running"
+    assert service.plugins.summary("pinger")["state"] == "running"
 
 
 def test_the_log_is_live(qtbot, dialog, service):
@@ -147,13 +147,13 @@ def test_the_log_is_live(qtbot, dialog, service):
     t.join()
     qtbot.waitUntil(lambda: "written from a worker" in dialog.log_view.toPlainText(), timeout=3000)
     assert "WARN" in dialog.log_view.toPlainText()
-    service.logbook.write("routes", "info", "not this plugin's")
+    service.logbook.write("pinger", "info", "not this plugin's")
     qtbot.wait(50)
     assert "not this plugin's" not in dialog.log_view.toPlainText()
 
 
 def test_health_shows_breaker_and_pool(dialog):
-    dialog.select("routes")
+    dialog.select("pinger")
     text = {k: v.text() for k, v in dialog.health_labels.items()}
     assert text["breaker"].startswith("closed")
     assert "idle" in text["pool"] and "reserved for hooks" in text["pool"]

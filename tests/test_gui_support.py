@@ -48,7 +48,7 @@ def approve_all_hooks(service: SiteService, name: str):
 @pytest.fixture
 def site_root(tmp_path):
     write_plugin(tmp_path, "guard", GUARD, info_extra='permissions = {"hooks", "hooks:before"}')
-    write_plugin(tmp_path, "routes", ROUTES)  # declares no permissions: the ModulaCMS default
+    write_plugin(tmp_path, "pinger", ROUTES)  # declares no permissions: the ModulaCMS default
     return tmp_path
 
 

@@ -143,3 +143,22 @@ def test_manifest_folder_mismatch_and_defaults():
     m, warnings = parse_manifest({"name": "a", "version": "1", "description": "d"}, "a")
     assert m.permissions is None and m.effective_permissions == ("db", "http", "hooks", "hooks:before")
     assert any("author" in w for w in warnings)
+
+
+def test_approval_changes_reach_plugin_listeners(site_dir):
+    write_plugin(site_dir, "p", 'http.handle("GET", "/x", function() end)')
+    svc = start(site_dir)
+    try:
+        seen = []
+        svc.plugins.add_listener(seen.append)
+        svc.approvals.approve_route("p", "GET", "/x")
+        svc.approvals.revoke_route("p", "GET", "/x")
+        assert seen == ["p", "p"]
+    finally:
+        svc.close()
+
+
+@pytest.mark.parametrize("name", ["routes", "hooks"])
+def test_admin_api_names_are_reserved(name):
+    with pytest.raises(PluginLoadError, match="reserved by the admin API"):
+        parse_manifest({"name": name, "version": "1", "description": "d"}, name)

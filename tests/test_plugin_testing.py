@@ -101,3 +101,22 @@ def test_syntax_error_in_a_test_file_is_a_failure_not_a_crash(tmp_path):
     run = run_plugin_tests(p)
     assert (run.passed, run.failed) == (1, 1)
     assert "syntax error" in run.results[0].error
+
+
+def test_request_table_matches_what_the_server_gives(tmp_path):
+    p = write_plugin(tmp_path, "echo", """
+http.handle("GET", "/echo/{id}", function(req)
+  return {json = {path = req.path, q = req.query.q, id = req.params.id}}
+end)
+""")
+    (p / "test").mkdir()
+    (p / "test" / "e.test.lua").write_text("""
+function test_full_path_and_decoded_first_query_value()
+  local res = test.request("GET", "/echo/7?q=a%20b&q=second")
+  test.assert_eq(res.json.path, "/api/v1/plugins/echo/echo/7")
+  test.assert_eq(res.json.q, "a b")
+  test.assert_eq(res.json.id, "7")
+end
+""")
+    run = run_plugin_tests(p)
+    assert (run.passed, run.failed) == (1, 0), format_run(run)

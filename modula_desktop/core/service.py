@@ -36,6 +36,8 @@ class SiteService:
         self.approvals = Approvals(self.db)
         self.plugins = PluginManager(site.plugins_dir, self.settings.plugins, self.db, self.approvals,
                                      self.logbook, self.metrics)
+        # an approval changed from any front end refreshes every view of that plugin
+        self.approvals.add_listener(self.plugins.notify)
         self.content = self._make_content_service()
         if new and seed and self.content is not None:
             self._seed_welcome()

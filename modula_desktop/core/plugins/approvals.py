@@ -14,7 +14,21 @@ class Approvals:
         self._lock = threading.Lock()
         self._routes: set[tuple[str, str, str]] = set()
         self._hooks: set[tuple[str, str, str]] = set()
+        self._listeners = []
         self.refresh()
+
+    def add_listener(self, fn):
+        """fn(plugin_name) after any approval of that plugin changed (from any thread)."""
+        self._listeners.append(fn)
+
+    def _changed(self, plugin: str):
+        for fn in list(self._listeners):
+            try:
+                fn(plugin)
+            except Exception:  # noqa: BLE001 - a listener must not undo an approval
+                import logging
+
+                logging.getLogger(__name__).exception("approval listener failed")
 
     def refresh(self):
         routes = {(r.plugin, r.method, r.path) for r in RouteApproval.select()}
@@ -42,6 +56,7 @@ class Approvals:
                 .on_conflict_ignore().execute()
         with self._lock:
             self._routes = self._routes | {(plugin, method, path)}
+        self._changed(plugin)
 
     def revoke_route(self, plugin, method, path):
         with self.db.atomic():
@@ -49,6 +64,7 @@ class Approvals:
                                          & (RouteApproval.path == path)).execute()
         with self._lock:
             self._routes = self._routes - {(plugin, method, path)}
+        self._changed(plugin)
 
     def approve_hook(self, plugin, event, table):
         with self.db.atomic():
@@ -56,6 +72,7 @@ class Approvals:
                 .on_conflict_ignore().execute()
         with self._lock:
             self._hooks = self._hooks | {(plugin, event, table)}
+        self._changed(plugin)
 
     def revoke_hook(self, plugin, event, table):
         with self.db.atomic():
@@ -63,6 +80,7 @@ class Approvals:
                                         & (HookApproval.table == table)).execute()
         with self._lock:
             self._hooks = self._hooks - {(plugin, event, table)}
+        self._changed(plugin)
 
     def revoke_all(self, plugin: str):
         with self.db.atomic():
@@ -71,6 +89,7 @@ class Approvals:
         with self._lock:
             self._routes = {k for k in self._routes if k[0] != plugin}
             self._hooks = {k for k in self._hooks if k[0] != plugin}
+        self._changed(plugin)
 
     def check_identity(self, plugin: str, version: str, permissions_key: str) -> bool:
         """Record the plugin's version and permissions. When either changed since we last saw it,

@@ -206,6 +206,10 @@ class PluginManager:
     def add_listener(self, fn: Callable[[str], None]):
         self._listeners.append(fn)
 
+    def notify(self, name: str):
+        """Tell listeners that something about plugin name changed (e.g. an approval)."""
+        self._notify(name)
+
     def _notify(self, name: str):
         self._rebuild_hook_chains()
         for fn in list(self._listeners):

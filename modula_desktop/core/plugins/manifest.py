@@ -10,6 +10,8 @@ from .errors import PluginLoadError
 NAME_RE = re.compile(r"^[a-z0-9_]{1,32}$")
 PERMISSIONS = ("db", "http", "hooks", "hooks:before")
 OPTIONAL_TEXT = ("author", "license", "min_cms_version")
+# names the admin API uses beside plugin names (/api/v1/admin/plugins/routes, .../hooks)
+RESERVED_NAMES = ("routes", "hooks")
 
 
 def check_name(name: str) -> str | None:
@@ -18,6 +20,8 @@ def check_name(name: str) -> str | None:
         return "must be 1 to 32 characters of a-z, 0-9 and _"
     if name.endswith("_"):
         return "must not end with an underscore"
+    if name in RESERVED_NAMES:
+        return "is reserved by the admin API"
     return None
 
 

@@ -166,6 +166,7 @@ def _install_test_module(vm: PluginVM, routes, hooks):
     host = sb.raw_host_table({
         "match": sb.fn("bind")(sb.host_function(match, name="test.request")),
         "hooks_for": sb.fn("bind")(sb.host_function(hooks_for, name="test.fire")),
+        "prefix": f"/api/v1/plugins/{vm.name}".encode(),
     })
     env = sb.fn("get_global")(b"_G")
     test_module = sb.lua.execute(_lua_source("testing.lua"), sb.trusted, env, host, name="=testing", mode="t")

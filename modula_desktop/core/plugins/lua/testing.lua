@@ -60,12 +60,21 @@ function test.assert_error(fn, msg)
   return err
 end
 
+-- as the server does: percent-decoded, '+' is a space, the first value of a repeated key wins
+local function unescape(s)
+  s = string.gsub(s, "+", " ")
+  return (string.gsub(s, "%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
 local function parse_query(q)
   local out = {}
   if not q then return out end
   for pair in string.gmatch(q, "[^&]+") do
     local k, v = string.match(pair, "^([^=]*)=?(.*)$")
-    if k and k ~= "" then out[k] = v end
+    if k and k ~= "" then
+      k = unescape(k)
+      if out[k] == nil then out[k] = unescape(v) end
+    end
   end
   return out
 end
@@ -91,7 +100,8 @@ function test.request(method, path, opts)
   if not index then
     return {status = 404, json = {error = "not found"}, headers = {}, body = ""}
   end
-  local req = {method = string.upper(method), path = path, body = body, client_ip = "127.0.0.1",
+  -- req.path is the full URL path, as the server gives it
+  local req = {method = string.upper(method), path = host.prefix .. path, body = body, client_ip = "127.0.0.1",
                headers = headers, query = parse_query(query_string), params = params, json = decoded}
   local ok, res = pcall_(function()
     local mws = registry.middleware
