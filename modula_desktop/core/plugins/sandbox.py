@@ -25,6 +25,8 @@ MAX_ITEMS = 1_000_000
 LUA_INT_MIN, LUA_INT_MAX = -(2**63), 2**63 - 1
 # Work a C pattern match may do before the pure-Lua (counted) matcher takes over; about 0.1 s.
 PATTERN_COST = 20_000_000
+# Estimated Lua memory of converted values (bytes): a table, each of its entries, a string's header.
+TABLE_BYTES, ENTRY_BYTES, STRING_BYTES = 64, 40, 32
 
 
 @lru_cache(maxsize=None)
@@ -55,12 +57,26 @@ class Sandbox:
             b"pattern_cost": PATTERN_COST,
             b"memory_mb": int(memory_limit_mb),
         })
-        host = self.lua.table_from({b"clock": time.monotonic})
+        # The memory limit is enforced only while plugin code runs (the bootstrap switches it on
+        # in arm() and off around every host call; call() switches it off when control returns).
+        # lupa allocates outside any protected call when it converts values between Python and
+        # Lua: an allocation refused there aborts the process (Lua panic) or longjmps across
+        # Python frames with the GIL held (the process deadlocks). Conversions made while the
+        # limit is off are bounded by an estimate instead (to_lua with a budget).
+        host = self.lua.table_from({b"clock": time.monotonic, b"mem_on": self._limit_on,
+                                    b"mem_off": self._limit_off})
         bootstrap = _lua_source("bootstrap.lua")
         self.trusted = self.lua.execute(bootstrap, host, limits, _lua_source("patterns.lua"),
                                         name="=bootstrap", mode="t")
         self._t = {k.decode(): v for k, v in self.trusted.items()}
         self._bind = self._t["bind"]
+        self._limit_off()
+
+    def _limit_on(self):
+        self.lua.set_max_memory(self.memory_limit)
+
+    def _limit_off(self):
+        self.lua.set_max_memory(0)
 
     def fn(self, name):
         """A trusted bootstrap entry point."""
@@ -81,9 +97,11 @@ class Sandbox:
                 if convert_args:
                     args = [from_lua(a) for a in args]
                 result = fn(*args)
+                # the memory limit is off during host calls: the results must fit in what is left
+                budget = [self._available()]
                 if isinstance(result, tuple):
-                    return (True,) + tuple(to_lua(r) for r in result)
-                return True, to_lua(result)
+                    return (True,) + tuple(to_lua(r, _budget=budget) for r in result)
+                return True, to_lua(result, _budget=budget)
             except ApiError as exc:
                 return False, str(exc).encode("utf-8", "replace")
             except lupa.LuaMemoryError:
@@ -99,27 +117,63 @@ class Sandbox:
         return self.lua.table_from({k.encode(): v for k, v in mapping.items()})
 
     # ---- conversion --------------------------------------------------------------------------
-    def to_lua(self, value, _depth=0):
-        if value is None or isinstance(value, (bool, bytes, float)):
+    def _available(self) -> int:
+        """Lua memory the plugin may still use (the limit minus what is in use, garbage included)."""
+        return self.memory_limit - self.memory_used()
+
+    def _spend(self, budget, nbytes):
+        budget[0] -= nbytes
+        if budget[0] >= 0:
+            return
+        if len(budget) == 1:  # the first shortfall: garbage may be in the way, collect it once
+            budget.append(True)
+            before = self._available()
+            try:
+                self.lua.gccollect()
+            except Exception:  # noqa: BLE001
+                pass
+            budget[0] += max(0, self._available() - before)
+        if budget[0] < 0:
+            raise ApiError("not enough memory")
+
+    def to_lua(self, value, _depth=0, _budget=None):
+        """A Lua value for plain Python data. With _budget ([bytes]), the estimated Lua memory of
+        the result is charged to it and ApiError("not enough memory") is raised when it runs out."""
+        if value is None or isinstance(value, (bool, float)):
+            return value
+        if isinstance(value, bytes):
+            if _budget is not None:
+                self._spend(_budget, STRING_BYTES + len(value))
             return value
         if isinstance(value, int):
             return value if LUA_INT_MIN <= value <= LUA_INT_MAX else float(value)
         if isinstance(value, str):
-            return value.encode("utf-8", "surrogateescape")
+            value = value.encode("utf-8", "surrogateescape")
+            if _budget is not None:
+                self._spend(_budget, STRING_BYTES + len(value))
+            return value
         if _depth > MAX_DEPTH:
             raise ApiError("value nested too deeply")
+        if isinstance(value, (dict, list, tuple)) and _budget is not None:
+            self._spend(_budget, TABLE_BYTES + ENTRY_BYTES * len(value))
         if isinstance(value, dict):
-            return self.lua.table_from({self.to_lua(k, _depth + 1): self.to_lua(v, _depth + 1)
+            return self.lua.table_from({self.to_lua(k, _depth + 1, _budget): self.to_lua(v, _depth + 1, _budget)
                                         for k, v in value.items()})
         if isinstance(value, (list, tuple)):
-            return self.lua.table_from([self.to_lua(v, _depth + 1) for v in value])
+            return self.lua.table_from([self.to_lua(v, _depth + 1, _budget) for v in value])
         if lupa.lua_type(value) is not None:
             return value
         raise ApiError(f"cannot pass a {type(value).__name__} to Lua")
 
-    def from_lua(self, value, _depth=0, binary=False):
+    def from_lua(self, value, _depth=0, binary=False, _budget=None):
         """Plain Python data from a Lua value: bytes become str (utf-8, invalid bytes replaced),
-        sequences 1..n become lists, other tables dicts. Functions, coroutines and cycles are refused."""
+        sequences 1..n become lists, other tables dicts. Functions, coroutines and cycles are refused.
+
+        At most MAX_ITEMS tables and entries are read in the whole conversion, not per table: a table that
+        holds the same subtable twice at every level (or itself many times) would otherwise be
+        expanded into exponentially many copies, outside any budget."""
+        if _budget is None:
+            _budget = [MAX_ITEMS]
         if value is None or value is True or value is False:
             return value
         if isinstance(value, bytes):
@@ -135,17 +189,19 @@ class Sandbox:
             raise ApiError(f"cannot use a Lua {kind} here")
         if _depth >= MAX_DEPTH:
             raise ApiError("table nested too deeply (or it contains itself)")
+        _budget[0] -= 1  # the table itself: a tree of empty tables costs as much as their entries
         items = []
         for k, v in value.items():
             items.append((k, v))
-            if len(items) > MAX_ITEMS:
+            _budget[0] -= 1
+            if _budget[0] < 0:
                 raise ApiError("table too large")
         n = len(items)
         if n and all(isinstance(k, int) and not isinstance(k, bool) for k, _ in items):
             keys = sorted(k for k, _ in items)
             if keys[0] == 1 and keys[-1] == n:
                 items.sort(key=lambda kv: kv[0])
-                return [self.from_lua(v, _depth + 1, binary) for _, v in items]
+                return [self.from_lua(v, _depth + 1, binary, _budget) for _, v in items]
         if not n:
             return []
         out = {}
@@ -154,7 +210,7 @@ class Sandbox:
                 k = k.decode("utf-8", "replace")
             elif lupa.lua_type(k) is not None:
                 raise ApiError("table keys must be strings or numbers")
-            out[k] = self.from_lua(v, _depth + 1, binary)
+            out[k] = self.from_lua(v, _depth + 1, binary, _budget)
         return out
 
     def memory_used(self) -> int:
@@ -166,10 +222,20 @@ class Sandbox:
     def call(self, entry: str, *args):
         """Call a trusted entry point that returns ``ok, ...``; raise PluginCallError on failure."""
         try:
-            result = self._t[entry](*args)
+            try:
+                result = self._t[entry](*args)
+            finally:
+                self._limit_off()  # run() switched it on; lupa's own allocations must not hit it
         except lupa.LuaMemoryError:
+            self._t["disarm"]()
             raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)") from None
         except lupa.LuaError as exc:  # only the bootstrap itself can raise here
+            self._t["disarm"]()
+            tripped = self._t["tripped"]()
+            if isinstance(tripped, bytes):  # a budget error that escaped run(): still a budget error
+                msg = tripped.decode("utf-8", "replace")
+                kind = "memory" if msg.startswith("memory") else "timeout" if msg.startswith("time") else "budget"
+                raise PluginCallError(kind, msg) from None
             raise PluginCallError("error", _lua_error_text(exc)) from None
         if not isinstance(result, tuple):
             result = (result,)

@@ -22,6 +22,7 @@ HOOK_TABLES = {"content": "content", "content_data": "content", "*": "*"}
 MAX_PATH = 256
 SEGMENT_RE = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]{0,63}\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)$")
 MAX_SOURCE_BYTES = 1024 * 1024
+MAX_JSON_BYTES = 4 * 1024 * 1024
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
 
@@ -176,10 +177,14 @@ class PluginVM:
 
     # ---- host functions ----------------------------------------------------------------------
     def _read_lib(self, mod):
-        lib = (self.ctx.root / "lib").resolve()
+        root = self.ctx.root.resolve()
+        lib_dir = self.ctx.root / "lib"
+        lib = lib_dir.resolve()
         path = (lib / f"{mod}.lua")
         try:
-            if path.is_symlink() or not path.is_file() or path.resolve().parent != lib:
+            # neither lib/ nor the module may be a link: require never reads outside the plugin folder
+            if lib_dir.is_symlink() or lib.parent != root or path.is_symlink() or not path.is_file() \
+                    or path.resolve().parent != lib:
                 raise ApiError(f"require: module '{mod}' not found in lib/")
             data = path.read_bytes()
         except OSError:
@@ -216,6 +221,9 @@ class PluginVM:
     def _json_decode(self, text):
         if not isinstance(text, bytes):
             raise ApiError("json.decode: argument must be a string")
+        if len(text) > MAX_JSON_BYTES:
+            # Python builds the whole value before the VM's memory limit can see it
+            raise ApiError(f"json.decode: input larger than {MAX_JSON_BYTES // 2**20} MiB")
         try:
             return json.loads(text.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
@@ -353,7 +361,10 @@ class PluginVM:
         """Run middleware and the route's handler. Returns the response as a raw Lua table (or None)."""
         self.ops.reset(self.settings.max_ops if max_ops is None else max_ops, "request")
         seconds = self.settings.timeout_s if timeout is None else timeout
-        req = self._request_table(request)
+        try:
+            req = self._request_table(request)
+        except ApiError as exc:
+            raise PluginCallError("error", f"request cannot be handed to the plugin: {exc}") from None
         result = self._checked(self.sandbox.call, "run_route", *self._budget_args(seconds, "the handler"), index, req)
         return result[0] if result else None
 
@@ -378,7 +389,10 @@ class PluginVM:
     def call_hook(self, index: int, data: dict, timeout: float, max_ops: int | None = None):
         """Run one hook. Returns what it returned, converted to Python (None, or a dict of changes)."""
         self.ops.reset(self.settings.hook_max_ops if max_ops is None else max_ops, "hook invocation")
-        payload = self.sandbox.to_lua(data)
+        try:
+            payload = self.sandbox.to_lua(data)
+        except ApiError as exc:
+            raise PluginCallError("error", f"hook data cannot be handed to the plugin: {exc}") from None
         result = self._checked(self.sandbox.call, "run_hook", *self._budget_args(timeout, "the hook"), index, payload)
         value = result[0] if result else None
         if value is None:

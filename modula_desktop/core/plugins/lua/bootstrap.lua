@@ -5,6 +5,9 @@
 local host, limits, patterns_src = ...
 
 local sethook = debug.sethook
+-- raw metatable access that sees through __metatable, and frame inspection for the budget hook:
+-- trusted code only, never handed to plugins
+local d_getmetatable, d_setmetatable, d_getinfo = debug.getmetatable, debug.setmetatable, debug.getinfo
 local co_create, co_resume, co_status, co_running = coroutine.create, coroutine.resume, coroutine.status, coroutine.running
 local co_yield, co_isyieldable, co_close = coroutine.yield, coroutine.isyieldable, coroutine.close
 local r_pcall, r_error, r_type, r_select, r_next = pcall, error, type, select, next
@@ -15,36 +18,119 @@ local s_find, s_match, s_gmatch, s_gsub, s_rep, s_sub, s_format, s_byte, s_char 
   string.gmatch, string.gsub, string.rep, string.sub, string.format, string.byte, string.char
 local s_len, s_lower, s_upper, s_reverse = string.len, string.lower, string.upper, string.reverse
 local os_time, os_clock, os_date = os.time, os.clock, os.date
-local m_floor, m_huge, m_type = math.floor, math.huge, math.type
+local m_floor, m_huge, m_type, m_tointeger = math.floor, math.huge, math.type, math.tointeger
 local clock = host.clock
+-- The runtime's memory limit is on only while plugin code runs: lupa's own allocations (converting
+-- values for host calls) happen outside any protected call, where a refused allocation would abort
+-- the process or deadlock it. Host calls switch it off and on again; Python switches it off when a
+-- call returns.
+local mem_on, mem_off = host.mem_on, host.mem_off
 
 local TICK = 1000
 local MAX_STRING = limits.max_string
 local PATTERN_COST = limits.pattern_cost
+-- C work above this many units (bytes, elements, pattern steps) is followed by a wall-clock check:
+-- the count hook cannot see time spent inside C functions or host calls.
+local HEAVY = 50000
+-- instructions charged per element a table function walks through metamethods (C metamethods such as
+-- __index = tostring run invisibly to the hook)
+local META_STEP = 8
 
 ---------------------------------------------------------------------------------------------------
 -- Budgets. One state per runtime (a VM serves one call at a time). The trip is sticky: once
 -- tripped, every hook tick, pcall, xpcall and coroutine.resume raises the same error again, so a
 -- plugin cannot catch its way out of a budget.
 local active, tripped = false, nil
-local used, instr_limit, deadline, ticks = 0, 0, 0, 0
+local used, instr_limit, deadline = 0, 0, 0
 local deadline_name = "time"
+-- Trusted functions that must not be interrupted by a budget error (the code around the protected
+-- call in run(), db.transaction's rollback, host-call wrappers): the hook records the trip and lets
+-- them finish; the next tick in plugin code raises it.
+local trusted_fn = {}
+-- Threads whose hook was set to fire on the next instruction by the GC sentinel (below).
+local fast = r_setmetatable({}, {__mode = "k"})
+local any_fast = false
 
-local function hook()
+local function raise_trip()
+  local info = d_getinfo(3, "f") -- 0 getinfo, 1 raise_trip, 2 hook, 3 the interrupted function
+  if info and trusted_fn[info.func] then return end
+  r_error(tripped, 0)
+end
+
+local hook
+hook = function()
   if not active then return end
-  if tripped then r_error(tripped, 0) end
+  if tripped then raise_trip() return end
+  if any_fast then
+    local th = co_running()
+    if fast[th] then
+      fast[th] = nil
+      any_fast = r_next(fast) ~= nil
+      sethook(th, hook, "", TICK)
+    end
+  end
   used = used + TICK
   if used > instr_limit then
     tripped = "instruction budget exceeded (" .. instr_limit .. " instructions)"
-    r_error(tripped, 0)
+    raise_trip() -- not a tail call: raise_trip inspects the stack level below the hook
+    return
   end
-  ticks = ticks + 1
-  if ticks % 4 == 0 and clock() > deadline then
+  -- the clock every tick (about 0.4 us per 1000 instructions): a single instruction can take
+  -- milliseconds (comparing or concatenating megabyte strings)
+  if clock() > deadline then
     tripped = deadline_name
-    r_error(tripped, 0)
+    raise_trip() -- not a tail call: raise_trip inspects the stack level below the hook
+    return
   end
 end
 sethook(hook, "", TICK)
+
+-- GC sentinel: a trusted finalizer that runs once per (non-emergency) garbage-collection cycle. Work
+-- that allocates a lot per instruction (`s .. x` on megabyte strings) runs few instructions between
+-- hook ticks; each GC cycle makes the running thread's hook fire at its next instruction, which then
+-- checks the wall clock. (Plugins cannot install __gc; this one only sets flags and re-arms itself.)
+local sentinel_alive = false
+local function new_sentinel() end
+do
+  local gc_mt = {}
+  gc_mt.__gc = function()
+    sentinel_alive = false
+    if active and not tripped then
+      local th = co_running()
+      fast[th] = true
+      any_fast = true
+      sethook(th, hook, "", 1)
+    end
+    new_sentinel()
+  end
+  new_sentinel = function()
+    r_setmetatable({}, gc_mt)
+    sentinel_alive = true
+  end
+  new_sentinel()
+end
+
+-- C work the hook cannot see: charge it to the instruction budget and check the clock when large.
+local function check_deadline()
+  if active and not tripped and clock() > deadline then
+    tripped = deadline_name
+  end
+  if active and tripped then r_error(tripped, 0) end
+end
+
+local function heavy(units)
+  if units >= HEAVY then check_deadline() end
+end
+
+local function charge(units)
+  if not active then return end
+  used = used + units
+  if used > instr_limit and not tripped then
+    tripped = "instruction budget exceeded (" .. instr_limit .. " instructions)"
+  end
+  if tripped then r_error(tripped, 0) end
+  heavy(units)
+end
 
 local function check_tripped()
   if tripped then r_error(tripped, 0) end
@@ -112,6 +198,7 @@ end
 
 local function close(co)
   local r = t_pack(co_close(co))
+  if not r[1] then note_failure(r[2]) end
   check_tripped()
   return t_unpack(r, 1, r.n)
 end
@@ -141,7 +228,9 @@ local function safe_rep(s, n, sep)
   local total = s_len(s) * n + (sep and s_len(r_tostring(sep)) * (n - 1) or 0)
   check_size(total, "string.rep")
   if n > MAX_STRING then r_error("string.rep: count too large", 2) end
-  return s_rep(s, n, sep)
+  local r = s_rep(s, n, sep)
+  heavy(n + total)
+  return r
 end
 
 local function safe_move(a1, f, e, t, a2)
@@ -171,31 +260,45 @@ if patterns_src then
   lua_patterns = r_assert(r_load(patterns_src, "=patterns", "t", penv))()
 end
 
-local function pattern_items(p)
-  local k = 0
-  for i = 1, s_len(p) do
-    local c = s_byte(p, i)
-    if c == 42 or c == 43 or c == 45 then k = k + 1 end -- * + -
-  end
-  -- %b and back-references also rescan the subject
-  for i = 1, s_len(p) - 1 do
-    if s_byte(p, i) == 37 then
-      local c = s_byte(p, i + 1)
-      if c == 98 or (c >= 49 and c <= 57) then k = k + 1 end
+-- Upper bound on the C matcher's work for subject s and pattern p. From each start position the
+-- matcher walks the pattern (a [set] is rescanned per character), and every backtracking item
+-- multiplies the paths: `*`, `+`, `-`, %b and back-references by up to #s, `?` by 2. An anchored
+-- find/match/gsub has one start position. A pattern without specials is a memchr/memcmp search.
+local function pattern_cost(s, p, name, plain)
+  local n, m = s_len(s) + 1, s_len(p) + 1
+  local special = false
+  if not plain then
+    for i = 1, m - 1 do
+      local c = s_byte(p, i)
+      -- ^ $ * + ? . ( [ % -
+      if c == 94 or c == 36 or c == 42 or c == 43 or c == 63 or c == 46 or c == 40 or c == 91
+         or c == 37 or c == 45 then
+        special = true
+        break
+      end
     end
   end
-  return k
-end
-
-local function too_costly(s, p)
-  local n = s_len(s) + 1
-  local k = pattern_items(p)
-  local cost = n
-  for _ = 1, k do
-    cost = cost * n
-    if cost > PATTERN_COST then return true end
+  if not special and (plain or name == "find") then
+    return n * (m // 16 + 1)
   end
-  return cost > PATTERN_COST
+  local cost = m
+  if name == "gmatch" or s_byte(p, 1) ~= 94 then cost = cost * n end
+  local i = 1
+  while i < m do
+    if cost > PATTERN_COST then return cost end
+    local c = s_byte(p, i)
+    if c == 42 or c == 43 or c == 45 then
+      cost = cost * n
+    elseif c == 63 then
+      cost = cost * 2
+    elseif c == 37 and i + 1 < m then
+      local d = s_byte(p, i + 1)
+      if d == 98 or (d >= 49 and d <= 57) then cost = cost * n end
+      i = i + 1
+    end
+    i = i + 1
+  end
+  return cost
 end
 
 local function pattern_fn(native, name)
@@ -203,29 +306,46 @@ local function pattern_fn(native, name)
     if r_type(s) == "number" then s = r_tostring(s) end
     if r_type(p) == "number" then p = r_tostring(p) end
     if r_type(s) ~= "string" or r_type(p) ~= "string" then return native(s, p, ...) end
-    if name == "find" and r_select("#", ...) >= 2 and (r_select(2, ...)) then
-      if (s_len(s) + 1) * (s_len(p) + 1) <= PATTERN_COST or not lua_patterns then return native(s, p, ...) end
-      return lua_patterns.find(s, p, ...)
+    local plain = name == "find" and r_select("#", ...) >= 2 and (r_select(2, ...)) and true or false
+    local cost = pattern_cost(s, p, name, plain)
+    if cost > PATTERN_COST then
+      if not lua_patterns then
+        r_error("string." .. name .. ": pattern too complex for a subject of this length", 2)
+      end
+      return lua_patterns[name](s, p, ...)
     end
-    if not too_costly(s, p) then return native(s, p, ...) end
-    if not lua_patterns then
-      r_error("string." .. name .. ": pattern too complex for a subject of this length", 2)
-    end
-    return lua_patterns[name](s, p, ...)
+    if cost < HEAVY then return native(s, p, ...) end
+    check_deadline()
+    -- a gmatch iterator's steps together do at most `cost` work; the next heavy call checks again
+    if name == "gmatch" then return native(s, p, ...) end
+    local r = t_pack(native(s, p, ...))
+    check_deadline()
+    return t_unpack(r, 1, r.n)
   end
 end
 
+local native_gsub = pattern_fn(s_gsub, "gsub")
 local function safe_gsub(s, p, repl, n)
   if r_type(s) == "string" and r_type(repl) == "string" then
     -- the result may grow by #repl per match: bound it before the C loop builds it
     check_size(s_len(s) * (s_len(repl) + 1), "string.gsub")
   end
-  return pattern_fn(s_gsub, "gsub")(s, p, repl, n)
+  return native_gsub(s, p, repl, n)
+end
+
+-- These build their result in a buffer the garbage collector does not see (so the GC sentinel
+-- does not fire either): check the clock after a large result.
+local function sized(f)
+  return function(...)
+    local r = f(...)
+    if s_len(r) >= HEAVY then check_deadline() end
+    return r
+  end
 end
 
 local safe_string = {
-  byte = s_byte, char = s_char, format = s_format, len = s_len, lower = s_lower, upper = s_upper,
-  reverse = s_reverse, sub = s_sub, rep = safe_rep,
+  byte = s_byte, char = s_char, format = sized(s_format), len = s_len, lower = sized(s_lower),
+  upper = sized(s_upper), reverse = sized(s_reverse), sub = s_sub, rep = safe_rep,
   find = pattern_fn(s_find, "find"), match = pattern_fn(s_match, "match"),
   gmatch = pattern_fn(s_gmatch, "gmatch"), gsub = safe_gsub,
 }
@@ -246,14 +366,88 @@ local function copy(t)
   return c
 end
 
+-- The C table functions walk #t or i..j elements, through __index/__newindex/__len when the value
+-- has a metatable; a C function as metamethod (__index = tostring, __newindex = assert) would make that
+-- walk invisible to the hook, for up to 2^63 steps. Charge the walk before it starts (plain tables are
+-- bounded by their real size: only the clock is checked when they are large).
+local t_remove, m_log = table.remove, math.log
+
+local function to_int(v)
+  local n = r_tonumber(v)
+  return n and m_tointeger(n)
+end
+
+local function walk(t, count)
+  if count == nil or count <= 0 then return end
+  if r_type(t) ~= "table" or d_getmetatable(t) ~= nil then charge(count * META_STEP) else heavy(count) end
+end
+
+local function safe_concat(t, sep, i, j)
+  if r_type(t) == "table" then
+    local first, last = 1, nil
+    if i ~= nil then first = to_int(i) end
+    if j ~= nil then last = to_int(j) else last = to_int(#t) end
+    if first and last then walk(t, last + 0.0 - first + 1) end
+  end
+  local r = t_concat(t, sep, i, j)
+  heavy(s_len(r))
+  return r
+end
+
+local function safe_insert(t, ...)
+  if r_select("#", ...) == 2 and r_type(t) == "table" then
+    local pos, e = to_int((...)), to_int(#t)
+    if pos and e then walk(t, e + 1.0 - pos) end
+  end
+  return t_insert(t, ...)
+end
+
+local function safe_remove(t, pos)
+  if r_type(t) == "table" then
+    local size = to_int(#t)
+    local p = size
+    if pos ~= nil then p = to_int(pos) end
+    if size and p then walk(t, size + 0.0 - p) end
+  end
+  return t_remove(t, pos)
+end
+
+local function safe_sort(t, comp)
+  local n = 0
+  if r_type(t) == "table" then
+    n = to_int(#t) or 0
+    if n > 1 then walk(t, n * (m_log(n, 2) + 1)) end
+  end
+  if r_type(comp) == "function" and d_getinfo(comp, "S").what == "C" then
+    -- a C comparator would run invisibly to the hook: call it from Lua
+    local f = comp
+    comp = function(a, b) return f(a, b) end
+  end
+  t_sort(t, comp)
+  if n > 1 then heavy(n) end
+end
+
+local function safe_unpack(t, i, j)
+  local ty = r_type(t)
+  if ty == "table" or ty == "string" then
+    local first, last = 1, nil
+    if i ~= nil then first = to_int(i) end
+    if j ~= nil then last = to_int(j) else last = to_int(#t) end
+    if first and last then walk(t, last + 0.0 - first + 1) end
+  end
+  return t_unpack(t, i, j)
+end
+
 local safe_table = {
-  concat = t_concat, insert = t_insert, pack = t_pack, remove = table.remove, sort = t_sort,
-  unpack = t_unpack, move = safe_move,
+  concat = safe_concat, insert = safe_insert, pack = t_pack, remove = safe_remove, sort = safe_sort,
+  unpack = safe_unpack, move = safe_move,
 }
 
 local function safe_date(fmt, t)
   if fmt ~= nil and r_type(fmt) ~= "string" then r_error("bad argument #1 to 'date' (string expected)", 2) end
-  return os_date(fmt, t)
+  local r = os_date(fmt, t)
+  if fmt then heavy(s_len(fmt) * 16) end
+  return r
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -264,7 +458,8 @@ local function freeze(name, t)
   r_setmetatable(proxy, {
     __index = t,
     __newindex = function() r_error(FROZEN_MSG .. " '" .. name .. "'", 2) end,
-    __pairs = function() return r_next, t, nil end,
+    -- iterate without handing out t itself (pairs' second result would be a writable module table)
+    __pairs = function(p) return function(_, k) return r_next(t, k) end, p, nil end,
     __len = function() return 0 end,
     __metatable = "frozen module " .. name,
   })
@@ -274,13 +469,25 @@ end
 ---------------------------------------------------------------------------------------------------
 -- Host functions: Python callables live only as upvalues of these Lua closures. Each returns
 -- ok, ... ; a false ok carries a plain error string, raised here as a Lua error at the caller.
-local function bind(pyfn, level)
+local function bind(pyfn, level, no_clock)
   level = level or 2
-  return function(...)
-    local r = t_pack(pyfn(...))
-    if not r[1] then r_error(r[2], level) end
-    return t_unpack(r, 2, r.n)
+  local f = function(...)
+    local on = active
+    if on then mem_off() end
+    local r = t_pack(r_pcall(pyfn, ...))
+    if on then mem_on() end
+    -- a host function never raises; if one did, its error object would be a Python object
+    if not r[1] then r = {false, false, "internal error in host function"} end
+    if active and not no_clock then check_deadline() end -- host work is invisible to the hook
+    if not r[2] then
+      local msg = r[3]
+      if r_type(msg) ~= "string" then msg = "internal error in host function" end
+      r_error(msg, level)
+    end
+    return t_unpack(r, 3, r.n)
   end
+  trusted_fn[f] = true
+  return f
 end
 
 -- What the sandbox knows about the current call: "module" while init.lua's main chunk runs.
@@ -291,6 +498,13 @@ local snapshot = nil
 local registry = {routes = {}, middleware = {}, hooks = {}}
 local modules_loaded = {}
 local loading = {}
+
+local function error_text(e)
+  local t = r_type(e)
+  if t == "string" then return e end
+  if t == "number" then return r_tostring(e) end
+  return "(error object is a " .. t .. " value)"
+end
 
 local function new_env(name, lib_reader, log_print)
   plugin_name = name
@@ -320,7 +534,8 @@ local function new_env(name, lib_reader, log_print)
     local cached = modules_loaded[mod]
     if cached ~= nil then return cached end
     if loading[mod] then r_error("require: circular require of '" .. mod .. "'", 2) end
-    local src = lib_reader(mod)
+    local found, src = r_pcall(lib_reader, mod)
+    if not found then r_error(s_gsub(error_text(src), "^bootstrap:%d+: ", ""), 2) end
     local chunk, err = r_load(src, "=lib/" .. mod .. ".lua", "t", e)
     if not chunk then r_error("require: " .. err, 2) end
     loading[mod] = true
@@ -335,12 +550,14 @@ local function new_env(name, lib_reader, log_print)
   return e
 end
 
+-- The plugin may give its global table a metatable: trusted code touches env only raw, since a
+-- metamethod run from here would run outside any budget.
 local function install_module(name, t)
-  env[name] = freeze(name, t)
+  r_rawset(env, name, freeze(name, t))
 end
 
 local function remove_module(name)
-  env[name] = nil
+  r_rawset(env, name, nil)
 end
 
 local function load_main(src, chunkname)
@@ -352,21 +569,17 @@ end
 ---------------------------------------------------------------------------------------------------
 -- Entry points. run() arms the budget, calls, disarms, and reports: true, results... or
 -- false, kind, message with kind one of "error", "budget", "memory".
-local function error_text(e)
-  local t = r_type(e)
-  if t == "string" then return e end
-  if t == "number" then return r_tostring(e) end
-  return "(error object is a " .. t .. " value)"
-end
-
 local function arm(max_instr, seconds, name)
+  -- a finalizer that failed (out of memory) could not re-create the sentinel
+  if not sentinel_alive then new_sentinel() end
   tripped = nil
-  used, ticks = 0, 0
+  used = 0
   instr_limit = max_instr
   deadline = clock() + seconds
   deadline_name = name or ("time budget exceeded (" .. seconds .. " s)")
   phase = "idle"
   active = true
+  mem_on()
 end
 
 local function finish(r)
@@ -394,7 +607,7 @@ local function run(max_instr, seconds, deadline_msg, p, f, ...)
 end
 
 local function call_global(max_instr, seconds, deadline_msg, name, ...)
-  local f = env[name]
+  local f = r_rawget(env, name)
   if f == nil then return true, false end
   if r_type(f) ~= "function" then return false, "error", name .. " must be a function" end
   local r = t_pack(run(max_instr, seconds, deadline_msg, "init", f, ...))
@@ -423,20 +636,53 @@ local function run_hook(max_instr, seconds, deadline_msg, index, data)
   return run(max_instr, seconds, deadline_msg, "hook", h.fn, data)
 end
 
+-- The snapshot also covers the global table's metatable and the contents of the library tables
+-- (string, table, ...): a handler that replaces string.format or sets a metatable on _G must not
+-- change what the next request sees.
+local LIBS = {"string", "table", "math", "utf8", "os", "coroutine"}
+local snapshot_mt, snapshot_libs = nil, nil
+
 local function take_snapshot()
   snapshot = {}
   for k, v in r_next, env do snapshot[k] = v end
+  snapshot_mt = d_getmetatable(env)
+  snapshot_libs = {}
+  for _, name in r_ipairs(LIBS) do
+    local lib = r_rawget(env, name)
+    if r_type(lib) == "table" then
+      local c = {}
+      for k, v in r_next, lib do c[k] = v end
+      snapshot_libs[lib] = {c, d_getmetatable(lib)}
+    end
+  end
+end
+
+local function restore_table(t, contents, mt)
+  d_setmetatable(t, mt)
+  local extra = {}
+  for k in r_next, t do
+    if r_rawget(contents, k) == nil then extra[#extra + 1] = k end
+  end
+  for i = 1, #extra do r_rawset(t, extra[i], nil) end
+  for k, v in r_next, contents do
+    if not r_rawequal(r_rawget(t, k), v) then r_rawset(t, k, v) end
+  end
 end
 
 local function restore_snapshot()
   if not snapshot then return end
-  for k in r_next, env do
-    if snapshot[k] == nil then env[k] = nil end
-  end
-  for k, v in r_next, snapshot do
-    if not r_rawequal(env[k], v) then env[k] = v end
-  end
+  restore_table(env, snapshot, snapshot_mt)
+  for lib, saved in r_next, snapshot_libs do restore_table(lib, saved[1], saved[2]) end
 end
+
+-- for the host, should an error ever escape run(): stop enforcing the budget
+local function disarm()
+  active = false
+end
+
+trusted_fn[run] = true
+trusted_fn[finish] = true
+trusted_fn[disarm] = true
 
 local function get_global(name)
   return r_rawget(env, name)
@@ -487,7 +733,7 @@ local function build_api(py)
   end
 
   local log = {}
-  local py_log = bind(py.log)
+  local py_log = bind(py.log, 3) -- errors point at the plugin's log.* call
   for _, level in r_ipairs({"debug", "info", "warn", "error"}) do
     log[level] = function(msg, ctx)
       if ctx ~= nil and r_type(ctx) ~= "table" then r_error("log." .. level .. ": context must be a table", 2) end
@@ -499,8 +745,9 @@ local function build_api(py)
 
   local db = {}
   for name, f in r_next, py.db do db[name] = bind(f) end
-  local begin, commit, rollback = bind(py.tx_begin), bind(py.tx_commit), bind(py.tx_rollback)
-  db.transaction = function(fn)
+  -- no clock check inside begin/commit/rollback: a deadline must not leave a transaction open
+  local begin, commit, rollback = bind(py.tx_begin, 3, true), bind(py.tx_commit, 3, true), bind(py.tx_rollback, 3, true)
+  local transaction = function(fn)
     if r_type(fn) ~= "function" then r_error("db.transaction: argument must be a function", 2) end
     begin()
     local r = t_pack(r_pcall(fn))
@@ -513,6 +760,8 @@ local function build_api(py)
     check_tripped()
     return false, error_text(r[2])
   end
+  trusted_fn[transaction] = true
+  db.transaction = transaction
 
   install_module("http", http)
   install_module("hooks", hooks)
@@ -534,7 +783,7 @@ return {
   remove_module = remove_module, load_main = load_main, run = run, call_global = call_global,
   run_route = run_route, run_hook = run_hook, take_snapshot = take_snapshot,
   restore_snapshot = restore_snapshot, get_global = get_global, get_phase = get_phase,
-  registry = registry, tripped = get_memory_note,
+  registry = registry, tripped = get_memory_note, disarm = disarm,
   register_route = function(r) registry.routes[#registry.routes + 1] = r; return #registry.routes end,
   register_middleware = function(f) registry.middleware[#registry.middleware + 1] = f end,
   register_hook = function(h) registry.hooks[#registry.hooks + 1] = h; return #registry.hooks end,
