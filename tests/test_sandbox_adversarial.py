@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from modula_desktop.core.plugins.sandbox import ARGUMENT_ROOM
+
 from modula_desktop.core.plugins import sandbox as sandbox_module
 from modula_desktop.core.plugins.errors import PluginCallError, PluginLoadError
 from modula_desktop.core.plugins.vm import PluginVM, VMContext
@@ -90,9 +92,19 @@ def assert_recovers(vm: PluginVM, broken: bool):
         # the pool replaces a broken VM: a fresh one of the same plugin works
         assert vm.broken is True
         assert_serves(load_vm(vm.ctx.root, vm.settings, vm.ctx.database))
-        # and the runtime itself was left consistent (its next call is budgeted afresh)
+        # and the runtime itself was left consistent (its next call is budgeted afresh) -- or, when
+        # the plugin keeps it full, it refuses the call cleanly instead of risking lupa's unprotected
+        # argument pushes
         vm.broken = False
-        assert_serves(vm)
+        sb = vm.sandbox
+        sb.lua.gccollect()
+        if sb.memory_limit - sb.memory_used() < ARGUMENT_ROOM:
+            vm.reset()
+            with pytest.raises(PluginCallError) as info:
+                call(vm, "/ok")
+            assert info.value.kind == "memory"
+        else:
+            assert_serves(vm)
     else:
         assert vm.broken is False
         assert_serves(vm)

@@ -24,6 +24,10 @@ MAX_DEPTH = 64
 MAX_ITEMS = 1_000_000
 LUA_INT_MIN, LUA_INT_MAX = -(2**63), 2**63 - 1
 # Work a C pattern match may do before the pure-Lua (counted) matcher takes over; about 0.1 s.
+# Entry points that run plugin code under the budgets (their second argument is the deadline).
+ARMED_ENTRIES = frozenset({"run", "run_route", "run_hook", "call_global"})
+# Room left for what lupa pushes when calling in (small scalars; tables are built beforehand).
+ARGUMENT_ROOM = 256 * 1024
 PATTERN_COST = 20_000_000
 # Estimated Lua memory of converted values (bytes): a table, each of its entries, a string's header.
 TABLE_BYTES, ENTRY_BYTES, STRING_BYTES = 64, 40, 32
@@ -72,6 +76,9 @@ class Sandbox:
         self._bind = self._t["bind"]
         self._limit_off()
 
+    _armed = False
+    _deadline = float("inf")
+
     def _limit_on(self):
         self.lua.set_max_memory(self.memory_limit)
 
@@ -93,6 +100,16 @@ class Sandbox:
         to_lua, from_lua = self.to_lua, self.from_lua
 
         def call(*args):
+            armed = self._armed
+            if armed:
+                self._limit_off()  # back on in the bootstrap's bind, once the results are in Lua
+            late = armed and time.monotonic() > self._deadline
+            result = answer(*args)
+            if armed and not late:
+                late = time.monotonic() > self._deadline
+            return (late,) + result
+
+        def answer(*args):
             try:
                 if convert_args:
                     args = [from_lua(a) for a in args]
@@ -220,12 +237,27 @@ class Sandbox:
             return 0
 
     def call(self, entry: str, *args):
-        """Call a trusted entry point that returns ``ok, ...``; raise PluginCallError on failure."""
+        """Call a trusted entry point that returns ``ok, ...``; raise PluginCallError on failure.
+
+        For the entry points that run plugin code (args: max_instructions, deadline, message, ...) the
+        memory limit is switched on here, just before the call, and off again after it: lupa's own
+        conversions outside the protected call must never meet it. Before switching it on we make
+        sure the few bytes lupa pushes as arguments fit."""
+        armed = entry in ARMED_ENTRIES
+        if armed:
+            if self.memory_limit - self.memory_used() < ARGUMENT_ROOM:
+                self.lua.gccollect()
+                if self.memory_limit - self.memory_used() < ARGUMENT_ROOM:
+                    raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)")
+            self._deadline = args[1]
+            self._armed = True
+            self._limit_on()
         try:
             try:
                 result = self._t[entry](*args)
             finally:
-                self._limit_off()  # run() switched it on; lupa's own allocations must not hit it
+                self._armed = False
+                self._limit_off()  # lupa's own allocations must not hit it
         except lupa.LuaMemoryError:
             self._t["disarm"]()
             raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)") from None

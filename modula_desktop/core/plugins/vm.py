@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -120,6 +121,7 @@ class PluginVM:
         s = ctx.settings
         self.settings = s
         self.broken = False
+        self._reset_done = False
         self.manifest: Manifest | None = None
         self.warnings: list[str] = []
         self.routes: list[RouteSpec] = []
@@ -254,7 +256,8 @@ class PluginVM:
 
     # ---- loading -----------------------------------------------------------------------------
     def _budget_args(self, seconds, what):
-        return (self.settings.max_instructions, float(seconds),
+        # the deadline is absolute so the sandbox need not call back for the time when it arms
+        return (self.settings.max_instructions, time.monotonic() + float(seconds),
                 f"time budget exceeded ({what} ran longer than {seconds:.3g} s)".encode())
 
     def load(self, source: bytes | None = None):
@@ -334,7 +337,10 @@ class PluginVM:
     def reset(self):
         """Give-back: globals back to the post-init snapshot."""
         try:
-            self.sandbox.fn("restore_snapshot")()
+            if self._reset_done:
+                self._reset_done = False
+            else:
+                self.sandbox.fn("restore_snapshot")()
         except Exception:  # noqa: BLE001 - a VM we cannot reset is not reused
             self.broken = True
         if self.db_api is not None and self.db_api.in_transaction:
@@ -366,7 +372,10 @@ class PluginVM:
         except ApiError as exc:
             raise PluginCallError("error", f"request cannot be handed to the plugin: {exc}") from None
         result = self._checked(self.sandbox.call, "run_route", *self._budget_args(seconds, "the handler"), index, req)
-        return result[0] if result else None
+        # run_route reset the globals itself before returning: the give-back need not call again
+        # (after a failure it does, to be sure)
+        self._reset_done = True
+        return result
 
     def _request_table(self, request: dict):
         """The request as a Lua table. The hot path of every plugin route: flat string maps go through
@@ -402,22 +411,16 @@ class PluginVM:
         except ApiError as exc:
             raise PluginCallError("error", f"hook returned an unusable value: {exc}") from None
 
-    def read_response(self, value):
-        """Read a handler's response table (raw): status, json, body (bytes), headers."""
+    def read_response(self, result):
+        """The handler's response from call_route's result: status, json, body (bytes), headers."""
         from lupa.lua54 import lua_type
 
-        if value is None:
-            return {"status": 200, "json": None, "body": b"", "headers": {}, "has_json": False}
-        if lua_type(value) != "table":
-            raise PluginCallError("error", "handler must return a table (or nothing)")
-        raw = dict(value.items())
-        status = raw.get(b"status", 200)
+        status, has_json, js, body, h = result
         if isinstance(status, float) and status.is_integer():
             status = int(status)
         if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
             raise PluginCallError("error", "response status must be an integer from 100 to 599")
         headers = {}
-        h = raw.get(b"headers")
         if h is not None:
             if lua_type(h) != "table":
                 raise PluginCallError("error", "response headers must be a table")
@@ -425,14 +428,11 @@ class PluginVM:
                 if not isinstance(k, bytes) or not isinstance(v, (bytes, int, float)):
                     raise PluginCallError("error", "response headers must map strings to strings")
                 headers[k.decode("latin-1")] = v.decode("latin-1") if isinstance(v, bytes) else str(v)
-        has_json = b"json" in raw
-        js = None
         if has_json:
             try:
-                js = self.sandbox.from_lua(raw[b"json"])
+                js = self.sandbox.from_lua(js)
             except ApiError as exc:
                 raise PluginCallError("error", f"response json: {exc}") from None
-        body = raw.get(b"body", b"")
         if isinstance(body, (int, float)):
             body = str(body).encode()
         if not isinstance(body, bytes):

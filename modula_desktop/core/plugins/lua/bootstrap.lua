@@ -471,20 +471,25 @@ end
 -- ok, ... ; a false ok carries a plain error string, raised here as a Lua error at the caller.
 local function bind(pyfn, level, no_clock)
   level = level or 2
+  -- The host side switches the memory limit off itself (no extra call back) and answers
+  -- late, ok, ...: late is true when the call's deadline passed during the host work, which the
+  -- hook cannot see. The limit goes back on here, after the results are in Lua.
   local f = function(...)
     local on = active
-    if on then mem_off() end
     local r = t_pack(r_pcall(pyfn, ...))
     if on then mem_on() end
     -- a host function never raises; if one did, its error object would be a Python object
-    if not r[1] then r = {false, false, "internal error in host function"} end
-    if active and not no_clock then check_deadline() end -- host work is invisible to the hook
-    if not r[2] then
-      local msg = r[3]
+    if not r[1] then r = {false, false, false, "internal error in host function", n = 4} end
+    if active and not no_clock then
+      if r[2] and not tripped then tripped = deadline_name end
+      if tripped then r_error(tripped, 0) end
+    end
+    if not r[3] then
+      local msg = r[4]
       if r_type(msg) ~= "string" then msg = "internal error in host function" end
       r_error(msg, level)
     end
-    return t_unpack(r, 3, r.n)
+    return t_unpack(r, 4, r.n)
   end
   trusted_fn[f] = true
   return f
@@ -506,6 +511,27 @@ local function error_text(e)
   return "(error object is a " .. t .. " value)"
 end
 
+-- Library tables (string, table, ...) are proxies: what a plugin assigns lands in an overlay that the
+-- give-back clears when it is not empty, so resetting a VM costs nothing for the libraries unless a
+-- call changed them. What the main chunk or on_init adds (function string.trim ...) is merged into the
+-- library by the snapshot and stays. Assigning nil cannot remove a library function.
+local lib_overlays = {}
+local function library(name, base)
+  local overlay = r_setmetatable({}, {__index = base})
+  lib_overlays[#lib_overlays + 1] = {overlay, base}
+  return r_setmetatable({}, {
+    __index = overlay,
+    __newindex = overlay,
+    __pairs = function()
+      local merged = {}
+      for k, v in r_next, base do merged[k] = v end
+      for k, v in r_next, overlay do merged[k] = v end
+      return r_next, merged, nil
+    end,
+    __metatable = "library " .. name,
+  })
+end
+
 local function new_env(name, lib_reader, log_print)
   plugin_name = name
   local e = {
@@ -513,10 +539,12 @@ local function new_env(name, lib_reader, log_print)
     pcall = safe_pcall, xpcall = safe_xpcall, select = r_select, tonumber = r_tonumber,
     tostring = r_tostring, type = r_type, getmetatable = r_getmetatable, setmetatable = safe_setmetatable,
     _VERSION = _VERSION,
-    string = copy(safe_string), table = copy(safe_table), math = copy(math), utf8 = copy(utf8),
-    coroutine = {create = co_new, resume = resume, wrap = co_wrap, status = co_status, running = co_running,
-                 yield = co_yield, isyieldable = co_isyieldable, close = close},
-    os = {time = os_time, clock = os_clock, date = safe_date},
+    string = library("string", copy(safe_string)), table = library("table", copy(safe_table)),
+    math = library("math", copy(math)), utf8 = library("utf8", copy(utf8)),
+    coroutine = library("coroutine", {create = co_new, resume = resume, wrap = co_wrap, status = co_status,
+                                      running = co_running, yield = co_yield, isyieldable = co_isyieldable,
+                                      close = close}),
+    os = library("os", {time = os_time, clock = os_clock, date = safe_date}),
   }
   e._G = e
   e.print = function(...)
@@ -569,21 +597,28 @@ end
 ---------------------------------------------------------------------------------------------------
 -- Entry points. run() arms the budget, calls, disarms, and reports: true, results... or
 -- false, kind, message with kind one of "error", "budget", "memory".
-local function arm(max_instr, seconds, name)
+-- deadline_at is absolute (the host's monotonic clock): computing it here would call back into the
+-- host, which costs a GIL round trip on every request.
+local function arm(max_instr, deadline_at, name)
   -- a finalizer that failed (out of memory) could not re-create the sentinel
   if not sentinel_alive then new_sentinel() end
   tripped = nil
   used = 0
   instr_limit = max_instr
-  deadline = clock() + seconds
-  deadline_name = name or ("time budget exceeded (" .. seconds .. " s)")
+  deadline = deadline_at
+  deadline_name = name or "time budget exceeded"
+  -- the count hook is on only while plugin code may run: a hooked interpreter runs every instruction
+  -- on its slow path, and the trusted work between calls (snapshot restore) need not pay for that
+  sethook(hook, "", TICK)
   phase = "idle"
   active = true
-  mem_on()
+  -- the host switched the memory limit on just before this call (it checked there is room for
+  -- the arguments lupa pushes outside any protected call)
 end
 
 local function finish(r)
   active = false
+  sethook()
   if tripped then
     local msg = tripped
     local kind = "budget"
@@ -598,19 +633,19 @@ local function finish(r)
   return t_unpack(r, 1, r.n)
 end
 
-local function run(max_instr, seconds, deadline_msg, p, f, ...)
-  arm(max_instr, seconds, deadline_msg)
+local function run(max_instr, deadline_at, deadline_msg, p, f, ...)
+  arm(max_instr, deadline_at, deadline_msg)
   phase = p
   local r = t_pack(r_pcall(f, ...))
   phase = "idle"
   return finish(r)
 end
 
-local function call_global(max_instr, seconds, deadline_msg, name, ...)
+local function call_global(max_instr, deadline_at, deadline_msg, name, ...)
   local f = r_rawget(env, name)
   if f == nil then return true, false end
   if r_type(f) ~= "function" then return false, "error", name .. " must be a function" end
-  local r = t_pack(run(max_instr, seconds, deadline_msg, "init", f, ...))
+  local r = t_pack(run(max_instr, deadline_at, deadline_msg, "init", f, ...))
   if not r[1] then return t_unpack(r, 1, r.n) end
   return true, true
 end
@@ -619,60 +654,78 @@ local function is_response(v)
   return r_type(v) == "table"
 end
 
-local function run_route(max_instr, seconds, deadline_msg, index, req)
-  local route = registry.routes[index]
-  return run(max_instr, seconds, deadline_msg, "handler", function()
-    local mws = registry.middleware
-    for i = 1, #mws do
-      local res = mws[i](req)
-      if is_response(res) then return res end
-    end
-    return route.fn(req)
-  end)
+-- Answers true, status, has_json, json, body, headers (fields read raw: no plugin metamethod runs
+-- outside the budget), so the host reads the response without walking the table.
+local function route_body(route, req)
+  local mws = registry.middleware
+  local res
+  for i = 1, #mws do
+    res = mws[i](req)
+    if is_response(res) then break end
+    res = nil
+  end
+  if res == nil then res = route.fn(req) end
+  if res == nil then return 200, false, nil, "", nil end
+  if r_type(res) ~= "table" then r_error("handler must return a table (or nothing)", 0) end
+  local status = r_rawget(res, "status")
+  if status == nil then status = 200 end
+  local json = r_rawget(res, "json")
+  local body = r_rawget(res, "body")
+  if body == nil then body = "" end
+  return status, json ~= nil, json, body, r_rawget(res, "headers")
 end
 
-local function run_hook(max_instr, seconds, deadline_msg, index, data)
+local restore_snapshot
+
+-- The give-back's reset happens here, in the same call: one Lua call (one GIL hand-off) per request.
+local function run_route(max_instr, deadline_at, deadline_msg, index, req)
+  local r = t_pack(run(max_instr, deadline_at, deadline_msg, "handler", route_body, registry.routes[index], req))
+  restore_snapshot()
+  return t_unpack(r, 1, r.n)
+end
+
+local function run_hook(max_instr, deadline_at, deadline_msg, index, data)
   local h = registry.hooks[index]
-  return run(max_instr, seconds, deadline_msg, "hook", h.fn, data)
+  return run(max_instr, deadline_at, deadline_msg, "hook", h.fn, data)
 end
 
--- The snapshot also covers the global table's metatable and the contents of the library tables
--- (string, table, ...): a handler that replaces string.format or sets a metatable on _G must not
--- change what the next request sees.
-local LIBS = {"string", "table", "math", "utf8", "os", "coroutine"}
-local snapshot_mt, snapshot_libs = nil, nil
+-- The snapshot covers the global table (and its metatable) and the library overlays: a handler that
+-- replaces string.format or sets a metatable on _G must not change what the next request sees.
+local snapshot_mt = nil
 
 local function take_snapshot()
   snapshot = {}
   for k, v in r_next, env do snapshot[k] = v end
   snapshot_mt = d_getmetatable(env)
-  snapshot_libs = {}
-  for _, name in r_ipairs(LIBS) do
-    local lib = r_rawget(env, name)
-    if r_type(lib) == "table" then
-      local c = {}
-      for k, v in r_next, lib do c[k] = v end
-      snapshot_libs[lib] = {c, d_getmetatable(lib)}
+  for i = 1, #lib_overlays do
+    local overlay, base = lib_overlays[i][1], lib_overlays[i][2]
+    for k, v in r_next, overlay do base[k] = v end
+    for k in r_next, base do r_rawset(overlay, k, nil) end
+  end
+end
+
+restore_snapshot = function()
+  if not snapshot then return end
+  if d_getmetatable(env) ~= snapshot_mt then d_setmetatable(env, snapshot_mt) end
+  local extra = nil
+  for k in r_next, env do
+    if r_rawget(snapshot, k) == nil then
+      extra = extra or {}
+      extra[#extra + 1] = k
     end
   end
-end
-
-local function restore_table(t, contents, mt)
-  d_setmetatable(t, mt)
-  local extra = {}
-  for k in r_next, t do
-    if r_rawget(contents, k) == nil then extra[#extra + 1] = k end
+  if extra then for i = 1, #extra do r_rawset(env, extra[i], nil) end end
+  for k, v in r_next, snapshot do
+    if not r_rawequal(r_rawget(env, k), v) then r_rawset(env, k, v) end
   end
-  for i = 1, #extra do r_rawset(t, extra[i], nil) end
-  for k, v in r_next, contents do
-    if not r_rawequal(r_rawget(t, k), v) then r_rawset(t, k, v) end
+  for i = 1, #lib_overlays do
+    local overlay = lib_overlays[i][1]
+    if r_next(overlay) ~= nil then
+      local keys = {}
+      for k in r_next, overlay do keys[#keys + 1] = k end
+      for j = 1, #keys do r_rawset(overlay, keys[j], nil) end
+    end
   end
-end
-
-local function restore_snapshot()
-  if not snapshot then return end
-  restore_table(env, snapshot, snapshot_mt)
-  for lib, saved in r_next, snapshot_libs do restore_table(lib, saved[1], saved[2]) end
 end
 
 -- for the host, should an error ever escape run(): stop enforcing the budget
