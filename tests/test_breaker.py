@@ -162,13 +162,24 @@ def test_enable_resets_and_disable_stops(svc):
     assert stopped.status == 503 and stopped.kind == "unavailable"
 
 
-def test_reload_failures_count_and_a_good_reload_resets(svc, tmp_path):
+def test_failed_reloads_never_shut_off_the_version_still_serving(svc, tmp_path):
+    # SPEC 6: on a failed reload the old version keeps serving -- however many bad saves come in
     s = svc({"fl": FLAKY}, max_failures=3, reset_interval_s=60)
     approve(s, "fl")
     add(tmp_path, "fl", FLAKY + "\nfunction on_init() error('no') end\n")
-    for _ in range(3):
+    for _ in range(5):
         assert s.plugins.reload("fl") is False
-    assert call(s, "fl", "/ok").kind == "breaker"
+    assert call(s, "fl", "/ok") == {"ok": True}
+    assert s.plugins.get("fl").breaker.state == "closed"
     add(tmp_path, "fl", FLAKY)
     assert s.plugins.reload("fl") is True
     assert call(s, "fl", "/ok") == {"ok": True}
+
+
+def test_init_failures_of_a_plugin_not_serving_count(svc, tmp_path):
+    s = svc({"fl": FLAKY + "\nfunction on_init() error('no') end\n"}, max_failures=3, reset_interval_s=60)
+    plugin = s.plugins.get("fl")
+    assert plugin.state == "failed"
+    for _ in range(2):
+        assert s.plugins.reload("fl") is False
+    assert plugin.breaker.state == "open"

@@ -96,7 +96,8 @@ def test_plugin_test_failures_and_load_errors(tmp_path):
     (["plugin", "list", "--bogus"], "unrecognized arguments"),
     (["plugin", "test", "/nonexistent/x"], "is not a folder"),
     (["plugin", "list", "--site", "/nonexistent/site"], "does not exist"),
-    (["serve", "--port", "abc"], "invalid int value"),
+    (["serve", "--port", "abc"], "invalid port"),
+    (["serve", "--port", "99999"], "invalid port 99999"),
 ])
 def test_wrong_flags_give_one_line(args, fragment):
     line = one_line_error(modula(*args))

@@ -194,6 +194,17 @@ def test_bad_json_is_400_before_plugin_code(c, srv):
     assert after == before
 
 
+def test_json_too_deep_for_lua_is_400_and_never_trips_the_breaker(c, srv):
+    # 100 levels parse as JSON but cannot become Lua values (64 at most): the client's fault, not the plugin's
+    deep = b"[" * 100 + b"1" + b"]" * 100
+    plugin = srv.service.plugins.get("http_test_plugin")
+    for _ in range(plugin.breaker.max_failures + 2):
+        r = c.post(f"{PLUGIN}/http_test_plugin/echo", body=deep, headers={"Content-Type": "application/json"})
+        assert r.status == 400
+    assert plugin.breaker.state == "closed"
+    assert c.post(f"{PLUGIN}/http_test_plugin/echo", json={"x": 1}).status == 200
+
+
 def test_echo_json(c):
     r = c.post(f"{PLUGIN}/http_test_plugin/echo", json={"x": "é", "n": 3})
     assert r.status == 200

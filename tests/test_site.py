@@ -63,3 +63,13 @@ def test_default_site_is_seeded(tmp_path, monkeypatch):
             assert svc.content.get_by_slug("welcome")["title"] == "Welcome"
     finally:
         svc.close()
+
+
+def test_unusable_site_db_is_one_clear_error(tmp_path):
+    import pytest
+
+    from modula_desktop.core.errors import SiteError
+
+    (tmp_path / "site.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(SiteError, match="cannot be opened as a site database"):
+        open_database(tmp_path / "site.db")

@@ -23,6 +23,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE_OR_OFFLINE, f"modula: {message} (see 'modula --help')\n")
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: a number from 0 to 65535") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {port}: a number from 0 to 65535")
+    return port
+
+
 def _site_arg(p):
     p.add_argument("--site", metavar="DIR", type=Path, help="site folder (default: your user data folder)")
 
@@ -43,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the site headless: plugin runtime and HTTP server")
     _site_arg(serve)
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None, help="port (default 8642; 0 picks a free one)")
+    serve.add_argument("--port", type=_port, default=None, help="port (default 8642; 0 picks a free one)")
 
     plugin = sub.add_parser("plugin", help="manage plugins")
     psub = plugin.add_subparsers(dest="plugin_command", parser_class=_Parser, required=True)

@@ -139,10 +139,20 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def open_database(path) -> SqliteDatabase:
+    """Open (and migrate) a site database. A file that is not a usable SQLite database is one
+    clear SiteError, never a driver traceback."""
+    from peewee import DatabaseError
+
+    from .errors import SiteError
+
     db = SqliteDatabase(str(path), pragmas=PRAGMAS, check_same_thread=False)
     database_proxy.initialize(db)
-    db.connect(reuse_if_open=True)
-    migrate(db)
+    try:
+        db.connect(reuse_if_open=True)
+        migrate(db)
+    except DatabaseError as exc:
+        db.close()
+        raise SiteError(f"{path} cannot be opened as a site database: {exc}") from None
     return db
 
 

@@ -82,14 +82,15 @@ class Approvals:
             self._hooks = self._hooks - {(plugin, event, table)}
         self._changed(plugin)
 
-    def revoke_all(self, plugin: str):
+    def revoke_all(self, plugin: str, notify: bool = True):
         with self.db.atomic():
             RouteApproval.delete().where(RouteApproval.plugin == plugin).execute()
             HookApproval.delete().where(HookApproval.plugin == plugin).execute()
         with self._lock:
             self._routes = {k for k in self._routes if k[0] != plugin}
             self._hooks = {k for k in self._hooks if k[0] != plugin}
-        self._changed(plugin)
+        if notify:
+            self._changed(plugin)
 
     def check_identity(self, plugin: str, version: str, permissions_key: str) -> bool:
         """Record the plugin's version and permissions. When either changed since we last saw it,
@@ -102,13 +103,13 @@ class Approvals:
                 # approvals left behind by an earlier plugin of the same name are not inherited
                 stale = bool(self.routes_of(plugin) or self.hooks_of(plugin))
                 if stale:
-                    self.revoke_all(plugin)
+                    self.revoke_all(plugin, notify=False)
                 return stale
             if rec.version == version and rec.permissions == permissions_key:
                 return False
             rec.version, rec.permissions, rec.updated_at = version, permissions_key, utc_now()
             rec.save()
-            self.revoke_all(plugin)
+            self.revoke_all(plugin, notify=False)
             return True
 
     def set_enabled(self, plugin: str, enabled: bool):

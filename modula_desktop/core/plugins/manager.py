@@ -200,6 +200,7 @@ class PluginManager:
         self._lock = threading.RLock()
         self._listeners: list[Callable[[str], None]] = []
         self._hook_chains: dict[str, list[HookBinding]] = {}
+        self._chain_lock = threading.Lock()
         self._retiring: list[threading.Thread] = []
 
     # ---- listeners (GUI refresh, watchers) ---------------------------------------------------
@@ -299,7 +300,7 @@ class PluginManager:
             manifest = first.load()
             first.call_init()
             first.snapshot()
-        except PluginLoadError:
+        except BaseException:
             first.close()
             raise
         expected = ([r.key for r in first.routes], [h.key for h in first.hooks])
@@ -315,7 +316,7 @@ class PluginManager:
         pool = VMPool(factory, self.settings.max_vms, self.settings.hook_reserve_vms, first=first)
         try:
             pool.fill()
-        except PluginLoadError:
+        except BaseException:
             pool.drain(0)
             raise
         return Generation(manifest, pool, list(first.routes), list(first.hooks), list(first.warnings),
@@ -407,7 +408,10 @@ class PluginManager:
             if not isinstance(exc, PluginLoadError):
                 log.exception("loading plugin %s failed", name)
             self._finish_attempt(plugin, ok=False, seconds=time.monotonic() - started, initial=initial)
-            plugin.breaker.failure()
+            if old is None:
+                # an init failure counts against the breaker; a failed reload does not, since the
+                # old version keeps serving (SPEC 6) and must not be shut off by bad saves
+                plugin.breaker.failure()
             if old is not None:
                 plugin.error = f"reload failed, still serving version {old.manifest.version}: {exc}"
                 self.logbook.write(name, "error", plugin.error)
@@ -665,6 +669,11 @@ class PluginManager:
 
     # ---- hooks -------------------------------------------------------------------------------
     def _rebuild_hook_chains(self):
+        # one rebuild at a time: an older result must never be assigned after a newer one
+        with self._chain_lock:
+            self._rebuild_hook_chains_locked()
+
+    def _rebuild_hook_chains_locked(self):
         chains: dict[str, list[HookBinding]] = {}
         with self._lock:
             plugins = list(self.plugins.values())

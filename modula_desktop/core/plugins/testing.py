@@ -67,11 +67,18 @@ def run_plugin_tests(path: Path, settings: PluginSettings | None = None, name_fi
         return run
     database = SqliteDatabase(":memory:", pragmas={k: v for k, v in PRAGMAS.items() if k != "journal_mode"})
     database.connect()
+    try:
+        return _run_in(database, path, settings, name_filter, timeout, run)
+    finally:
+        database.close()
 
+
+def _run_in(database, path: Path, settings: PluginSettings, name_filter, timeout, run: TestRun) -> TestRun:
     def sink(plugin, level, message, context=None):
         run.logs.append({"level": level, "message": message, "context": context})
 
     ctx = VMContext(path.name, path, settings, database=database, log_sink=sink)
+    first = None
     try:
         first = PluginVM(ctx)
         first.load()
@@ -79,6 +86,9 @@ def run_plugin_tests(path: Path, settings: PluginSettings | None = None, name_fi
     except PluginLoadError as exc:
         run.load_error = str(exc)
         return run
+    finally:
+        if first is not None:
+            first.close()
     routes, hooks = first.routes, first.hooks
     first.close()
     seconds = settings.timeout_s if timeout is None else timeout
@@ -135,13 +145,17 @@ def run_plugin_tests(path: Path, settings: PluginSettings | None = None, name_fi
             run.results.append(TestResult(rel, name, error is None, error, (time.perf_counter() - started) * 1000))
             if vm.broken:
                 # a VM stopped by a budget is not reused: the file's next test gets a fresh one
-                vm = PluginVM(ctx)
-                vm.load()
-                sb = vm.sandbox
-                _install_test_module(vm, routes, hooks)
-                sb.call("run", *vm._budget_args(seconds, rel), b"module", sb.fn("load_main")(f.read_bytes(), f"={rel}".encode()))
-                vm.snapshot()
-    database.close()
+                try:
+                    vm = PluginVM(ctx)
+                    vm.load()
+                    sb = vm.sandbox
+                    _install_test_module(vm, routes, hooks)
+                    sb.call("run", *vm._budget_args(seconds, rel), b"module",
+                            sb.fn("load_main")(f.read_bytes(), f"={rel}".encode()))
+                    vm.snapshot()
+                except (PluginLoadError, PluginCallError) as exc:
+                    run.load_error = f"the plugin could not be loaded again after {name}: {exc}"
+                    return run
     return run
 
 

@@ -367,10 +367,9 @@ class PluginVM:
         """Run middleware and the route's handler. Returns the response as a raw Lua table (or None)."""
         self.ops.reset(self.settings.max_ops if max_ops is None else max_ops, "request")
         seconds = self.settings.timeout_s if timeout is None else timeout
-        try:
-            req = self._request_table(request)
-        except ApiError as exc:
-            raise PluginCallError("error", f"request cannot be handed to the plugin: {exc}") from None
+        # an ApiError here (a request that cannot become Lua values) is the client's fault, not the
+        # plugin's: it propagates so the server answers 400 without counting a plugin failure
+        req = self._request_table(request)
         result = self._checked(self.sandbox.call, "run_route", *self._budget_args(seconds, "the handler"), index, req)
         # run_route reset the globals itself before returning: the give-back need not call again
         # (after a failure it does, to be sure)
