@@ -72,38 +72,32 @@ def _items(body: dict, key: str, fields: tuple) -> list[dict]:
     return out
 
 
-class RouteApprovals(_Admin):
+class _Approvals(_Admin):
+    """GET lists, POST approve/revoke: the same for routes and hooks but for what one item is."""
+
+    KEY = ""
+    FIELDS: tuple = ()
+
     def _rows(self):
         rows = []
         for name in self.manager.names():
             plugin = self.manager.get(name)
-            gen = plugin.current
-            if gen is not None:
-                for r in gen.routes:
-                    rows.append({"plugin": name, "method": r.method, "path": r.path, "public": r.public,
-                                 "approved": self.approvals.route_approved(name, r.method, r.path),
-                                 "state": plugin.state})
-            else:  # a stopped or failed plugin: only what was approved is known
-                for m, p in sorted(self.approvals.routes_of(name)):
-                    rows.append({"plugin": name, "method": m, "path": p, "public": None, "approved": True,
-                                 "state": plugin.state})
+            rows.extend(dict(plugin=name, state=plugin.state, **row) for row in self._declared_rows(name, plugin))
         return rows
 
     def on_get(self, req, resp):
-        send_json(resp, {"routes": self._rows()})
+        send_json(resp, {self.KEY: self._rows()})
 
     def _parse(self, req, check_declared: bool):
-        items = _items(read_json_object(req, self.body_limit), "routes", ("plugin", "method", "path"))
+        key = self.KEY
+        items = _items(read_json_object(req, self.body_limit), key, self.FIELDS)
         for i, it in enumerate(items):
-            it["method"] = it["method"].upper()
-            if it["method"] not in METHODS:
-                raise falcon.HTTPBadRequest(description=f"routes[{i}].method must be one of {', '.join(METHODS)}")
+            self._check_item(i, it)
             if check_declared:
-                plugin = self.plugin_for(i, "routes", it["plugin"])
-                declared = {r.key for r in plugin.current.routes}
-                if (it["method"], it["path"]) not in declared:
+                plugin = self.plugin_for(i, key, it["plugin"])
+                if self._item_key(it) not in self._declared(plugin.current):
                     raise falcon.HTTPBadRequest(
-                        description=f"routes[{i}]: plugin '{it['plugin']}' has no route {it['method']} {it['path']}")
+                        description=f"{key}[{i}]: plugin '{it['plugin']}' has no {key[:-1]} {self._describe(it)}")
         return items
 
     def plugin_for(self, i, key, name):
@@ -116,63 +110,82 @@ class RouteApprovals(_Admin):
                 description=f"{key}[{i}]: plugin '{name}' is {plugin.state}; enable it before approving")
         return plugin
 
-    def on_post_approve(self, req, resp):
-        items = self._parse(req, check_declared=True)
+    def _post(self, req, resp, approved: bool):
+        items = self._parse(req, check_declared=approved)
         for it in items:
-            self.approvals.approve_route(it["plugin"], it["method"], it["path"])
-        send_json(resp, {"routes": [dict(it, approved=True) for it in items]})
-
-    def on_post_revoke(self, req, resp):
-        items = self._parse(req, check_declared=False)
-        for it in items:
-            self.approvals.revoke_route(it["plugin"], it["method"], it["path"])
-        send_json(resp, {"routes": [dict(it, approved=False) for it in items]})
-
-
-class HookApprovals(RouteApprovals):
-    def _rows(self):
-        rows = []
-        for name in self.manager.names():
-            plugin = self.manager.get(name)
-            gen = plugin.current
-            if gen is not None:
-                for h in gen.hooks:
-                    rows.append({"plugin": name, "event": h.event, "table": h.table, "priority": h.priority,
-                                 "approved": self.approvals.hook_approved(name, h.event, h.table),
-                                 "disabled": plugin.hook_breaker.is_disabled(h.key), "state": plugin.state})
-            else:
-                for e, t in sorted(self.approvals.hooks_of(name)):
-                    rows.append({"plugin": name, "event": e, "table": t, "priority": None, "approved": True,
-                                 "disabled": False, "state": plugin.state})
-        return rows
-
-    def on_get(self, req, resp):
-        send_json(resp, {"hooks": self._rows()})
-
-    def _parse(self, req, check_declared: bool):
-        items = _items(read_json_object(req, self.body_limit), "hooks", ("plugin", "event", "table"))
-        for i, it in enumerate(items):
-            if it["event"] not in EVENTS:
-                raise falcon.HTTPBadRequest(description=f"hooks[{i}].event '{it['event']}' is not a hook event")
-            if it["table"] not in HOOK_TABLES:
-                raise falcon.HTTPBadRequest(description=f"hooks[{i}].table must be \"content\" or \"*\"")
-            it["table"] = HOOK_TABLES[it["table"]]
-            if check_declared:
-                plugin = self.plugin_for(i, "hooks", it["plugin"])
-                declared = {h.key for h in plugin.current.hooks}
-                if (it["event"], it["table"]) not in declared:
-                    raise falcon.HTTPBadRequest(
-                        description=f"hooks[{i}]: plugin '{it['plugin']}' has no hook {it['event']}:{it['table']}")
-        return items
+            self._set(it, approved)
+        send_json(resp, {self.KEY: [dict(it, approved=approved) for it in items]})
 
     def on_post_approve(self, req, resp):
-        items = self._parse(req, check_declared=True)
-        for it in items:
-            self.approvals.approve_hook(it["plugin"], it["event"], it["table"])
-        send_json(resp, {"hooks": [dict(it, approved=True) for it in items]})
+        self._post(req, resp, True)
 
     def on_post_revoke(self, req, resp):
-        items = self._parse(req, check_declared=False)
-        for it in items:
-            self.approvals.revoke_hook(it["plugin"], it["event"], it["table"])
-        send_json(resp, {"hooks": [dict(it, approved=False) for it in items]})
+        self._post(req, resp, False)
+
+
+class RouteApprovals(_Approvals):
+    KEY = "routes"
+    FIELDS = ("plugin", "method", "path")
+
+    def _declared_rows(self, name, plugin):
+        if plugin.current is not None:
+            return [{"method": r.method, "path": r.path, "public": r.public,
+                     "approved": self.approvals.route_approved(name, r.method, r.path)} for r in plugin.current.routes]
+        # a stopped or failed plugin: only what was approved is known
+        return [{"method": m, "path": p, "public": None, "approved": True}
+                for m, p in sorted(self.approvals.routes_of(name))]
+
+    def _check_item(self, i, it):
+        it["method"] = it["method"].upper()
+        if it["method"] not in METHODS:
+            raise falcon.HTTPBadRequest(description=f"routes[{i}].method must be one of {', '.join(METHODS)}")
+
+    @staticmethod
+    def _item_key(it):
+        return (it["method"], it["path"])
+
+    @staticmethod
+    def _declared(gen):
+        return {r.key for r in gen.routes}
+
+    @staticmethod
+    def _describe(it):
+        return f"{it['method']} {it['path']}"
+
+    def _set(self, it, approved: bool):
+        self.approvals.set_route(it["plugin"], it["method"], it["path"], approved)
+
+
+class HookApprovals(_Approvals):
+    KEY = "hooks"
+    FIELDS = ("plugin", "event", "table")
+
+    def _declared_rows(self, name, plugin):
+        if plugin.current is not None:
+            return [{"event": h.event, "table": h.table, "priority": h.priority,
+                     "approved": self.approvals.hook_approved(name, h.event, h.table),
+                     "disabled": plugin.hook_breaker.is_disabled(h.key)} for h in plugin.current.hooks]
+        return [{"event": e, "table": t, "priority": None, "approved": True, "disabled": False}
+                for e, t in sorted(self.approvals.hooks_of(name))]
+
+    def _check_item(self, i, it):
+        if it["event"] not in EVENTS:
+            raise falcon.HTTPBadRequest(description=f"hooks[{i}].event '{it['event']}' is not a hook event")
+        if it["table"] not in HOOK_TABLES:
+            raise falcon.HTTPBadRequest(description=f"hooks[{i}].table must be \"content\" or \"*\"")
+        it["table"] = HOOK_TABLES[it["table"]]
+
+    @staticmethod
+    def _item_key(it):
+        return (it["event"], it["table"])
+
+    @staticmethod
+    def _declared(gen):
+        return {h.key for h in gen.hooks}
+
+    @staticmethod
+    def _describe(it):
+        return f"{it['event']}:{it['table']}"
+
+    def _set(self, it, approved: bool):
+        self.approvals.set_hook(it["plugin"], it["event"], it["table"], approved)

@@ -50,37 +50,40 @@ class Approvals:
         return {(e, t) for (pl, e, t) in self._hooks if pl == plugin}
 
     # ---- writes ------------------------------------------------------------------------------
-    def approve_route(self, plugin, method, path):
+    def _set(self, model, cache: str, fields: tuple, key: tuple, approved: bool):
+        """Write one approval row (or remove it) and the in-memory set named cache, then notify."""
+        plugin = key[0]
         with self.db.atomic():
-            RouteApproval.insert(plugin=plugin, method=method, path=path, approved_at=utc_now()) \
-                .on_conflict_ignore().execute()
+            if approved:
+                model.insert(**dict(zip(fields, key)), approved_at=utc_now()).on_conflict_ignore().execute()
+            else:
+                cond = None
+                for f, v in zip(fields, key):
+                    term = getattr(model, f) == v
+                    cond = term if cond is None else cond & term
+                model.delete().where(cond).execute()
         with self._lock:
-            self._routes = self._routes | {(plugin, method, path)}
+            current = getattr(self, cache)
+            setattr(self, cache, current | {key} if approved else current - {key})
         self._changed(plugin)
+
+    def set_route(self, plugin, method, path, approved: bool):
+        self._set(RouteApproval, "_routes", ("plugin", "method", "path"), (plugin, method, path), approved)
+
+    def set_hook(self, plugin, event, table, approved: bool):
+        self._set(HookApproval, "_hooks", ("plugin", "event", "table"), (plugin, event, table), approved)
+
+    def approve_route(self, plugin, method, path):
+        self.set_route(plugin, method, path, True)
 
     def revoke_route(self, plugin, method, path):
-        with self.db.atomic():
-            RouteApproval.delete().where((RouteApproval.plugin == plugin) & (RouteApproval.method == method)
-                                         & (RouteApproval.path == path)).execute()
-        with self._lock:
-            self._routes = self._routes - {(plugin, method, path)}
-        self._changed(plugin)
+        self.set_route(plugin, method, path, False)
 
     def approve_hook(self, plugin, event, table):
-        with self.db.atomic():
-            HookApproval.insert(plugin=plugin, event=event, table=table, approved_at=utc_now()) \
-                .on_conflict_ignore().execute()
-        with self._lock:
-            self._hooks = self._hooks | {(plugin, event, table)}
-        self._changed(plugin)
+        self.set_hook(plugin, event, table, True)
 
     def revoke_hook(self, plugin, event, table):
-        with self.db.atomic():
-            HookApproval.delete().where((HookApproval.plugin == plugin) & (HookApproval.event == event)
-                                        & (HookApproval.table == table)).execute()
-        with self._lock:
-            self._hooks = self._hooks - {(plugin, event, table)}
-        self._changed(plugin)
+        self.set_hook(plugin, event, table, False)
 
     def revoke_all(self, plugin: str, notify: bool = True):
         with self.db.atomic():

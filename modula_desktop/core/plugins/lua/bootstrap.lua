@@ -832,7 +832,7 @@ end
 string.dump = nil
 
 return {
-  build_api = build_api, bind = bind, freeze = freeze, new_env = new_env, install_module = install_module,
+  build_api = build_api, route_body = route_body, bind = bind, freeze = freeze, new_env = new_env, install_module = install_module,
   remove_module = remove_module, load_main = load_main, run = run, call_global = call_global,
   run_route = run_route, run_hook = run_hook, take_snapshot = take_snapshot,
   restore_snapshot = restore_snapshot, get_global = get_global, get_phase = get_phase,

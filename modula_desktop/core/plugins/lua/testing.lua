@@ -103,22 +103,13 @@ function test.request(method, path, opts)
   -- req.path is the full URL path, as the server gives it
   local req = {method = string.upper(method), path = host.prefix .. path, body = body, client_ip = "127.0.0.1",
                headers = headers, query = parse_query(query_string), params = params, json = decoded}
-  local ok, res = pcall_(function()
-    local mws = registry.middleware
-    for i = 1, #mws do
-      local r = mws[i](req)
-      if type_(r) == "table" then return r end
-    end
-    return registry.routes[index].fn(req)
-  end)
+  -- the server's own path: middleware, handler, and the response fields read the same way
+  local ok, status, has_json, json_v, body, res_headers = pcall_(T.route_body, registry.routes[index], req)
   if not ok then
-    return {status = 500, json = {error = tostring_(res)}, headers = {}, body = ""}
+    return {status = 500, json = {error = tostring_(status)}, headers = {}, body = ""}
   end
-  if res == nil then res = {} end
-  if type_(res) ~= "table" then
-    return {status = 500, json = {error = "handler must return a table"}, headers = {}, body = ""}
-  end
-  return {status = res.status or 200, json = res.json, body = res.body or "", headers = res.headers or {}}
+  if not has_json then json_v = nil end
+  return {status = status, json = json_v, body = body, headers = res_headers or {}}
 end
 
 function test.fire(event, tbl, data)
