@@ -38,29 +38,20 @@ def discover(plugins_dir: Path) -> list[Path]:
     return out
 
 
-@dataclass
-class Generation:
-    """One loaded version of a plugin: its manifest, VM pool and registrations."""
+class RouteTable:
+    """Route lookup: static paths by (method, path); parameterised ones segment by segment."""
 
-    manifest: Manifest
-    pool: VMPool
-    routes: list[RouteSpec]
-    hooks: list[HookSpec]
-    warnings: list[str]
-    loaded_at: float
-    load_seconds: float
-    # route lookup: static paths by (method, path); parameterised ones as (method, segments, spec)
-    static: dict = field(default_factory=dict)
-    dynamic: list = field(default_factory=list)
-
-    def __post_init__(self):
-        for r in self.routes:
+    def __init__(self, routes):
+        self.static: dict = {}
+        self.dynamic: list = []
+        for r in routes:
             if "{" in r.path:
                 self.dynamic.append((r.method, r.path.strip("/").split("/"), r))
             else:
                 self.static[(r.method, r.path)] = r
 
     def match(self, method: str, path: str):
+        """(spec, params) or None."""
         spec = self.static.get((method, path))
         if spec is not None:
             return spec, {}
@@ -79,6 +70,26 @@ class Generation:
             else:
                 return spec, params
         return None
+
+
+@dataclass
+class Generation:
+    """One loaded version of a plugin: its manifest, VM pool and registrations."""
+
+    manifest: Manifest
+    pool: VMPool
+    routes: list[RouteSpec]
+    hooks: list[HookSpec]
+    warnings: list[str]
+    loaded_at: float
+    load_seconds: float
+    table: "RouteTable" = None
+
+    def __post_init__(self):
+        self.table = RouteTable(self.routes)
+
+    def match(self, method: str, path: str):
+        return self.table.match(method, path)
 
 
 class Plugin:
@@ -582,18 +593,9 @@ class PluginManager:
     def _match_inactive(self, plugin: Plugin, method: str, path: str):
         if self.approvals is None:
             return None
-        for m, p in self.approvals.routes_of(plugin.name):
-            fake = Generation.__new__(Generation)
-            fake.static, fake.dynamic = {}, []
-            spec = RouteSpec(0, m, p, False)
-            if "{" in p:
-                fake.dynamic.append((m, p.strip("/").split("/"), spec))
-            else:
-                fake.static[(m, p)] = spec
-            found = Generation.match(fake, method, path)
-            if found:
-                return RouteMatch(plugin, None, found[0], found[1])
-        return None
+        approved = [RouteSpec(0, m, p, False) for m, p in self.approvals.routes_of(plugin.name)]
+        found = RouteTable(approved).match(method, path)
+        return RouteMatch(plugin, None, found[0], found[1]) if found else None
 
     def call_route(self, match: RouteMatch, request: dict) -> dict:
         """Plugin state → breaker → VM checkout → middleware → handler. Returns the response dict
@@ -685,7 +687,7 @@ class PluginManager:
                 chains.setdefault(spec.event, []).append(HookBinding(plugin, gen, spec))
         for event, chain in chains.items():
             # lower priority first; at equal priority table-specific before "*"; then registration order
-            chain.sort(key=lambda b: (b.spec.priority, b.spec.table == "*", b.plugin.order, b.spec.index))
+            chain.sort(key=lambda b: (*b.spec.rank, b.plugin.order, b.spec.index))
         self._hook_chains = chains
 
     def hook_chain(self, event: str, table: str = "content") -> list[HookBinding]:

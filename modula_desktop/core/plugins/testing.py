@@ -14,7 +14,7 @@ from peewee import SqliteDatabase
 from ..settings import PluginSettings
 from ..storage import PRAGMAS
 from .errors import ApiError, PluginCallError, PluginLoadError
-from .manager import Generation
+from .manager import RouteTable
 from .sandbox import _lua_source
 from .vm import HOOK_TABLES, PluginVM, VMContext
 
@@ -161,12 +161,10 @@ def _run_in(database, path: Path, settings: PluginSettings, name_filter, timeout
 
 def _install_test_module(vm: PluginVM, routes, hooks):
     sb = vm.sandbox
-    gen = Generation.__new__(Generation)
-    gen.static, gen.dynamic, gen.routes = {}, [], routes
-    Generation.__post_init__(gen)
+    table = RouteTable(routes)
 
     def match(method, p):
-        found = Generation.match(gen, method, p)
+        found = table.match(method, p)
         if not found:
             return None
         return found[0].index, found[1]
@@ -174,7 +172,7 @@ def _install_test_module(vm: PluginVM, routes, hooks):
     def hooks_for(event, table):
         table = HOOK_TABLES.get(table, table)
         chosen = [h for h in hooks if h.event == event and h.table in (table, "*")]
-        chosen.sort(key=lambda h: (h.priority, h.table == "*", h.index))
+        chosen.sort(key=lambda h: (*h.rank, h.index))
         return [h.index for h in chosen]
 
     host = sb.raw_host_table({

@@ -76,6 +76,12 @@ class HookSpec:
     def is_before(self) -> bool:
         return self.event.startswith("before_")
 
+    @property
+    def rank(self) -> tuple:
+        """SPEC 3.6 ordering within one plugin: lower priority first, then table-specific before "*"
+        (then registration order, which callers add: across plugins, load order comes first)."""
+        return (self.priority, self.table == "*")
+
 
 @dataclass
 class OpBudget:
