@@ -5,7 +5,6 @@ import logging
 import threading
 from pathlib import Path
 
-from .errors import SiteError
 from .metrics import Metrics
 from .plugins.approvals import Approvals
 from .plugins.logbook import Logbook

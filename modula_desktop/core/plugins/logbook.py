@@ -5,7 +5,6 @@ import collections
 import json
 import logging
 import threading
-import time
 from pathlib import Path
 
 from ..storage import utc_now

@@ -14,11 +14,10 @@ from functools import lru_cache
 
 import lupa.lua54 as lupa
 
+from ..paths import LUA_DIR
 from .errors import ApiError, PluginCallError
 
 log = logging.getLogger(__name__)
-
-from ..paths import LUA_DIR
 
 MAX_DEPTH = 64
 MAX_ITEMS = 1_000_000

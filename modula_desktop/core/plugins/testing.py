@@ -13,7 +13,7 @@ from peewee import SqliteDatabase
 
 from ..settings import PluginSettings
 from ..storage import PRAGMAS
-from .errors import ApiError, PluginCallError, PluginLoadError
+from .errors import PluginCallError, PluginLoadError
 from .manager import RouteTable
 from .sandbox import _lua_source
 from .vm import HOOK_TABLES, PluginVM, VMContext
