@@ -142,6 +142,12 @@ class ServerHandle:
                 pass
         if self._thread.is_alive():
             self._thread.join(timeout)
+        elif self._thread.ident is None:
+            # never started: the listening socket is ours to close
+            try:
+                self._server.close()
+            except Exception:  # noqa: BLE001
+                pass
         if self._announce:
             self.service.site.clear_server_info()
 
@@ -188,7 +194,11 @@ def serve_forever(site_path: Path | None, host: str | None = None, port: int | N
             except PortInUse as exc:
                 print(f"modula: {exc}", file=sys.stderr)
                 return 1
-            service.start()
+            try:
+                service.start()
+            except BaseException:
+                handle.stop()
+                raise
             handle.start()
             print(f"Serving {service.site.root} at {handle.url}", flush=True)
             try:
