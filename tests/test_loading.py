@@ -162,3 +162,18 @@ def test_approval_changes_reach_plugin_listeners(site_dir):
 def test_admin_api_names_are_reserved(name):
     with pytest.raises(PluginLoadError, match="reserved by the admin API"):
         parse_manifest({"name": name, "version": "1", "description": "d"}, name)
+
+
+def test_info_of_a_stopped_plugin_lists_what_stays_approved(site_dir):
+    write_plugin(site_dir, "p", 'http.handle("GET", "/x", function() end)\n'
+                                'hooks.on("after_create", "content", function() end)')
+    svc = start(site_dir)
+    try:
+        svc.approvals.approve_route("p", "GET", "/x")
+        svc.approvals.approve_hook("p", "after_create", "content")
+        svc.plugins.disable("p")
+        info = svc.plugins.info("p")
+        assert [(r["method"], r["path"], r["approved"]) for r in info["routes"]] == [("GET", "/x", True)]
+        assert [(h["event"], h["table"]) for h in info["hooks"]] == [("after_create", "content")]
+    finally:
+        svc.close()

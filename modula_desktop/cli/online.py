@@ -113,7 +113,8 @@ def format_info(info: dict) -> str:
     for h in hooks:
         mark = "approved  " if h.get("approved") else "unapproved"
         off = "  DISABLED (too many aborts)" if h.get("disabled") else ""
-        lines.append(f"    [{mark}] {h['event']}:{h['table']}  priority {h.get('priority')}{off}")
+        prio = f"  priority {h['priority']}" if h.get("priority") is not None else ""
+        lines.append(f"    [{mark}] {h['event']}:{h['table']}{prio}{off}")
     last = info.get("last_reload") or {}
     if last.get("ok") is not None:
         secs = last.get("seconds") or 0

@@ -402,7 +402,7 @@ class PluginManagerDialog(QDialog):
             for r in info.get("routes", [])])
         self.hooks.set_rows([
             (("hook", h["event"], h["table"]), h["approved"],
-             [h["event"], h["table"], str(h.get("priority", "")),
+             [h["event"], h["table"], str(h.get("priority") or ""),
               "may refuse or change the entry" if h["event"].startswith("before_") else "runs after the change",
               "disabled by breaker (reload or enable)" if h.get("disabled")
               else ("active" if h["approved"] else "waiting for approval")],

@@ -776,13 +776,20 @@ class PluginManager:
         if m:
             out.update({k: v for k, v in m.to_dict().items() if k not in out})
         appr = self.approvals
-        out["routes"] = [{"method": r.method, "path": r.path, "public": r.public,
-                          "approved": bool(appr and appr.route_approved(name, r.method, r.path))}
-                         for r in (gen.routes if gen else [])]
-        out["hooks"] = [{"event": h.event, "table": h.table, "priority": h.priority,
-                         "approved": bool(appr and appr.hook_approved(name, h.event, h.table)),
-                         "disabled": plugin.hook_breaker.is_disabled(h.key)}
-                        for h in (gen.hooks if gen else [])]
+        if gen is not None:
+            out["routes"] = [{"method": r.method, "path": r.path, "public": r.public,
+                              "approved": bool(appr and appr.route_approved(name, r.method, r.path))}
+                             for r in gen.routes]
+            out["hooks"] = [{"event": h.event, "table": h.table, "priority": h.priority,
+                             "approved": bool(appr and appr.hook_approved(name, h.event, h.table)),
+                             "disabled": plugin.hook_breaker.is_disabled(h.key)}
+                            for h in gen.hooks]
+        else:
+            # stopped or failed: what is known is what stays approved for when it runs again
+            out["routes"] = [{"method": m, "path": p, "public": None, "approved": True}
+                             for m, p in sorted(appr.routes_of(name) if appr else ())]
+            out["hooks"] = [{"event": e, "table": t, "priority": None, "approved": True, "disabled": False}
+                            for e, t in sorted(appr.hooks_of(name) if appr else ())]
         out["warnings"] = gen.warnings if gen else []
         out["breaker"] = plugin.breaker.to_dict()
         out["hook_breaker"] = plugin.hook_breaker.to_dict()
