@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from _server_fixtures import wait_for
 
 from helpers import write_plugin
 from modula_desktop.core.plugins.errors import PluginLoadError
@@ -72,13 +73,10 @@ def call(service: SiteService, name: str, path: str, method: str = "GET", query:
 
 
 def wait_until(cond, timeout: float = 10.0, step: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
+    value = wait_for(cond, timeout, step)
+    if not value:
+        raise AssertionError("condition not met in time")
+    return value
 
 
 @pytest.fixture

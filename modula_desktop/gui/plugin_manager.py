@@ -462,37 +462,29 @@ class PluginManagerDialog(QDialog):
 
     # ---- approvals -------------------------------------------------------------------------
     def _route_toggled(self, item):
-        if item.column() != 0 or self.current is None:
-            return
-        _, method, path = item.data(KEY_ROLE)
-        if item.checkState() == Qt.CheckState.Checked:
-            self.approvals.approve_route(self.current, method, path)
-        else:
-            self.approvals.revoke_route(self.current, method, path)
-        self._show(self.current, keep_log=True)
+        self._toggled(item, self.approvals.set_route)
 
     def _hook_toggled(self, item):
+        self._toggled(item, self.approvals.set_hook)
+
+    def _toggled(self, item, setter):
         if item.column() != 0 or self.current is None:
             return
-        _, event, table = item.data(KEY_ROLE)
-        if item.checkState() == Qt.CheckState.Checked:
-            self.approvals.approve_hook(self.current, event, table)
-        else:
-            self.approvals.revoke_hook(self.current, event, table)
+        _, a, b = item.data(KEY_ROLE)
+        setter(self.current, a, b, item.checkState() == Qt.CheckState.Checked)
         self._show(self.current, keep_log=True)
 
     def set_all_routes(self, approve: bool):
-        if self.current is None:
-            return
-        for _, method, path in self.routes.keys():
-            (self.approvals.approve_route if approve else self.approvals.revoke_route)(self.current, method, path)
-        self._show(self.current, keep_log=True)
+        self._set_all(self.routes.keys(), self.approvals.set_route, approve)
 
     def set_all_hooks(self, approve: bool):
+        self._set_all(self.hooks.keys(), self.approvals.set_hook, approve)
+
+    def _set_all(self, keys, setter, approve: bool):
         if self.current is None:
             return
-        for _, event, table in self.hooks.keys():
-            (self.approvals.approve_hook if approve else self.approvals.revoke_hook)(self.current, event, table)
+        for _, a, b in list(keys):
+            setter(self.current, a, b, approve)
         self._show(self.current, keep_log=True)
 
     # ---- lifecycle (off the GUI thread) ----------------------------------------------------
