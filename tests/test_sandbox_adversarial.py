@@ -681,6 +681,37 @@ def test_globals_do_not_leak_after_reset(tmp_path):
     assert_serves(vm)
 
 
+# The restore after each route call first checks, in one pass, whether the handler touched the
+# globals at all; each of these changes must still be found and undone.
+GLOBAL_CHANGES = {
+    "value_replaced": "normal_global = 7",
+    "removed": "normal_global = nil",
+    "removed_and_one_added": "normal_global = nil; leaked = 42",  # same number of globals as before
+    "function_replaced": "http = nil; print = function() end",
+    "eq_trap": "normal_global = setmetatable({}, {__eq = function() while true do end end})",
+    "eq_trap_on_new_key": "leaked = setmetatable({}, {__eq = function() while true do end end})",
+}
+
+
+@pytest.mark.parametrize("change", sorted(GLOBAL_CHANGES))
+def test_every_change_to_the_globals_is_undone_by_the_route_call_itself(tmp_path, change):
+    vm = make_vm(tmp_path, """
+        local real_print, real_http = print, http
+        http.handle("GET", "/see", function()
+          return {json = {n = normal_global, leaked = type(leaked), print = print == real_print,
+                          http = http == real_http}}
+        end)
+        """ + handler(GLOBAL_CHANGES[change] + "\nreturn {json = {done = true}}"))
+    start = time.monotonic()
+    assert call_json(vm) == {"done": True}
+    # no give-back reset in between: run_route restored the snapshot before it returned, raw
+    # comparisons only (a plugin's __eq never runs outside the budget)
+    assert call_json(vm, "/see") == {"n": 42, "leaked": "nil", "print": True, "http": True}
+    assert call_json(vm, "/ok") == OK_JSON
+    assert time.monotonic() - start < QUICK
+    assert vm.clean_after_route() and not vm.broken
+
+
 def test_global_metatable_cannot_hang_trusted_code(tmp_path):
     # the host looks up on_init/on_shutdown and restores globals outside any budget: it must do so raw
     vm = make_vm(tmp_path, """

@@ -80,6 +80,13 @@ class VMPool:
     def checkout(self, timeout: float, for_hook: bool = False) -> PluginVM | None:
         """A VM, or None if none is free within timeout seconds. Raises PoolClosed when draining or
         closed, PluginLoadError when an empty slot had to be rebuilt and that failed."""
+        with self._cond:  # the common case: an idle VM, taken with one lock round
+            if self.state == OPEN and self._idle and (for_hook or self._busy_requests < self.size - self.hook_reserve):
+                vm = self._idle.pop()
+                if not for_hook:
+                    self._busy_requests += 1
+                self._busy[id(vm)] = for_hook
+                return vm
         deadline = time.monotonic() + timeout
         build = False
         with self._cond:
@@ -134,14 +141,18 @@ class VMPool:
 
     def give_back(self, vm: PluginVM):
         """Return a VM: globals reset to the post-init snapshot, or thrown away when broken."""
+        if not vm.clean_after_route():
+            with self._cond:
+                if id(vm) not in self._busy:
+                    log.error("a VM was given back twice or to the wrong pool; ignored")
+                    return
+                open_ = self.state == OPEN
+            if open_ and not vm.broken:
+                vm.reset()  # outside the lock: Lua work; the VM is still ours alone
         with self._cond:
             if id(vm) not in self._busy:
                 log.error("a VM was given back twice or to the wrong pool; ignored")
                 return
-            open_ = self.state == OPEN
-        if open_ and not vm.broken:
-            vm.reset()  # outside the lock: Lua work; the VM is still ours alone
-        with self._cond:
             for_hook = self._busy.pop(id(vm))
             if not for_hook:
                 self._busy_requests -= 1

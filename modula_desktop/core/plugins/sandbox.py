@@ -13,6 +13,7 @@ import time
 from functools import lru_cache
 
 import lupa.lua54 as lupa
+from lupa.lua54 import lua_type
 
 from ..paths import LUA_DIR
 from .errors import ApiError, PluginCallError
@@ -188,45 +189,48 @@ class Sandbox:
         At most MAX_ITEMS tables and entries are read in the whole conversion, not per table: a table that
         holds the same subtable twice at every level (or itself many times) would otherwise be
         expanded into exponentially many copies, outside any budget."""
-        if _budget is None:
-            _budget = [MAX_ITEMS]
-        if value is None or value is True or value is False:
-            return value
-        if isinstance(value, bytes):
+        kind = type(value)
+        if kind is bytes:
             return value if binary else value.decode("utf-8", "replace")
-        if isinstance(value, float):
-            if math.isnan(value) or math.isinf(value):
-                return value
+        if value is None or kind is bool or kind is int or kind is float:
             return value
-        if isinstance(value, int):
-            return value
-        kind = lupa.lua_type(value)
-        if kind != "table":
-            raise ApiError(f"cannot use a Lua {kind} here")
+        ltype = lua_type(value)
+        if ltype != "table":
+            raise ApiError(f"cannot use a Lua {ltype} here")
         if _depth >= MAX_DEPTH:
             raise ApiError("table nested too deeply (or it contains itself)")
-        _budget[0] -= 1  # the table itself: a tree of empty tables costs as much as their entries
-        items = []
+        if _budget is None:
+            _budget = [MAX_ITEMS]
+        left = _budget[0] - 1  # the table itself: a tree of empty tables costs as much as their entries
+        out = {}
+        sequence = True  # every key an integer so far
         for k, v in value.items():
-            items.append((k, v))
-            _budget[0] -= 1
-            if _budget[0] < 0:
+            left -= 1
+            if left < 0:
                 raise ApiError("table too large")
-        n = len(items)
-        if n and all(isinstance(k, int) and not isinstance(k, bool) for k, _ in items):
-            keys = sorted(k for k, _ in items)
-            if keys[0] == 1 and keys[-1] == n:
-                items.sort(key=lambda kv: kv[0])
-                return [self.from_lua(v, _depth + 1, binary, _budget) for _, v in items]
+            kind = type(k)
+            if kind is bytes:
+                k = k.decode("utf-8", "replace")
+                sequence = False
+            elif kind is not int:
+                sequence = False
+                if kind is not float and kind is not bool and lua_type(k) is not None:
+                    raise ApiError("table keys must be strings or numbers")
+            kind = type(v)
+            if kind is bytes:
+                if not binary:
+                    v = v.decode("utf-8", "replace")
+            elif not (v is None or kind is bool or kind is int or kind is float):
+                _budget[0] = left
+                v = self.from_lua(v, _depth + 1, binary, _budget)
+                left = _budget[0]
+            out[k] = v
+        _budget[0] = left
+        n = len(out)
         if not n:
             return []
-        out = {}
-        for k, v in items:
-            if isinstance(k, bytes):
-                k = k.decode("utf-8", "replace")
-            elif lupa.lua_type(k) is not None:
-                raise ApiError("table keys must be strings or numbers")
-            out[k] = self.from_lua(v, _depth + 1, binary, _budget)
+        if sequence and min(out) == 1 and max(out) == n:  # distinct integers 1..n: a list
+            return [out[i] for i in range(1, n + 1)]
         return out
 
     def memory_used(self) -> int:

@@ -12,7 +12,7 @@ from typing import Callable
 from ..settings import PluginSettings
 from .errors import ApiError, PluginCallError, PluginLoadError
 from .manifest import Manifest, parse_manifest
-from .sandbox import Sandbox
+from .sandbox import Sandbox, lua_type
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,11 @@ MAX_PATH = 256
 SEGMENT_RE = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]{0,63}\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)$")
 MAX_SOURCE_BYTES = 1024 * 1024
 MAX_JSON_BYTES = 4 * 1024 * 1024
+_FIELD_KEYS = {k: k.encode() for k in ("method", "path", "body", "client_ip", "headers", "query", "params", "json")}
+# request fields that are maps of strings; run_route gives each an empty table when it is left out
+_FLAT_MAPS = frozenset({"headers", "query", "params"})
+# (what, seconds) -> the message of a missed deadline; built once, not on every request
+_DEADLINE_MESSAGES: dict = {}
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
 
@@ -263,8 +268,12 @@ class PluginVM:
     # ---- loading -----------------------------------------------------------------------------
     def _budget_args(self, seconds, what):
         # the deadline is absolute so the sandbox need not call back for the time when it arms
-        return (self.settings.max_instructions, time.monotonic() + float(seconds),
-                f"time budget exceeded ({what} ran longer than {seconds:.3g} s)".encode())
+        message = _DEADLINE_MESSAGES.get((what, seconds))
+        if message is None:
+            message = f"time budget exceeded ({what} ran longer than {seconds:.3g} s)".encode()
+            if len(_DEADLINE_MESSAGES) < 256:
+                _DEADLINE_MESSAGES[(what, seconds)] = message
+        return (self.settings.max_instructions, time.monotonic() + float(seconds), message)
 
     def load(self, source: bytes | None = None):
         """Run init.lua's main chunk. Fills manifest, routes, hooks. Raises PluginLoadError."""
@@ -340,6 +349,14 @@ class PluginVM:
     def snapshot(self):
         self.sandbox.fn("take_snapshot")()
 
+    def clean_after_route(self) -> bool:
+        """True when the route call that just ended restored the globals itself and left nothing open:
+        the give-back then has no reset to do (and the VM is ready for its next call)."""
+        if self._reset_done and not self.broken and (self.db_api is None or not self.db_api.in_transaction):
+            self._reset_done = False
+            return True
+        return False
+
     def reset(self):
         """Give-back: globals back to the post-init snapshot."""
         try:
@@ -384,21 +401,30 @@ class PluginVM:
 
     def _request_table(self, request: dict):
         """The request as a Lua table. The hot path of every plugin route: flat string maps go through
-        one table_from each instead of the generic recursive conversion."""
-        lua = self.sandbox.lua
+        one table_from each instead of the generic recursive conversion, and empty ones are not built
+        at all (run_route puts an empty table in their place)."""
+        sb = self.sandbox
+        table_from = sb.lua.table_from
         fields = {}
         for key, value in request.items():
-            if isinstance(value, str):
-                fields[key.encode()] = value.encode("utf-8", "surrogateescape")
-            elif isinstance(value, bytes) or value is None:
-                fields[key.encode()] = value
-            elif key in ("headers", "query", "params") and isinstance(value, dict) and all(
-                    isinstance(v, str) for v in value.values()):
-                fields[key.encode()] = lua.table_from({k.encode("utf-8", "surrogateescape"):
-                                                       v.encode("utf-8", "surrogateescape") for k, v in value.items()})
-            else:
-                fields[key.encode()] = self.sandbox.to_lua(value)
-        return lua.table_from(fields)
+            bkey = _FIELD_KEYS.get(key)
+            if bkey is None:
+                bkey = key.encode("utf-8", "surrogateescape")
+            kind = type(value)
+            if kind is str:
+                value = value.encode("utf-8", "surrogateescape")
+            elif kind is dict and key in _FLAT_MAPS:
+                if not value:
+                    continue
+                try:
+                    value = table_from({k.encode("utf-8", "surrogateescape"): v.encode("utf-8", "surrogateescape")
+                                        for k, v in value.items()})
+                except AttributeError:  # not all strings: the generic conversion
+                    value = sb.to_lua(value)
+            elif kind is not bytes and value is not None:
+                value = sb.to_lua(value)
+            fields[bkey] = value
+        return table_from(fields)
 
     def call_hook(self, index: int, data: dict, timeout: float, max_ops: int | None = None):
         """Run one hook. Returns what it returned, converted to Python (None, or a dict of changes)."""
@@ -418,12 +444,13 @@ class PluginVM:
 
     def read_response(self, result):
         """The handler's response from call_route's result: status, json, body (bytes), headers."""
-        from lupa.lua54 import lua_type
-
         status, has_json, js, body, h = result
-        if isinstance(status, float) and status.is_integer():
-            status = int(status)
-        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        if type(status) is not int:
+            if isinstance(status, float) and status.is_integer():
+                status = int(status)
+            if isinstance(status, bool) or not isinstance(status, int):
+                raise PluginCallError("error", "response status must be an integer from 100 to 599")
+        if not 100 <= status <= 599:
             raise PluginCallError("error", "response status must be an integer from 100 to 599")
         headers = {}
         if h is not None:
@@ -438,10 +465,11 @@ class PluginVM:
                 js = self.sandbox.from_lua(js)
             except ApiError as exc:
                 raise PluginCallError("error", f"response json: {exc}") from None
-        if isinstance(body, (int, float)):
-            body = str(body).encode()
-        if not isinstance(body, bytes):
-            raise PluginCallError("error", "response body must be a string")
+        if type(body) is not bytes:
+            if isinstance(body, (int, float)):
+                body = str(body).encode()
+            if not isinstance(body, bytes):
+                raise PluginCallError("error", "response body must be a string")
         return {"status": status, "json": js, "body": body, "headers": headers, "has_json": has_json}
 
     def close(self):

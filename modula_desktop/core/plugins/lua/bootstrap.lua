@@ -675,10 +675,14 @@ local function route_body(route, req)
   return status, json ~= nil, json, body, r_rawget(res, "headers")
 end
 
-local restore_snapshot
+local restore_snapshot, restore_globals
 
 -- The give-back's reset happens here, in the same call: one Lua call (one GIL hand-off) per request.
 local function run_route(max_instr, deadline_at, deadline_msg, index, req)
+  -- the host leaves out empty maps (building them from Python costs more than here)
+  if r_rawget(req, "headers") == nil then r_rawset(req, "headers", {}) end
+  if r_rawget(req, "query") == nil then r_rawset(req, "query", {}) end
+  if r_rawget(req, "params") == nil then r_rawset(req, "params", {}) end
   local r = t_pack(run(max_instr, deadline_at, deadline_msg, "handler", route_body, registry.routes[index], req))
   restore_snapshot()
   return t_unpack(r, 1, r.n)
@@ -692,10 +696,15 @@ end
 -- The snapshot covers the global table (and its metatable) and the library overlays: a handler that
 -- replaces string.format or sets a metatable on _G must not change what the next request sees.
 local snapshot_mt = nil
+local snapshot_n = 0
 
 local function take_snapshot()
   snapshot = {}
-  for k, v in r_next, env do snapshot[k] = v end
+  snapshot_n = 0
+  for k, v in r_next, env do
+    snapshot[k] = v
+    snapshot_n = snapshot_n + 1
+  end
   snapshot_mt = d_getmetatable(env)
   for i = 1, #lib_overlays do
     local overlay, base = lib_overlays[i][1], lib_overlays[i][2]
@@ -707,6 +716,28 @@ end
 restore_snapshot = function()
   if not snapshot then return end
   if d_getmetatable(env) ~= snapshot_mt then d_setmetatable(env, snapshot_mt) end
+  -- the common case, a handler that left the globals alone, costs one pass (raw comparisons only:
+  -- a plugin's __eq must never run here, outside any budget)
+  local n, clean = 0, true
+  for k, v in r_next, env do
+    n = n + 1
+    if not r_rawequal(snapshot[k], v) then
+      clean = false
+      break
+    end
+  end
+  if not clean or n ~= snapshot_n then restore_globals() end
+  for i = 1, #lib_overlays do
+    local overlay = lib_overlays[i][1]
+    if r_next(overlay) ~= nil then
+      local keys = {}
+      for k in r_next, overlay do keys[#keys + 1] = k end
+      for j = 1, #keys do r_rawset(overlay, keys[j], nil) end
+    end
+  end
+end
+
+restore_globals = function()
   local extra = nil
   for k in r_next, env do
     if r_rawget(snapshot, k) == nil then
@@ -717,14 +748,6 @@ restore_snapshot = function()
   if extra then for i = 1, #extra do r_rawset(env, extra[i], nil) end end
   for k, v in r_next, snapshot do
     if not r_rawequal(r_rawget(env, k), v) then r_rawset(env, k, v) end
-  end
-  for i = 1, #lib_overlays do
-    local overlay = lib_overlays[i][1]
-    if r_next(overlay) ~= nil then
-      local keys = {}
-      for k in r_next, overlay do keys[#keys + 1] = k end
-      for j = 1, #keys do r_rawset(overlay, keys[j], nil) end
-    end
   end
 end
 
