@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -679,6 +680,37 @@ def test_globals_do_not_leak_after_reset(tmp_path):
     fresh_view = make_vm(tmp_path, "", name="probe")
     assert call_json(fresh_view, "/ok") == OK_JSON
     assert_serves(vm)
+
+
+# Route handlers run without lupa's GIL release (Sandbox.call_route): a handler that spins must still
+# let the host's other threads run (the GUI, other requests), within a few milliseconds.
+@pytest.mark.parametrize("body", ["while true do end",
+                                  "local t = {} while true do t[#t % 100 + 1] = tostring(#t) end",
+                                  "while true do local ok = pcall(string.rep, 'x', 10) end"])
+def test_a_spinning_handler_does_not_starve_other_python_threads(tmp_path, body):
+    vm = make_vm(tmp_path, handler(body), settings=dataclasses.replace(FAST, max_instructions=10**12))
+    gaps, stop = [], threading.Event()
+
+    def ticker():
+        last = time.monotonic()
+        while not stop.is_set():
+            time.sleep(0.001)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    t = threading.Thread(target=ticker)
+    t.start()
+    time.sleep(0.05)
+    try:
+        with pytest.raises(PluginCallError, match="time budget exceeded"):
+            call(vm, timeout=0.5)
+    finally:
+        stop.set()
+        t.join()
+    # holding the GIL for the whole handler would show one gap of about 0.5 s
+    assert len(gaps) > 50 and max(gaps) < 0.1, max(gaps)
+    assert_recovers(vm, broken=True)
 
 
 # The restore after each route call first checks, in one pass, whether the handler touched the

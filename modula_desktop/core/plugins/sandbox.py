@@ -39,6 +39,12 @@ def _lua_source(name: str) -> bytes | None:
     return path.read_bytes() if path.exists() else None
 
 
+def _yield_gil():
+    """Called by a route handler that has held the GIL for a while: releases it for a moment, so the
+    other threads waiting for it (the GUI, other requests) get their turn."""
+    time.sleep(0)
+
+
 def _deny_attribute(obj, name, *value):
     raise AttributeError("Python objects are not accessible from plugins")
 
@@ -68,12 +74,14 @@ class Sandbox:
         # Python frames with the GIL held (the process deadlocks). Conversions made while the
         # limit is off are bounded by an estimate instead (to_lua with a budget).
         host = self.lua.table_from({b"clock": time.monotonic, b"mem_on": self._limit_on,
-                                    b"mem_off": self._limit_off})
+                                    b"mem_off": self._limit_off, b"yield_gil": _yield_gil})
         bootstrap = _lua_source("bootstrap.lua")
         self.trusted = self.lua.execute(bootstrap, host, limits, _lua_source("patterns.lua"),
                                         name="=bootstrap", mode="t")
         self._t = {k.decode(): v for k, v in self.trusted.items()}
         self._bind = self._t["bind"]
+        self._route_inbox, self._route_results = self._t["route_inbox"], self._t["route_results"]
+        self._route_caller = self._t["route_caller"]
         self._limit_off()
 
     _armed = False
@@ -238,6 +246,42 @@ class Sandbox:
             return self.lua.get_memory_used()
         except Exception:  # noqa: BLE001
             return 0
+
+    def call_route(self, max_instructions, deadline, message, index, request):
+        """run_route through the bootstrap's route_caller: the same as call("run_route", ...) but
+        without releasing the GIL (see bootstrap.lua). Returns status, has_json, json, body, headers."""
+        if self.memory_limit - self.memory_used() < ARGUMENT_ROOM:
+            self.lua.gccollect()
+            if self.memory_limit - self.memory_used() < ARGUMENT_ROOM:
+                raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)")
+        self._route_inbox[1] = self.lua.table_from((max_instructions, deadline, message, index, request))
+        self._deadline = deadline
+        self._armed = True
+        self._limit_on()
+        try:
+            try:
+                str(self._route_caller)
+            finally:
+                self._armed = False
+                self._limit_off()
+        except lupa.LuaMemoryError:
+            self._t["disarm"]()
+            raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)") from None
+        except lupa.LuaError as exc:
+            self._t["disarm"]()
+            tripped = self._t["tripped"]()
+            if isinstance(tripped, bytes):
+                msg = tripped.decode("utf-8", "replace")
+                kind = "memory" if msg.startswith("memory") else "timeout" if msg.startswith("time") else "budget"
+                raise PluginCallError(kind, msg) from None
+            raise PluginCallError("error", _lua_error_text(exc)) from None
+        r = dict(self._route_results.items())
+        if r.get(1) is True:
+            return r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)
+        kind, msg = r.get(2), r.get(3)
+        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        msg = msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)
+        raise PluginCallError(kind, msg)
 
     def call(self, entry: str, *args):
         """Call a trusted entry point that returns ``ok, ...``; raise PluginCallError on failure.

@@ -393,7 +393,7 @@ class PluginVM:
         # an ApiError here (a request that cannot become Lua values) is the client's fault, not the
         # plugin's: it propagates so the server answers 400 without counting a plugin failure
         req = self._request_table(request)
-        result = self._checked(self.sandbox.call, "run_route", *self._budget_args(seconds, "the handler"), index, req)
+        result = self._checked(self.sandbox.call_route, *self._budget_args(seconds, "the handler"), index, req)
         # run_route reset the globals itself before returning: the give-back need not call again
         # (after a failure it does, to be sure)
         self._reset_done = True

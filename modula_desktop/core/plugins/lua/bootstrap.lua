@@ -57,6 +57,10 @@ local function raise_trip()
   r_error(tripped, 0)
 end
 
+local gil_held, gil_release_at = false, 0
+local GIL_SLICE = 0.002
+local yield_gil = host.yield_gil
+
 local hook
 hook = function()
   if not active then return end
@@ -77,10 +81,17 @@ hook = function()
   end
   -- the clock every tick (about 0.4 us per 1000 instructions): a single instruction can take
   -- milliseconds (comparing or concatenating megabyte strings)
-  if clock() > deadline then
+  local now = clock()
+  if now > deadline then
     tripped = deadline_name
     raise_trip() -- not a tail call: raise_trip inspects the stack level below the hook
     return
+  end
+  -- a route handler runs holding Python's GIL (see route_caller): every GIL_SLICE seconds it lets
+  -- the host's other threads (the GUI, other requests) have it for a moment
+  if gil_held and now > gil_release_at then
+    yield_gil()
+    gil_release_at = clock() + GIL_SLICE
   end
 end
 sethook(hook, "", TICK)
@@ -688,6 +699,23 @@ local function run_route(max_instr, deadline_at, deadline_msg, index, req)
   return t_unpack(r, 1, r.n)
 end
 
+-- run_route without leaving Python's GIL. lupa releases the GIL around every call into Lua; on a
+-- busy server getting it back costs more than the whole handler (other threads hold it by then).
+-- lupa's str() of a table runs the table's __tostring in a protected call and keeps the GIL, so the
+-- host puts the arguments into route_inbox[1], calls str(route_caller), and reads the answer from
+-- route_results (true, status, has_json, json, body, headers; or false, kind, message; nils left out).
+local route_inbox, route_results = {}, {}
+local route_caller = r_setmetatable({}, {__tostring = function()
+  local a = route_inbox[1]
+  route_inbox[1] = nil
+  gil_held, gil_release_at = true, clock() + GIL_SLICE
+  local r1, r2, r3, r4, r5, r6 = run_route(a[1], a[2], a[3], a[4], a[5])
+  gil_held = false
+  route_results[1], route_results[2], route_results[3] = r1, r2, r3
+  route_results[4], route_results[5], route_results[6] = r4, r5, r6
+  return ""
+end})
+
 local function run_hook(max_instr, deadline_at, deadline_msg, index, data)
   local h = registry.hooks[index]
   return run(max_instr, deadline_at, deadline_msg, "hook", h.fn, data)
@@ -857,7 +885,8 @@ string.dump = nil
 return {
   build_api = build_api, route_body = route_body, bind = bind, freeze = freeze, new_env = new_env, install_module = install_module,
   remove_module = remove_module, load_main = load_main, run = run, call_global = call_global,
-  run_route = run_route, run_hook = run_hook, take_snapshot = take_snapshot,
+  run_route = run_route, route_inbox = route_inbox, route_results = route_results, route_caller = route_caller,
+  run_hook = run_hook, take_snapshot = take_snapshot,
   restore_snapshot = restore_snapshot, get_global = get_global, get_phase = get_phase,
   registry = registry, tripped = get_memory_note, disarm = disarm,
   register_route = function(r) registry.routes[#registry.routes + 1] = r; return #registry.routes end,
