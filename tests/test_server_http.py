@@ -548,3 +548,49 @@ def test_preview_title_heading_is_not_doubled(c):
     assert '<h1 class="title">Plain</h1>' in plain
     own = c.get("/preview/own-heading", token=False).body.decode()
     assert own.count("<h1") == 1 and "<h1>Big</h1>" in own
+
+
+# ---- the plugin dispatcher answers its errors exactly like the Falcon app -------------------------
+def _same_answer(r):
+    status, headers, body = r.comparable()
+    return status, sorted((k.lower(), v) for k, v in headers), body
+
+
+@pytest.mark.parametrize("case", ["wrong_host", "unknown_method", "dot_segment", "encoded_slash",
+                                  "unknown_route", "head_unknown_route"])
+def test_plugin_path_errors_are_byte_for_byte_those_of_the_falcon_app(c, srv, case):
+    # the same mistake sent to a Falcon route and to a plugin path
+    falcon_path, plugin_path = "/api/v1/nothing/here", f"{PLUGIN}/http_test_plugin/nothing"
+    kw, method = {}, "GET"
+    if case == "wrong_host":
+        kw = {"host": "evil.example"}
+    elif case == "unknown_method":
+        method = "PROPFIND"
+    elif case == "dot_segment":
+        falcon_path, plugin_path = "/api/v1/a/./b", f"{PLUGIN}/a/./b"
+    elif case == "encoded_slash":
+        falcon_path, plugin_path = "/api/v1/a%2Fb", f"{PLUGIN}/a%2Fb"
+    elif case == "head_unknown_route":
+        method = "HEAD"
+    falcon_answer = c.request(method, falcon_path, token=False, **kw)
+    plugin_answer = c.request(method, plugin_path, token=False, **kw)
+    if case == "head_unknown_route":  # HEAD is not a plugin method at all: 405 (Falcon: 404)
+        assert plugin_answer.status == 405 and plugin_answer.body == b""
+        assert plugin_answer.headers["allow"] == "GET, POST, PUT, DELETE, PATCH"
+        return
+    assert falcon_answer.status in (400, 404, 405, 421)
+    assert _same_answer(plugin_answer) == _same_answer(falcon_answer)
+
+
+def test_plugin_route_answers_carry_falcon_framing_and_the_security_headers(c):
+    r = c.get(HELLO)
+    assert r.status == 200
+    assert r.headers["content-length"] == str(len(r.body))
+    for name, value in (("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"),
+                        ("cache-control", "no-store")):
+        assert r.headers[name] == value
+    head = c.request("HEAD", HELLO)
+    assert head.status == 405 and head.body == b""
+    bad = c.request("POST", f"{PLUGIN}/inspect/req", body=b"{", headers={"Content-Type": "application/json"})
+    assert bad.status == 400 and bad.json()["error"].startswith("request body is not valid JSON")
+    assert bad.headers["content-type"] == "application/json" and bad.headers["cache-control"] == "no-store"

@@ -8,7 +8,7 @@ from . import admin, content
 from .auth import TokenAuth
 from .errors import JSON, add_error_handlers, serialize_error
 from .middleware import RequestGuard
-from .plugin_routes import SINK_PATTERN, PluginDispatcher
+from .plugin_routes import PluginDispatcher
 from .preview import Preview
 
 HEALTH_BODY = b'{"status":"ok"}'
@@ -34,11 +34,27 @@ class MetricsText:
         resp.data = self.metrics.export()
 
 
-def create_app(service, *, port: int, token: str | None = None) -> falcon.App:
+class SiteApp:
+    """The WSGI application: paths under /api/v1/plugins go to the plugin dispatcher, the rest to the
+    Falcon app. Plugin routes are the hot path and need nothing of Falcon's request machinery."""
+
+    def __init__(self, falcon_app: falcon.App, plugins: PluginDispatcher):
+        self.falcon = falcon_app
+        self.plugins = plugins
+        self._handles = plugins.handles
+
+    def __call__(self, environ, start_response):
+        if self._handles(environ.get("PATH_INFO", "")):
+            return self.plugins(environ, start_response)
+        return self.falcon(environ, start_response)
+
+
+def create_app(service, *, port: int, token: str | None = None) -> SiteApp:
     """Build the WSGI app for service. port: the port the server really listens on (the Host check
     accepts only 127.0.0.1:<port> and localhost:<port>). token: the admin token (default: the site's)."""
     auth = TokenAuth(token if token is not None else service.site.token())
-    app = falcon.App(middleware=[RequestGuard(port, auth)], cors_enable=False)
+    guard = RequestGuard(port, auth)
+    app = falcon.App(middleware=[guard], cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = False
     app.set_error_serializer(serialize_error)
     add_error_handlers(app)
@@ -65,5 +81,4 @@ def create_app(service, *, port: int, token: str | None = None) -> falcon.App:
     app.add_route("/preview/{slug}", Preview(service, auth))
 
     # every plugin route, behind one dispatcher over the plugin manager's own table
-    app.add_sink(PluginDispatcher(service, auth), SINK_PATTERN)
-    return app
+    return SiteApp(app, PluginDispatcher(service, auth, guard))

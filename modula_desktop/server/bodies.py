@@ -10,11 +10,19 @@ JSON_TYPES = ("application/json",)
 
 
 def media_type(req: falcon.Request) -> str:
-    return (req.content_type or "").split(";", 1)[0].strip().lower()
+    return media_type_of(req.content_type)
+
+
+def media_type_of(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
 
 
 def is_json(req: falcon.Request) -> bool:
-    mt = media_type(req)
+    return is_json_type(req.content_type)
+
+
+def is_json_type(content_type: str | None) -> bool:
+    mt = media_type_of(content_type)
     return mt in JSON_TYPES or (mt.startswith("application/") and mt.endswith("+json"))
 
 
@@ -22,14 +30,34 @@ def too_large(limit: int) -> falcon.HTTPError:
     return falcon.HTTPContentTooLarge(description=f"request body larger than {limit} bytes")
 
 
+def declared_length(environ) -> int | None:
+    """Content-Length as Falcon reads it (empty means none), with Falcon's own 400 when it is not a
+    number."""
+    value = environ.get("CONTENT_LENGTH")
+    if not value:
+        return None
+    try:
+        length = int(value)
+    except ValueError:
+        raise falcon.HTTPInvalidHeader("The value of the header must be a number.", "Content-Length") from None
+    if length < 0:
+        raise falcon.HTTPInvalidHeader("The value of the header must be a positive number.", "Content-Length")
+    return length
+
+
 def read_body(req: falcon.Request, limit: int) -> bytes:
-    length = req.content_length  # a malformed Content-Length is a 400 from Falcon
+    return read_body_env(req.env, limit)
+
+
+def read_body_env(environ, limit: int) -> bytes:
+    length = declared_length(environ)
     if length is not None and length > limit:
         raise too_large(limit)
     if not length:
         # waitress de-chunks a chunked body and sets Content-Length, so no length means no body
         return b""
-    data = req.bounded_stream.read(limit + 1)
+    # never more than declared (the input does not end where the body does) nor than the limit
+    data = environ["wsgi.input"].read(length)
     if len(data) > limit:
         raise too_large(limit)
     return data

@@ -19,7 +19,7 @@ def error_json(message: str) -> bytes:
     return json.dumps({"error": message}, ensure_ascii=False).encode("utf-8")
 
 
-def _message(exc: falcon.HTTPError) -> str:
+def error_message(exc: falcon.HTTPError) -> str:
     if exc.description:
         return str(exc.description)
     try:
@@ -30,7 +30,7 @@ def _message(exc: falcon.HTTPError) -> str:
 
 def serialize_error(req, resp, exc: falcon.HTTPError):
     """Falcon's error serializer: one shape for every error, whatever the client accepts."""
-    resp.data = error_json(_message(exc))
+    resp.data = error_json(error_message(exc))
     resp.content_type = JSON
 
 

@@ -14,6 +14,8 @@ SECURITY_HEADERS = (
     ("X-Frame-Options", "DENY"),
     ("Cache-Control", "no-store"),
 )
+# as Falcon sends them: names in lower case
+SECURITY_HEADERS_WSGI = tuple((name.lower(), value) for name, value in SECURITY_HEADERS)
 # Under these prefixes every request needs the admin token (also unknown paths: nothing to probe).
 TOKEN_PREFIXES = ("/api/v1/admin/",)
 TOKEN_PATHS = frozenset({"/api/v1/admin", "/metrics"})
@@ -35,14 +37,19 @@ class RequestGuard:
         self.auth = auth
 
     def process_request(self, req: falcon.Request, resp: falcon.Response):
-        env = req.env
+        self.check(req.env, req.method, req.path)
+        path = req.path
+        if path in TOKEN_PATHS or path.startswith(TOKEN_PREFIXES):
+            self.auth.require(req)
+
+    def check(self, env, method: str, path: str):
+        """The checks every request passes, Falcon's or the plugin dispatcher's: raises the HTTPError."""
         # DNS rebinding: a page on evil.example resolving to 127.0.0.1 still sends its own Host
         if env.get("HTTP_HOST", "").lower() not in self.hosts:
             raise Misdirected(self.port)
-        if req.method not in KNOWN_METHODS:
+        if method not in KNOWN_METHODS:
             raise falcon.HTTPMethodNotAllowed(sorted(KNOWN_METHODS - {"OPTIONS"}),
-                                              description=f"unsupported HTTP method {req.method[:32]!r}")
-        path = req.path
+                                              description=f"unsupported HTTP method {method[:32]!r}")
         if "/." in path or _CONTROL.search(path):
             segments = path.split("/")
             if "." in segments or ".." in segments or _CONTROL.search(path):
@@ -51,8 +58,6 @@ class RequestGuard:
         raw = env.get("REQUEST_URI") or env.get("RAW_URI") or ""
         if "%" in raw and _ENCODED_SEPARATOR.search(raw.split("?", 1)[0]):
             raise falcon.HTTPBadRequest(description="invalid path: encoded '/', '\\' or NUL is not allowed")
-        if path in TOKEN_PATHS or path.startswith(TOKEN_PREFIXES):
-            self.auth.require(req)
 
     def process_response(self, req, resp, resource, req_succeeded):
         for name, value in SECURITY_HEADERS:

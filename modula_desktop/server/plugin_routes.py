@@ -1,13 +1,15 @@
 """The one dispatcher behind which every plugin route lives (SPEC 3.5, 5).
 
-Falcon cannot remove a route, so plugin routes are never added to Falcon: this sink looks them up in
-the plugin manager's table on every request, and a reload swaps that table.
-Order: route lookup → approval → auth → rate limit → body limit → (in the manager) plugin state →
-breaker → VM checkout → middleware → handler.
+Falcon cannot remove a route, so plugin routes are never added to Falcon: this dispatcher looks them up
+in the plugin manager's table on every request, and a reload swaps that table. It is a WSGI
+application of its own, in front of the Falcon app (see app.SiteApp).
+Order: guard (Host, method, path) → route lookup → approval → auth → rate limit → body limit → (in the
+manager) plugin state → breaker → VM checkout → middleware → handler.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import time
@@ -19,12 +21,14 @@ from ..core.plugins.errors import ApiError
 from ..core.plugins.manager import RouteFailure
 from ..core.plugins.vm import METHODS
 from .auth import TokenAuth
-from .bodies import is_json, parse_json, read_body
-from .errors import JSON, error_json
+from .bodies import is_json_type, parse_json, read_body_env
+from .errors import JSON, error_json, error_message
+from .middleware import SECURITY_HEADERS_WSGI, RequestGuard
 from .ratelimit import RateLimiter
 
+log = logging.getLogger(__name__)
+
 PREFIX = "/api/v1/plugins"
-SINK_PATTERN = r"^/api/v1/plugins(?=/|$)"
 # Never taken from a plugin: framing and caching are ours, cookies and CORS are refused outright,
 # and hop-by-hop headers are illegal for a WSGI application.
 BLOCKED_HEADERS = frozenset({
@@ -57,29 +61,70 @@ def _query(qs: str) -> dict:
     return dict(reversed(parse_qsl(qs, keep_blank_values=True)))
 
 
+def _status_line(status: int) -> str:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = falcon.code_to_http_status(status)
+    return line
+
+
+_STATUS_LINES: dict[int, str] = {}
+
+
 def _not_found():
     # the single answer for unknown, unapproved and revoked routes alike
     return falcon.HTTPNotFound()
 
 
 class PluginDispatcher:
-    def __init__(self, service, auth: TokenAuth):
+    """A WSGI application for every path under /api/v1/plugins. It needs none of Falcon's request and
+    response machinery (they cost more than the plugin call here), but answers like the Falcon app:
+    the same guard, the same JSON errors, the same security headers."""
+
+    def __init__(self, service, auth: TokenAuth, guard: RequestGuard):
         self.service = service
         self.manager = service.plugins
         self.settings = service.settings.plugins
         self.auth = auth
+        self.guard = guard
         self.limiter = RateLimiter(self.settings.rate_limit, self.settings.rate_burst)
         self.metrics = service.metrics
         self._counters: dict = {}
         self._histograms: dict = {}
 
-    # ---- the sink ----------------------------------------------------------------------------
-    def __call__(self, req: falcon.Request, resp: falcon.Response, **_):
-        method = req.method
+    @staticmethod
+    def handles(path: str) -> bool:
+        return path.startswith(PREFIX) and (len(path) == len(PREFIX) or path[len(PREFIX)] == "/")
+
+    # ---- WSGI --------------------------------------------------------------------------------
+    def __call__(self, environ, start_response):
+        method = environ["REQUEST_METHOD"]
+        try:
+            status, headers, body = self._dispatch(environ, method)
+        except falcon.HTTPError as exc:
+            status, body = exc.status_code, error_json(error_message(exc))
+            headers = {"content-type": JSON}
+            if exc.headers:
+                headers.update((k.lower(), v) for k, v in exc.headers.items())
+        except Exception:  # noqa: BLE001 - our bug: logged, and the same 500 as the Falcon app's
+            log.exception("unhandled error in %s %s", method, environ.get("PATH_INFO"))
+            status, headers, body = 500, {"content-type": JSON}, error_json("internal server error")
+        headers.update(SECURITY_HEADERS_WSGI)
+        if status in (204, 304):
+            body = b""
+        else:
+            headers["content-length"] = str(len(body))
+        start_response(_status_line(status), list(headers.items()))
+        return [b""] if method == "HEAD" else [body]
+
+    def _dispatch(self, environ, method: str):
+        path = environ.get("PATH_INFO") or "/"
+        if not path.isascii():  # WSGI hands the path over as latin-1 text (as Falcon does)
+            path = path.encode("iso-8859-1").decode("utf-8", "replace")
+        self.guard.check(environ, method, path)
         if method not in METHODS:
             raise falcon.HTTPMethodNotAllowed(METHODS, description=f"plugin routes answer only {_ALLOW}")
-        rest = req.path[len(PREFIX) + 1:]
-        name, _, sub = rest.partition("/")
+        name, _, sub = path[len(PREFIX) + 1:].partition("/")
         sub = "/" + sub.rstrip("/") if sub else "/"
         match = self.manager.match_route(name, method, sub) if name else None
         if match is None:
@@ -87,19 +132,18 @@ class PluginDispatcher:
         started = time.perf_counter()
         status = 500
         try:
-            status = self._serve(req, resp, match)
+            status, headers, body = self._serve(environ, method, path, match)
+            return status, headers, body
         except falcon.HTTPError as exc:
             status = exc.status_code
             raise
         finally:
             self._observe(match, status, time.perf_counter() - started)
 
-    def _serve(self, req, resp, match) -> int:
-        spec = match.spec
-        env = req.env
+    def _serve(self, env, method, path, match):
         authorization = env.get("HTTP_AUTHORIZATION")
         authorized = self.auth.check(authorization)
-        if not spec.public and not authorized:
+        if not match.spec.public and not authorized:
             raise falcon.HTTPUnauthorized(
                 description="this plugin route needs the site's admin token (Authorization: Bearer <token>)",
                 challenges=["Bearer"])
@@ -108,17 +152,17 @@ class PluginDispatcher:
         if wait:
             raise falcon.HTTPTooManyRequests(description="too many requests: slow down",
                                              retry_after=max(1, math.ceil(wait)))
-        body = read_body(req, self.settings.max_request_body)
+        body = read_body_env(env, self.settings.max_request_body)
         request = {
-            "method": req.method,
-            "path": req.path,
+            "method": method,
+            "path": path,
             "body": body,
             "client_ip": client_ip,
             "headers": self._headers(env, drop_authorization=authorized),
-            "query": _query(req.query_string),
+            "query": _query(env.get("QUERY_STRING", "")),
             "params": match.params,
         }
-        if body and is_json(req):
+        if body and is_json_type(env.get("CONTENT_TYPE")):
             request["json"] = parse_json(body)  # bad JSON: 400 before any plugin code runs
         try:
             out = self.manager.call_route(match, request)
@@ -126,7 +170,7 @@ class PluginDispatcher:
             raise self._failure(match, exc) from None
         except ApiError as exc:  # the request could not be turned into Lua values
             raise falcon.HTTPBadRequest(description=f"request cannot be passed to the plugin: {exc}") from None
-        return self._respond(resp, match, out)
+        return self._respond(match, out)
 
     @staticmethod
     def _headers(env, drop_authorization: bool) -> dict:
@@ -156,37 +200,35 @@ class PluginDispatcher:
             headers = {"Retry-After": str(max(1, math.ceil(wait)))}
         return falcon.HTTPError(exc.status, description=exc.message, headers=headers)
 
-    def _respond(self, resp, match, out: dict) -> int:
+    def _respond(self, match, out: dict):
+        """status, headers (lower-case names), body of the plugin's answer."""
         status = out["status"]
         name = match.plugin.name
         if status < 200:
-            return self._plugin_error(resp, name, f"response status {status} is not allowed (use 200-599)")
+            return self._plugin_error(name, f"response status {status} is not allowed (use 200-599)")
         content_type = None
         if out["has_json"]:
             try:
                 data = _ENCODE_JSON(out["json"]).encode("utf-8")
             except (TypeError, ValueError) as exc:
-                return self._plugin_error(resp, name, f"response json cannot be encoded: {exc}")
+                return self._plugin_error(name, f"response json cannot be encoded: {exc}")
             content_type = JSON
         else:
             data = out["body"]
         limit = self.settings.max_response_body
         if len(data) > limit:
-            return self._plugin_error(resp, name, f"response too large (over {limit} bytes)")
-        headers = out["headers"]
-        if headers:
-            for key, value in self._plugin_headers(name, headers):
+            return self._plugin_error(name, f"response too large (over {limit} bytes)")
+        headers = {}
+        plugin_headers = out["headers"]
+        if plugin_headers:
+            for key, value in self._plugin_headers(name, plugin_headers):
                 if key == "content-type":
                     if content_type is None:
                         content_type = value
                 else:
-                    resp.set_header(key, value)
-        if status in (204, 304):
-            data = b""
-        resp.status = status
-        resp.content_type = content_type or "text/plain; charset=utf-8"
-        resp.data = data
-        return status
+                    headers[key] = value
+        headers["content-type"] = content_type or "text/plain; charset=utf-8"
+        return status, headers, data
 
     def _plugin_headers(self, name, headers: dict):
         dropped = []
@@ -201,13 +243,10 @@ class PluginDispatcher:
             self.service.logbook.write(name, "warn", "response headers not allowed and dropped: "
                                        + ", ".join(repr(d[:64]) for d in dropped[:10]))
 
-    def _plugin_error(self, resp, name: str, message: str) -> int:
+    def _plugin_error(self, name: str, message: str):
         self.service.logbook.write(name, "error", message)
         self.metrics.errors.labels(name, "response").inc()
-        resp.status = 500
-        resp.content_type = JSON
-        resp.data = error_json(message)
-        return 500
+        return 500, {"content-type": JSON}, error_json(message)
 
     # ---- metrics -----------------------------------------------------------------------------
     def _observe(self, match, status: int, seconds: float):
