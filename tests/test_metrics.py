@@ -112,3 +112,28 @@ def test_export_uses_the_apps_own_registry(svc):
                  "modula_plugin_budget_exhaustions"):
         assert name in text
     assert "process_cpu_seconds_total" not in text  # not the global default registry
+
+
+def test_queued_plugin_requests_are_counted_by_every_reader_and_none_is_lost_across_threads():
+    from modula_desktop.core.metrics import HTTP_BATCH
+    from modula_desktop.gui.metrics_data import read_totals
+
+    m = Metrics()
+    m.observe_http("p", "GET /a", 200, 0.002)
+    m.observe_http("p", "GET /a", 500, 0.2)
+    # a reader that only walks the registry (the GUI) sees the queued requests too
+    totals = read_totals(m.registry)
+    assert totals.requests == {"2xx": 1.0, "5xx": 1.0}
+    assert m.sample("modula_plugin_http_request_duration_seconds_count", plugin="p") == 2
+
+    per_thread = HTTP_BATCH * 3 + 7  # several batches flushed by the writers themselves, and a rest
+    threads = [threading.Thread(target=lambda: [m.observe_http("q", "GET /b", 200, 0.001)
+                                                for _ in range(per_thread)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(m._http_pending) < HTTP_BATCH  # the writers flushed as they went
+    text = m.export().decode()
+    assert f'modula_plugin_http_requests_total{{plugin="q",route="GET /b",status="200"}} {4 * per_thread}.0' in text
+    assert m.snapshot()["requests"] == 4 * per_thread + 2

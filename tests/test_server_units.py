@@ -125,3 +125,18 @@ def test_port_in_use_and_announce(service):
         handle.stop()
     assert not service.site.server_info_path.exists()
     handle.stop()  # idempotent
+
+
+def test_the_prebuilt_json_encoder_answers_like_the_standard_one():
+    from modula_desktop.server.plugin_routes import _ENCODE_JSON, _encode_json
+
+    values = [{"a": 1}, [1, 2.5, None, True, "é\n\u2028\x7f\x00"], "x", 1, 1e300, -0.0, {"k": {"n": [1, {}]}},
+              {1: "a", 2.5: "b", True: "c"}, float("nan"), {"x": float("inf")}, object(), {(1,): 2}]
+    for value in values:
+        answers = []
+        for encode in (_encode_json, _ENCODE_JSON):
+            try:
+                answers.append(encode(value))
+            except (TypeError, ValueError) as exc:
+                answers.append(f"{type(exc).__name__}: {exc}")
+        assert answers[0] == answers[1], value

@@ -7,16 +7,38 @@ and its VM pools.
 """
 from __future__ import annotations
 
+import collections
 import math
+import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+# queued plugin requests added to the metrics at a time (see Metrics.observe_http)
+HTTP_BATCH = 256
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class _Flush:
+    """A collector with no metrics of its own: collecting it adds the queued plugin requests."""
+
+    def __init__(self, metrics: "Metrics"):
+        self._metrics = metrics
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        self._metrics.flush()
+        return []
 
 
 class Metrics:
     def __init__(self):
         r = self.registry = CollectorRegistry(auto_describe=True)
+        self._http_pending: collections.deque = collections.deque()
+        self._flush_lock = threading.Lock()
+        # first in the registry: whoever collects it (export, the GUI) sees the queued requests too
+        r.register(_Flush(self))
         self.http_requests = Counter("modula_plugin_http_requests", "Plugin HTTP requests",
                                      ["plugin", "route", "status"], registry=r)
         self.http_duration = Histogram("modula_plugin_http_request_duration_seconds", "Plugin HTTP request duration",
@@ -34,11 +56,43 @@ class Metrics:
         self.budget_exhaustions = Counter("modula_plugin_budget_exhaustions", "Budget exhaustions",
                                           ["plugin", "kind"], registry=r)
 
+    # ---- plugin HTTP requests: the hot path --------------------------------------------------
+    def observe_http(self, plugin: str, route: str, status: int, seconds: float):
+        """Count one plugin request and its duration. Queued (an append, no lock) and added to the
+        metrics in batches: when the queue is long, and before anything reads them."""
+        pending = self._http_pending
+        pending.append((plugin, route, status, seconds))
+        if len(pending) >= HTTP_BATCH:
+            self.flush()
+
+    def flush(self):
+        """Add the queued plugin requests to their metrics."""
+        pending = self._http_pending
+        with self._flush_lock:
+            counts: dict = {}
+            durations: dict = {}
+            while pending:
+                try:
+                    plugin, route, status, seconds = pending.popleft()
+                except IndexError:
+                    break
+                key = (plugin, route, status)
+                counts[key] = counts.get(key, 0) + 1
+                durations.setdefault(plugin, []).append(seconds)
+            for (plugin, route, status), n in counts.items():
+                self.http_requests.labels(plugin, route, str(status)).inc(n)
+            for plugin, values in durations.items():
+                child = self.http_duration.labels(plugin)
+                for seconds in values:
+                    child.observe(seconds)
+
     def export(self) -> bytes:
+        self.flush()
         return generate_latest(self.registry)
 
     def sample(self, name: str, **labels) -> float:
         """Current value of one sample (0 when absent): handy for the GUI and tests."""
+        self.flush()
         value = self.registry.get_sample_value(name, labels or None)
         return value or 0.0
 
@@ -54,6 +108,7 @@ class Metrics:
                "breaker_trips": 0.0, "reloads": {}, "budget_exhaustions": {}, "vms_available": {},
                "latency_p50_s": None, "latency_p95_s": None}
         buckets: dict[float, float] = {}
+        self.flush()
 
         def add(d, key, v):
             d[key] = d.get(key, 0.0) + v

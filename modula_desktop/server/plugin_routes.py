@@ -41,14 +41,30 @@ _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 MAX_RESPONSE_HEADERS = 100
 _ALLOW = ", ".join(METHODS)
 _ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+# The C encoder behind _ENCODE_JSON, built once (JSONEncoder.encode builds one per call). No cycle
+# check: what from_lua returns is a tree of new lists and dicts. Falls back to _ENCODE_JSON without it.
+try:
+    from json.encoder import c_make_encoder as _c_make_encoder, encode_basestring as _encode_str
+
+    def _not_serializable(o):
+        raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
+
+    _C_ENCODE = _c_make_encoder(None, _not_serializable, _encode_str, None, ":", ",", False, False, False)
+
+    def _encode_json(value) -> str:
+        if isinstance(value, str):
+            return _encode_str(value)
+        return "".join(_C_ENCODE(value, 0))
+except ImportError:  # pragma: no cover - CPython always has the C encoder
+    _encode_json = _ENCODE_JSON
 # WSGI environ key -> lowercase header name ("" for keys that are not headers); bounded, since clients
 # choose the header names
-_HEADER_NAMES: dict[str, str] = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
+_HEADER_NAMES: dict[str, bytes] = {"CONTENT_TYPE": b"content-type", "CONTENT_LENGTH": b"content-length"}
 _MAX_HEADER_NAMES = 2048
 
 
-def _header_name(key: str) -> str:
-    name = key[5:].replace("_", "-").lower() if key.startswith("HTTP_") else ""
+def _header_name(key: str) -> bytes:
+    name = key[5:].replace("_", "-").lower().encode() if key.startswith("HTTP_") else b""
     if len(_HEADER_NAMES) < _MAX_HEADER_NAMES:
         _HEADER_NAMES[key] = name
     return name
@@ -89,8 +105,7 @@ class PluginDispatcher:
         self.guard = guard
         self.limiter = RateLimiter(self.settings.rate_limit, self.settings.rate_burst)
         self.metrics = service.metrics
-        self._counters: dict = {}
-        self._histograms: dict = {}
+        self._route_labels: dict = {}  # RouteSpec -> "METHOD /path"
 
     @staticmethod
     def handles(path: str) -> bool:
@@ -173,20 +188,23 @@ class PluginDispatcher:
         return self._respond(match, out)
 
     @staticmethod
-    def _headers(env, drop_authorization: bool) -> dict:
-        headers = {}
+    def _headers(env, drop_authorization: bool) -> list:
+        """The request headers for the plugin, flat: [name, value, name, value, ...] as bytes (the VM
+        hands them to Lua as they are). Names in lower case; the admin token is never handed over."""
+        flat = []
         names = _HEADER_NAMES
         for key, value in env.items():
             name = names.get(key)
             if name is None:
                 name = _header_name(key)
             if name:
+                if drop_authorization and name == b"authorization":
+                    continue
+                flat.append(name)
                 # WSGI hands values over as latin-1 text; give the plugin the text the client sent
-                headers[name] = value if value.isascii() else value.encode("latin-1").decode("utf-8", "replace")
-        if drop_authorization:
-            # the admin token is never handed to plugin code
-            headers.pop("authorization", None)
-        return headers
+                flat.append(value.encode() if value.isascii()
+                            else value.encode("latin-1").decode("utf-8", "replace").encode())
+        return flat
 
     def _failure(self, match, exc: RouteFailure) -> falcon.HTTPError:
         if exc.status == 404:  # the route went away in a reload while we dispatched: unknown now
@@ -209,7 +227,7 @@ class PluginDispatcher:
         content_type = None
         if out["has_json"]:
             try:
-                data = _ENCODE_JSON(out["json"]).encode("utf-8")
+                data = _encode_json(out["json"]).encode("utf-8")
             except (TypeError, ValueError) as exc:
                 return self._plugin_error(name, f"response json cannot be encoded: {exc}")
             content_type = JSON
@@ -251,13 +269,9 @@ class PluginDispatcher:
     # ---- metrics -----------------------------------------------------------------------------
     def _observe(self, match, status: int, seconds: float):
         spec = match.spec
-        key = (match.plugin.name, spec.method, spec.path, status)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self.metrics.http_requests.labels(
-                match.plugin.name, f"{spec.method} {spec.path}", str(status))
-        counter.inc()
-        hist = self._histograms.get(key[0])
-        if hist is None:
-            hist = self._histograms[key[0]] = self.metrics.http_duration.labels(key[0])
-        hist.observe(seconds)
+        route = self._route_labels.get(spec)
+        if route is None:
+            route = f"{spec.method} {spec.path}"
+            if len(self._route_labels) < 4096:
+                self._route_labels[spec] = route
+        self.metrics.observe_http(match.plugin.name, route, status, seconds)

@@ -39,6 +39,8 @@ class CircuitBreaker:
             return self._state
 
     def allow(self) -> bool:
+        if self._state == CLOSED:  # the common case, without the lock: a plain read under the GIL
+            return True
         with self._lock:
             if self._state == CLOSED:
                 return True
@@ -54,6 +56,8 @@ class CircuitBreaker:
             return True
 
     def success(self):
+        if self._state == CLOSED and not self.failures:  # nothing to reset (a failure that races
+            return  # with this read came after the success, and stays counted)
         with self._lock:
             self.failures = 0
             self._state = CLOSED

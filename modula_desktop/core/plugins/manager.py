@@ -169,12 +169,17 @@ class _GenerationVM(PluginVM):
             raise PluginLoadError("init.lua not found") from None
 
 
-@dataclass(frozen=True)
 class RouteMatch:
-    plugin: Plugin
-    generation: Generation
-    spec: RouteSpec
-    params: dict
+    """A request's route: built on every plugin request, so a plain slotted class (a frozen dataclass
+    costs several times more to create)."""
+
+    __slots__ = ("plugin", "generation", "spec", "params")
+
+    def __init__(self, plugin: Plugin, generation: Generation | None, spec: RouteSpec, params: dict):
+        self.plugin = plugin
+        self.generation = generation
+        self.spec = spec
+        self.params = params
 
 
 @dataclass(frozen=True)

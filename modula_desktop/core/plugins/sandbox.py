@@ -247,15 +247,17 @@ class Sandbox:
         except Exception:  # noqa: BLE001
             return 0
 
-    def call_route(self, max_instructions, deadline, message, index, request):
+    def call_route(self, args):
         """run_route through the bootstrap's route_caller: the same as call("run_route", ...) but
-        without releasing the GIL (see bootstrap.lua). Returns status, has_json, json, body, headers."""
+        without releasing the GIL (see bootstrap.lua). args: max_instructions, deadline, message, index,
+        then the request as a table or flat (see route_caller). Returns status, has_json, json, body,
+        headers."""
         if self.memory_limit - self.memory_used() < ARGUMENT_ROOM:
             self.lua.gccollect()
             if self.memory_limit - self.memory_used() < ARGUMENT_ROOM:
                 raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)")
-        self._route_inbox[1] = self.lua.table_from((max_instructions, deadline, message, index, request))
-        self._deadline = deadline
+        self._route_inbox[1] = self.lua.table_from(args)
+        self._deadline = args[1]
         self._armed = True
         self._limit_on()
         try:

@@ -25,6 +25,19 @@ SEGMENT_RE = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]{0,63}\}|[A-Za-z0-9._~!$&'()*
 MAX_SOURCE_BYTES = 1024 * 1024
 MAX_JSON_BYTES = 4 * 1024 * 1024
 _FIELD_KEYS = {k: k.encode() for k in ("method", "path", "body", "client_ip", "headers", "query", "params", "json")}
+_FLAT_FIELDS = frozenset(("method", "path", "body", "client_ip", "headers", "query", "params", "json"))
+
+
+class _NotFlat(Exception):
+    pass
+
+
+def _text(value) -> bytes:
+    if type(value) is bytes:
+        return value
+    return value.encode("utf-8", "surrogateescape")
+
+
 # request fields that are maps of strings; run_route gives each an empty table when it is left out
 _FLAT_MAPS = frozenset({"headers", "query", "params"})
 # (what, seconds) -> the message of a missed deadline; built once, not on every request
@@ -387,17 +400,54 @@ class PluginVM:
 
     # ---- calls -------------------------------------------------------------------------------
     def call_route(self, index: int, request: dict, max_ops: int | None = None, timeout: float | None = None):
-        """Run middleware and the route's handler. Returns the response as a raw Lua table (or None)."""
+        """Run middleware and the route's handler. Returns the raw result for read_response.
+
+        request: method, path, body, client_ip, headers, query, params and (for a JSON body) json.
+        headers is a dict of names to values, or (the server's fast path) a flat list of name and
+        value bytes; a request with other fields goes through the generic conversion."""
         self.ops.reset(self.settings.max_ops if max_ops is None else max_ops, "request")
         seconds = self.settings.timeout_s if timeout is None else timeout
         # an ApiError here (a request that cannot become Lua values) is the client's fault, not the
         # plugin's: it propagates so the server answers 400 without counting a plugin failure
-        req = self._request_table(request)
-        result = self._checked(self.sandbox.call_route, *self._budget_args(seconds, "the handler"), index, req)
+        args = list(self._budget_args(seconds, "the handler"))
+        args.append(index)
+        self._request_args(request, args)
+        try:
+            result = self.sandbox.call_route(args)
+        except PluginCallError as exc:
+            if exc.kind in ("memory", "timeout", "budget"):
+                # a VM stopped mid-way may hold half-updated state; never reuse it
+                self.broken = True
+            if self.ops.exceeded:
+                raise PluginCallError("ops", self.ops.message) from None
+            raise
+        if self.ops.exceeded:
+            raise PluginCallError("ops", self.ops.message)
         # run_route reset the globals itself before returning: the give-back need not call again
         # (after a failure it does, to be sure)
         self._reset_done = True
         return result
+
+    def _request_args(self, request: dict, args: list):
+        """Append the request to route_caller's arguments: flat when it has the usual fields and
+        string maps (the hot path of every plugin route), else as a table."""
+        try:
+            if request.keys() - _FLAT_FIELDS:
+                raise _NotFlat
+            headers = request["headers"]
+            if type(headers) is not list:
+                flat = []
+                for k, v in headers.items():
+                    flat.append(k.encode("utf-8", "surrogateescape"))
+                    flat.append(v.encode("utf-8", "surrogateescape"))
+                headers = flat
+            args += (_text(request["method"]), _text(request["path"]), _text(request["body"]),
+                     _text(request["client_ip"]), self._json_arg(request.get("json")),
+                     self._flat_map(request["query"]), self._flat_map(request["params"]), len(headers) // 2)
+            args += headers
+        except (_NotFlat, KeyError, AttributeError, TypeError):
+            del args[4:]
+            args.append(self._request_table(request))
 
     def _request_table(self, request: dict):
         """The request as a Lua table. The hot path of every plugin route: flat string maps go through
@@ -425,6 +475,15 @@ class PluginVM:
                 value = sb.to_lua(value)
             fields[bkey] = value
         return table_from(fields)
+
+    def _flat_map(self, value: dict):
+        if not value:
+            return None
+        return self.sandbox.lua.table_from({k.encode("utf-8", "surrogateescape"): v.encode("utf-8", "surrogateescape")
+                                            for k, v in value.items()})
+
+    def _json_arg(self, value):
+        return None if value is None else self.sandbox.to_lua(value)
 
     def call_hook(self, index: int, data: dict, timeout: float, max_ops: int | None = None):
         """Run one hook. Returns what it returned, converted to Python (None, or a dict of changes)."""

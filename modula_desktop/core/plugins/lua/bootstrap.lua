@@ -705,11 +705,23 @@ end
 -- host puts the arguments into route_inbox[1], calls str(route_caller), and reads the answer from
 -- route_results (true, status, has_json, json, body, headers; or false, kind, message; nils left out).
 local route_inbox, route_results = {}, {}
+-- The arguments: max_instr, deadline_at, deadline_msg, index, then either the request table, or the
+-- request flat (one table_from in the host builds it all): method, path, body, client_ip, json,
+-- query, params (nil: empty), the number of headers, and each header's name and value.
+local function flat_request(a)
+  local headers = {}
+  for i = 13, 12 + 2 * a[12], 2 do headers[a[i]] = a[i + 1] end
+  return {method = a[5], path = a[6], body = a[7], client_ip = a[8], json = a[9], query = a[10] or {},
+          params = a[11] or {}, headers = headers}
+end
+
 local route_caller = r_setmetatable({}, {__tostring = function()
   local a = route_inbox[1]
   route_inbox[1] = nil
+  local req = a[5]
+  if r_type(req) ~= "table" then req = flat_request(a) end
   gil_held, gil_release_at = true, clock() + GIL_SLICE
-  local r1, r2, r3, r4, r5, r6 = run_route(a[1], a[2], a[3], a[4], a[5])
+  local r1, r2, r3, r4, r5, r6 = run_route(a[1], a[2], a[3], a[4], req)
   gil_held = false
   route_results[1], route_results[2], route_results[3] = r1, r2, r3
   route_results[4], route_results[5], route_results[6] = r4, r5, r6
