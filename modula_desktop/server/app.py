@@ -8,10 +8,11 @@ from . import admin, content
 from .auth import TokenAuth
 from .errors import JSON, add_error_handlers, serialize_error
 from .middleware import RequestGuard
-from .plugin_routes import PluginDispatcher
+from .plugin_routes import PREFIX, PluginDispatcher
 from .preview import Preview
 
 HEALTH_BODY = b'{"status":"ok"}'
+PREFIX_LEN = len(PREFIX)
 
 
 class Health:
@@ -41,10 +42,10 @@ class SiteApp:
     def __init__(self, falcon_app: falcon.App, plugins: PluginDispatcher):
         self.falcon = falcon_app
         self.plugins = plugins
-        self._handles = plugins.handles
 
     def __call__(self, environ, start_response):
-        if self._handles(environ.get("PATH_INFO", "")):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(PREFIX) and (len(path) == PREFIX_LEN or path[PREFIX_LEN] == "/"):
             return self.plugins(environ, start_response)
         return self.falcon(environ, start_response)
 

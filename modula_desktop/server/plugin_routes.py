@@ -107,11 +107,8 @@ class PluginDispatcher:
         self.metrics = service.metrics
         self._route_labels: dict = {}  # RouteSpec -> "METHOD /path"
 
-    @staticmethod
-    def handles(path: str) -> bool:
-        return path.startswith(PREFIX) and (len(path) == len(PREFIX) or path[len(PREFIX)] == "/")
-
     # ---- WSGI --------------------------------------------------------------------------------
+    # The hot path of every plugin request: one method, few calls (each call it saves counts).
     def __call__(self, environ, start_response):
         method = environ["REQUEST_METHOD"]
         try:
@@ -129,14 +126,15 @@ class PluginDispatcher:
             body = b""
         else:
             headers["content-length"] = str(len(body))
-        start_response(_status_line(status), list(headers.items()))
+        line = _STATUS_LINES.get(status)
+        start_response(line if line is not None else _status_line(status), list(headers.items()))
         return [b""] if method == "HEAD" else [body]
 
-    def _dispatch(self, environ, method: str):
-        path = environ.get("PATH_INFO") or "/"
+    def _dispatch(self, env, method: str):
+        path = env.get("PATH_INFO") or "/"
         if not path.isascii():  # WSGI hands the path over as latin-1 text (as Falcon does)
             path = path.encode("iso-8859-1").decode("utf-8", "replace")
-        self.guard.check(environ, method, path)
+        self.guard.check(env, method, path)
         if method not in METHODS:
             raise falcon.HTTPMethodNotAllowed(METHODS, description=f"plugin routes answer only {_ALLOW}")
         name, _, sub = path[len(PREFIX) + 1:].partition("/")
@@ -147,45 +145,48 @@ class PluginDispatcher:
         started = time.perf_counter()
         status = 500
         try:
-            status, headers, body = self._serve(environ, method, path, match)
-            return status, headers, body
+            authorized = self.auth.check(env.get("HTTP_AUTHORIZATION"))
+            if not authorized and not match.spec.public:
+                raise falcon.HTTPUnauthorized(
+                    description="this plugin route needs the site's admin token (Authorization: Bearer <token>)",
+                    challenges=["Bearer"])
+            client_ip = env.get("REMOTE_ADDR", "")
+            wait = self.limiter.acquire(client_ip)
+            if wait:
+                raise falcon.HTTPTooManyRequests(description="too many requests: slow down",
+                                                 retry_after=max(1, math.ceil(wait)))
+            body = read_body_env(env, self.settings.max_request_body) if env.get("CONTENT_LENGTH") else b""
+            query = env.get("QUERY_STRING")
+            request = {
+                "method": method,
+                "path": path,
+                "body": body,
+                "client_ip": client_ip,
+                "headers": self._headers(env, drop_authorization=authorized),
+                "query": _query(query) if query else {},
+                "params": match.params,
+            }
+            if body and is_json_type(env.get("CONTENT_TYPE")):
+                request["json"] = parse_json(body)  # bad JSON: 400 before any plugin code runs
+            try:
+                out = self.manager.call_route(match, request)
+            except RouteFailure as exc:
+                raise self._failure(match, exc) from None
+            except ApiError as exc:  # the request could not be turned into Lua values
+                raise falcon.HTTPBadRequest(description=f"request cannot be passed to the plugin: {exc}") from None
+            answer = self._respond(match, out)
+            status = answer[0]
+            return answer
         except falcon.HTTPError as exc:
             status = exc.status_code
             raise
         finally:
-            self._observe(match, status, time.perf_counter() - started)
-
-    def _serve(self, env, method, path, match):
-        authorization = env.get("HTTP_AUTHORIZATION")
-        authorized = self.auth.check(authorization)
-        if not match.spec.public and not authorized:
-            raise falcon.HTTPUnauthorized(
-                description="this plugin route needs the site's admin token (Authorization: Bearer <token>)",
-                challenges=["Bearer"])
-        client_ip = env.get("REMOTE_ADDR", "")
-        wait = self.limiter.acquire(client_ip)
-        if wait:
-            raise falcon.HTTPTooManyRequests(description="too many requests: slow down",
-                                             retry_after=max(1, math.ceil(wait)))
-        body = read_body_env(env, self.settings.max_request_body)
-        request = {
-            "method": method,
-            "path": path,
-            "body": body,
-            "client_ip": client_ip,
-            "headers": self._headers(env, drop_authorization=authorized),
-            "query": _query(env.get("QUERY_STRING", "")),
-            "params": match.params,
-        }
-        if body and is_json_type(env.get("CONTENT_TYPE")):
-            request["json"] = parse_json(body)  # bad JSON: 400 before any plugin code runs
-        try:
-            out = self.manager.call_route(match, request)
-        except RouteFailure as exc:
-            raise self._failure(match, exc) from None
-        except ApiError as exc:  # the request could not be turned into Lua values
-            raise falcon.HTTPBadRequest(description=f"request cannot be passed to the plugin: {exc}") from None
-        return self._respond(match, out)
+            # the request counted for the metrics (queued: see Metrics.observe_http)
+            spec = match.spec
+            route = self._route_labels.get(spec)
+            if route is None:
+                route = self._route_label(spec)
+            self.metrics.observe_http(match.plugin.name, route, status, time.perf_counter() - started)
 
     @staticmethod
     def _headers(env, drop_authorization: bool) -> list:
@@ -267,11 +268,8 @@ class PluginDispatcher:
         return 500, {"content-type": JSON}, error_json(message)
 
     # ---- metrics -----------------------------------------------------------------------------
-    def _observe(self, match, status: int, seconds: float):
-        spec = match.spec
-        route = self._route_labels.get(spec)
-        if route is None:
-            route = f"{spec.method} {spec.path}"
-            if len(self._route_labels) < 4096:
-                self._route_labels[spec] = route
-        self.metrics.observe_http(match.plugin.name, route, status, seconds)
+    def _route_label(self, spec) -> str:
+        route = f"{spec.method} {spec.path}"
+        if len(self._route_labels) < 4096:
+            self._route_labels[spec] = route
+        return route

@@ -615,7 +615,10 @@ class PluginManager:
         reported = False  # every allow() ends in success(), failure() or release(): a probe never wedges
         try:
             try:
-                gen, spec, vm = self._checkout_route(plugin, gen, match.spec)
+                spec = match.spec
+                vm = gen.pool.take_idle()  # the common case; else wait, rebuild or follow a reload
+                if vm is None:
+                    gen, spec, vm = self._checkout_route(plugin, gen, spec)
             except PluginLoadError as exc:
                 reported = True
                 breaker.failure()

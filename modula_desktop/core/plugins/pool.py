@@ -78,6 +78,16 @@ class VMPool:
                     "building": self._building, "hook_reserve": self.hook_reserve,
                     "available": self._available(), "replaced": self.replaced, "discarded": self.discarded}
 
+    def take_idle(self) -> PluginVM | None:
+        """An idle VM for a request, if one is there right now (never waits, never builds)."""
+        with self._lock:
+            if self.state == OPEN and self._idle and self._busy_requests < self.size - self.hook_reserve:
+                vm = self._idle.pop()
+                self._busy_requests += 1
+                self._busy[id(vm)] = False
+                return vm
+        return None
+
     def checkout(self, timeout: float, for_hook: bool = False) -> PluginVM | None:
         """A VM, or None if none is free within timeout seconds. Raises PoolClosed when draining or
         closed, PluginLoadError when an empty slot had to be rebuilt and that failed."""

@@ -252,20 +252,21 @@ class Sandbox:
         without releasing the GIL (see bootstrap.lua). args: max_instructions, deadline, message, index,
         then the request as a table or flat (see route_caller). Returns status, has_json, json, body,
         headers."""
-        if self.memory_limit - self.memory_used() < ARGUMENT_ROOM:
-            self.lua.gccollect()
+        lua = self.lua
+        if self.memory_limit - lua.get_memory_used() < ARGUMENT_ROOM:
+            lua.gccollect()
             if self.memory_limit - self.memory_used() < ARGUMENT_ROOM:
                 raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)")
-        self._route_inbox[1] = self.lua.table_from(args)
+        self._route_inbox[1] = lua.table_from(args)
         self._deadline = args[1]
         self._armed = True
-        self._limit_on()
+        lua.set_max_memory(self.memory_limit)  # _limit_on, inlined: this is every plugin request
         try:
             try:
                 str(self._route_caller)
             finally:
                 self._armed = False
-                self._limit_off()
+                lua.set_max_memory(0)
         except lupa.LuaMemoryError:
             self._t["disarm"]()
             raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)") from None

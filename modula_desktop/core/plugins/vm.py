@@ -32,12 +32,6 @@ class _NotFlat(Exception):
     pass
 
 
-def _text(value) -> bytes:
-    if type(value) is bytes:
-        return value
-    return value.encode("utf-8", "surrogateescape")
-
-
 # request fields that are maps of strings; run_route gives each an empty table when it is left out
 _FLAT_MAPS = frozenset({"headers", "query", "params"})
 # (what, seconds) -> the message of a missed deadline; built once, not on every request
@@ -409,8 +403,10 @@ class PluginVM:
         seconds = self.settings.timeout_s if timeout is None else timeout
         # an ApiError here (a request that cannot become Lua values) is the client's fault, not the
         # plugin's: it propagates so the server answers 400 without counting a plugin failure
-        args = list(self._budget_args(seconds, "the handler"))
-        args.append(index)
+        message = _DEADLINE_MESSAGES.get(("the handler", seconds))
+        if message is None:
+            message = self._budget_args(seconds, "the handler")[2]
+        args = [self.settings.max_instructions, time.monotonic() + float(seconds), message, index]
         self._request_args(request, args)
         try:
             result = self.sandbox.call_route(args)
@@ -441,9 +437,14 @@ class PluginVM:
                     flat.append(k.encode("utf-8", "surrogateescape"))
                     flat.append(v.encode("utf-8", "surrogateescape"))
                 headers = flat
-            args += (_text(request["method"]), _text(request["path"]), _text(request["body"]),
-                     _text(request["client_ip"]), self._json_arg(request.get("json")),
-                     self._flat_map(request["query"]), self._flat_map(request["params"]), len(headers) // 2)
+            body, query, params, json_value = request["body"], request["query"], request["params"], request.get("json")
+            args += (request["method"].encode("utf-8", "surrogateescape"),
+                     request["path"].encode("utf-8", "surrogateescape"),
+                     body if type(body) is bytes else body.encode("utf-8", "surrogateescape"),
+                     request["client_ip"].encode("utf-8", "surrogateescape"),
+                     None if json_value is None else self.sandbox.to_lua(json_value),
+                     self._flat_map(query) if query else None, self._flat_map(params) if params else None,
+                     len(headers) // 2)
             args += headers
         except (_NotFlat, KeyError, AttributeError, TypeError):
             del args[4:]
@@ -477,13 +478,8 @@ class PluginVM:
         return table_from(fields)
 
     def _flat_map(self, value: dict):
-        if not value:
-            return None
         return self.sandbox.lua.table_from({k.encode("utf-8", "surrogateescape"): v.encode("utf-8", "surrogateescape")
                                             for k, v in value.items()})
-
-    def _json_arg(self, value):
-        return None if value is None else self.sandbox.to_lua(value)
 
     def call_hook(self, index: int, data: dict, timeout: float, max_ops: int | None = None):
         """Run one hook. Returns what it returned, converted to Python (None, or a dict of changes)."""
