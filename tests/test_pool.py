@@ -228,3 +228,18 @@ def test_globals_leaked_by_one_request_are_not_seen_by_the_next(svc):
     assert call(s, "pl", "/leak") == {"counter": 1}
     assert call(s, "pl", "/leak") == {"counter": 1}
     assert call(s, "pl", "/upper") == {"up": "A"}  # a replaced builtin is restored too
+
+
+def test_take_idle_never_waits_builds_or_touches_the_hook_reserve():
+    p = pool(size=3, reserve=1)
+    first, second = p.take_idle(), p.take_idle()
+    assert first is not None and second is not None and first is not second
+    assert p.take_idle() is None  # the last VM is the hooks' reserve
+    assert p.checkout(0.05, for_hook=True) is not None
+    p.give_back(first)
+    assert p.take_idle() is first
+    empty = VMPool(FakeVM, 2, 0)  # nothing built yet: take_idle does not build, checkout does
+    assert empty.take_idle() is None and empty.checkout(0.05) is not None
+    threading.Thread(target=p.drain, args=(0.2,)).start()
+    wait_until(lambda: p.state != "open")
+    assert p.take_idle() is None

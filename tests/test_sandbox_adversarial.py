@@ -796,3 +796,40 @@ def test_json_decode_input_is_capped(tmp_path):
     vm = load_vm(folder)
     assert call_json(vm) == [False, "json.decode: input larger than 4 MiB"]
     assert_serves(vm)
+
+
+# The server hands the request to Lua flat (one table_from); any other request goes through the generic
+# conversion. Both must give the handler the same table.
+ECHO_REQUEST = handler("""
+  local h = {}
+  for k, v in pairs(req.headers) do h[#h + 1] = k .. "=" .. v end
+  table.sort(h)
+  return {json = {method = req.method, path = req.path, body = req.body, ip = req.client_ip, headers = h,
+                  q = req.query.q or "-", p = req.params.id or "-", j = req.json and req.json.k or "-",
+                  extra = req.extra or "-", nq = next(req.query) == nil, np = next(req.params) == nil}}""")
+
+
+@pytest.mark.parametrize("shape", ["flat_dict_headers", "flat_list_headers", "generic_extra_field",
+                                   "generic_bytes_method"])
+def test_the_flat_and_the_generic_request_paths_give_the_same_table(tmp_path, shape):
+    vm = make_vm(tmp_path, ECHO_REQUEST)
+    index = next(r.index for r in vm.routes if r.path == "/x")
+    request = {"method": "POST", "path": "/x", "body": b'{"k":"v"}', "client_ip": "127.0.0.1",
+               "headers": {"content-type": "application/json", "x-é": "ü"}, "query": {"q": "1"},
+               "params": {"id": "7"}, "json": {"k": "v"}}
+    expected = {"method": "POST", "path": "/x", "body": '{"k":"v"}', "ip": "127.0.0.1",
+                "headers": ["content-type=application/json", "x-é=ü"], "q": "1", "p": "7", "j": "v",
+                "extra": "-", "nq": False, "np": False}
+    if shape == "flat_list_headers":
+        request["headers"] = [b"content-type", b"application/json", "x-é".encode(), "ü".encode()]
+    elif shape == "generic_extra_field":
+        request["extra"] = "more"
+        expected["extra"] = "more"
+    elif shape == "generic_bytes_method":
+        request["method"] = b"POST"
+    assert vm.read_response(vm.call_route(index, request))["json"] == expected
+    # empty maps: absent in the flat arguments, empty tables for the handler
+    request.update(query={}, params={}, headers={})
+    request.pop("json")
+    out = vm.read_response(vm.call_route(index, request))["json"]
+    assert (out["nq"], out["np"], out["headers"], out["j"]) == (True, True, [], "-")
