@@ -694,10 +694,26 @@ local function run_route(max_instr, deadline_at, deadline_msg, index, req)
   if r_rawget(req, "headers") == nil then r_rawset(req, "headers", {}) end
   if r_rawget(req, "query") == nil then r_rawset(req, "query", {}) end
   if r_rawget(req, "params") == nil then r_rawset(req, "params", {}) end
-  local r = t_pack(run(max_instr, deadline_at, deadline_msg, "handler", route_body, registry.routes[index], req))
+  -- run() and finish() for exactly route_body's five results: no tables packed on every request
+  arm(max_instr, deadline_at, deadline_msg)
+  phase = "handler"
+  local ok, status, has_json, json, body, headers = r_pcall(route_body, registry.routes[index], req)
+  phase = "idle"
+  active = false
+  sethook()
+  local r1, r2, r3, r4, r5, r6 = true, status, has_json, json, body, headers
+  if tripped then
+    r1, r2, r3 = false, "budget", tripped
+    if s_find(tripped, "^memory") then r2 = "memory" elseif s_find(tripped, "^time budget") then r2 = "timeout" end
+    r4, r5, r6 = nil, nil, nil
+  elseif not ok then
+    r1, r2, r3, r4, r5, r6 = false, "error", error_text(status), nil, nil, nil
+    if is_memory_error(status) then r2, r3 = "memory", "memory limit exceeded (" .. limits.memory_mb .. " MiB)" end
+  end
   restore_snapshot()
-  return t_unpack(r, 1, r.n)
+  return r1, r2, r3, r4, r5, r6
 end
+trusted_fn[run_route] = true
 
 -- run_route without leaving Python's GIL. lupa releases the GIL around every call into Lua; on a
 -- busy server getting it back costs more than the whole handler (other threads hold it by then).
