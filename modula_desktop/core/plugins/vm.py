@@ -408,17 +408,7 @@ class PluginVM:
             message = self._budget_args(seconds, "the handler")[2]
         args = [self.settings.max_instructions, time.monotonic() + float(seconds), message, index]
         self._request_args(request, args)
-        try:
-            result = self.sandbox.call_route(args)
-        except PluginCallError as exc:
-            if exc.kind in ("memory", "timeout", "budget"):
-                # a VM stopped mid-way may hold half-updated state; never reuse it
-                self.broken = True
-            if self.ops.exceeded:
-                raise PluginCallError("ops", self.ops.message) from None
-            raise
-        if self.ops.exceeded:
-            raise PluginCallError("ops", self.ops.message)
+        result = self._checked(self.sandbox.call_route, args)
         # run_route reset the globals itself before returning: the give-back need not call again
         # (after a failure it does, to be sure)
         self._reset_done = True
