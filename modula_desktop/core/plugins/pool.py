@@ -31,6 +31,7 @@ class VMPool:
         self.hook_reserve = min(hook_reserve, self.size - 1) if self.size > 1 else 0
         self._lock = threading.Lock()  # taken directly on the hot paths: cheaper than the Condition
         self._cond = threading.Condition(self._lock)
+        self._waiting = 0  # threads in self._cond.wait
         self._idle: list[PluginVM] = []
         self._busy: dict[int, bool] = {}  # id(vm) -> checked out for a hook
         self._building = 0  # slots being (re)built by a checkout, counted in _slots
@@ -118,7 +119,11 @@ class VMPool:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                self._cond.wait(left)
+                self._waiting += 1
+                try:
+                    self._cond.wait(left)
+                finally:
+                    self._waiting -= 1
             if not for_hook:
                 self._busy_requests += 1
             if not build:
@@ -174,7 +179,8 @@ class VMPool:
                 vm.close()
             else:
                 self._idle.append(vm)
-            self._cond.notify_all()
+            if self._waiting:  # checkouts or a drain waiting for a VM to come back
+                self._cond.notify_all()
 
     def drain(self, timeout: float) -> bool:
         """Stop handing out VMs, wait up to timeout for busy ones to come back, close them all.
@@ -189,7 +195,11 @@ class VMPool:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self._cond.wait(left)
+                self._waiting += 1
+                try:
+                    self._cond.wait(left)
+                finally:
+                    self._waiting -= 1
             clean = not self._busy and not self._building
             idle, self._idle = self._idle, []
             self._slots -= len(idle)

@@ -418,7 +418,7 @@ class PluginVM:
         """Append the request to route_caller's arguments: flat when it has the usual fields and
         string maps (the hot path of every plugin route), else as a table."""
         try:
-            if request.keys() - _FLAT_FIELDS:
+            if not _FLAT_FIELDS.issuperset(request):
                 raise _NotFlat
             headers = request["headers"]
             if type(headers) is not list:
