@@ -137,3 +137,25 @@ def test_queued_plugin_requests_are_counted_by_every_reader_and_none_is_lost_acr
     text = m.export().decode()
     assert f'modula_plugin_http_requests_total{{plugin="q",route="GET /b",status="200"}} {4 * per_thread}.0' in text
     assert m.snapshot()["requests"] == 4 * per_thread + 2
+
+
+def test_batched_durations_land_in_the_same_buckets_as_one_observe_each():
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from modula_desktop.core.metrics import LATENCY_BUCKETS
+
+    values = [0.0, 0.0005, 0.00050001, 0.001, 0.002, 0.0025, 0.7, 10.0, 11.0, 1e-9] * 3
+    m = Metrics()
+    for v in values:
+        m.observe_http("p", "GET /a", 200, v)
+    reference = Histogram("ref", "reference", ["plugin"], buckets=LATENCY_BUCKETS, registry=CollectorRegistry())
+    for v in values:
+        reference.labels("p").observe(v)
+    name = "modula_plugin_http_request_duration_seconds"
+    for bound in list(LATENCY_BUCKETS) + [float("inf")]:
+        le = "+Inf" if bound == float("inf") else str(float(bound))
+        expected = reference.collect()[0]
+        want = next(s.value for s in expected.samples if s.name == "ref_bucket" and s.labels["le"] == le)
+        assert m.sample(name + "_bucket", plugin="p", le=le) == want, le
+    assert abs(m.sample(name + "_sum", plugin="p") - sum(values)) < 1e-9
+    assert m.sample(name + "_count", plugin="p") == len(values)
