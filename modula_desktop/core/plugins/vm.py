@@ -382,15 +382,19 @@ class PluginVM:
         try:
             result = fn(*args)
         except PluginCallError as exc:
-            if exc.kind in ("memory", "timeout", "budget"):
-                # a VM stopped mid-way may hold half-updated state; never reuse it
-                self.broken = True
-            if self.ops.exceeded:
-                raise PluginCallError("ops", self.ops.message) from None
-            raise
+            raise self._call_failed(exc) from None
         if self.ops.exceeded:
             raise PluginCallError("ops", self.ops.message)
         return result
+
+    def _call_failed(self, exc: PluginCallError) -> PluginCallError:
+        """The error to raise for a failed call (an exceeded db budget is reported as such)."""
+        if exc.kind in ("memory", "timeout", "budget"):
+            # a VM stopped mid-way may hold half-updated state; never reuse it
+            self.broken = True
+        if self.ops.exceeded:
+            return PluginCallError("ops", self.ops.message)
+        return exc
 
     # ---- calls -------------------------------------------------------------------------------
     def call_route(self, index: int, request: dict, max_ops: int | None = None, timeout: float | None = None):
@@ -408,7 +412,12 @@ class PluginVM:
             message = self._budget_args(seconds, "the handler")[2]
         args = [self.settings.max_instructions, time.monotonic() + float(seconds), message, index]
         self._request_args(request, args)
-        result = self._checked(self.sandbox.call_route, args)
+        try:  # _checked, inlined: this is every plugin request
+            result = self.sandbox.call_route(args)
+        except PluginCallError as exc:
+            raise self._call_failed(exc) from None
+        if self.ops.exceeded:
+            raise PluginCallError("ops", self.ops.message)
         # run_route reset the globals itself before returning: the give-back need not call again
         # (after a failure it does, to be sure)
         self._reset_done = True
