@@ -13,6 +13,8 @@ import logging
 import math
 import re
 import time
+from json.encoder import c_make_encoder as _c_make_encoder
+from json.encoder import encode_basestring as _encode_str
 from urllib.parse import parse_qsl
 
 import falcon
@@ -43,21 +45,27 @@ MAX_RESPONSE_HEADERS = 100
 _ALLOW = ", ".join(METHODS)
 _ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 # The C encoder behind _ENCODE_JSON, built once (JSONEncoder.encode builds one per call). No cycle
-# check: what from_lua returns is a tree of new lists and dicts. Falls back to _ENCODE_JSON without it.
-try:
-    from json.encoder import c_make_encoder as _c_make_encoder, encode_basestring as _encode_str
+# check: what from_lua returns is a tree of new lists and dicts. (c_make_encoder is None without the
+# C module: then _ENCODE_JSON.)
 
-    def _not_serializable(o):
-        raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
 
+def _not_serializable(o):
+    raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
+
+
+if _c_make_encoder is not None:
     _C_ENCODE = _c_make_encoder(None, _not_serializable, _encode_str, None, ":", ",", False, False, False)
+else:  # pragma: no cover - CPython ships the C encoder
+    def _C_ENCODE(value, _level):
+        return (_ENCODE_JSON(value),)
 
-    def _encode_json(value) -> str:
-        if isinstance(value, str):
-            return _encode_str(value)
-        return "".join(_C_ENCODE(value, 0))
-except ImportError:  # pragma: no cover - CPython always has the C encoder
-    _encode_json = _ENCODE_JSON
+
+def _encode_json(value) -> str:
+    if isinstance(value, str):
+        return _encode_str(value)
+    return "".join(_C_ENCODE(value, 0))
+
+
 # WSGI environ key -> lowercase header name ("" for keys that are not headers); bounded, since clients
 # choose the header names
 _HEADER_NAMES: dict[str, bytes] = {"CONTENT_TYPE": b"content-type", "CONTENT_LENGTH": b"content-length"}
@@ -233,7 +241,8 @@ class PluginDispatcher:
         content_type = None
         if out["has_json"]:
             try:
-                data = _encode_json(out["json"]).encode("utf-8")
+                value = out["json"]
+                data = ("".join(_C_ENCODE(value, 0)) if type(value) in (dict, list) else _encode_json(value)).encode()
             except (TypeError, ValueError) as exc:
                 return self._plugin_error(name, f"response json cannot be encoded: {exc}")
             content_type = JSON

@@ -587,10 +587,14 @@ class PluginManager:
         if gen is None:
             # a stopped or failed plugin: its routes exist (503) only if they were approved before
             return self._match_inactive(plugin, method, path)
-        found = gen.match(method, path)
-        if found is None:
-            return None
-        spec, params = found
+        spec = gen.table.static.get((method, path))  # the common case, without two calls
+        if spec is not None:
+            params = {}
+        else:
+            found = gen.match(method, path)
+            if found is None:
+                return None
+            spec, params = found
         if self.approvals is not None and not self.approvals.route_approved(name, spec.method, spec.path):
             return None
         return RouteMatch(plugin, gen, spec, params)
