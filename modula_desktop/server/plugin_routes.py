@@ -44,15 +44,15 @@ _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 MAX_RESPONSE_HEADERS = 100
 _ALLOW = ", ".join(METHODS)
 _ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-# The C encoder behind _ENCODE_JSON, built once (JSONEncoder.encode builds one per call). No cycle
-# check: what from_lua returns is a tree of new lists and dicts. (c_make_encoder is None without the
-# C module: then _ENCODE_JSON.)
 
 
 def _not_serializable(o):
     raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
 
 
+# The C encoder behind _ENCODE_JSON, built once (JSONEncoder.encode builds one per call). No cycle
+# check: what from_lua returns is a tree of new lists and dicts. (c_make_encoder is None without the
+# C module: then _ENCODE_JSON.)
 if _c_make_encoder is not None:
     _C_ENCODE = _c_make_encoder(None, _not_serializable, _encode_str, None, ":", ",", False, False, False)
 else:  # pragma: no cover - CPython ships the C encoder
@@ -66,7 +66,7 @@ def _encode_json(value) -> str:
     return "".join(_C_ENCODE(value, 0))
 
 
-# WSGI environ key -> lowercase header name ("" for keys that are not headers); bounded, since clients
+# WSGI environ key -> lowercase header name as bytes (b"" for keys that are not headers); bounded, since clients
 # choose the header names
 _HEADER_NAMES: dict[str, bytes] = {"CONTENT_TYPE": b"content-type", "CONTENT_LENGTH": b"content-length"}
 _MAX_HEADER_NAMES = 2048
