@@ -250,14 +250,16 @@ class Sandbox:
     def call_route(self, args):
         """run_route through the bootstrap's route_caller: the same as call("run_route", ...) but
         without releasing the GIL (see bootstrap.lua). args: max_instructions, deadline, message, index,
-        then the request as a table or flat (see route_caller). Returns status, has_json, json, body,
-        headers."""
+        then the request as a table or flat (see route_caller); the clock goes in route_inbox[2].
+        Returns status, has_json, json, body, headers."""
         lua = self.lua
         if self.memory_limit - lua.get_memory_used() < ARGUMENT_ROOM:
             lua.gccollect()
             if self.memory_limit - self.memory_used() < ARGUMENT_ROOM:
                 raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)")
-        self._route_inbox[1] = lua.table_from(args)
+        inbox = self._route_inbox
+        inbox[1] = lua.table_from(args)
+        inbox[2] = time.monotonic()
         self._deadline = args[1]
         self._armed = True
         lua.set_max_memory(self.memory_limit)  # _limit_on, inlined: this is every plugin request

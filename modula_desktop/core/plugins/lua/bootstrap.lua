@@ -736,7 +736,8 @@ local route_caller = r_setmetatable({}, {__tostring = function()
   route_inbox[1] = nil
   local req = a[5]
   if r_type(req) ~= "table" then req = flat_request(a) end
-  gil_held, gil_release_at = true, clock() + GIL_SLICE
+  -- the host put its clock in route_inbox[2]: reading it from here would be a call into Python
+  gil_held, gil_release_at = true, route_inbox[2] + GIL_SLICE
   local r1, r2, r3, r4, r5, r6 = run_route(a[1], a[2], a[3], a[4], req)
   gil_held = false
   route_results[1], route_results[2], route_results[3] = r1, r2, r3
