@@ -58,12 +58,6 @@ class Metrics:
                                           ["plugin", "kind"], registry=r)
 
     # ---- plugin HTTP requests: the hot path --------------------------------------------------
-    @property
-    def http_pending(self) -> collections.deque:
-        """The queue observe_http appends to (a caller on the hot path may append itself: a tuple of
-        plugin, route, status, seconds; then flush() once it holds HTTP_BATCH)."""
-        return self._http_pending
-
     def observe_http(self, plugin: str, route: str, status: int, seconds: float):
         """Count one plugin request and its duration. Queued (an append, no lock) and added to the
         metrics in batches: when the queue is long, and before anything reads them."""

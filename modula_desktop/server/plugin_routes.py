@@ -19,7 +19,6 @@ from urllib.parse import parse_qsl
 
 import falcon
 
-from ..core.metrics import HTTP_BATCH
 from ..core.plugins.errors import ApiError
 from ..core.plugins.manager import RouteFailure
 from ..core.plugins.vm import METHODS
@@ -124,7 +123,6 @@ class PluginDispatcher:
         self.limiter = RateLimiter(self.settings.rate_limit, self.settings.rate_burst)
         self.metrics = service.metrics
         self._route_labels: dict = {}  # RouteSpec -> "METHOD /path"
-        self._http_pending = self.metrics.http_pending
 
     # ---- WSGI --------------------------------------------------------------------------------
     # The hot path of every plugin request: one method, few calls (each call it saves counts).
@@ -205,10 +203,7 @@ class PluginDispatcher:
             route = self._route_labels.get(spec)
             if route is None:
                 route = self._route_label(spec)
-            pending = self._http_pending  # Metrics.observe_http, inlined
-            pending.append((match.plugin.name, route, status, time.perf_counter() - started))
-            if len(pending) >= HTTP_BATCH:
-                self.metrics.flush()
+            self.metrics.observe_http(match.plugin.name, route, status, time.perf_counter() - started)
 
     @staticmethod
     def _headers(env, drop_authorization: bool) -> list:

@@ -79,26 +79,23 @@ class VMPool:
                     "building": self._building, "hook_reserve": self.hook_reserve,
                     "available": self._available(), "replaced": self.replaced, "discarded": self.discarded}
 
-    def take_idle(self) -> PluginVM | None:
-        """An idle VM for a request, if one is there right now (never waits, never builds)."""
+    def take_idle(self, for_hook: bool = False) -> PluginVM | None:
+        """An idle VM, if one is there right now (never waits, never builds, never raises)."""
         with self._lock:
-            if self.state == OPEN and self._idle and self._busy_requests < self.size - self.hook_reserve:
-                vm = self._idle.pop()
-                self._busy_requests += 1
-                self._busy[id(vm)] = False
-                return vm
-        return None
-
-    def checkout(self, timeout: float, for_hook: bool = False) -> PluginVM | None:
-        """A VM, or None if none is free within timeout seconds. Raises PoolClosed when draining or
-        closed, PluginLoadError when an empty slot had to be rebuilt and that failed."""
-        with self._lock:  # the common case: an idle VM, taken with one lock round
             if self.state == OPEN and self._idle and (for_hook or self._busy_requests < self.size - self.hook_reserve):
                 vm = self._idle.pop()
                 if not for_hook:
                     self._busy_requests += 1
                 self._busy[id(vm)] = for_hook
                 return vm
+        return None
+
+    def checkout(self, timeout: float, for_hook: bool = False) -> PluginVM | None:
+        """A VM, or None if none is free within timeout seconds. Raises PoolClosed when draining or
+        closed, PluginLoadError when an empty slot had to be rebuilt and that failed."""
+        vm = self.take_idle(for_hook)  # the common case, with one lock round
+        if vm is not None:
+            return vm
         deadline = time.monotonic() + timeout
         build = False
         with self._cond:
@@ -158,18 +155,15 @@ class VMPool:
     def give_back(self, vm: PluginVM):
         """Return a VM: globals reset to the post-init snapshot, or thrown away when broken."""
         if not vm.clean_after_route():
-            with self._cond:
-                if id(vm) not in self._busy:
-                    log.error("a VM was given back twice or to the wrong pool; ignored")
-                    return
-                open_ = self.state == OPEN
-            if open_ and not vm.broken:
+            with self._lock:
+                known, open_ = id(vm) in self._busy, self.state == OPEN
+            if known and open_ and not vm.broken:
                 vm.reset()  # outside the lock: Lua work; the VM is still ours alone
         with self._lock:
-            if id(vm) not in self._busy:
+            for_hook = self._busy.pop(id(vm), None)
+            if for_hook is None:
                 log.error("a VM was given back twice or to the wrong pool; ignored")
                 return
-            for_hook = self._busy.pop(id(vm))
             if not for_hook:
                 self._busy_requests -= 1
             if vm.broken or self.state != OPEN:

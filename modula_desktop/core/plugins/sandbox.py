@@ -252,61 +252,35 @@ class Sandbox:
         without releasing the GIL (see bootstrap.lua). args: max_instructions, deadline, message, index,
         then the request as a table or flat (see route_caller); the clock goes in route_inbox[2].
         Returns status, has_json, json, body, headers."""
-        lua = self.lua
-        if self.memory_limit - lua.get_memory_used() < ARGUMENT_ROOM:
-            lua.gccollect()
-            if self.memory_limit - self.memory_used() < ARGUMENT_ROOM:
-                raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)")
         inbox = self._route_inbox
-        inbox[1] = lua.table_from(args)
+        inbox[1] = self.lua.table_from(args)
         inbox[2] = time.monotonic()
-        self._deadline = args[1]
-        self._armed = True
-        lua.set_max_memory(self.memory_limit)  # _limit_on, inlined: this is every plugin request
-        try:
-            try:
-                str(self._route_caller)
-            finally:
-                self._armed = False
-                lua.set_max_memory(0)
-        except lupa.LuaMemoryError:
-            self._t["disarm"]()
-            raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)") from None
-        except lupa.LuaError as exc:
-            self._t["disarm"]()
-            tripped = self._t["tripped"]()
-            if isinstance(tripped, bytes):
-                msg = tripped.decode("utf-8", "replace")
-                kind = "memory" if msg.startswith("memory") else "timeout" if msg.startswith("time") else "budget"
-                raise PluginCallError(kind, msg) from None
-            raise PluginCallError("error", _lua_error_text(exc)) from None
+        self._call_lua(str, (self._route_caller,), deadline=args[1])
         r = dict(self._route_results.items())
-        if r.get(1) is True:
-            return r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)
-        kind, msg = r.get(2), r.get(3)
-        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-        msg = msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)
-        raise PluginCallError(kind, msg)
+        return self._outcome((r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)))
 
     def call(self, entry: str, *args):
         """Call a trusted entry point that returns ``ok, ...``; raise PluginCallError on failure.
+        The entry points that run plugin code take max_instructions, deadline, message, ...."""
+        result = self._call_lua(self._t[entry], args, deadline=args[1] if entry in ARMED_ENTRIES else None)
+        return self._outcome(result if isinstance(result, tuple) else (result,))
 
-        For the entry points that run plugin code (args: max_instructions, deadline, message, ...) the
-        memory limit is switched on here, just before the call, and off again after it: lupa's own
-        conversions outside the protected call must never meet it. Before switching it on we make
-        sure the few bytes lupa pushes as arguments fit."""
-        armed = entry in ARMED_ENTRIES
-        if armed:
+    def _call_lua(self, fn, args, deadline=None):
+        """fn(*args) with lupa's errors turned into PluginCallError. With a deadline (fn runs plugin code)
+        the memory limit is switched on just before the call and off again after it: lupa's own
+        conversions outside the protected call must never meet it. Before switching it on we make sure
+        the few bytes lupa pushes as arguments fit."""
+        if deadline is not None:
             if self.memory_limit - self.memory_used() < ARGUMENT_ROOM:
                 self.lua.gccollect()
                 if self.memory_limit - self.memory_used() < ARGUMENT_ROOM:
                     raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)")
-            self._deadline = args[1]
+            self._deadline = deadline
             self._armed = True
             self._limit_on()
         try:
             try:
-                result = self._t[entry](*args)
+                return fn(*args)
             finally:
                 self._armed = False
                 self._limit_off()  # lupa's own allocations must not hit it
@@ -321,8 +295,10 @@ class Sandbox:
                 kind = "memory" if msg.startswith("memory") else "timeout" if msg.startswith("time") else "budget"
                 raise PluginCallError(kind, msg) from None
             raise PluginCallError("error", _lua_error_text(exc)) from None
-        if not isinstance(result, tuple):
-            result = (result,)
+
+    @staticmethod
+    def _outcome(result: tuple):
+        """An entry point's ``true, ...`` as its results; ``false, kind, message`` raised."""
         if result[0] is True:
             return result[1:]
         kind = result[1].decode() if isinstance(result[1], bytes) else str(result[1])

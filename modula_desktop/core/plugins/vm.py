@@ -24,19 +24,26 @@ MAX_PATH = 256
 SEGMENT_RE = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]{0,63}\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)$")
 MAX_SOURCE_BYTES = 1024 * 1024
 MAX_JSON_BYTES = 4 * 1024 * 1024
+# the request fields the server sends (a request with others goes to Lua as a table)
 _FIELD_KEYS = {k: k.encode() for k in ("method", "path", "body", "client_ip", "headers", "query", "params", "json")}
-_FLAT_FIELDS = frozenset(("method", "path", "body", "client_ip", "headers", "query", "params", "json"))
-
-
-class _NotFlat(Exception):
-    pass
-
-
 # request fields that are maps of strings; run_route gives each an empty table when it is left out
 _FLAT_MAPS = frozenset({"headers", "query", "params"})
 # (what, seconds) -> the message of a missed deadline; built once, not on every request
 _DEADLINE_MESSAGES: dict = {}
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _deadline_message(seconds, what) -> bytes:
+    message = _DEADLINE_MESSAGES.get((what, seconds))
+    if message is None:
+        message = f"time budget exceeded ({what} ran longer than {seconds:.3g} s)".encode()
+        if len(_DEADLINE_MESSAGES) < 256:
+            _DEADLINE_MESSAGES[(what, seconds)] = message
+    return message
 
 
 def validate_route_path(path) -> str:
@@ -275,12 +282,7 @@ class PluginVM:
     # ---- loading -----------------------------------------------------------------------------
     def _budget_args(self, seconds, what):
         # the deadline is absolute so the sandbox need not call back for the time when it arms
-        message = _DEADLINE_MESSAGES.get((what, seconds))
-        if message is None:
-            message = f"time budget exceeded ({what} ran longer than {seconds:.3g} s)".encode()
-            if len(_DEADLINE_MESSAGES) < 256:
-                _DEADLINE_MESSAGES[(what, seconds)] = message
-        return (self.settings.max_instructions, time.monotonic() + float(seconds), message)
+        return (self.settings.max_instructions, time.monotonic() + float(seconds), _deadline_message(seconds, what))
 
     def load(self, source: bytes | None = None):
         """Run init.lua's main chunk. Fills manifest, routes, hooks. Raises PluginLoadError."""
@@ -407,10 +409,8 @@ class PluginVM:
         seconds = self.settings.timeout_s if timeout is None else timeout
         # an ApiError here (a request that cannot become Lua values) is the client's fault, not the
         # plugin's: it propagates so the server answers 400 without counting a plugin failure
-        message = _DEADLINE_MESSAGES.get(("the handler", seconds))
-        if message is None:
-            message = self._budget_args(seconds, "the handler")[2]
-        args = [self.settings.max_instructions, time.monotonic() + float(seconds), message, index]
+        args = list(self._budget_args(seconds, "the handler"))
+        args.append(index)
         self._request_args(request, args)
         try:  # _checked, inlined: this is every plugin request
             result = self.sandbox.call_route(args)
@@ -426,59 +426,51 @@ class PluginVM:
     def _request_args(self, request: dict, args: list):
         """Append the request to route_caller's arguments: flat when it has the usual fields and
         string maps (the hot path of every plugin route), else as a table."""
-        try:
-            if not _FLAT_FIELDS.issuperset(request):
-                raise _NotFlat
-            headers = request["headers"]
-            if type(headers) is not list:
-                flat = []
-                for k, v in headers.items():
-                    flat.append(k.encode("utf-8", "surrogateescape"))
-                    flat.append(v.encode("utf-8", "surrogateescape"))
-                headers = flat
-            body, query, params, json_value = request["body"], request["query"], request["params"], request.get("json")
-            args += (request["method"].encode("utf-8", "surrogateescape"),
-                     request["path"].encode("utf-8", "surrogateescape"),
-                     body if type(body) is bytes else body.encode("utf-8", "surrogateescape"),
-                     request["client_ip"].encode("utf-8", "surrogateescape"),
-                     None if json_value is None else self.sandbox.to_lua(json_value),
-                     self._flat_map(query) if query else None, self._flat_map(params) if params else None,
-                     len(headers) // 2)
-            args += headers
-        except (_NotFlat, KeyError, AttributeError, TypeError):
-            del args[4:]
-            args.append(self._request_table(request))
+        if _FIELD_KEYS.keys() >= request.keys():
+            try:
+                headers = request["headers"]
+                if type(headers) is not list:
+                    headers = [_utf8(x) for item in headers.items() for x in item]
+                body, query, params, json_value = request["body"], request["query"], request["params"], request.get("json")
+                args += (_utf8(request["method"]), _utf8(request["path"]),
+                         body if type(body) is bytes else _utf8(body), _utf8(request["client_ip"]),
+                         None if json_value is None else self.sandbox.to_lua(json_value),
+                         self._flat_map(query) if query else None, self._flat_map(params) if params else None,
+                         len(headers) // 2)
+                args += headers
+                return
+            except (KeyError, AttributeError, TypeError):  # a field missing or not a string
+                del args[4:]
+        args.append(self._request_table(request))
 
     def _request_table(self, request: dict):
-        """The request as a Lua table. The hot path of every plugin route: flat string maps go through
-        one table_from each instead of the generic recursive conversion, and empty ones are not built
-        at all (run_route puts an empty table in their place)."""
+        """The request as a Lua table, for requests _request_args cannot send flat: flat string maps go
+        through one table_from each instead of the generic recursive conversion, and empty ones are not
+        built at all (run_route puts an empty table in their place)."""
         sb = self.sandbox
-        table_from = sb.lua.table_from
         fields = {}
         for key, value in request.items():
             bkey = _FIELD_KEYS.get(key)
             if bkey is None:
-                bkey = key.encode("utf-8", "surrogateescape")
+                bkey = _utf8(key)
             kind = type(value)
             if kind is str:
-                value = value.encode("utf-8", "surrogateescape")
+                value = _utf8(value)
             elif kind is dict and key in _FLAT_MAPS:
                 if not value:
                     continue
                 try:
-                    value = table_from({k.encode("utf-8", "surrogateescape"): v.encode("utf-8", "surrogateescape")
-                                        for k, v in value.items()})
+                    value = self._flat_map(value)
                 except AttributeError:  # not all strings: the generic conversion
                     value = sb.to_lua(value)
             elif kind is not bytes and value is not None:
                 value = sb.to_lua(value)
             fields[bkey] = value
-        return table_from(fields)
+        return sb.lua.table_from(fields)
 
     def _flat_map(self, value: dict):
-        return self.sandbox.lua.table_from({k.encode("utf-8", "surrogateescape"): v.encode("utf-8", "surrogateescape")
-                                            for k, v in value.items()})
+        """A Lua table of a map of strings (AttributeError when one is not a string)."""
+        return self.sandbox.lua.table_from({_utf8(k): _utf8(v) for k, v in value.items()})
 
     def call_hook(self, index: int, data: dict, timeout: float, max_ops: int | None = None):
         """Run one hook. Returns what it returned, converted to Python (None, or a dict of changes)."""

@@ -627,20 +627,24 @@ local function arm(max_instr, deadline_at, name)
   -- the arguments lupa pushes outside any protected call)
 end
 
+-- After the protected call (ok, err: what pcall gave): false, kind, message when it failed or a budget
+-- tripped; nothing when it went well.
+local function failure(ok, err)
+  if tripped then
+    local kind = "budget"
+    if s_find(tripped, "^memory") then kind = "memory" elseif s_find(tripped, "^time budget") then kind = "timeout" end
+    return false, kind, tripped
+  end
+  if not ok then
+    if is_memory_error(err) then return false, "memory", "memory limit exceeded (" .. limits.memory_mb .. " MiB)" end
+    return false, "error", error_text(err)
+  end
+end
+
 local function finish(r)
   active = false
   sethook()
-  if tripped then
-    local msg = tripped
-    local kind = "budget"
-    if s_find(msg, "^memory") then kind = "memory" elseif s_find(msg, "^time budget") then kind = "timeout" end
-    return false, kind, msg
-  end
-  if not r[1] then
-    local msg = error_text(r[2])
-    if is_memory_error(r[2]) then return false, "memory", "memory limit exceeded (" .. limits.memory_mb .. " MiB)" end
-    return false, "error", msg
-  end
+  if tripped or not r[1] then return failure(r[1], r[2]) end
   return t_unpack(r, 1, r.n)
 end
 
@@ -702,13 +706,9 @@ local function run_route(max_instr, deadline_at, deadline_msg, index, req)
   active = false
   sethook()
   local r1, r2, r3, r4, r5, r6 = true, status, has_json, json, body, headers
-  if tripped then
-    r1, r2, r3 = false, "budget", tripped
-    if s_find(tripped, "^memory") then r2 = "memory" elseif s_find(tripped, "^time budget") then r2 = "timeout" end
+  if tripped or not ok then
+    r1, r2, r3 = failure(ok, status)
     r4, r5, r6 = nil, nil, nil
-  elseif not ok then
-    r1, r2, r3, r4, r5, r6 = false, "error", error_text(status), nil, nil, nil
-    if is_memory_error(status) then r2, r3 = "memory", "memory limit exceeded (" .. limits.memory_mb .. " MiB)" end
   end
   restore_snapshot()
   return r1, r2, r3, r4, r5, r6
@@ -815,6 +815,7 @@ end
 
 trusted_fn[run] = true
 trusted_fn[finish] = true
+trusted_fn[failure] = true
 trusted_fn[disarm] = true
 
 local function get_global(name)
