@@ -143,8 +143,7 @@ class PluginDispatcher:
             body = b""
         else:
             headers["content-length"] = str(len(body))
-        line = _STATUS_LINES.get(status)
-        start_response(line if line is not None else _status_line(status), list(headers.items()))
+        start_response(_status_line(status), list(headers.items()))
         return [b""] if method == "HEAD" else [body]
 
     def _dispatch(self, env, method: str):
@@ -168,7 +167,7 @@ class PluginDispatcher:
                     description="this plugin route needs the site's admin token (Authorization: Bearer <token>)",
                     challenges=["Bearer"])
             client_ip = env.get("REMOTE_ADDR", "")
-            wait = self.limiter.acquire(client_ip) if self.limiter.rate > 0 else 0
+            wait = self.limiter.acquire(client_ip)
             if wait:
                 raise falcon.HTTPTooManyRequests(description="too many requests: slow down",
                                                  retry_after=max(1, math.ceil(wait)))
