@@ -244,11 +244,14 @@ class PluginDispatcher:
             return self._plugin_error(name, f"response status {status} is not allowed (use 200-599)")
         content_type = None
         if out["has_json"]:
-            try:
-                value = out["json"]
-                data = ("".join(_C_ENCODE(value, 0)) if type(value) in (dict, list) else _encode_json(value)).encode()
-            except (TypeError, ValueError) as exc:
-                return self._plugin_error(name, f"response json cannot be encoded: {exc}")
+            data = out["encoded"]  # encoded by the plugin's VM already, for most answers
+            if data is None:
+                try:
+                    value = out["json"]
+                    data = ("".join(_C_ENCODE(value, 0)) if type(value) in (dict, list)
+                            else _encode_json(value)).encode()
+                except (TypeError, ValueError) as exc:
+                    return self._plugin_error(name, f"response json cannot be encoded: {exc}")
             content_type = JSON
         else:
             data = out["body"]

@@ -608,7 +608,7 @@ class PluginManager:
 
     def call_route(self, match: RouteMatch, request: dict) -> dict:
         """Plugin state → breaker → VM checkout → middleware → handler. Returns the response dict
-        (status, json, body, headers, has_json) or raises RouteFailure."""
+        (status, json, body, headers, has_json, encoded: see PluginVM.read_response) or raises RouteFailure."""
         plugin, gen = match.plugin, match.generation
         if gen is None or plugin.state != RUNNING:
             raise RouteFailure(503, f"plugin '{plugin.name}' is not running", "unavailable")

@@ -251,11 +251,13 @@ class Sandbox:
         """run_route through the bootstrap's route_caller: the same as call("run_route", ...) but
         without releasing the GIL (see bootstrap.lua). args: max_instructions, deadline, message, index,
         then the request as a table or flat (see route_caller); the clock goes in route_inbox[2].
-        Returns status, has_json, json, body, headers."""
+        Returns the packed answer (a str, see route_caller) or status, has_json, json, body, headers."""
         inbox = self._route_inbox
         inbox[1] = self.lua.table_from(args)
         inbox[2] = time.monotonic()
-        self._call_lua(str, (self._route_caller,), deadline=args[1])
+        packed = self._call_lua(str, (self._route_caller,), deadline=args[1])
+        if packed:
+            return packed
         r = dict(self._route_results.items())
         return self._outcome((r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)))
 

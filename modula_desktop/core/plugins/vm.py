@@ -68,6 +68,20 @@ def validate_route_path(path) -> str:
     return path.rstrip("/") or "/"
 
 
+class RouteResponse(dict):
+    """A handler's response: status, json, body (bytes), headers, has_json, and encoded: the JSON text
+    as bytes when the VM's bootstrap encoded it already (most answers, see route_caller). The json
+    value is then decoded from that text only if something asks for it (the server never does)."""
+
+    __slots__ = ()
+
+    def __missing__(self, key):
+        if key == "json" and self.get("encoded") is not None:
+            value = self["json"] = json.loads(self["encoded"])
+            return value
+        raise KeyError(key)
+
+
 @dataclass(frozen=True)
 class RouteSpec:
     index: int
@@ -489,7 +503,15 @@ class PluginVM:
             raise PluginCallError("error", f"hook returned an unusable value: {exc}") from None
 
     def read_response(self, result):
-        """The handler's response from call_route's result: status, json, body (bytes), headers."""
+        """The handler's response from call_route's result (see RouteResponse)."""
+        if type(result) is str:
+            # packed by the bootstrap (route_caller): "J" or "B", a status from 200 to 599, then the
+            # JSON text or the body, all ASCII
+            payload = result[4:].encode("ascii")
+            if result[0] == "J":
+                return RouteResponse(status=int(result[1:4]), body=b"", headers={}, has_json=True, encoded=payload)
+            return RouteResponse(status=int(result[1:4]), json=None, body=payload, headers={}, has_json=False,
+                                 encoded=None)
         status, has_json, js, body, h = result
         if type(status) is not int:
             if isinstance(status, float) and status.is_integer():
@@ -516,7 +538,7 @@ class PluginVM:
                 body = str(body).encode()
             if not isinstance(body, bytes):
                 raise PluginCallError("error", "response body must be a string")
-        return {"status": status, "json": js, "body": body, "headers": headers, "has_json": has_json}
+        return RouteResponse(status=status, json=js, body=body, headers=headers, has_json=has_json, encoded=None)
 
     def close(self):
         self.sandbox = None

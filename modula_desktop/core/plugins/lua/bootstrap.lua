@@ -731,15 +731,110 @@ local function flat_request(a)
           params = a[11] or {}, headers = headers}
 end
 
+-- The common answer goes back packed into the string str() returns, so the host has no table to walk
+-- and no value to convert: "J" or "B", the status (200-599), then the JSON text or the body, in ASCII
+-- only (lupa decodes what str() returns as UTF-8 when it can, else as latin-1). JSON is
+-- encoded here only where the encoding is unambiguous: tables with string keys or a sequence 1..n,
+-- integers, booleans, and printable-ASCII strings with no quote or backslash. Anything else (a
+-- float, other text, headers, a large answer) goes through route_results and the host, which
+-- encodes it to the same bytes (tests/test_packed_responses.py compares the two).
+local PACK_MAX_BYTES, PACK_MAX_ITEMS, PACK_MAX_DEPTH = 65536, 512, 16
+local UNSAFE_TEXT = "[%c\"\\\128-\255]"
+local pack_parts, pack_n, pack_items, pack_bytes = {}, 0, 0, 0
+
+local function pack_put(s)
+  pack_n = pack_n + 1
+  pack_parts[pack_n] = s
+  pack_bytes = pack_bytes + #s
+end
+
+-- false when v is outside what is encoded here (trusted code run outside the budgets: bounded by the
+-- PACK_MAX limits, raw access only, no plugin function or metamethod runs)
+local pack_json
+pack_json = function(v, depth)
+  local tv = r_type(v)
+  if tv == "string" then
+    if #v > PACK_MAX_BYTES or s_find(v, UNSAFE_TEXT) then return false end
+    pack_put('"'); pack_put(v); pack_put('"')
+  elseif tv == "number" then
+    if m_type(v) ~= "integer" then return false end
+    pack_put(s_format("%d", v))
+  elseif tv == "boolean" then
+    pack_put(v and "true" or "false")
+  elseif tv == "table" then
+    if depth >= PACK_MAX_DEPTH then return false end
+    local n, strings, top = 0, 0, 0
+    for k in r_next, v do
+      n = n + 1
+      pack_items = pack_items + 1
+      if pack_items > PACK_MAX_ITEMS then return false end
+      if r_type(k) == "string" then
+        strings = strings + 1
+      elseif m_type(k) == "integer" and k >= 1 then
+        if k > top then top = k end
+      else
+        return false
+      end
+    end
+    if n == 0 then
+      pack_put("[]")  -- as the host converts it: an empty table is a list
+    elseif strings == 0 then
+      if top ~= n then return false end -- n distinct integers from 1 to n: a sequence
+      pack_put("[")
+      for i = 1, n do
+        if i > 1 then pack_put(",") end
+        if not pack_json(r_rawget(v, i), depth + 1) then return false end
+      end
+      pack_put("]")
+    elseif strings == n then
+      local sep = '{"'
+      for k, x in r_next, v do
+        if s_find(k, UNSAFE_TEXT) then return false end
+        pack_put(sep); pack_put(k); pack_put('":')
+        if not pack_json(x, depth + 1) then return false end
+        sep = ',"'
+      end
+      pack_put("}")
+    else
+      return false
+    end
+  else
+    return false
+  end
+  return pack_bytes <= PACK_MAX_BYTES
+end
+
+-- the packed answer, or nil when the host must read route_results
+local function pack_response(status, has_json, json, body)
+  if m_type(status) ~= "integer" or status < 200 or status > 599 then return nil end
+  if not has_json then
+    if r_type(body) ~= "string" or #body > PACK_MAX_BYTES or s_find(body, "[\128-\255]") then return nil end
+    return "B" .. status .. body
+  end
+  pack_n, pack_items, pack_bytes = 1, 0, 0
+  pack_parts[1] = "J" .. status
+  local ok = pack_json(json, 0)
+  local packed = ok and t_concat(pack_parts, "", 1, pack_n) or nil
+  for i = 1, pack_n do pack_parts[i] = nil end
+  return packed
+end
+
 local route_caller = r_setmetatable({}, {__tostring = function()
   local a = route_inbox[1]
   route_inbox[1] = nil
+  if route_results[1] ~= nil then -- what the host read last time: not kept alive
+    for i = 1, 6 do route_results[i] = nil end
+  end
   local req = a[5]
   if r_type(req) ~= "table" then req = flat_request(a) end
   -- the host put its clock in route_inbox[2]: reading it from here would be a call into Python
   gil_held, gil_release_at = true, route_inbox[2] + GIL_SLICE
   local r1, r2, r3, r4, r5, r6 = run_route(a[1], a[2], a[3], a[4], req)
   gil_held = false
+  if r1 == true and r6 == nil then
+    local packed = pack_response(r2, r3, r4, r5)
+    if packed then return packed end
+  end
   route_results[1], route_results[2], route_results[3] = r1, r2, r3
   route_results[4], route_results[5], route_results[6] = r4, r5, r6
   return ""
@@ -754,12 +849,17 @@ end
 -- replaces string.format or sets a metatable on _G must not change what the next request sees.
 local snapshot_mt = nil
 local snapshot_n = 0
+-- The snapshot's values again, split by kind for the per-call check: a value that is not a table is
+-- compared with ~=, which never runs a metamethod when one side is not a table (a function, string,
+-- number or boolean in the snapshot); tables need rawequal (a C call each).
+local snapshot_plain, snapshot_tables = {}, {}
 
 local function take_snapshot()
-  snapshot = {}
+  snapshot, snapshot_plain, snapshot_tables = {}, {}, {}
   snapshot_n = 0
   for k, v in r_next, env do
     snapshot[k] = v
+    if r_type(v) == "table" or r_type(v) == "userdata" then snapshot_tables[k] = v else snapshot_plain[k] = v end
     snapshot_n = snapshot_n + 1
   end
   snapshot_mt = d_getmetatable(env)
@@ -775,10 +875,17 @@ restore_snapshot = function()
   if d_getmetatable(env) ~= snapshot_mt then d_setmetatable(env, snapshot_mt) end
   -- the common case, a handler that left the globals alone, costs one pass (raw comparisons only:
   -- a plugin's __eq must never run here, outside any budget)
-  local n, clean = 0, true
+  local n, clean, plain, tables = 0, true, snapshot_plain, snapshot_tables
   for k, v in r_next, env do
     n = n + 1
-    if not r_rawequal(snapshot[k], v) then
+    local was = plain[k]
+    if was == nil then
+      was = tables[k]
+      if was == nil or not r_rawequal(was, v) then
+        clean = false
+        break
+      end
+    elseif was ~= v then
       clean = false
       break
     end
