@@ -5,8 +5,9 @@
 Builds a throw-away site with one approved plugin route returning a small JSON object (the same
 size as the health answer), serves it with waitress on 127.0.0.1, and drives both routes with keep-alive
 connections from a separate load-generator process (or wrk, when it is installed), alternating the
-two routes for several rounds and comparing medians. Connections never exceed the server's threads
-(see shared/notes/waitress-and-lupa-throughput.md: more connections than threads is bimodal).
+two routes for several rounds and comparing medians. Connections default to the server's threads (the
+bimodal runs with more connections than threads that shared/notes/waitress-and-lupa-throughput.md
+describes were waitress's main loop spinning, fixed in server/runner.py; see docs/PERFORMANCE.md).
 The target is a ratio of at least 0.8.
 """
 from __future__ import annotations
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
     ap.add_argument("--connections", type=int, default=None, help="keep-alive connections (default: threads)")
     ap.add_argument("--tool", choices=("auto", "python", "wrk"), default="auto")
     args = ap.parse_args(argv)
-    connections = min(args.connections or args.threads, args.threads)
+    connections = args.connections or args.threads
     tool = args.tool
     if tool == "auto":
         tool = "wrk" if shutil.which("wrk") else "python"
