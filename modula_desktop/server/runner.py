@@ -38,7 +38,8 @@ class _Channel(HTTPChannel):
     soon as one byte is buffered, sends it itself. waitress's writable() says yes as soon as a byte is
     buffered, so while the worker holds the lock the main loop's select() returns at once, handle_write
     finds the lock taken and does nothing, and the loop spins, fighting the worker for the GIL. With 2
-    to 4 worker threads that took the server from about 3,500 to a few hundred requests per second.
+    worker threads and 2 connections that was 100-180 loop iterations per request and about 350
+    requests per second instead of about 3,900 (docs/PERFORMANCE.md).
     Here a buffer whose lock is held is not the loop's business: the worker sends it, and pulls the
     loop's trigger when its task ends (any byte it could not send is then flushed by the loop)."""
 
