@@ -509,9 +509,10 @@ class PluginVM:
             # JSON text or the body, all ASCII
             payload = result[4:].encode("ascii")
             if result[0] == "J":
-                return RouteResponse(status=int(result[1:4]), body=b"", headers={}, has_json=True, encoded=payload)
-            return RouteResponse(status=int(result[1:4]), json=None, body=payload, headers={}, has_json=False,
-                                 encoded=None)
+                return RouteResponse({"status": int(result[1:4]), "body": b"", "headers": {}, "has_json": True,
+                                      "encoded": payload})
+            return RouteResponse({"status": int(result[1:4]), "json": None, "body": payload, "headers": {},
+                                  "has_json": False, "encoded": None})
         status, has_json, js, body, h = result
         if type(status) is not int:
             if isinstance(status, float) and status.is_integer():

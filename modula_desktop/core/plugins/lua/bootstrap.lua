@@ -740,63 +740,68 @@ end
 -- encodes it to the same bytes (tests/test_packed_responses.py compares the two).
 local PACK_MAX_BYTES, PACK_MAX_ITEMS, PACK_MAX_DEPTH = 65536, 512, 16
 local UNSAFE_TEXT = "[%c\"\\\128-\255]"
+-- the pieces of the answer being packed, reused (entries past pack_n are stale and never read)
 local pack_parts, pack_n, pack_items, pack_bytes = {}, 0, 0, 0
-
-local function pack_put(s)
-  pack_n = pack_n + 1
-  pack_parts[pack_n] = s
-  pack_bytes = pack_bytes + #s
-end
 
 -- false when v is outside what is encoded here (trusted code run outside the budgets: bounded by the
 -- PACK_MAX limits, raw access only, no plugin function or metamethod runs)
 local pack_json
 pack_json = function(v, depth)
-  local tv = r_type(v)
+  local tv, parts, n = r_type(v), pack_parts, pack_n
   if tv == "string" then
     if #v > PACK_MAX_BYTES or s_find(v, UNSAFE_TEXT) then return false end
-    pack_put('"'); pack_put(v); pack_put('"')
+    parts[n + 1], parts[n + 2], parts[n + 3] = '"', v, '"'
+    pack_n, pack_bytes = n + 3, pack_bytes + #v + 2
   elseif tv == "number" then
     if m_type(v) ~= "integer" then return false end
-    pack_put(s_format("%d", v))
+    local text = s_format("%d", v)
+    pack_n, pack_bytes = n + 1, pack_bytes + #text
+    parts[n + 1] = text
   elseif tv == "boolean" then
-    pack_put(v and "true" or "false")
+    pack_n, pack_bytes = n + 1, pack_bytes + 5
+    parts[n + 1] = v and "true" or "false"
   elseif tv == "table" then
     if depth >= PACK_MAX_DEPTH then return false end
-    local n, strings, top = 0, 0, 0
-    for k in r_next, v do
-      n = n + 1
-      pack_items = pack_items + 1
-      if pack_items > PACK_MAX_ITEMS then return false end
-      if r_type(k) == "string" then
-        strings = strings + 1
-      elseif m_type(k) == "integer" and k >= 1 then
-        if k > top then top = k end
-      else
-        return false
-      end
-    end
-    if n == 0 then
-      pack_put("[]")  -- as the host converts it: an empty table is a list
-    elseif strings == 0 then
-      if top ~= n then return false end -- n distinct integers from 1 to n: a sequence
-      pack_put("[")
-      for i = 1, n do
-        if i > 1 then pack_put(",") end
-        if not pack_json(r_rawget(v, i), depth + 1) then return false end
-      end
-      pack_put("]")
-    elseif strings == n then
+    local k = r_next(v)
+    if k == nil then
+      pack_n, pack_bytes = n + 1, pack_bytes + 2
+      parts[n + 1] = "[]" -- as the host converts it: an empty table is a list
+    elseif r_type(k) == "string" then
+      -- an object, written in the order next() gives (the host's conversion reads it in that order)
       local sep = '{"'
-      for k, x in r_next, v do
-        if s_find(k, UNSAFE_TEXT) then return false end
-        pack_put(sep); pack_put(k); pack_put('":')
+      for key, x in r_next, v do
+        pack_items = pack_items + 1
+        if pack_items > PACK_MAX_ITEMS or r_type(key) ~= "string" or s_find(key, UNSAFE_TEXT) then return false end
+        n = pack_n
+        parts[n + 1], parts[n + 2], parts[n + 3] = sep, key, '":'
+        pack_n, pack_bytes = n + 3, pack_bytes + #key + 4
         if not pack_json(x, depth + 1) then return false end
         sep = ',"'
       end
-      pack_put("}")
+      pack_n = pack_n + 1
+      parts[pack_n] = "}"
     else
-      return false
+      -- a list only if its keys are exactly 1..count
+      local count, top = 0, 0
+      for key in r_next, v do
+        count = count + 1
+        pack_items = pack_items + 1
+        if pack_items > PACK_MAX_ITEMS or m_type(key) ~= "integer" or key < 1 then return false end
+        if key > top then top = key end
+      end
+      if top ~= count then return false end
+      pack_n = n + 1
+      parts[pack_n] = "["
+      for i = 1, count do
+        if i > 1 then
+          pack_n = pack_n + 1
+          parts[pack_n] = ","
+        end
+        if not pack_json(r_rawget(v, i), depth + 1) then return false end
+      end
+      pack_n = pack_n + 1
+      parts[pack_n] = "]"
+      pack_bytes = pack_bytes + 2 * count
     end
   else
     return false
@@ -813,10 +818,8 @@ local function pack_response(status, has_json, json, body)
   end
   pack_n, pack_items, pack_bytes = 1, 0, 0
   pack_parts[1] = "J" .. status
-  local ok = pack_json(json, 0)
-  local packed = ok and t_concat(pack_parts, "", 1, pack_n) or nil
-  for i = 1, pack_n do pack_parts[i] = nil end
-  return packed
+  if not pack_json(json, 0) then return nil end
+  return t_concat(pack_parts, "", 1, pack_n)
 end
 
 local route_caller = r_setmetatable({}, {__tostring = function()
