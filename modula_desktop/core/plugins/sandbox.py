@@ -250,11 +250,9 @@ class Sandbox:
     def call_route(self, args):
         """run_route through the bootstrap's route_caller: the same as call("run_route", ...) but
         without releasing the GIL (see bootstrap.lua). args: max_instructions, deadline, message, index,
-        then the request as a table or flat (see route_caller); the clock goes in route_inbox[2].
+        then the request as a table or flat (see route_caller).
         Returns the packed answer (a str, see route_caller) or status, has_json, json, body, headers."""
-        inbox = self._route_inbox
-        inbox[1] = self.lua.table_from(args)
-        inbox[2] = time.monotonic()
+        self._route_inbox[1] = self.lua.table_from(args)
         packed = self._call_lua(str, (self._route_caller,), deadline=args[1])
         if packed:
             return packed
@@ -279,13 +277,13 @@ class Sandbox:
                     raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)")
             self._deadline = deadline
             self._armed = True
-            self._limit_on()
+            self.lua.set_max_memory(self.memory_limit)  # _limit_on, inlined: every plugin request
         try:
             try:
                 return fn(*args)
             finally:
                 self._armed = False
-                self._limit_off()  # lupa's own allocations must not hit it
+                self.lua.set_max_memory(0)  # _limit_off: lupa's own allocations must not hit it
         except lupa.LuaMemoryError:
             self._t["disarm"]()
             raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)") from None

@@ -423,8 +423,7 @@ class PluginVM:
         seconds = self.settings.timeout_s if timeout is None else timeout
         # an ApiError here (a request that cannot become Lua values) is the client's fault, not the
         # plugin's: it propagates so the server answers 400 without counting a plugin failure
-        args = list(self._budget_args(seconds, "the handler"))
-        args.append(index)
+        args = [*self._budget_args(seconds, "the handler"), index]
         self._request_args(request, args)
         try:  # _checked, inlined: this is every plugin request
             result = self.sandbox.call_route(args)

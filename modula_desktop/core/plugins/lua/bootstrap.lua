@@ -89,9 +89,13 @@ hook = function()
   end
   -- a route handler runs holding Python's GIL (see route_caller): every GIL_SLICE seconds it lets
   -- the host's other threads (the GUI, other requests) have it for a moment
-  if gil_held and now > gil_release_at then
-    yield_gil()
-    gil_release_at = clock() + GIL_SLICE
+  if gil_held then
+    if gil_release_at == 0 then -- the call's first tick starts its slice (no clock read per call)
+      gil_release_at = now + GIL_SLICE
+    elseif now > gil_release_at then
+      yield_gil()
+      gil_release_at = clock() + GIL_SLICE
+    end
   end
 end
 sethook(hook, "", TICK)
@@ -718,8 +722,9 @@ trusted_fn[run_route] = true
 -- run_route without leaving Python's GIL. lupa releases the GIL around every call into Lua; on a
 -- busy server getting it back costs more than the whole handler (other threads hold it by then).
 -- lupa's str() of a table runs the table's __tostring in a protected call and keeps the GIL, so the
--- host puts the arguments into route_inbox[1], calls str(route_caller), and reads the answer from
--- route_results (true, status, has_json, json, body, headers; or false, kind, message; nils left out).
+-- host puts the arguments into route_inbox[1] and calls str(route_caller), which returns the packed
+-- answer (below) or "", and then the host reads route_results (true, status, has_json, json, body,
+-- headers; or false, kind, message; nils left out).
 local route_inbox, route_results = {}, {}
 -- The arguments: max_instr, deadline_at, deadline_msg, index, then either the request table, or the
 -- request flat (one table_from in the host builds it all): method, path, body, client_ip, json,
@@ -830,8 +835,7 @@ local route_caller = r_setmetatable({}, {__tostring = function()
   end
   local req = a[5]
   if r_type(req) ~= "table" then req = flat_request(a) end
-  -- the host put its clock in route_inbox[2]: reading it from here would be a call into Python
-  gil_held, gil_release_at = true, route_inbox[2] + GIL_SLICE
+  gil_held, gil_release_at = true, 0
   local r1, r2, r3, r4, r5, r6 = run_route(a[1], a[2], a[3], a[4], req)
   gil_held = false
   if r1 == true and r6 == nil then
