@@ -250,9 +250,7 @@ class PluginDispatcher:
             data = out["encoded"]  # encoded by the plugin's VM already, for most answers
             if data is None:
                 try:
-                    value = out["json"]
-                    data = ("".join(_C_ENCODE(value, 0)) if type(value) in (dict, list)
-                            else _encode_json(value)).encode()
+                    data = _encode_json(out["json"]).encode()
                 except (TypeError, ValueError) as exc:
                     return self._plugin_error(name, f"response json cannot be encoded: {exc}")
             content_type = JSON

@@ -277,13 +277,13 @@ class Sandbox:
                     raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)")
             self._deadline = deadline
             self._armed = True
-            self.lua.set_max_memory(self.memory_limit)  # _limit_on, inlined: every plugin request
+            self._limit_on()
         try:
             try:
                 return fn(*args)
             finally:
                 self._armed = False
-                self.lua.set_max_memory(0)  # _limit_off: lupa's own allocations must not hit it
+                self._limit_off()  # lupa's own allocations must not hit it
         except lupa.LuaMemoryError:
             self._t["disarm"]()
             raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)") from None
