@@ -103,7 +103,7 @@ def test_packed_json_is_byte_for_byte_the_hosts(server, i):
 
 
 def _vm_result(r, path: str, query: dict):
-    """What the VM hands the host for one call: a packed str, or a tuple read from route_results."""
+    """What the VM hands the host for one call: packed bytes, or a tuple read from route_results."""
     match = r.service.plugins.match_route("packer", "GET", path)
     pool = match.generation.pool
     vm = pool.checkout(5.0)
@@ -125,7 +125,7 @@ def test_the_common_answers_are_packed_and_the_others_are_not(server):
                 '{s = string.rep("y", 70000)}']
     for expr in packed:
         raw, out = _vm_result(server, "/fast", {"i": str(ALL.index(expr) + 1)})
-        assert isinstance(raw, str) and raw.startswith("J200"), expr
+        assert isinstance(raw, bytes) and raw.startswith(b"J200"), expr
         assert out["encoded"] is not None
     for expr in unpacked:
         raw, out = _vm_result(server, "/fast", {"i": str(ALL.index(expr) + 1)})
@@ -133,7 +133,7 @@ def test_the_common_answers_are_packed_and_the_others_are_not(server):
         assert out["encoded"] is None
     # a packed answer still gives its value to whoever asks (tests, the plugin test harness)
     raw, out = _vm_result(server, "/fast", {"i": str(ALL.index("{n = math.maxinteger, m = math.mininteger, z = 0, neg = -17}") + 1)})
-    assert isinstance(raw, str)
+    assert isinstance(raw, bytes)
     assert out["json"] == {"n": 2**63 - 1, "m": -(2**63), "z": 0, "neg": -17}
 
 
@@ -152,7 +152,7 @@ def test_packed_bodies_answer_like_the_host(server, status, body):
 
 def test_ascii_bodies_are_packed_and_others_are_not(server):
     raw, out = _vm_result(server, "/body", {"s": "201", "b": "hello"})
-    assert raw == "B201hello" and out["body"] == b"hello" and out["status"] == 201
+    assert raw == b"B201hello" and out["body"] == b"hello" and out["status"] == 201
     # lupa hands str() results over as UTF-8 when they decode, so "caf\xc3\xa9" would come back as
     # four characters: such bodies go through route_results as bytes
     raw, out = _vm_result(server, "/body", {"s": "200", "b": "caf\u00e9"})
@@ -176,7 +176,7 @@ def test_results_of_an_unpacked_call_are_not_kept_alive(server):
     try:
         req = {"method": "GET", "path": "/fast", "headers": {}, "params": {}, "body": b"", "client_ip": "127.0.0.1"}
         assert isinstance(vm.call_route(match.spec.index, dict(req, query={"i": str(i_big)})), tuple)
-        assert isinstance(vm.call_route(match.spec.index, dict(req, query={"i": "1"})), str)
+        assert isinstance(vm.call_route(match.spec.index, dict(req, query={"i": "1"})), bytes)
         assert vm.sandbox._route_results[4] is None and vm.sandbox._route_results[1] is None
     finally:
         pool.give_back(vm)

@@ -20,6 +20,16 @@ from .errors import ApiError, PluginCallError
 
 log = logging.getLogger(__name__)
 
+try:  # the optional C bridge for route calls (setup.py builds it where a C compiler is at hand)
+    from . import _luabridge
+
+    _luabridge.bind(lupa.__file__)
+except Exception as exc:  # noqa: BLE001 - not built, or not this lupa: routes go through lupa alone
+    log.debug("route calls go through lupa alone: %s", exc)
+    _luabridge = None
+# the registry key under which the bootstrap leaves route_entry for the bridge
+ROUTE_ENTRY_KEY = "modula.route_entry"
+
 MAX_DEPTH = 64
 MAX_ITEMS = 1_000_000
 LUA_INT_MIN, LUA_INT_MAX = -(2**63), 2**63 - 1
@@ -29,6 +39,7 @@ ARMED_ENTRIES = frozenset({"run", "run_route", "run_hook", "call_global"})
 # Room left for what lupa pushes when calling in (small scalars; tables are built beforehand).
 ARGUMENT_ROOM = 256 * 1024
 PATTERN_COST = 20_000_000
+LUA_ERRMEM = 4  # lua_pcall's status for a memory error
 # Estimated Lua memory of converted values (bytes): a table, each of its entries, a string's header.
 TABLE_BYTES, ENTRY_BYTES, STRING_BYTES = 64, 40, 32
 
@@ -83,6 +94,19 @@ class Sandbox:
         self._route_inbox, self._route_results = self._t["route_inbox"], self._t["route_results"]
         self._route_caller = self._t["route_caller"]
         self._limit_off()
+        self._entry = self._route_entry()
+
+    def _route_entry(self):
+        """The C bridge's entry for route calls, or None (not built, or it does not recognise this
+        lupa: its checks failed)."""
+        if _luabridge is None:
+            return None
+        try:
+            address = int(self._t["state_address"]().decode(), 16)
+            return _luabridge.Entry(address, ROUTE_ENTRY_KEY, self.memory_limit, ARGUMENT_ROOM, self.memory_used())
+        except Exception as exc:  # noqa: BLE001
+            log.warning("route calls go through lupa alone: %s", exc)
+            return None
 
     _armed = False
     _deadline = float("inf")
@@ -248,14 +272,35 @@ class Sandbox:
             return 0
 
     def call_route(self, args):
-        """run_route through the bootstrap's route_caller: the same as call("run_route", ...) but
-        without releasing the GIL (see bootstrap.lua). args: max_instructions, deadline, message, index,
-        then the request as a table or flat (see route_caller).
-        Returns the packed answer (a str, see route_caller) or status, has_json, json, body, headers."""
+        """The bootstrap's route_entry, without releasing the GIL (see bootstrap.lua): through the C
+        bridge when it is there and takes these arguments, else through lupa (route_caller).
+        args: max_instructions, deadline, message, index, then the request as a table, or flat:
+        method, path, body, client_ip (bytes), json (a Lua value or None), query, params and headers
+        (each a flat list of names and values as bytes, or None).
+        Returns the packed answer (bytes, see route_caller) or status, has_json, json, body, headers."""
+        entry = self._entry
+        if entry is not None:
+            self._deadline = args[1]
+            self._armed = True
+            try:
+                packed = entry(*args)
+            finally:
+                self._armed = False
+            if type(packed) is tuple:  # the protected call failed
+                status, message = packed
+                self._failed(status == LUA_ERRMEM, message)
+            if packed is not None:
+                return packed or self._route_outcome()
+        if len(args) > 5:  # the maps as Lua tables, for lupa's path
+            table_from = self.lua.table_from
+            args = [*args[:9], *(table_from(dict(zip(m[::2], m[1::2]))) if m else None for m in args[9:])]
         self._route_inbox[1] = self.lua.table_from(args)
         packed = self._call_lua(str, (self._route_caller,), deadline=args[1])
         if packed:
-            return packed
+            return packed.encode("ascii")
+        return self._route_outcome()
+
+    def _route_outcome(self):
         r = dict(self._route_results.items())
         return self._outcome((r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)))
 
@@ -285,16 +330,21 @@ class Sandbox:
                 self._armed = False
                 self._limit_off()  # lupa's own allocations must not hit it
         except lupa.LuaMemoryError:
-            self._t["disarm"]()
-            raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)") from None
+            self._failed(True, None)
         except lupa.LuaError as exc:  # only the bootstrap itself can raise here
-            self._t["disarm"]()
-            tripped = self._t["tripped"]()
-            if isinstance(tripped, bytes):  # a budget error that escaped run(): still a budget error
-                msg = tripped.decode("utf-8", "replace")
-                kind = "memory" if msg.startswith("memory") else "timeout" if msg.startswith("time") else "budget"
-                raise PluginCallError(kind, msg) from None
-            raise PluginCallError("error", _lua_error_text(exc)) from None
+            self._failed(False, exc.args[0] if exc.args else str(exc))
+
+    def _failed(self, memory: bool, error):
+        """Raise the PluginCallError for a call into Lua that failed outside run()'s protection."""
+        self._t["disarm"]()
+        if memory:
+            raise PluginCallError("memory", f"memory limit exceeded ({self.memory_limit // 2**20} MiB)") from None
+        tripped = self._t["tripped"]()
+        if isinstance(tripped, bytes):  # a budget error that escaped run(): still a budget error
+            msg = tripped.decode("utf-8", "replace")
+            kind = "memory" if msg.startswith("memory") else "timeout" if msg.startswith("time") else "budget"
+            raise PluginCallError(kind, msg) from None
+        raise PluginCallError("error", _lua_error_text(error)) from None
 
     @staticmethod
     def _outcome(result: tuple):
@@ -306,8 +356,9 @@ class Sandbox:
         raise PluginCallError(kind, msg)
 
 
-def _lua_error_text(exc) -> str:
-    text = exc.args[0] if exc.args else str(exc)
+def _lua_error_text(text) -> str:
+    if text is None:
+        return "error in the plugin runtime"
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return str(text).split("\nstack traceback:")[0]

@@ -448,9 +448,9 @@ class PluginVM:
                 args += (_utf8(request["method"]), _utf8(request["path"]),
                          body if type(body) is bytes else _utf8(body), _utf8(request["client_ip"]),
                          None if json_value is None else self.sandbox.to_lua(json_value),
-                         self._flat_map(query) if query else None, self._flat_map(params) if params else None,
-                         len(headers) // 2)
-                args += headers
+                         [_utf8(x) for item in query.items() for x in item] if query else None,
+                         [_utf8(x) for item in params.items() for x in item] if params else None,
+                         headers)
                 return
             except (KeyError, AttributeError, TypeError):  # a field missing or not a string
                 del args[4:]
@@ -503,11 +503,11 @@ class PluginVM:
 
     def read_response(self, result):
         """The handler's response from call_route's result (see RouteResponse)."""
-        if type(result) is str:
-            # packed by the bootstrap (route_caller): "J" or "B", a status from 200 to 599, then the
+        if type(result) is bytes:
+            # packed by the bootstrap (route_call): "J" or "B", a status from 200 to 599, then the
             # JSON text or the body, all ASCII
-            payload = result[4:].encode("ascii")
-            if result[0] == "J":
+            payload = result[4:]
+            if result[0] == 74:  # "J"
                 return RouteResponse({"status": int(result[1:4]), "body": b"", "headers": {}, "has_json": True,
                                       "encoded": payload})
             return RouteResponse({"status": int(result[1:4]), "json": None, "body": payload, "headers": {},

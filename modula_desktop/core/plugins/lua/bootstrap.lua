@@ -8,6 +8,7 @@ local sethook = debug.sethook
 -- raw metatable access that sees through __metatable, and frame inspection for the budget hook:
 -- trusted code only, never handed to plugins
 local d_getmetatable, d_setmetatable, d_getinfo = debug.getmetatable, debug.setmetatable, debug.getinfo
+local d_getregistry = debug.getregistry
 local co_create, co_resume, co_status, co_running = coroutine.create, coroutine.resume, coroutine.status, coroutine.running
 local co_yield, co_isyieldable, co_close = coroutine.yield, coroutine.isyieldable, coroutine.close
 local r_pcall, r_error, r_type, r_select, r_next = pcall, error, type, select, next
@@ -721,20 +722,12 @@ trusted_fn[run_route] = true
 
 -- run_route without leaving Python's GIL. lupa releases the GIL around every call into Lua; on a
 -- busy server getting it back costs more than the whole handler (other threads hold it by then).
--- lupa's str() of a table runs the table's __tostring in a protected call and keeps the GIL, so the
--- host puts the arguments into route_inbox[1] and calls str(route_caller), which returns the packed
--- answer (below) or "", and then the host reads route_results (true, status, has_json, json, body,
--- headers; or false, kind, message; nils left out).
+-- The host calls route_entry through its C bridge (sandbox.py: RouteEntry), which keeps the GIL; or,
+-- without the bridge, lupa's str() of a table, which runs the table's __tostring in a protected call
+-- and keeps the GIL too: the host puts the arguments into route_inbox[1] and calls str(route_caller).
+-- Either returns the packed answer (below) or "", and then the host reads route_results (true,
+-- status, has_json, json, body, headers; or false, kind, message; nils left out).
 local route_inbox, route_results = {}, {}
--- The arguments: max_instr, deadline_at, deadline_msg, index, then either the request table, or the
--- request flat (one table_from in the host builds it all): method, path, body, client_ip, json,
--- query, params (nil: empty), the number of headers, and each header's name and value.
-local function flat_request(a)
-  local headers = {}
-  for i = 13, 12 + 2 * a[12], 2 do headers[a[i]] = a[i + 1] end
-  return {method = a[5], path = a[6], body = a[7], client_ip = a[8], json = a[9], query = a[10] or {},
-          params = a[11] or {}, headers = headers}
-end
 
 -- The common answer goes back packed into the string str() returns, so the host has no table to walk
 -- and no value to convert: "J" or "B", the status (200-599), then the JSON text or the body, in ASCII
@@ -827,16 +820,12 @@ local function pack_response(status, has_json, json, body)
   return t_concat(pack_parts, "", 1, pack_n)
 end
 
-local route_caller = r_setmetatable({}, {__tostring = function()
-  local a = route_inbox[1]
-  route_inbox[1] = nil
+local function route_call(max_instr, deadline_at, deadline_msg, index, req)
   if route_results[1] ~= nil then -- what the host read last time: not kept alive
     for i = 1, 6 do route_results[i] = nil end
   end
-  local req = a[5]
-  if r_type(req) ~= "table" then req = flat_request(a) end
   gil_held, gil_release_at = true, 0
-  local r1, r2, r3, r4, r5, r6 = run_route(a[1], a[2], a[3], a[4], req)
+  local r1, r2, r3, r4, r5, r6 = run_route(max_instr, deadline_at, deadline_msg, index, req)
   gil_held = false
   if r1 == true and r6 == nil then
     local packed = pack_response(r2, r3, r4, r5)
@@ -845,6 +834,26 @@ local route_caller = r_setmetatable({}, {__tostring = function()
   route_results[1], route_results[2], route_results[3] = r1, r2, r3
   route_results[4], route_results[5], route_results[6] = r4, r5, r6
   return ""
+end
+
+-- The arguments: max_instr, deadline_at, deadline_msg, index, then either the request table, or the
+-- request flat: method, path, body, client_ip, json, and the tables query, params and headers (nil:
+-- empty).
+local function route_entry(max_instr, deadline_at, deadline_msg, index, method, path, body, client_ip, json,
+                           query, params, headers)
+  local req = method
+  if r_type(req) ~= "table" then
+    req = {method = method, path = path, body = body, client_ip = client_ip, json = json, query = query or {},
+           params = params or {}, headers = headers or {}}
+  end
+  return route_call(max_instr, deadline_at, deadline_msg, index, req)
+end
+d_getregistry()["modula.route_entry"] = route_entry
+
+local route_caller = r_setmetatable({}, {__tostring = function()
+  local a = route_inbox[1]
+  route_inbox[1] = nil
+  return route_entry(t_unpack(a, 1, 12))
 end})
 
 local function run_hook(max_instr, deadline_at, deadline_msg, index, data)
@@ -1033,6 +1042,8 @@ return {
   run_hook = run_hook, take_snapshot = take_snapshot,
   restore_snapshot = restore_snapshot, get_global = get_global, get_phase = get_phase,
   registry = registry, tripped = get_memory_note, disarm = disarm,
+  -- the address of the main thread's lua_State (route_entry's C bridge needs it)
+  state_address = function() return s_format("%p", (co_running())) end,
   register_route = function(r) registry.routes[#registry.routes + 1] = r; return #registry.routes end,
   register_middleware = function(f) registry.middleware[#registry.middleware + 1] = f end,
   register_hook = function(h) registry.hooks[#registry.hooks + 1] = h; return #registry.hooks end,

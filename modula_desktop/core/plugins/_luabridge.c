@@ -1,0 +1,321 @@
+/* The plugin route call without lupa's per-call machinery (see sandbox.py: RouteEntry).
+
+   A route call through lupa is a table_from of the arguments, a store into the inbox and a str() of
+   route_caller: three crossings, each taking lupa's lock, checking the stack and converting values
+   one by one. This module pushes the same arguments straight onto the Lua stack of the VM and calls
+   the bootstrap's route_entry in one protected call, holding the GIL throughout (as str() does).
+
+   It uses the Lua 5.4 C API exported by lupa's own lua54 extension module (resolved with dlsym from
+   that module, already loaded: no second Lua in the process) and the state lupa created. Nothing of
+   lupa's is changed; two facts about it are relied on and checked when an entry is made:
+   - lupa's restricted allocator keeps {used, base_usage, limit} (size_t each) behind the allocator's
+     user data; the memory limit is that limit field, as set by LuaRuntime.set_max_memory.
+   - LUA_REGISTRYINDEX is Lua 5.4's default (LUAI_MAXSTACK 1000000).
+   The caller (one sandbox, one thread at a time: the VM pool) owns the state for the call, as lupa's
+   lock would otherwise ensure.
+   Everything that can allocate runs inside lua_pcall, with the memory limit on; the Python values are
+   checked before that, so no Python error can happen between the pushes. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <dlfcn.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct lua_State lua_State;
+typedef long long lua_Integer;
+typedef double lua_Number;
+typedef intptr_t lua_KContext;
+typedef int (*lua_CFunction)(lua_State *L);
+typedef int (*lua_KFunction)(lua_State *L, int status, lua_KContext ctx);
+typedef void *(*lua_Alloc)(void *ud, void *ptr, size_t osize, size_t nsize);
+
+#define LUA_REGISTRYINDEX (-1000000 - 1000)
+#define LUA_TFUNCTION 6
+#define LUA_TSTRING 4
+#define LUA_ERRMEM 4
+/* the most arguments an entry takes, and the most pairs one map may hold (waitress bounds headers
+   far below this) */
+#define MAX_ARGS 32
+#define MAX_PAIRS 100000
+
+typedef struct { size_t used, base_usage, limit; } MemoryStatus; /* lupa's, see above */
+
+typedef struct {
+    int (*gettop)(lua_State *);
+    void (*settop)(lua_State *, int);
+    int (*checkstack)(lua_State *, int);
+    void (*pushnil)(lua_State *);
+    void (*pushinteger)(lua_State *, lua_Integer);
+    void (*pushnumber)(lua_State *, lua_Number);
+    const char *(*pushlstring)(lua_State *, const char *, size_t);
+    void (*pushboolean)(lua_State *, int);
+    void (*pushcclosure)(lua_State *, lua_CFunction, int);
+    void (*pushlightuserdata)(lua_State *, void *);
+    void *(*touserdata)(lua_State *, int);
+    int (*rawgeti)(lua_State *, int, lua_Integer);
+    int (*getfield)(lua_State *, int, const char *);
+    void (*createtable)(lua_State *, int, int);
+    void (*rawset)(lua_State *, int);
+    int (*type)(lua_State *, int);
+    const char *(*tolstring)(lua_State *, int, size_t *);
+    int (*pcallk)(lua_State *, int, int, int, lua_KContext, lua_KFunction);
+    void (*callk)(lua_State *, int, int, lua_KContext, lua_KFunction);
+    int (*error)(lua_State *);
+    int (*ref)(lua_State *, int);
+    void (*unref)(lua_State *, int, int);
+    lua_Alloc (*getallocf)(lua_State *, void **);
+} LuaApi;
+static LuaApi api;
+static int api_ready = 0;
+
+static const struct { const char *name; size_t offset; } SYMBOLS[] = {
+#define SYM(field, name) {name, offsetof(LuaApi, field)}
+    SYM(gettop, "lua_gettop"), SYM(settop, "lua_settop"), SYM(checkstack, "lua_checkstack"),
+    SYM(pushnil, "lua_pushnil"), SYM(pushinteger, "lua_pushinteger"), SYM(pushnumber, "lua_pushnumber"),
+    SYM(pushlstring, "lua_pushlstring"), SYM(pushboolean, "lua_pushboolean"),
+    SYM(pushcclosure, "lua_pushcclosure"), SYM(pushlightuserdata, "lua_pushlightuserdata"),
+    SYM(touserdata, "lua_touserdata"), SYM(rawgeti, "lua_rawgeti"), SYM(getfield, "lua_getfield"),
+    SYM(createtable, "lua_createtable"), SYM(rawset, "lua_rawset"), SYM(type, "lua_type"),
+    SYM(tolstring, "lua_tolstring"), SYM(pcallk, "lua_pcallk"), SYM(callk, "lua_callk"),
+    SYM(error, "lua_error"), SYM(ref, "luaL_ref"), SYM(unref, "luaL_unref"),
+    SYM(getallocf, "lua_getallocf"),
+#undef SYM
+};
+
+/* bind(path): resolve the Lua C API from lupa's already-loaded module at path. */
+static PyObject *bridge_bind(PyObject *self, PyObject *arg) {
+    const char *path = PyUnicode_AsUTF8(arg);
+    if (path == NULL) return NULL;
+    void *handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (handle == NULL) {
+        PyErr_Format(PyExc_ImportError, "lupa's Lua module is not loaded: %s", dlerror());
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof(SYMBOLS) / sizeof(SYMBOLS[0]); i++) {
+        void *fn = dlsym(handle, SYMBOLS[i].name);
+        if (fn == NULL) {
+            PyErr_Format(PyExc_ImportError, "lupa's Lua module does not export %s", SYMBOLS[i].name);
+            return NULL;  /* the handle stays open: the module is loaded anyway */
+        }
+        memcpy((char *)&api + SYMBOLS[i].offset, &fn, sizeof(fn));
+    }
+    api_ready = 1;
+    Py_RETURN_NONE;
+}
+
+/* ---- an entry: one Lua function of one state ---------------------------------------------- */
+typedef struct {
+    PyObject_HEAD
+    lua_State *L;
+    MemoryStatus *memory;
+    int ref;               /* the function, in the registry */
+    size_t limit;          /* the memory limit while the entry runs (bytes above lupa's base) */
+    size_t room;           /* memory that must be free before the call */
+    vectorcallfunc vectorcall;
+} Entry;
+
+enum { ARG_NIL, ARG_BOOL, ARG_INT, ARG_NUMBER, ARG_BYTES, ARG_MAP };
+
+/* The kind of a Python argument, or -1 when it cannot be pushed here (the caller takes lupa's path). */
+static int arg_kind(PyObject *v) {
+    if (v == Py_None) return ARG_NIL;
+    if (PyBool_Check(v)) return ARG_BOOL;
+    if (PyBytes_CheckExact(v)) return ARG_BYTES;
+    if (PyLong_CheckExact(v)) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow || (x == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return -1;
+        }
+        return ARG_INT;
+    }
+    if (PyFloat_CheckExact(v)) return ARG_NUMBER;
+    if (PyList_CheckExact(v)) {
+        /* a map of strings, flat: [name, value, name, value, ...] */
+        Py_ssize_t n = PyList_GET_SIZE(v);
+        if (n % 2 || n / 2 > MAX_PAIRS) return -1;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (!PyBytes_CheckExact(PyList_GET_ITEM(v, i))) return -1;
+        return ARG_MAP;
+    }
+    return -1;
+}
+
+typedef struct {
+    Entry *entry;
+    PyObject *const *args;
+    Py_ssize_t nargs;
+    const char *kinds;
+} Call;
+
+static void push_bytes(lua_State *L, PyObject *v) {
+    api.pushlstring(L, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v));
+}
+
+/* Runs protected: pushes the function and the arguments (allocation errors are Lua errors here),
+   then calls. No Python error can occur: the arguments were checked. */
+static int protected_call(lua_State *L) {
+    Call *c = (Call *)api.touserdata(L, 1);
+    if (!api.checkstack(L, (int)c->nargs + 4)) {
+        api.pushlstring(L, "stack overflow", 14);
+        return api.error(L);
+    }
+    api.rawgeti(L, LUA_REGISTRYINDEX, c->entry->ref);
+    for (Py_ssize_t i = 0; i < c->nargs; i++) {
+        PyObject *v = c->args[i];
+        switch (c->kinds[i]) {
+        case ARG_NIL: api.pushnil(L); break;
+        case ARG_BOOL: api.pushboolean(L, v == Py_True); break;
+        case ARG_INT: api.pushinteger(L, PyLong_AsLongLong(v)); break;
+        case ARG_NUMBER: api.pushnumber(L, PyFloat_AS_DOUBLE(v)); break;
+        case ARG_BYTES: push_bytes(L, v); break;
+        case ARG_MAP: {
+            Py_ssize_t n = PyList_GET_SIZE(v);
+            api.createtable(L, 0, (int)(n / 2));
+            for (Py_ssize_t j = 0; j < n; j += 2) {
+                push_bytes(L, PyList_GET_ITEM(v, j));
+                push_bytes(L, PyList_GET_ITEM(v, j + 1));
+                api.rawset(L, -3);
+            }
+            break;
+        }
+        }
+    }
+    api.callk(L, (int)c->nargs, 1, 0, NULL);
+    return 1;
+}
+
+/* entry(*args): bytes (the string the function returned; b"" for anything else), or
+   (status, message) when the protected call failed (status 4: out of memory), or None when the
+   call was not made: an argument of another type, or less free memory than the room asked for. */
+static PyObject *entry_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Entry *e = (Entry *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    char kinds[MAX_ARGS];
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames)) {
+        PyErr_SetString(PyExc_TypeError, "an entry takes no keyword arguments");
+        return NULL;
+    }
+    if (nargs > MAX_ARGS) Py_RETURN_NONE;
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        int kind = arg_kind(args[i]);
+        if (kind < 0) Py_RETURN_NONE;
+        kinds[i] = (char)kind;
+    }
+    MemoryStatus *m = e->memory;
+    if (m->used - m->base_usage + e->room > e->limit) Py_RETURN_NONE;
+
+    lua_State *L = e->L;
+    int top = api.gettop(L);
+    if (!api.checkstack(L, 3)) Py_RETURN_NONE;
+    Call c = {e, args, nargs, kinds};
+    api.pushcclosure(L, protected_call, 0);
+    api.pushlightuserdata(L, &c);
+    m->limit = m->base_usage + e->limit;
+    int status = api.pcallk(L, 1, 1, 0, 0, NULL);
+    m->limit = 0;  /* lupa's own conversions must never meet the limit */
+
+    PyObject *result;
+    size_t size = 0;
+    const char *text = api.type(L, -1) == LUA_TSTRING ? api.tolstring(L, -1, &size) : NULL;
+    if (status == 0) {
+        result = text ? PyBytes_FromStringAndSize(text, (Py_ssize_t)size) : PyBytes_FromStringAndSize("", 0);
+    } else if (text) {
+        result = Py_BuildValue("(iy#)", status, text, (Py_ssize_t)size);
+    } else {
+        result = Py_BuildValue("(iO)", status, Py_None);
+    }
+    api.settop(L, top);
+    return result;
+}
+
+static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs);
+
+static void entry_dealloc(PyObject *self) {
+    /* the registry reference goes with the state: sandboxes are closed whole, never one entry */
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyTypeObject EntryType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "modula_desktop.core.plugins._luabridge.Entry",
+    .tp_basicsize = sizeof(Entry),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Entry, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_new = entry_new,
+    .tp_dealloc = entry_dealloc,
+    .tp_doc = "Entry(state_address, registry_key, limit, room, used): a Lua function of the registry, "
+              "called with the memory limit on",
+};
+
+/* Entry(state_address, registry_key, limit, room, used): registry_key names the function in the
+   registry (the bootstrap put it there); used is lupa's get_memory_used() now, with the limit off,
+   to check the allocator's layout. */
+static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    unsigned long long address;
+    const char *key;
+    Py_ssize_t limit, room, used;
+    if (!api_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "bind() has not been called");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "Ksnnn", &address, &key, &limit, &room, &used)) return NULL;
+    if (limit <= 0 || room < 0 || used < 0) {
+        PyErr_SetString(PyExc_ValueError, "limit, room and used must be positive");
+        return NULL;
+    }
+    lua_State *L = (lua_State *)(uintptr_t)address;
+    void *ud = NULL;
+    api.getallocf(L, &ud);
+    MemoryStatus *m = (MemoryStatus *)ud;
+    if (m == NULL || m->limit != 0 || m->used < m->base_usage || m->used - m->base_usage != (size_t)used) {
+        PyErr_SetString(PyExc_RuntimeError, "lupa's allocator is not the one this module knows");
+        return NULL;
+    }
+    int top = api.gettop(L);
+    if (!api.checkstack(L, 2)) {
+        PyErr_SetString(PyExc_MemoryError, "no Lua stack left");
+        return NULL;
+    }
+    if (api.getfield(L, LUA_REGISTRYINDEX, key) != LUA_TFUNCTION) {
+        api.settop(L, top);
+        PyErr_Format(PyExc_RuntimeError, "the registry holds no function %s", key);
+        return NULL;
+    }
+    int ref = api.ref(L, LUA_REGISTRYINDEX);  /* pops it */
+    api.settop(L, top);
+    Entry *e = (Entry *)type->tp_alloc(type, 0);
+    if (e == NULL) return NULL;
+    e->L = L;
+    e->memory = m;
+    e->ref = ref;
+    e->limit = (size_t)limit;
+    e->room = (size_t)room;
+    e->vectorcall = entry_vectorcall;
+    return (PyObject *)e;
+}
+
+static PyMethodDef methods[] = {
+    {"bind", bridge_bind, METH_O, "bind(path): use the Lua C API of lupa's loaded module at path"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_luabridge", "Plugin route calls straight onto lupa's Lua state.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__luabridge(void) {
+    if (PyType_Ready(&EntryType) < 0) return NULL;
+    PyObject *mod = PyModule_Create(&module);
+    if (mod == NULL) return NULL;
+    Py_INCREF(&EntryType);
+    if (PyModule_AddObject(mod, "Entry", (PyObject *)&EntryType) < 0) {
+        Py_DECREF(&EntryType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
+}

@@ -1,0 +1,188 @@
+"""The C bridge for route calls (core/plugins/_luabridge.c, Sandbox.call_route).
+
+Route calls go through the bridge when it is built, else through lupa. Both must answer the same for
+every request and every failure, the bridge must refuse what it cannot push (lupa takes over), and it
+must never take the process down: memory runs out while it pushes the arguments, the checks that
+recognise lupa fail."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from modula_desktop.core.plugins import sandbox as sandbox_module
+from modula_desktop.core.plugins.errors import PluginCallError
+from modula_desktop.core.plugins.sandbox import ARGUMENT_ROOM, ROUTE_ENTRY_KEY, Sandbox
+
+from test_sandbox_adversarial import FILL, MEMORY, handler, make_vm, request
+
+bridge = sandbox_module._luabridge
+needs_bridge = pytest.mark.skipif(bridge is None, reason="the C bridge is not built here (no C compiler)")
+
+
+def test_ci_builds_the_bridge():
+    # CI has a compiler: a bridge that silently stopped building would leave every route on lupa's path
+    if not os.environ.get("CI"):
+        pytest.skip("checked in CI only")
+    assert bridge is not None
+    assert Sandbox(32)._entry is not None
+
+
+ROUTES = r'''
+counter = 0
+http.handle("GET", "/echo", function(req)
+  counter = counter + 1
+  local h = {}
+  for k, v in pairs(req.headers) do h[#h + 1] = k .. "=" .. v end
+  table.sort(h)
+  local q = {}
+  for k, v in pairs(req.query) do q[#q + 1] = k .. "=" .. v end
+  table.sort(q)
+  return {json = {method = req.method, path = req.path, body = req.body, ip = req.client_ip, headers = h,
+                  query = q, id = req.params.id or "", json = req.json, counter = counter}}
+end)
+http.handle("GET", "/text", function(req) return {status = 201, body = req.body .. "!"} end)
+http.handle("GET", "/error", function(req) error("boom " .. req.path) end)
+http.handle("GET", "/spin", function(req) while true do end end)
+http.handle("GET", "/bad", function(req) return 5 end)
+http.handle("GET", "/leak", function(req) leaked = req.path; string.upper = nil; return {json = {ok = true}} end)
+'''
+
+REQUESTS = [
+    ("/echo", {}),
+    ("/echo", {"query": {"a": "1", "b": "caf\u00e9"}, "params": {"id": "42"}}),
+    ("/echo", {"headers": {"x-one": "1", "accept": "*/*", "x-utf": "\u2603"}, "body": "payload"}),
+    ("/echo", {"headers": [b"host", b"127.0.0.1:1", b"x-raw", b"\xff\xfe"], "body": b"\x00\x01binary"}),
+    ("/echo", {"json": {"nested": [1, 2, {"k": "v"}]}, "body": '{"nested": [1, 2, {"k": "v"}]}'}),
+    ("/echo", {"query": {"n": "x" * 10000}}),
+    ("/text", {"body": "plain"}),
+    ("/text", {"body": "caf\u00e9"}),
+    ("/error", {}),
+    ("/bad", {}),
+    ("/leak", {}),
+    ("/echo", {}),
+    ("/spin", {}),
+]
+
+
+def _outcome(vm, path, extra, timeout=0.3):
+    index = next(r.index for r in vm.routes if r.path == path)
+    req = dict(request(path), **extra)
+    try:
+        out = vm.read_response(vm.call_route(index, req, timeout=timeout))
+    except PluginCallError as exc:
+        return ("error", exc.kind, exc.message.split(" (")[0])
+    finally:
+        vm.reset()
+    return (out["status"], out["has_json"], out["json"], out["body"], out["headers"])
+
+
+@needs_bridge
+def test_the_bridge_and_lupa_answer_alike(tmp_path):
+    fast = make_vm(tmp_path / "a", ROUTES)
+    slow = make_vm(tmp_path / "b", ROUTES)
+    slow.sandbox._entry = None
+    assert fast.sandbox._entry is not None
+    for path, extra in REQUESTS:
+        assert _outcome(fast, path, extra) == _outcome(slow, path, extra), (path, extra)
+    # the globals a handler changed were put back on both paths
+    assert _outcome(fast, "/echo", {})[2]["counter"] == 1
+
+
+@needs_bridge
+def test_route_calls_take_the_bridge(tmp_path):
+    vm = make_vm(tmp_path, ROUTES)
+    index = next(r.index for r in vm.routes if r.path == "/echo")
+    args = [*vm._budget_args(1.0, "the handler"), index]
+    vm._request_args(dict(request("/echo"), query={"a": "b"}, headers={"x": "y"}), args)
+    # flat: the maps are lists the bridge turns into tables
+    assert args[9] == [b"a", b"b"] and args[11] == [b"x", b"y"]
+    packed = vm.sandbox._entry(*args)
+    assert packed.startswith(b"J200{") and b'"query":["a=b"]' in packed
+    # and the sandbox used it: lupa's inbox stays empty
+    assert vm.sandbox._route_inbox[1] is None
+
+
+@needs_bridge
+@pytest.mark.parametrize("bad", [
+    object(), 2**70, -(2**64), "text", (b"a", b"b"), [b"odd"], [b"k", "not bytes"], [b"k", 1], {b"k": b"v"},
+    bytearray(b"x"),
+])
+def test_arguments_the_bridge_cannot_push_leave_the_call_to_lupa(tmp_path, bad):
+    vm = make_vm(tmp_path, ROUTES)
+    entry = vm.sandbox._entry
+    assert entry(1000, 1e18, b"m", 1, bad) is None
+    assert entry(*[None] * 33) is None  # more arguments than any route call has
+    # nothing was called: the VM still answers
+    assert _outcome(vm, "/text", {"body": "x"})[:4] == (201, False, None, b"x!")
+
+
+@needs_bridge
+def test_memory_running_out_while_the_bridge_pushes_does_not_abort(tmp_path):
+    vm = make_vm(tmp_path, FILL + handler("fill() return {json = {filled = true}}"))
+    index = next(r.index for r in vm.routes if r.path == "/ok")
+    with pytest.raises(PluginCallError) as info:
+        vm.read_response(vm.call_route(next(r.index for r in vm.routes if r.path == "/x"), request("/x")))
+    assert (info.value.kind, info.value.message) == ("memory", MEMORY)
+    sb = vm.sandbox
+    left = sb.memory_limit - sb.memory_used()
+    assert left < ARGUMENT_ROOM  # full: the bridge declines, lupa's path collects and refuses
+    big = dict(request("/ok"), headers={"x-big": "z" * 300_000})
+    for _ in range(3):
+        with pytest.raises(PluginCallError) as info:
+            vm.call_route(index, big, timeout=1.0)
+        assert (info.value.kind, info.value.message) == ("memory", MEMORY)
+        vm.reset()
+    # room for the arguments but not for the headers table the bridge builds: the memory error is
+    # raised inside the protected call and reported, the process lives on
+    args = [*vm._budget_args(1.0, "the handler"), index]
+    vm._request_args(big, args)
+    limit = sb.memory_used() + ARGUMENT_ROOM + 1024
+    entry = bridge.Entry(int(sb.fn("state_address")().decode(), 16), ROUTE_ENTRY_KEY, limit, ARGUMENT_ROOM,
+                         sb.memory_used())
+    status, message = entry(*args)
+    assert status == sandbox_module.LUA_ERRMEM and b"memory" in message
+    assert sb.memory_used() <= limit  # the limit held, and is off again for lupa
+    assert sb.lua.get_max_memory(total=True) == 0
+    assert list(sb.lua.table_from([1, 2]).values()) == [1, 2]
+
+
+@needs_bridge
+def test_the_bridge_refuses_a_state_it_does_not_recognise(tmp_path):
+    sb = Sandbox(32)
+    address = int(sb.fn("state_address")().decode(), 16)
+    used = sb.memory_used()
+    with pytest.raises(RuntimeError, match="allocator"):
+        bridge.Entry(address, ROUTE_ENTRY_KEY, sb.memory_limit, ARGUMENT_ROOM, used + 12345)
+    with pytest.raises(RuntimeError, match="no function"):
+        bridge.Entry(address, "modula.no_such_entry", sb.memory_limit, ARGUMENT_ROOM, used)
+    sb._limit_on()
+    try:
+        with pytest.raises(RuntimeError, match="allocator"):  # made while the limit is on: refused
+            bridge.Entry(address, ROUTE_ENTRY_KEY, sb.memory_limit, ARGUMENT_ROOM, used)
+    finally:
+        sb._limit_off()
+    # a sandbox whose entry could not be made still serves routes, through lupa
+    sb.memory_used = lambda: -1
+    assert sb._route_entry() is None
+
+
+def test_without_the_bridge_routes_go_through_lupa(tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox_module, "_luabridge", None)
+    vm = make_vm(tmp_path, ROUTES)
+    assert vm.sandbox._entry is None
+    assert _outcome(vm, "/echo", {"query": {"a": "1"}, "params": {"id": "7"}})[2]["query"] == ["a=1"]
+    assert _outcome(vm, "/text", {"body": "b"})[:4] == (201, False, None, b"b!")
+    assert _outcome(vm, "/error", {})[:2] == ("error", "error")
+
+
+def test_plugins_cannot_reach_the_bridges_entry(tmp_path):
+    vm = make_vm(tmp_path, handler("""
+        local found = {}
+        for _, name in ipairs({"debug", "rawget", "rawset", "load", "loadstring"}) do
+          found[#found + 1] = name .. "=" .. type(_G[name])
+        end
+        return {json = found}"""))
+    index = next(r.index for r in vm.routes if r.path == "/x")
+    out = vm.read_response(vm.call_route(index, request("/x")))["json"]
+    assert "debug=nil" in out and "rawget=nil" in out and "rawset=nil" in out and "load=nil" in out
