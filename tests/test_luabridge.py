@@ -45,7 +45,13 @@ http.handle("GET", "/text", function(req) return {status = 201, body = req.body 
 http.handle("GET", "/error", function(req) error("boom " .. req.path) end)
 http.handle("GET", "/spin", function(req) while true do end end)
 http.handle("GET", "/bad", function(req) return 5 end)
-http.handle("GET", "/leak", function(req) leaked = req.path; string.upper = nil; return {json = {ok = true}} end)
+http.handle("GET", "/leak", function(req)
+  leaked = req.path; counter = nil; string.upper = nil; setmetatable(_G, {__index = function() return "meta" end})
+  return {json = {ok = true}}
+end)
+http.handle("GET", "/peek", function(req)
+  return {json = {leaked = leaked or "none", counter = counter, upper = string.upper ~= nil, mt = getmetatable(_G) == nil}}
+end)
 '''
 
 REQUESTS = [
@@ -60,6 +66,7 @@ REQUESTS = [
     ("/error", {}),
     ("/bad", {}),
     ("/leak", {}),
+    ("/peek", {}),
     ("/echo", {}),
     ("/spin", {}),
 ]
@@ -87,20 +94,29 @@ def test_the_bridge_and_lupa_answer_alike(tmp_path):
         assert _outcome(fast, path, extra) == _outcome(slow, path, extra), (path, extra)
     # the globals a handler changed were put back on both paths
     assert _outcome(fast, "/echo", {})[2]["counter"] == 1
+    assert _outcome(fast, "/peek", {})[2] == {"leaked": "none", "counter": 0, "upper": True, "mt": True}
+    # the globals check ran in C (the bridge installs it with the entry)
+    assert fast.sandbox.fn("snapshot_check_in_c")() is True
 
 
 @needs_bridge
 def test_route_calls_take_the_bridge(tmp_path):
     vm = make_vm(tmp_path, ROUTES)
     index = next(r.index for r in vm.routes if r.path == "/echo")
-    args = [*vm._budget_args(1.0, "the handler"), index]
-    vm._request_args(dict(request("/echo"), query={"a": "b"}, headers={"x": "y"}), args)
-    # flat: the maps are lists the bridge turns into tables
-    assert args[9] == [b"a", b"b"] and args[11] == [b"x", b"y"]
-    packed = vm.sandbox._entry(*args)
-    assert packed.startswith(b"J200{") and b'"query":["a=b"]' in packed
-    # and the sandbox used it: lupa's inbox stays empty
-    assert vm.sandbox._route_inbox[1] is None
+    entry, seen = vm.sandbox._entry, []
+
+    def recording(*args):
+        seen.append(args)
+        return entry(*args)
+
+    vm.sandbox._entry = recording
+    raw = vm.call_route(index, dict(request("/echo"), query={"a": "b"}, headers={"x": "y"}))
+    # flat: strings as bytes, the maps as lists the bridge turns into tables
+    (args,) = seen
+    assert args[3:8] == (index, b"GET", b"/echo", b"", b"127.0.0.1")
+    assert args[8:] == (None, [b"a", b"b"], None, [b"x", b"y"])
+    assert raw.startswith(b"J200{") and b'"query":["a=b"]' in raw
+    assert vm.sandbox._route_inbox[1] is None  # lupa's path was not taken
 
 
 @needs_bridge
@@ -135,8 +151,8 @@ def test_memory_running_out_while_the_bridge_pushes_does_not_abort(tmp_path):
         vm.reset()
     # room for the arguments but not for the headers table the bridge builds: the memory error is
     # raised inside the protected call and reported, the process lives on
-    args = [*vm._budget_args(1.0, "the handler"), index]
-    vm._request_args(big, args)
+    args = [*vm._budget_args(1.0, "the handler"), index, b"GET", b"/ok", b"", b"127.0.0.1", None, None, None,
+            [b"x-big", b"z" * 300_000]]
     limit = sb.memory_used() + ARGUMENT_ROOM + 1024
     entry = bridge.Entry(int(sb.fn("state_address")().decode(), 16), ROUTE_ENTRY_KEY, limit, ARGUMENT_ROOM,
                          sb.memory_used())
@@ -174,6 +190,10 @@ def test_without_the_bridge_routes_go_through_lupa(tmp_path, monkeypatch):
     assert _outcome(vm, "/echo", {"query": {"a": "1"}, "params": {"id": "7"}})[2]["query"] == ["a=1"]
     assert _outcome(vm, "/text", {"body": "b"})[:4] == (201, False, None, b"b!")
     assert _outcome(vm, "/error", {})[:2] == ("error", "error")
+    # the globals check in Lua (the bridge's C version is not there either) puts everything back
+    _outcome(vm, "/leak", {})
+    assert _outcome(vm, "/peek", {})[2] == {"leaked": "none", "counter": 0, "upper": True, "mt": True}
+    assert vm.sandbox.fn("snapshot_check_in_c")() is False
 
 
 def test_plugins_cannot_reach_the_bridges_entry(tmp_path):

@@ -31,6 +31,8 @@ typedef int (*lua_KFunction)(lua_State *L, int status, lua_KContext ctx);
 typedef void *(*lua_Alloc)(void *ud, void *ptr, size_t osize, size_t nsize);
 
 #define LUA_REGISTRYINDEX (-1000000 - 1000)
+#define LUA_TNIL 0
+#define LUA_TTABLE 5
 #define LUA_TFUNCTION 6
 #define LUA_TSTRING 4
 #define LUA_ERRMEM 4
@@ -65,6 +67,12 @@ typedef struct {
     int (*ref)(lua_State *, int);
     void (*unref)(lua_State *, int, int);
     lua_Alloc (*getallocf)(lua_State *, void **);
+    int (*next)(lua_State *, int);
+    void (*pushvalue)(lua_State *, int);
+    int (*rawget)(lua_State *, int);
+    int (*rawequal)(lua_State *, int, int);
+    lua_Integer (*tointegerx)(lua_State *, int, int *);
+    void (*setfield)(lua_State *, int, const char *);
 } LuaApi;
 static LuaApi api;
 static int api_ready = 0;
@@ -79,7 +87,9 @@ static const struct { const char *name; size_t offset; } SYMBOLS[] = {
     SYM(createtable, "lua_createtable"), SYM(rawset, "lua_rawset"), SYM(type, "lua_type"),
     SYM(tolstring, "lua_tolstring"), SYM(pcallk, "lua_pcallk"), SYM(callk, "lua_callk"),
     SYM(error, "lua_error"), SYM(ref, "luaL_ref"), SYM(unref, "luaL_unref"),
-    SYM(getallocf, "lua_getallocf"),
+    SYM(getallocf, "lua_getallocf"), SYM(next, "lua_next"), SYM(pushvalue, "lua_pushvalue"),
+    SYM(rawget, "lua_rawget"), SYM(rawequal, "lua_rawequal"), SYM(tointegerx, "lua_tointegerx"),
+    SYM(setfield, "lua_setfield"),
 #undef SYM
 };
 
@@ -102,6 +112,44 @@ static PyObject *bridge_bind(PyObject *self, PyObject *arg) {
     }
     api_ready = 1;
     Py_RETURN_NONE;
+}
+
+/* ---- the globals check after every route call (bootstrap.lua: restore_snapshot) --------------
+   snapshot_clean(env, snapshot, count, overlays) -> globals_clean, overlays_empty
+   globals_clean: env holds exactly count keys, each raw-equal to its value in snapshot; overlays_empty:
+   every table of the sequence overlays is empty. The same pass as the bootstrap's Lua loop, without
+   a call into C for every key. Raw access only: no metamethod runs. Called by trusted code only (the
+   registry is out of plugins' reach). */
+static int snapshot_clean(lua_State *L) {
+    if (api.type(L, 1) != LUA_TTABLE || api.type(L, 2) != LUA_TTABLE || api.type(L, 4) != LUA_TTABLE) {
+        api.pushlstring(L, "snapshot_clean: tables expected", 31);
+        return api.error(L);
+    }
+    lua_Integer expected = api.tointegerx(L, 3, NULL), count = 0;
+    int clean = 1;
+    api.settop(L, 4);
+    api.pushnil(L);                          /* 5: key */
+    while (api.next(L, 1)) {                 /* 5: key, 6: value */
+        count++;
+        api.pushvalue(L, 5);
+        api.rawget(L, 2);                    /* 7: snapshot[key] */
+        if (!api.rawequal(L, 6, 7)) {        /* a nil never equals the value next() gave */
+            clean = 0;
+            break;
+        }
+        api.settop(L, 5);
+    }
+    api.settop(L, 4);
+    int empty = 1;
+    for (lua_Integer i = 1; empty; i++) {
+        if (api.rawgeti(L, 4, i) != LUA_TTABLE) break;  /* 5: overlay */
+        api.pushnil(L);
+        if (api.next(L, 5)) empty = 0;
+        api.settop(L, 4);
+    }
+    api.pushboolean(L, clean && count == expected);
+    api.pushboolean(L, empty);
+    return 2;
 }
 
 /* ---- an entry: one Lua function of one state ---------------------------------------------- */
@@ -286,6 +334,8 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     int ref = api.ref(L, LUA_REGISTRYINDEX);  /* pops it */
+    api.pushcclosure(L, snapshot_clean, 0);
+    api.setfield(L, LUA_REGISTRYINDEX, "modula.snapshot_clean");
     api.settop(L, top);
     Entry *e = (Entry *)type->tp_alloc(type, 0);
     if (e == NULL) return NULL;

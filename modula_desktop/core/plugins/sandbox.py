@@ -271,7 +271,7 @@ class Sandbox:
         except Exception:  # noqa: BLE001
             return 0
 
-    def call_route(self, args):
+    def call_route(self, *args):
         """The bootstrap's route_entry, without releasing the GIL (see bootstrap.lua): through the C
         bridge when it is there and takes these arguments, else through lupa (route_caller).
         args: max_instructions, deadline, message, index, then the request as a table, or flat:
@@ -293,7 +293,7 @@ class Sandbox:
                 return packed or self._route_outcome()
         if len(args) > 5:  # the maps as Lua tables, for lupa's path
             table_from = self.lua.table_from
-            args = [*args[:9], *(table_from(dict(zip(m[::2], m[1::2]))) if m else None for m in args[9:])]
+            args = (*args[:9], *(table_from(dict(zip(m[::2], m[1::2]))) if m else None for m in args[9:]))
         self._route_inbox[1] = self.lua.table_from(args)
         packed = self._call_lua(str, (self._route_caller,), deadline=args[1])
         if packed:

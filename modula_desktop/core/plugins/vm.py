@@ -419,14 +419,41 @@ class PluginVM:
         request: method, path, body, client_ip, headers, query, params and (for a JSON body) json.
         headers is a dict of names to values, or (the server's fast path) a flat list of name and
         value bytes; a request with other fields goes through the generic conversion."""
-        self.ops.reset(self.settings.max_ops if max_ops is None else max_ops, "request")
-        seconds = self.settings.timeout_s if timeout is None else timeout
-        # an ApiError here (a request that cannot become Lua values) is the client's fault, not the
-        # plugin's: it propagates so the server answers 400 without counting a plugin failure
-        args = [*self._budget_args(seconds, "the handler"), index]
-        self._request_args(request, args)
+        settings = self.settings
+        self.ops.reset(settings.max_ops if max_ops is None else max_ops, "request")
+        seconds = settings.timeout_s if timeout is None else timeout
+        # the budget (as _budget_args gives it) and the request, flat: one frame on every plugin
+        # request instead of one per piece
+        budget = (settings.max_instructions, time.monotonic() + float(seconds), _deadline_message(seconds, "the handler"),
+                  index)
         try:  # _checked, inlined: this is every plugin request
-            result = self.sandbox.call_route(args)
+            if _FIELD_KEYS.keys() >= request.keys():
+                try:
+                    headers, body, query, params = request["headers"], request["body"], request["query"], request["params"]
+                    flat = (request["method"].encode("utf-8", "surrogateescape"),
+                            request["path"].encode("utf-8", "surrogateescape"),
+                            body if type(body) is bytes else body.encode("utf-8", "surrogateescape"),
+                            request["client_ip"].encode("utf-8", "surrogateescape"))
+                    if query:
+                        query = [x.encode("utf-8", "surrogateescape") for item in query.items() for x in item]
+                    if params:
+                        params = [x.encode("utf-8", "surrogateescape") for item in params.items() for x in item]
+                    if type(headers) is not list:
+                        headers = [x.encode("utf-8", "surrogateescape") for item in headers.items() for x in item]
+                except (KeyError, AttributeError, TypeError):  # a field missing or not a string
+                    flat = None
+            else:
+                flat = None
+            # an ApiError converting the request (a request that cannot become Lua values) is the
+            # client's fault, not the plugin's: it propagates so the server answers 400 without
+            # counting a plugin failure
+            if flat is not None:
+                json_value = request.get("json")
+                result = self.sandbox.call_route(
+                    *budget, *flat, None if json_value is None else self.sandbox.to_lua(json_value),
+                    query or None, params or None, headers)
+            else:
+                result = self.sandbox.call_route(*budget, self._request_table(request))
         except PluginCallError as exc:
             raise self._call_failed(exc) from None
         if self.ops.exceeded:
@@ -436,28 +463,8 @@ class PluginVM:
         self._reset_done = True
         return result
 
-    def _request_args(self, request: dict, args: list):
-        """Append the request to route_caller's arguments: flat when it has the usual fields and
-        string maps (the hot path of every plugin route), else as a table."""
-        if _FIELD_KEYS.keys() >= request.keys():
-            try:
-                headers = request["headers"]
-                if type(headers) is not list:
-                    headers = [_utf8(x) for item in headers.items() for x in item]
-                body, query, params, json_value = request["body"], request["query"], request["params"], request.get("json")
-                args += (_utf8(request["method"]), _utf8(request["path"]),
-                         body if type(body) is bytes else _utf8(body), _utf8(request["client_ip"]),
-                         None if json_value is None else self.sandbox.to_lua(json_value),
-                         [_utf8(x) for item in query.items() for x in item] if query else None,
-                         [_utf8(x) for item in params.items() for x in item] if params else None,
-                         headers)
-                return
-            except (KeyError, AttributeError, TypeError):  # a field missing or not a string
-                del args[4:]
-        args.append(self._request_table(request))
-
     def _request_table(self, request: dict):
-        """The request as a Lua table, for requests _request_args cannot send flat: flat string maps go
+        """The request as a Lua table, for requests call_route cannot send flat: flat string maps go
         through one table_from each instead of the generic recursive conversion, and empty ones are not
         built at all (run_route puts an empty table in their place)."""
         sb = self.sandbox

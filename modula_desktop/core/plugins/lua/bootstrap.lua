@@ -532,9 +532,11 @@ end
 -- call changed them. What the main chunk or on_init adds (function string.trim ...) is merged into the
 -- library by the snapshot and stays. Assigning nil cannot remove a library function.
 local lib_overlays = {}
+local overlay_list = {} -- the overlays alone, for the C check in restore_snapshot
 local function library(name, base)
   local overlay = r_setmetatable({}, {__index = base})
   lib_overlays[#lib_overlays + 1] = {overlay, base}
+  overlay_list[#overlay_list + 1] = overlay
   return r_setmetatable({}, {
     __index = overlay,
     __newindex = overlay,
@@ -886,27 +888,41 @@ local function take_snapshot()
   end
 end
 
+-- the C bridge's version of the check below (sandbox.py installs it with the bridge), found on first use
+local registry_table = d_getregistry()
+local c_snapshot_clean = nil
+
 restore_snapshot = function()
   if not snapshot then return end
   if d_getmetatable(env) ~= snapshot_mt then d_setmetatable(env, snapshot_mt) end
   -- the common case, a handler that left the globals alone, costs one pass (raw comparisons only:
   -- a plugin's __eq must never run here, outside any budget)
-  local n, clean, plain, tables = 0, true, snapshot_plain, snapshot_tables
-  for k, v in r_next, env do
-    n = n + 1
-    local was = plain[k]
-    if was == nil then
-      was = tables[k]
-      if was == nil or not r_rawequal(was, v) then
+  local clean, overlays_empty
+  local c_clean = c_snapshot_clean or registry_table["modula.snapshot_clean"]
+  if c_clean then
+    c_snapshot_clean = c_clean
+    clean, overlays_empty = c_clean(env, snapshot, snapshot_n, overlay_list)
+  else
+    local n, plain, tables = 0, snapshot_plain, snapshot_tables
+    clean = true
+    for k, v in r_next, env do
+      n = n + 1
+      local was = plain[k]
+      if was == nil then
+        was = tables[k]
+        if was == nil or not r_rawequal(was, v) then
+          clean = false
+          break
+        end
+      elseif was ~= v then
         clean = false
         break
       end
-    elseif was ~= v then
-      clean = false
-      break
     end
+    clean = clean and n == snapshot_n
   end
-  if not clean or n ~= snapshot_n then restore_globals() end
+  if not clean then restore_globals() end
+  if overlays_empty then return end
   for i = 1, #lib_overlays do
     local overlay = lib_overlays[i][1]
     if r_next(overlay) ~= nil then
@@ -1044,6 +1060,8 @@ return {
   registry = registry, tripped = get_memory_note, disarm = disarm,
   -- the address of the main thread's lua_State (route_entry's C bridge needs it)
   state_address = function() return s_format("%p", (co_running())) end,
+  -- whether restore_snapshot has used the bridge's C check (tests)
+  snapshot_check_in_c = function() return c_snapshot_clean ~= nil end,
   register_route = function(r) registry.routes[#registry.routes + 1] = r; return #registry.routes end,
   register_middleware = function(f) registry.middleware[#registry.middleware + 1] = f end,
   register_hook = function(h) registry.hooks[#registry.hooks + 1] = h; return #registry.hooks end,
