@@ -11,6 +11,8 @@ import pytest
 
 from _server_fixtures import running_site
 
+from modula_desktop.core.plugins import sandbox as sandbox_module
+
 # Lua expressions, each the json of a response. Some are packed, some are not (floats, non-ASCII
 # or escaped text, mixed or sparse keys, too deep, too large), and some are errors.
 CASES = [
@@ -29,6 +31,10 @@ CASES = [
     "(function() local t = {} for i = 1, 600 do t[i] = i end return t end)()",
     "(function() local t = {} for i = 1, 100 do t['k' .. i] = {i, 'v' .. i, i % 2 == 0} end return t end)()",
     'string.rep("x", 70000)', '{s = string.rep("y", 60000)}', '{s = string.rep("y", 70000)}',
+    # at the packing limits: 512 items and 65536 bytes of JSON pack, one more does not
+    "(function() local t = {} for i = 1, 512 do t[i] = i end return t end)()",
+    "(function() local t = {} for i = 1, 513 do t[i] = i end return t end)()",
+    'string.rep("z", 65534)', 'string.rep("z", 65535)',
     "{f = function() end}", "{c = coroutine.create(function() end)}",
 ]
 
@@ -79,14 +85,24 @@ http.handle("GET", "/float_status", function(req) return {status = 201.0, json =
 """ % ",\n".join(f"  function() return {expr} end" for expr in ALL)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["bridge", "lua"])
+def server(request, tmp_path_factory):
+    """The answers are packed by the C bridge's pack_response when it is built, else (and always with
+    the "lua" parameter) by the bootstrap's Lua version: both must agree with the host."""
+    if request.param == "bridge" and sandbox_module._luabridge is None:
+        pytest.skip("the C bridge is not built here")
     path = tmp_path_factory.mktemp("packed")
     (path / "plugins" / "packer").mkdir(parents=True)
     (path / "plugins" / "packer" / "init.lua").write_text(PLUGIN, encoding="utf-8")
-    with running_site(path, {"rate_limit": 0.0}, plugins=()) as r:
-        r.client.approve_all("packer")
-        yield r
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "lua":
+            patch.setattr(sandbox_module, "_luabridge", None)
+        with running_site(path, {"rate_limit": 0.0}, plugins=()) as r:
+            r.client.approve_all("packer")
+            vm = r.service.plugins.match_route("packer", "GET", "/fast").generation.pool.checkout(5.0)
+            assert (vm.sandbox._entry is not None) == (request.param == "bridge")
+            r.service.plugins.match_route("packer", "GET", "/fast").generation.pool.give_back(vm)
+            yield r
 
 
 def _pair(r, fast: str, slow: str):
@@ -118,11 +134,13 @@ def _vm_result(r, path: str, query: dict):
 
 def test_the_common_answers_are_packed_and_the_others_are_not(server):
     packed = ['{status = "ok"}', "{}", "{1, 2, 3}", '"plain"', "5", "true", "{true, false}",
+              "(function() local t = {} for i = 1, 512 do t[i] = i end return t end)()", 'string.rep("z", 65534)',
               "(function() local t = {} for i = 1, 100 do t['k' .. i] = {i, 'v' .. i, i % 2 == 0} end return t end)()"]
     unpacked = ["1.5", '{s = "a\\"b"}', '{s = "caf\\195\\169"}', "{1, a = 2}", "{[2] = 2}", '{s = "nl\\n"}',
                 "(function() local t = {} local c = t for i = 1, 20 do c.x = {} c = c.x end return t end)()",
                 "(function() local t = {} for i = 1, 600 do t[i] = i end return t end)()",
-                '{s = string.rep("y", 70000)}']
+                '{s = string.rep("y", 70000)}',
+                "(function() local t = {} for i = 1, 513 do t[i] = i end return t end)()", 'string.rep("z", 65535)']
     for expr in packed:
         raw, out = _vm_result(server, "/fast", {"i": str(ALL.index(expr) + 1)})
         assert isinstance(raw, bytes) and raw.startswith(b"J200"), expr

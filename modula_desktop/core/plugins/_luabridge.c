@@ -32,6 +32,8 @@ typedef void *(*lua_Alloc)(void *ud, void *ptr, size_t osize, size_t nsize);
 
 #define LUA_REGISTRYINDEX (-1000000 - 1000)
 #define LUA_TNIL 0
+#define LUA_TBOOLEAN 1
+#define LUA_TNUMBER 3
 #define LUA_TTABLE 5
 #define LUA_TFUNCTION 6
 #define LUA_TSTRING 4
@@ -73,6 +75,8 @@ typedef struct {
     int (*rawequal)(lua_State *, int, int);
     lua_Integer (*tointegerx)(lua_State *, int, int *);
     void (*setfield)(lua_State *, int, const char *);
+    int (*isinteger)(lua_State *, int);
+    int (*toboolean)(lua_State *, int);
 } LuaApi;
 static LuaApi api;
 static int api_ready = 0;
@@ -89,7 +93,7 @@ static const struct { const char *name; size_t offset; } SYMBOLS[] = {
     SYM(error, "lua_error"), SYM(ref, "luaL_ref"), SYM(unref, "luaL_unref"),
     SYM(getallocf, "lua_getallocf"), SYM(next, "lua_next"), SYM(pushvalue, "lua_pushvalue"),
     SYM(rawget, "lua_rawget"), SYM(rawequal, "lua_rawequal"), SYM(tointegerx, "lua_tointegerx"),
-    SYM(setfield, "lua_setfield"),
+    SYM(setfield, "lua_setfield"), SYM(isinteger, "lua_isinteger"), SYM(toboolean, "lua_toboolean"),
 #undef SYM
 };
 
@@ -150,6 +154,130 @@ static int snapshot_clean(lua_State *L) {
     api.pushboolean(L, clean && count == expected);
     api.pushboolean(L, empty);
     return 2;
+}
+
+/* ---- the packed answer (bootstrap.lua: pack_response, pack_json) -----------------------------
+   pack_response(status, has_json, json, body) -> the packed string, or nil when the host must encode
+   the answer. The same rules as the bootstrap's Lua version: ASCII only, JSON only where its encoding
+   is unambiguous (tables with string keys or keys exactly 1..n, integers, booleans, printable-ASCII
+   strings without quote or backslash), at most PACK_MAX_BYTES of text, PACK_MAX_ITEMS keys and
+   PACK_MAX_DEPTH levels. Raw access only (no metamethod runs); the text is built in a buffer of the
+   thread's own, so a memory error raised by the final push leaks nothing. */
+#define PACK_MAX_BYTES 65536
+#define PACK_MAX_ITEMS 512
+#define PACK_MAX_DEPTH 16
+
+typedef struct {
+    char buf[PACK_MAX_BYTES + 16];
+    size_t len;
+    int items;
+} Pack;
+static _Thread_local Pack pack_buffer;
+
+static int pack_add(Pack *p, const char *text, size_t n) {
+    if (p->len + n > sizeof(p->buf)) return 0;
+    memcpy(p->buf + p->len, text, n);
+    p->len += n;
+    return 1;
+}
+
+/* printable ASCII without quote and backslash: the text JSON writes as it is */
+static int plain_text(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 32 || c >= 127 || c == '"' || c == '\\') return 0;
+    }
+    return 1;
+}
+
+static int pack_value(lua_State *L, Pack *p, int idx, int depth);
+
+static int pack_table(lua_State *L, Pack *p, int idx, int depth) {
+    if (depth >= PACK_MAX_DEPTH || !api.checkstack(L, 4)) return 0;
+    api.pushnil(L);
+    if (!api.next(L, idx)) return pack_add(p, "[]", 2);  /* an empty table is a list, as the host has it */
+    if (api.type(L, -2) == LUA_TSTRING) {
+        char sep = '{';
+        do {                                               /* key, value */
+            size_t n;
+            const char *key;
+            if (++p->items > PACK_MAX_ITEMS || api.type(L, -2) != LUA_TSTRING) return 0;
+            key = api.tolstring(L, -2, &n);
+            if (!plain_text(key, n) || !pack_add(p, &sep, 1) || !pack_add(p, "\"", 1) || !pack_add(p, key, n)
+                || !pack_add(p, "\":", 2) || !pack_value(L, p, api.gettop(L), depth + 1))
+                return 0;
+            api.settop(L, -2);
+            sep = ',';
+        } while (api.next(L, idx));
+        return pack_add(p, "}", 1);
+    }
+    /* a list only if its keys are exactly 1..count */
+    lua_Integer count = 0, top = 0;
+    api.settop(L, -3);
+    api.pushnil(L);
+    while (api.next(L, idx)) {
+        count++;
+        if (++p->items > PACK_MAX_ITEMS || !api.isinteger(L, -2)) return 0;
+        lua_Integer key = api.tointegerx(L, -2, NULL);
+        if (key < 1) return 0;
+        if (key > top) top = key;
+        api.settop(L, -2);
+    }
+    if (top != count || !pack_add(p, "[", 1)) return 0;
+    for (lua_Integer i = 1; i <= count; i++) {
+        if ((i > 1 && !pack_add(p, ",", 1))) return 0;
+        api.rawgeti(L, idx, i);
+        if (!pack_value(L, p, api.gettop(L), depth + 1)) return 0;
+        api.settop(L, -2);
+    }
+    return pack_add(p, "]", 1);
+}
+
+/* Adds the value at idx; 0 when it cannot be packed (the stack is then left for the caller to reset). */
+static int pack_value(lua_State *L, Pack *p, int idx, int depth) {
+    switch (api.type(L, idx)) {
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = api.tolstring(L, idx, &n);
+        return plain_text(s, n) && pack_add(p, "\"", 1) && pack_add(p, s, n) && pack_add(p, "\"", 1);
+    }
+    case LUA_TNUMBER: {
+        char text[32];
+        if (!api.isinteger(L, idx)) return 0;
+        int n = snprintf(text, sizeof(text), "%lld", api.tointegerx(L, idx, NULL));
+        return n > 0 && pack_add(p, text, (size_t)n);
+    }
+    case LUA_TBOOLEAN:
+        return api.toboolean(L, idx) ? pack_add(p, "true", 4) : pack_add(p, "false", 5);
+    case LUA_TTABLE:
+        return pack_table(L, p, idx, depth);
+    default:
+        return 0;
+    }
+}
+
+static int pack_response(lua_State *L) {
+    Pack *p = &pack_buffer;
+    api.settop(L, 4);
+    if (!api.isinteger(L, 1)) return 0;
+    lua_Integer status = api.tointegerx(L, 1, NULL);
+    if (status < 200 || status > 599) return 0;
+    p->len = (size_t)snprintf(p->buf, sizeof(p->buf), "%c%lld", api.toboolean(L, 2) ? 'J' : 'B', status);
+    p->items = 0;
+    int ok;
+    if (api.toboolean(L, 2)) {
+        ok = pack_value(L, p, 3, 0) && p->len - 4 <= PACK_MAX_BYTES;
+    } else {
+        size_t n = 0;
+        const char *body = api.type(L, 4) == LUA_TSTRING ? api.tolstring(L, 4, &n) : NULL;
+        ok = body != NULL && n <= PACK_MAX_BYTES && pack_add(p, body, n);
+        for (size_t i = 0; ok && i < n; i++)
+            if ((unsigned char)body[i] >= 128) ok = 0;
+    }
+    api.settop(L, 4);
+    if (!ok) return 0;
+    api.pushlstring(L, p->buf, p->len);
+    return 1;
 }
 
 /* ---- an entry: one Lua function of one state ---------------------------------------------- */
@@ -336,6 +464,8 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     int ref = api.ref(L, LUA_REGISTRYINDEX);  /* pops it */
     api.pushcclosure(L, snapshot_clean, 0);
     api.setfield(L, LUA_REGISTRYINDEX, "modula.snapshot_clean");
+    api.pushcclosure(L, pack_response, 0);
+    api.setfield(L, LUA_REGISTRYINDEX, "modula.pack_response");
     api.settop(L, top);
     Entry *e = (Entry *)type->tp_alloc(type, 0);
     if (e == NULL) return NULL;

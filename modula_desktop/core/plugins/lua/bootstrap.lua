@@ -9,6 +9,8 @@ local sethook = debug.sethook
 -- trusted code only, never handed to plugins
 local d_getmetatable, d_setmetatable, d_getinfo = debug.getmetatable, debug.setmetatable, debug.getinfo
 local d_getregistry = debug.getregistry
+-- where the C bridge (sandbox.py) leaves its functions: route_entry, and its versions of two below
+local registry_table = d_getregistry()
 local co_create, co_resume, co_status, co_running = coroutine.create, coroutine.resume, coroutine.status, coroutine.running
 local co_yield, co_isyieldable, co_close = coroutine.yield, coroutine.isyieldable, coroutine.close
 local r_pcall, r_error, r_type, r_select, r_next = pcall, error, type, select, next
@@ -822,6 +824,7 @@ local function pack_response(status, has_json, json, body)
   return t_concat(pack_parts, "", 1, pack_n)
 end
 
+local c_pack_response = nil
 local function route_call(max_instr, deadline_at, deadline_msg, index, req)
   if route_results[1] ~= nil then -- what the host read last time: not kept alive
     for i = 1, 6 do route_results[i] = nil end
@@ -830,7 +833,12 @@ local function route_call(max_instr, deadline_at, deadline_msg, index, req)
   local r1, r2, r3, r4, r5, r6 = run_route(max_instr, deadline_at, deadline_msg, index, req)
   gil_held = false
   if r1 == true and r6 == nil then
-    local packed = pack_response(r2, r3, r4, r5)
+    local pack = c_pack_response
+    if pack == nil then
+      pack = registry_table["modula.pack_response"] or pack_response  -- the bridge's C version, if there
+      c_pack_response = pack
+    end
+    local packed = pack(r2, r3, r4, r5)
     if packed then return packed end
   end
   route_results[1], route_results[2], route_results[3] = r1, r2, r3
@@ -850,7 +858,7 @@ local function route_entry(max_instr, deadline_at, deadline_msg, index, method, 
   end
   return route_call(max_instr, deadline_at, deadline_msg, index, req)
 end
-d_getregistry()["modula.route_entry"] = route_entry
+registry_table["modula.route_entry"] = route_entry
 
 local route_caller = r_setmetatable({}, {__tostring = function()
   local a = route_inbox[1]
@@ -889,7 +897,6 @@ local function take_snapshot()
 end
 
 -- the C bridge's version of the check below (sandbox.py installs it with the bridge), found on first use
-local registry_table = d_getregistry()
 local c_snapshot_clean = nil
 
 restore_snapshot = function()
