@@ -42,11 +42,12 @@ class SiteApp:
     def __init__(self, falcon_app: falcon.App, plugins: PluginDispatcher):
         self.falcon = falcon_app
         self.plugins = plugins
+        self._serve_plugin = plugins.__call__  # a bound method: called without the slot lookup
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         if path.startswith(PREFIX) and (len(path) == PREFIX_LEN or path[PREFIX_LEN] == "/"):
-            return self.plugins(environ, start_response)
+            return self._serve_plugin(environ, start_response)
         return self.falcon(environ, start_response)
 
 

@@ -127,42 +127,25 @@ class PluginDispatcher:
         self._route_labels: dict = {}  # RouteSpec -> "METHOD /path"
 
     # ---- WSGI --------------------------------------------------------------------------------
-    # The hot path of every plugin request: one method, few calls (each call it saves counts).
-    def __call__(self, environ, start_response):
-        method = environ["REQUEST_METHOD"]
+    # The hot path of every plugin request: one frame for the dispatch, few calls (on a busy server
+    # each call costs a microsecond or more: docs/PERFORMANCE.md).
+    def __call__(self, env, start_response):
+        method = env["REQUEST_METHOD"]
+        match = None
+        status = 500  # what the metrics count when our own bug ends the request
         try:
-            status, headers, body = self._dispatch(environ, method)
-        except falcon.HTTPError as exc:
-            status, body = exc.status_code, error_json(error_message(exc))
-            headers = {"content-type": JSON}
-            if exc.headers:
-                headers.update((k.lower(), v) for k, v in exc.headers.items())
-        except Exception:  # noqa: BLE001 - our bug: logged, and the same 500 as the Falcon app's
-            log.exception("unhandled error in %s %s", method, environ.get("PATH_INFO"))
-            status, headers, body = 500, {"content-type": JSON}, error_json("internal server error")
-        headers.update(SECURITY_HEADERS_WSGI)
-        if status in (204, 304):
-            body = b""
-        else:
-            headers["content-length"] = str(len(body))
-        start_response(_status_line(status), list(headers.items()))
-        return [b""] if method == "HEAD" else [body]
-
-    def _dispatch(self, env, method: str):
-        path = env.get("PATH_INFO") or "/"
-        if not path.isascii():  # WSGI hands the path over as latin-1 text (as Falcon does)
-            path = path.encode("iso-8859-1").decode("utf-8", "replace")
-        self.guard.check(env, method, path)
-        if method not in METHODS:
-            raise falcon.HTTPMethodNotAllowed(METHODS, description=f"plugin routes answer only {_ALLOW}")
-        name, _, sub = path[len(PREFIX) + 1:].partition("/")
-        sub = "/" + sub.rstrip("/") if sub else "/"
-        match = self.manager.match_route(name, method, sub) if name else None
-        if match is None:
-            raise _not_found()
-        started = time.perf_counter()
-        status = 500
-        try:
+            path = env.get("PATH_INFO") or "/"
+            if not path.isascii():  # WSGI hands the path over as latin-1 text (as Falcon does)
+                path = path.encode("iso-8859-1").decode("utf-8", "replace")
+            self.guard.check(env, method, path)
+            if method not in METHODS:
+                raise falcon.HTTPMethodNotAllowed(METHODS, description=f"plugin routes answer only {_ALLOW}")
+            name, _, sub = path[len(PREFIX) + 1:].partition("/")
+            sub = "/" + sub.rstrip("/") if sub else "/"
+            match = self.manager.match_route(name, method, sub) if name else None
+            if match is None:
+                raise _not_found()
+            started = time.perf_counter()
             authorized = self.auth.check(env.get("HTTP_AUTHORIZATION"))
             if not authorized and not match.spec.public:
                 raise falcon.HTTPUnauthorized(
@@ -174,16 +157,24 @@ class PluginDispatcher:
                 raise falcon.HTTPTooManyRequests(description="too many requests: slow down",
                                                  retry_after=max(1, math.ceil(wait)))
             body = read_body_env(env, self.settings.max_request_body) if env.get("CONTENT_LENGTH") else b""
+            # the request headers, flat: [name, value, ...] as bytes (the VM hands them to Lua as they
+            # are), names in lower case; the admin token is never handed over. The environ is filtered
+            # at C level, without building a set of every key: the loop sees the headers only.
+            flat = []
+            names = _HEADER_NAMES
+            for key in filterfalse(_IS_NOT_HEADER, env):
+                hname = names.get(key)
+                if hname is None:
+                    hname = _header_name(key)
+                if hname and not (authorized and hname == b"authorization"):
+                    value = env[key]
+                    flat.append(hname)
+                    # WSGI hands values over as latin-1 text; give the plugin the text the client sent
+                    flat.append(value.encode() if value.isascii()
+                                else value.encode("latin-1").decode("utf-8", "replace").encode())
             query = env.get("QUERY_STRING")
-            request = {
-                "method": method,
-                "path": path,
-                "body": body,
-                "client_ip": client_ip,
-                "headers": self._headers(env, drop_authorization=authorized),
-                "query": _query(query) if query else {},
-                "params": match.params,
-            }
+            request = {"method": method, "path": path, "body": body, "client_ip": client_ip, "headers": flat,
+                       "query": _query(query) if query else {}, "params": match.params}
             if body and is_json_type(env.get("CONTENT_TYPE")):
                 request["json"] = parse_json(body)  # bad JSON: 400 before any plugin code runs
             try:
@@ -192,40 +183,29 @@ class PluginDispatcher:
                 raise self._failure(match, exc) from None
             except ApiError as exc:  # the request could not be turned into Lua values
                 raise falcon.HTTPBadRequest(description=f"request cannot be passed to the plugin: {exc}") from None
-            answer = self._respond(match, out)
-            status = answer[0]
-            return answer
+            status, headers, body = self._respond(match, out)
         except falcon.HTTPError as exc:
-            status = exc.status_code
-            raise
-        finally:
-            # the request counted for the metrics (queued: see Metrics.observe_http)
+            status, body = exc.status_code, error_json(error_message(exc))
+            headers = {"content-type": JSON}
+            if exc.headers:
+                headers.update((k.lower(), v) for k, v in exc.headers.items())
+        except Exception:  # noqa: BLE001 - our bug: logged, and the same 500 as the Falcon app's
+            log.exception("unhandled error in %s %s", method, env.get("PATH_INFO"))
+            status, headers, body = 500, {"content-type": JSON}, error_json("internal server error")
+        if match is not None:
+            # a request to a route counts for the metrics (queued: see Metrics.observe_http)
             spec = match.spec
             route = self._route_labels.get(spec)
             if route is None:
                 route = self._route_label(spec)
             self.metrics.observe_http(match.plugin.name, route, status, time.perf_counter() - started)
-
-    @staticmethod
-    def _headers(env, drop_authorization: bool) -> list:
-        """The request headers for the plugin, flat: [name, value, name, value, ...] as bytes (the VM
-        hands them to Lua as they are). Names in lower case; the admin token is never handed over."""
-        flat = []
-        names = _HEADER_NAMES
-        # filtered at C level without building a set of every key: the loop sees the headers only
-        for key in filterfalse(_IS_NOT_HEADER, env):
-            name = names.get(key)
-            if name is None:
-                name = _header_name(key)
-            if name:
-                if drop_authorization and name == b"authorization":
-                    continue
-                value = env[key]
-                flat.append(name)
-                # WSGI hands values over as latin-1 text; give the plugin the text the client sent
-                flat.append(value.encode() if value.isascii()
-                            else value.encode("latin-1").decode("utf-8", "replace").encode())
-        return flat
+        headers.update(SECURITY_HEADERS_WSGI)
+        if status in (204, 304):
+            body = b""
+        else:
+            headers["content-length"] = str(len(body))
+        start_response(_status_line(status), list(headers.items()))
+        return [b""] if method == "HEAD" else [body]
 
     def _failure(self, match, exc: RouteFailure) -> falcon.HTTPError:
         if exc.status == 404:  # the route went away in a reload while we dispatched: unknown now
