@@ -54,8 +54,13 @@ def test_token_auth():
     auth = TokenAuth("s3cret")
     assert auth.check("Bearer s3cret")
     assert auth.check("bearer  s3cret ")
-    for bad in (None, "", "Bearer", "Bearer s3cre", "Bearer s3cret2", "Basic s3cret", "s3cret", "Bearer S3CRET"):
+    for bad in (None, "", "Bearer", "Bearer s3cre", "Bearer s3cret2", "Basic s3cret", "s3cret", "Bearer S3CRET",
+                "Bearer s3cret\x00", "Bearer\ts3cret2", "XBearer s3cret", "Bearer s3cretBearer s3cret"):
         assert not auth.check(bad), bad
+    # a token outside ASCII: the header arrives as latin-1 text of its UTF-8 bytes (WSGI)
+    wide = TokenAuth("s\u00e9cret")
+    assert wide.check("Bearer s\u00e9cret".encode().decode("latin-1"))
+    assert not wide.check("Bearer s\u00e9cret")
     key = auth.preview_key("a-slug")
     assert auth.check_preview_key("a-slug", key)
     assert not auth.check_preview_key("b-slug", key)

@@ -13,11 +13,16 @@ class TokenAuth:
         if not token:
             raise ValueError("the admin token is empty")
         self._token = token.encode("utf-8")
+        self._header = b"Bearer " + self._token  # the header as clients send it, for the common case
 
     def check(self, authorization: str | None) -> bool:
         """True when the header carries the admin token. Compares in constant time."""
         if not authorization:
             return False
+        # the usual form, compared whole (constant time for a header of the right length); any other
+        # spelling (bearer, extra spaces) is parsed below
+        if hmac.compare_digest(authorization.encode("latin-1", "replace"), self._header):
+            return True
         scheme, _, credentials = authorization.strip().partition(" ")
         if scheme.lower() != "bearer":
             return False

@@ -124,7 +124,6 @@ class PluginDispatcher:
         self.guard = guard
         self.limiter = RateLimiter(self.settings.rate_limit, self.settings.rate_burst)
         self.metrics = service.metrics
-        self._route_labels: dict = {}  # RouteSpec -> "METHOD /path"
 
     # ---- WSGI --------------------------------------------------------------------------------
     # The hot path of every plugin request: one frame for the dispatch, few calls (on a busy server
@@ -194,11 +193,7 @@ class PluginDispatcher:
             status, headers, body = 500, {"content-type": JSON}, error_json("internal server error")
         if match is not None:
             # a request to a route counts for the metrics (queued: see Metrics.observe_http)
-            spec = match.spec
-            route = self._route_labels.get(spec)
-            if route is None:
-                route = self._route_label(spec)
-            self.metrics.observe_http(match.plugin.name, route, status, time.perf_counter() - started)
+            self.metrics.observe_http(match.plugin.name, match.spec.label, status, time.perf_counter() - started)
         headers.update(SECURITY_HEADERS_WSGI)
         if status in (204, 304):
             body = b""
@@ -268,10 +263,3 @@ class PluginDispatcher:
         self.service.logbook.write(name, "error", message)
         self.metrics.errors.labels(name, "response").inc()
         return 500, {"content-type": JSON}, error_json(message)
-
-    # ---- metrics -----------------------------------------------------------------------------
-    def _route_label(self, spec) -> str:
-        route = f"{spec.method} {spec.path}"
-        if len(self._route_labels) < 4096:
-            self._route_labels[spec] = route
-        return route

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Callable
 
@@ -169,17 +170,19 @@ class _GenerationVM(PluginVM):
             raise PluginLoadError("init.lua not found") from None
 
 
-class RouteMatch:
-    """A request's route: built on every plugin request, so a plain slotted class (a frozen dataclass
-    costs several times more to create)."""
+class RouteMatch(tuple):
+    """A request's route: (plugin, generation, spec, params). Built on every plugin request, so a
+    tuple made in C (no __init__ frame), its fields read through C-level getters."""
 
-    __slots__ = ("plugin", "generation", "spec", "params")
+    __slots__ = ()
 
-    def __init__(self, plugin: Plugin, generation: Generation | None, spec: RouteSpec, params: dict):
-        self.plugin = plugin
-        self.generation = generation
-        self.spec = spec
-        self.params = params
+    def __new__(cls, plugin: Plugin, generation: Generation | None, spec: RouteSpec, params: dict):
+        return tuple.__new__(cls, (plugin, generation, spec, params))
+
+    plugin = property(itemgetter(0))
+    generation = property(itemgetter(1))
+    spec = property(itemgetter(2))
+    params = property(itemgetter(3))
 
 
 @dataclass(frozen=True)
@@ -597,7 +600,7 @@ class PluginManager:
             spec, params = found
         if self.approvals is not None and not self.approvals.route_approved(name, spec.method, spec.path):
             return None
-        return RouteMatch(plugin, gen, spec, params)
+        return tuple.__new__(RouteMatch, (plugin, gen, spec, params))
 
     def _match_inactive(self, plugin: Plugin, method: str, path: str):
         if self.approvals is None:

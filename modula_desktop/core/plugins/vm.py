@@ -88,6 +88,11 @@ class RouteSpec:
     method: str
     path: str
     public: bool
+    # "METHOD /path", as the metrics label the route (made once, not on every request)
+    label: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "label", f"{self.method} {self.path}")
 
     @property
     def key(self):
