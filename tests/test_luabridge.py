@@ -154,7 +154,7 @@ def test_memory_running_out_while_the_bridge_pushes_does_not_abort(tmp_path):
     args = [*vm._budget_args(1.0, "the handler"), index, b"GET", b"/ok", b"", b"127.0.0.1", None, None, None,
             [b"x-big", b"z" * 300_000]]
     limit = sb.memory_used() + ARGUMENT_ROOM + 1024
-    entry = bridge.Entry(int(sb.fn("state_address")().decode(), 16), ROUTE_ENTRY_KEY, limit, ARGUMENT_ROOM,
+    entry = bridge.Entry(sb.lua, int(sb.fn("state_address")().decode(), 16), ROUTE_ENTRY_KEY, limit, ARGUMENT_ROOM,
                          sb.memory_used())
     status, message = entry(*args)
     assert status == sandbox_module.LUA_ERRMEM and b"memory" in message
@@ -169,13 +169,13 @@ def test_the_bridge_refuses_a_state_it_does_not_recognise(tmp_path):
     address = int(sb.fn("state_address")().decode(), 16)
     used = sb.memory_used()
     with pytest.raises(RuntimeError, match="allocator"):
-        bridge.Entry(address, ROUTE_ENTRY_KEY, sb.memory_limit, ARGUMENT_ROOM, used + 12345)
+        bridge.Entry(sb.lua, address, ROUTE_ENTRY_KEY, sb.memory_limit, ARGUMENT_ROOM, used + 12345)
     with pytest.raises(RuntimeError, match="no function"):
-        bridge.Entry(address, "modula.no_such_entry", sb.memory_limit, ARGUMENT_ROOM, used)
+        bridge.Entry(sb.lua, address, "modula.no_such_entry", sb.memory_limit, ARGUMENT_ROOM, used)
     sb._limit_on()
     try:
         with pytest.raises(RuntimeError, match="allocator"):  # made while the limit is on: refused
-            bridge.Entry(address, ROUTE_ENTRY_KEY, sb.memory_limit, ARGUMENT_ROOM, used)
+            bridge.Entry(sb.lua, address, ROUTE_ENTRY_KEY, sb.memory_limit, ARGUMENT_ROOM, used)
     finally:
         sb._limit_off()
     # a sandbox whose entry could not be made still serves routes, through lupa
@@ -206,3 +206,35 @@ def test_plugins_cannot_reach_the_bridges_entry(tmp_path):
     index = next(r.index for r in vm.routes if r.path == "/x")
     out = vm.read_response(vm.call_route(index, request("/x")))["json"]
     assert "debug=nil" in out and "rawget=nil" in out and "rawset=nil" in out and "load=nil" in out
+
+
+@needs_bridge
+def test_sandboxes_with_an_entry_are_still_collected(tmp_path):
+    # the entry keeps its LuaRuntime alive and tells the cycle collector so: a closed VM's sandbox
+    # (runtime -> host callables -> sandbox -> entry -> runtime) must not leak
+    import gc
+    import weakref
+
+    def make():
+        vm = make_vm(tmp_path / str(len(refs)), ROUTES)
+        assert vm.sandbox._entry is not None
+        refs.append(weakref.ref(vm.sandbox))
+        vm.close()
+
+    refs = []
+    for _ in range(3):
+        make()
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+
+
+@needs_bridge
+def test_an_entry_outliving_its_sandbox_still_works(tmp_path):
+    vm = make_vm(tmp_path, ROUTES)
+    entry = vm.sandbox._entry
+    index = next(r.index for r in vm.routes if r.path == "/text")
+    vm.close()
+    import gc
+    gc.collect()
+    packed = entry(1_000_000, 1e18, b"m", index, b"GET", b"/text", b"late", b"127.0.0.1", None, None, None, [])
+    assert packed == b"B201late!"

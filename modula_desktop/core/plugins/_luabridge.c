@@ -283,7 +283,8 @@ static int pack_response(lua_State *L) {
 /* ---- an entry: one Lua function of one state ---------------------------------------------- */
 typedef struct {
     PyObject_HEAD
-    lua_State *L;
+    PyObject *runtime;     /* the LuaRuntime that owns L: kept alive as long as the entry is */
+    lua_State *L;          /* NULL once cleared (the entry then declines every call) */
     MemoryStatus *memory;
     int ref;               /* the function, in the registry */
     size_t limit;          /* the memory limit while the entry runs (bytes above lupa's base) */
@@ -380,10 +381,10 @@ static PyObject *entry_vectorcall(PyObject *callable, PyObject *const *args, siz
         if (kind < 0) Py_RETURN_NONE;
         kinds[i] = (char)kind;
     }
-    MemoryStatus *m = e->memory;
-    if (m->used - m->base_usage + e->room > e->limit) Py_RETURN_NONE;
-
     lua_State *L = e->L;
+    MemoryStatus *m = e->memory;
+    if (L == NULL || m->used - m->base_usage + e->room > e->limit) Py_RETURN_NONE;
+
     int top = api.gettop(L);
     if (!api.checkstack(L, 3)) Py_RETURN_NONE;
     Call c = {e, args, nargs, kinds};
@@ -409,8 +410,23 @@ static PyObject *entry_vectorcall(PyObject *callable, PyObject *const *args, siz
 
 static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs);
 
+static int entry_traverse(PyObject *self, visitproc visit, void *arg) {
+    Py_VISIT(((Entry *)self)->runtime);
+    return 0;
+}
+
+static int entry_clear(PyObject *self) {
+    Entry *e = (Entry *)self;
+    e->L = NULL;
+    e->memory = NULL;
+    Py_CLEAR(e->runtime);
+    return 0;
+}
+
 static void entry_dealloc(PyObject *self) {
     /* the registry reference goes with the state: sandboxes are closed whole, never one entry */
+    PyObject_GC_UnTrack(self);
+    entry_clear(self);
     Py_TYPE(self)->tp_free(self);
 }
 
@@ -418,19 +434,23 @@ static PyTypeObject EntryType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "modula_desktop.core.plugins._luabridge.Entry",
     .tp_basicsize = sizeof(Entry),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = entry_traverse,
+    .tp_clear = entry_clear,
     .tp_vectorcall_offset = offsetof(Entry, vectorcall),
     .tp_call = PyVectorcall_Call,
     .tp_new = entry_new,
     .tp_dealloc = entry_dealloc,
-    .tp_doc = "Entry(state_address, registry_key, limit, room, used): a Lua function of the registry, "
-              "called with the memory limit on",
+    .tp_doc = "Entry(runtime, state_address, registry_key, limit, room, used): a Lua function of the "
+              "registry, called with the memory limit on",
 };
 
-/* Entry(state_address, registry_key, limit, room, used): registry_key names the function in the
-   registry (the bootstrap put it there); used is lupa's get_memory_used() now, with the limit off,
-   to check the allocator's layout. */
+/* Entry(runtime, state_address, registry_key, limit, room, used): runtime is the LuaRuntime whose
+   main state is at state_address; registry_key names the function in the registry (the bootstrap put
+   it there); used is lupa's get_memory_used() now, with the limit off, to check the allocator's
+   layout. */
 static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *runtime;
     unsigned long long address;
     const char *key;
     Py_ssize_t limit, room, used;
@@ -438,7 +458,7 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "bind() has not been called");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "Ksnnn", &address, &key, &limit, &room, &used)) return NULL;
+    if (!PyArg_ParseTuple(args, "OKsnnn", &runtime, &address, &key, &limit, &room, &used)) return NULL;
     if (limit <= 0 || room < 0 || used < 0) {
         PyErr_SetString(PyExc_ValueError, "limit, room and used must be positive");
         return NULL;
@@ -469,6 +489,8 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     api.settop(L, top);
     Entry *e = (Entry *)type->tp_alloc(type, 0);
     if (e == NULL) return NULL;
+    Py_INCREF(runtime);
+    e->runtime = runtime;
     e->L = L;
     e->memory = m;
     e->ref = ref;

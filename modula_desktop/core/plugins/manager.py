@@ -600,7 +600,7 @@ class PluginManager:
             spec, params = found
         if self.approvals is not None and not self.approvals.route_approved(name, spec.method, spec.path):
             return None
-        return tuple.__new__(RouteMatch, (plugin, gen, spec, params))
+        return tuple.__new__(RouteMatch, (plugin, gen, spec, params))  # RouteMatch(...) without its __new__ frame
 
     def _match_inactive(self, plugin: Plugin, method: str, path: str):
         if self.approvals is None:

@@ -29,6 +29,7 @@ except Exception as exc:  # noqa: BLE001 - not built, or not this lupa: routes g
     _luabridge = None
 # the registry key under which the bootstrap leaves route_entry for the bridge
 ROUTE_ENTRY_KEY = "modula.route_entry"
+_entry_warned = False
 
 MAX_DEPTH = 64
 MAX_ITEMS = 1_000_000
@@ -103,9 +104,13 @@ class Sandbox:
             return None
         try:
             address = int(self._t["state_address"]().decode(), 16)
-            return _luabridge.Entry(address, ROUTE_ENTRY_KEY, self.memory_limit, ARGUMENT_ROOM, self.memory_used())
+            return _luabridge.Entry(self.lua, address, ROUTE_ENTRY_KEY, self.memory_limit, ARGUMENT_ROOM,
+                                    self.memory_used())
         except Exception as exc:  # noqa: BLE001
-            log.warning("route calls go through lupa alone: %s", exc)
+            global _entry_warned
+            if not _entry_warned:  # once: every VM would say the same
+                _entry_warned = True
+                log.warning("route calls go through lupa alone: %s", exc)
             return None
 
     _armed = False

@@ -427,9 +427,9 @@ class PluginVM:
         settings = self.settings
         self.ops.reset(settings.max_ops if max_ops is None else max_ops, "request")
         seconds = settings.timeout_s if timeout is None else timeout
-        # the budget (as _budget_args gives it) and the request, flat: one frame on every plugin
-        # request instead of one per piece
-        budget = (settings.max_instructions, time.monotonic() + float(seconds), _deadline_message(seconds, "the handler"),
+        # the budget (as _budget_args gives it), the route and the request, flat: one frame on every
+        # plugin request instead of one per piece
+        head = (settings.max_instructions, time.monotonic() + float(seconds), _deadline_message(seconds, "the handler"),
                   index)
         try:  # _checked, inlined: this is every plugin request
             if _FIELD_KEYS.keys() >= request.keys():
@@ -455,10 +455,10 @@ class PluginVM:
             if flat is not None:
                 json_value = request.get("json")
                 result = self.sandbox.call_route(
-                    *budget, *flat, None if json_value is None else self.sandbox.to_lua(json_value),
+                    *head, *flat, None if json_value is None else self.sandbox.to_lua(json_value),
                     query or None, params or None, headers)
             else:
-                result = self.sandbox.call_route(*budget, self._request_table(request))
+                result = self.sandbox.call_route(*head, self._request_table(request))
         except PluginCallError as exc:
             raise self._call_failed(exc) from None
         if self.ops.exceeded:
