@@ -736,7 +736,7 @@ def test_every_change_to_the_globals_is_undone_by_the_route_call_itself(tmp_path
         """ + handler(GLOBAL_CHANGES[change] + "\nreturn {json = {done = true}}"))
     start = time.monotonic()
     assert call_json(vm) == {"done": True}
-    # no give-back reset in between: run_route restored the snapshot before it returned, raw
+    # no give-back reset in between: route_call restored the snapshot before it returned, raw
     # comparisons only (a plugin's __eq never runs outside the budget)
     assert call_json(vm, "/see") == {"n": 42, "leaked": "nil", "print": True, "http": True}
     assert call_json(vm, "/ok") == OK_JSON

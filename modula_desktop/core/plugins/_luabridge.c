@@ -1,4 +1,4 @@
-/* The plugin route call without lupa's per-call machinery (see sandbox.py: RouteEntry).
+/* The plugin route call without lupa's per-call machinery (see sandbox.py: Sandbox.call_route).
 
    A route call through lupa is a table_from of the arguments, a store into the inbox and a str() of
    route_caller: three crossings, each taking lupa's lock, checking the stack and converting values

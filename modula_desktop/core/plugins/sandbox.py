@@ -36,7 +36,7 @@ MAX_ITEMS = 1_000_000
 LUA_INT_MIN, LUA_INT_MAX = -(2**63), 2**63 - 1
 # Work a C pattern match may do before the pure-Lua (counted) matcher takes over; about 0.1 s.
 # Entry points that run plugin code under the budgets (their second argument is the deadline).
-ARMED_ENTRIES = frozenset({"run", "run_route", "run_hook", "call_global"})
+ARMED_ENTRIES = frozenset({"run", "run_hook", "call_global"})
 # Room left for what lupa pushes when calling in (small scalars; tables are built beforehand).
 ARGUMENT_ROOM = 256 * 1024
 PATTERN_COST = 20_000_000

@@ -26,7 +26,7 @@ MAX_SOURCE_BYTES = 1024 * 1024
 MAX_JSON_BYTES = 4 * 1024 * 1024
 # the request fields the server sends (a request with others goes to Lua as a table)
 _FIELD_KEYS = {k: k.encode() for k in ("method", "path", "body", "client_ip", "headers", "query", "params", "json")}
-# request fields that are maps of strings; run_route gives each an empty table when it is left out
+# request fields that are maps of strings; route_entry gives each an empty table when it is left out
 _FLAT_MAPS = frozenset({"headers", "query", "params"})
 # (what, seconds) -> the message of a missed deadline; built once, not on every request
 _DEADLINE_MESSAGES: dict = {}
@@ -429,8 +429,8 @@ class PluginVM:
         seconds = settings.timeout_s if timeout is None else timeout
         # the budget (as _budget_args gives it), the route and the request, flat: one frame on every
         # plugin request instead of one per piece
-        head = (settings.max_instructions, time.monotonic() + float(seconds), _deadline_message(seconds, "the handler"),
-                  index)
+        message = _DEADLINE_MESSAGES.get(("the handler", seconds)) or _deadline_message(seconds, "the handler")
+        head = (settings.max_instructions, time.monotonic() + float(seconds), message, index)
         try:  # _checked, inlined: this is every plugin request
             if _FIELD_KEYS.keys() >= request.keys():
                 try:
@@ -463,7 +463,7 @@ class PluginVM:
             raise self._call_failed(exc) from None
         if self.ops.exceeded:
             raise PluginCallError("ops", self.ops.message)
-        # run_route reset the globals itself before returning: the give-back need not call again
+        # route_call reset the globals itself before returning: the give-back need not call again
         # (after a failure it does, to be sure)
         self._reset_done = True
         return result
@@ -471,7 +471,7 @@ class PluginVM:
     def _request_table(self, request: dict):
         """The request as a Lua table, for requests call_route cannot send flat: flat string maps go
         through one table_from each instead of the generic recursive conversion, and empty ones are not
-        built at all (run_route puts an empty table in their place)."""
+        built at all (route_entry puts an empty table in their place)."""
         sb = self.sandbox
         fields = {}
         for key, value in request.items():

@@ -701,32 +701,9 @@ end
 
 local restore_snapshot, restore_globals
 
--- The give-back's reset happens here, in the same call: one Lua call (one GIL hand-off) per request.
-local function run_route(max_instr, deadline_at, deadline_msg, index, req)
-  -- the host leaves out empty maps (building them from Python costs more than here)
-  if r_rawget(req, "headers") == nil then r_rawset(req, "headers", {}) end
-  if r_rawget(req, "query") == nil then r_rawset(req, "query", {}) end
-  if r_rawget(req, "params") == nil then r_rawset(req, "params", {}) end
-  -- run() and finish() for exactly route_body's five results: no tables packed on every request
-  arm(max_instr, deadline_at, deadline_msg)
-  phase = "handler"
-  local ok, status, has_json, json, body, headers = r_pcall(route_body, registry.routes[index], req)
-  phase = "idle"
-  active = false
-  sethook()
-  local r1, r2, r3, r4, r5, r6 = true, status, has_json, json, body, headers
-  if tripped or not ok then
-    r1, r2, r3 = failure(ok, status)
-    r4, r5, r6 = nil, nil, nil
-  end
-  restore_snapshot()
-  return r1, r2, r3, r4, r5, r6
-end
-trusted_fn[run_route] = true
-
--- run_route without leaving Python's GIL. lupa releases the GIL around every call into Lua; on a
+-- Route calls never leave Python's GIL. lupa releases the GIL around every call into Lua; on a
 -- busy server getting it back costs more than the whole handler (other threads hold it by then).
--- The host calls route_entry through its C bridge (sandbox.py: RouteEntry), which keeps the GIL; or,
+-- The host calls route_entry through its C bridge (_luabridge.c, Sandbox.call_route), which keeps the GIL; or,
 -- without the bridge, lupa's str() of a table, which runs the table's __tostring in a protected call
 -- and keeps the GIL too: the host puts the arguments into route_inbox[1] and calls str(route_caller).
 -- Either returns the packed answer (below) or "", and then the host reads route_results (true,
@@ -825,26 +802,42 @@ local function pack_response(status, has_json, json, body)
 end
 
 local c_pack_response = nil
+-- One route call, the give-back's reset included (one Lua call, no GIL hand-off, per request): arm the
+-- budget, run middleware and handler, disarm, restore the globals, then answer packed or through
+-- route_results. Trusted: the code after the protected call must not be interrupted by a budget.
 local function route_call(max_instr, deadline_at, deadline_msg, index, req)
   if route_results[1] ~= nil then -- what the host read last time: not kept alive
     for i = 1, 6 do route_results[i] = nil end
   end
   gil_held, gil_release_at = true, 0
-  local r1, r2, r3, r4, r5, r6 = run_route(max_instr, deadline_at, deadline_msg, index, req)
+  arm(max_instr, deadline_at, deadline_msg)
+  phase = "handler"
+  local ok, status, has_json, json, body, headers = r_pcall(route_body, registry.routes[index], req)
+  phase = "idle"
+  active = false
+  sethook()
   gil_held = false
-  if r1 == true and r6 == nil then
+  if tripped or not ok then
+    local r1, r2, r3 = failure(ok, status)
+    restore_snapshot()
+    route_results[1], route_results[2], route_results[3] = r1, r2, r3
+    return ""
+  end
+  restore_snapshot()
+  if headers == nil then
     local pack = c_pack_response
     if pack == nil then
       pack = registry_table["modula.pack_response"] or pack_response  -- the bridge's C version, if there
       c_pack_response = pack
     end
-    local packed = pack(r2, r3, r4, r5)
+    local packed = pack(status, has_json, json, body)
     if packed then return packed end
   end
-  route_results[1], route_results[2], route_results[3] = r1, r2, r3
-  route_results[4], route_results[5], route_results[6] = r4, r5, r6
+  route_results[1], route_results[2], route_results[3] = true, status, has_json
+  route_results[4], route_results[5], route_results[6] = json, body, headers
   return ""
 end
+trusted_fn[route_call] = true
 
 -- The arguments: max_instr, deadline_at, deadline_msg, index, then either the request table, or the
 -- request flat: method, path, body, client_ip, json, and the tables query, params and headers (nil:
@@ -855,6 +848,10 @@ local function route_entry(max_instr, deadline_at, deadline_msg, index, method, 
   if r_type(req) ~= "table" then
     req = {method = method, path = path, body = body, client_ip = client_ip, json = json, query = query or {},
            params = params or {}, headers = headers or {}}
+  else -- built by the host, which leaves out empty maps (building them from Python costs more)
+    if r_rawget(req, "headers") == nil then r_rawset(req, "headers", {}) end
+    if r_rawget(req, "query") == nil then r_rawset(req, "query", {}) end
+    if r_rawget(req, "params") == nil then r_rawset(req, "params", {}) end
   end
   return route_call(max_instr, deadline_at, deadline_msg, index, req)
 end
@@ -1061,7 +1058,7 @@ string.dump = nil
 return {
   build_api = build_api, route_body = route_body, bind = bind, freeze = freeze, new_env = new_env, install_module = install_module,
   remove_module = remove_module, load_main = load_main, run = run, call_global = call_global,
-  run_route = run_route, route_inbox = route_inbox, route_results = route_results, route_caller = route_caller,
+  route_inbox = route_inbox, route_results = route_results, route_caller = route_caller,
   run_hook = run_hook, take_snapshot = take_snapshot,
   restore_snapshot = restore_snapshot, get_global = get_global, get_phase = get_phase,
   registry = registry, tripped = get_memory_note, disarm = disarm,
