@@ -703,14 +703,15 @@ local restore_snapshot, restore_globals
 
 -- Route calls never leave Python's GIL. lupa releases the GIL around every call into Lua; on a
 -- busy server getting it back costs more than the whole handler (other threads hold it by then).
--- The host calls route_entry through its C bridge (_luabridge.c, Sandbox.call_route), which keeps the GIL; or,
--- without the bridge, lupa's str() of a table, which runs the table's __tostring in a protected call
--- and keeps the GIL too: the host puts the arguments into route_inbox[1] and calls str(route_caller).
+-- The host calls route_entry through its C bridge (_luabridge.c, Sandbox.call_route), which keeps the
+-- GIL; or, without the bridge, through lupa's str() of a table, which runs the table's __tostring in a
+-- protected call and keeps the GIL too: the host puts the arguments into route_inbox[1] and calls
+-- str(route_caller).
 -- Either returns the packed answer (below) or "", and then the host reads route_results (true,
 -- status, has_json, json, body, headers; or false, kind, message; nils left out).
 local route_inbox, route_results = {}, {}
 
--- The common answer goes back packed into the string str() returns, so the host has no table to walk
+-- The common answer goes back packed into the string route_entry returns, so the host has no table to walk
 -- and no value to convert: "J" or "B", the status (200-599), then the JSON text or the body, in ASCII
 -- only (lupa decodes what str() returns as UTF-8 when it can, else as latin-1). JSON is
 -- encoded here only where the encoding is unambiguous: tables with string keys or a sequence 1..n,
