@@ -17,6 +17,11 @@ from modula_desktop.core.plugins.sandbox import ARGUMENT_ROOM, ROUTE_ENTRY_KEY, 
 from test_sandbox_adversarial import FILL, MEMORY, handler, make_vm, request
 
 bridge = sandbox_module._luabridge
+
+
+def _lock(sb):
+    import gc
+    return next(o for o in gc.get_referents(sb.lua) if type(o).__name__ == "FastRLock")
 needs_bridge = pytest.mark.skipif(bridge is None, reason="the C bridge is not built here (no C compiler)")
 
 
@@ -154,7 +159,7 @@ def test_memory_running_out_while_the_bridge_pushes_does_not_abort(tmp_path):
     args = [*vm._budget_args(1.0, "the handler"), index, b"GET", b"/ok", b"", b"127.0.0.1", None, None, None,
             [b"x-big", b"z" * 300_000]]
     limit = sb.memory_used() + ARGUMENT_ROOM + 1024
-    entry = bridge.Entry(sb.lua, int(sb.fn("state_address")().decode(), 16), ROUTE_ENTRY_KEY, limit, ARGUMENT_ROOM,
+    entry = bridge.Entry(sb.lua, _lock(sb), int(sb.fn("state_address")().decode(), 16), ROUTE_ENTRY_KEY, limit, ARGUMENT_ROOM,
                          sb.memory_used())
     status, message = entry(*args)
     assert status == sandbox_module.LUA_ERRMEM and b"memory" in message
@@ -169,13 +174,13 @@ def test_the_bridge_refuses_a_state_it_does_not_recognise(tmp_path):
     address = int(sb.fn("state_address")().decode(), 16)
     used = sb.memory_used()
     with pytest.raises(RuntimeError, match="allocator"):
-        bridge.Entry(sb.lua, address, ROUTE_ENTRY_KEY, sb.memory_limit, ARGUMENT_ROOM, used + 12345)
+        bridge.Entry(sb.lua, _lock(sb), address, ROUTE_ENTRY_KEY, sb.memory_limit, ARGUMENT_ROOM, used + 12345)
     with pytest.raises(RuntimeError, match="no function"):
-        bridge.Entry(sb.lua, address, "modula.no_such_entry", sb.memory_limit, ARGUMENT_ROOM, used)
+        bridge.Entry(sb.lua, _lock(sb), address, "modula.no_such_entry", sb.memory_limit, ARGUMENT_ROOM, used)
     sb._limit_on()
     try:
         with pytest.raises(RuntimeError, match="allocator"):  # made while the limit is on: refused
-            bridge.Entry(sb.lua, address, ROUTE_ENTRY_KEY, sb.memory_limit, ARGUMENT_ROOM, used)
+            bridge.Entry(sb.lua, _lock(sb), address, ROUTE_ENTRY_KEY, sb.memory_limit, ARGUMENT_ROOM, used)
     finally:
         sb._limit_off()
     # a sandbox whose entry could not be made still serves routes, through lupa
@@ -238,3 +243,34 @@ def test_an_entry_outliving_its_sandbox_still_works(tmp_path):
     gc.collect()
     packed = entry(1_000_000, 1e18, b"m", index, b"GET", b"/text", b"late", b"127.0.0.1", None, None, None, [])
     assert packed == b"B201late!"
+
+
+@needs_bridge
+def test_another_thread_using_the_runtime_waits_for_a_bridge_call(tmp_path):
+    # A VM is one thread's at a time (the pool); should code break that rule, the bridge holds lupa's
+    # runtime lock like lupa's own calls, so the other thread waits instead of running Lua alongside
+    # (without the lock this crashed the process: the handler releases the GIL while it spins).
+    import dataclasses
+    import threading
+    import time
+
+    from test_sandbox_adversarial import FAST
+    vm = make_vm(tmp_path, handler("local i = 0 while true do i = i + 1 end"),
+                 settings=dataclasses.replace(FAST, max_instructions=10**12))
+    index = next(r.index for r in vm.routes if r.path == "/x")
+    events = []
+
+    def spin():
+        with pytest.raises(PluginCallError) as info:
+            vm.call_route(index, request("/x"), timeout=0.5)
+        events.append(("handler ended", time.monotonic(), info.value.kind))
+
+    t = threading.Thread(target=spin)
+    t.start()
+    time.sleep(0.15)
+    table = vm.sandbox.lua.table_from([b"y" * 1_000_000] * 40)  # through lupa, on the same runtime
+    events.append(("converted", time.monotonic(), None))
+    t.join()
+    assert [e[0] for e in events] == ["handler ended", "converted"]
+    assert events[0][2] == "timeout"
+    assert len(table) == 40

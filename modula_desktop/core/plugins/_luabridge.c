@@ -7,12 +7,16 @@
 
    It uses the Lua 5.4 C API exported by lupa's own lua54 extension module (resolved with dlsym from
    that module, already loaded: no second Lua in the process) and the state lupa created. Nothing of
-   lupa's is changed; two facts about it are relied on and checked when an entry is made:
+   lupa's is changed. Relied on:
    - lupa's restricted allocator keeps {used, base_usage, limit} (size_t each) behind the allocator's
-     user data; the memory limit is that limit field, as set by LuaRuntime.set_max_memory.
-   - LUA_REGISTRYINDEX is Lua 5.4's default (LUAI_MAXSTACK 1000000).
-   The caller (one sandbox, one thread at a time: the VM pool) owns the state for the call, as lupa's
-   lock would otherwise ensure.
+     user data; the memory limit is that limit field, as set by LuaRuntime.set_max_memory. Checked
+     when an entry is made (against get_memory_used(), with the limit off).
+   - LUA_REGISTRYINDEX is Lua 5.4's default (LUAI_MAXSTACK 1000000), as lupa builds its bundled Lua.
+     Not checkable safely; an entry is made only once route_entry is found in the registry.
+   - lupa's runtime lock (a FastRLock, found by the caller among the runtime's referents): an entry
+     holds it for the whole call, as lupa's own calls do, so another thread using the runtime through
+     lupa waits instead of running Lua alongside (the GIL is released inside a call: the budget hook's
+     yields, host functions).
    Everything that can allocate runs inside lua_pcall, with the memory limit on; the Python values are
    checked before that, so no Python error can happen between the pushes. */
 #define PY_SSIZE_T_CLEAN
@@ -106,14 +110,16 @@ static PyObject *bridge_bind(PyObject *self, PyObject *arg) {
         PyErr_Format(PyExc_ImportError, "lupa's Lua module is not loaded: %s", dlerror());
         return NULL;
     }
+    LuaApi resolved;  /* copied over api only when every symbol is there */
     for (size_t i = 0; i < sizeof(SYMBOLS) / sizeof(SYMBOLS[0]); i++) {
         void *fn = dlsym(handle, SYMBOLS[i].name);
         if (fn == NULL) {
             PyErr_Format(PyExc_ImportError, "lupa's Lua module does not export %s", SYMBOLS[i].name);
             return NULL;  /* the handle stays open: the module is loaded anyway */
         }
-        memcpy((char *)&api + SYMBOLS[i].offset, &fn, sizeof(fn));
+        memcpy((char *)&resolved + SYMBOLS[i].offset, &fn, sizeof(fn));
     }
+    if (!api_ready) api = resolved;
     api_ready = 1;
     Py_RETURN_NONE;
 }
@@ -284,6 +290,8 @@ static int pack_response(lua_State *L) {
 typedef struct {
     PyObject_HEAD
     PyObject *runtime;     /* the LuaRuntime that owns L: kept alive as long as the entry is */
+    PyObject *acquire;     /* its lock's acquire and release (bound methods) */
+    PyObject *release;
     lua_State *L;          /* NULL once cleared (the entry then declines every call) */
     MemoryStatus *memory;
     int ref;               /* the function, in the registry */
@@ -381,18 +389,26 @@ static PyObject *entry_vectorcall(PyObject *callable, PyObject *const *args, siz
         if (kind < 0) Py_RETURN_NONE;
         kinds[i] = (char)kind;
     }
-    lua_State *L = e->L;
+    if (e->L == NULL) Py_RETURN_NONE;
+    PyObject *locked = PyObject_CallNoArgs(e->acquire);  /* may wait, with the GIL released */
+    if (locked == NULL) return NULL;
+    Py_DECREF(locked);
+    lua_State *L = e->L;  /* read again: the wait may have let the entry be cleared */
     MemoryStatus *m = e->memory;
-    if (L == NULL || m->used - m->base_usage + e->room > e->limit) Py_RETURN_NONE;
-
+    if (L == NULL || m->used - m->base_usage + e->room > e->limit || !api.checkstack(L, 3)) {
+        PyObject *released = PyObject_CallNoArgs(e->release);
+        if (released == NULL) return NULL;
+        Py_DECREF(released);
+        Py_RETURN_NONE;
+    }
     int top = api.gettop(L);
-    if (!api.checkstack(L, 3)) Py_RETURN_NONE;
     Call c = {e, args, nargs, kinds};
     api.pushcclosure(L, protected_call, 0);
     api.pushlightuserdata(L, &c);
+    size_t outer_limit = m->limit;  /* off (0) when the host calls: lupa's own conversions never meet it */
     m->limit = m->base_usage + e->limit;
     int status = api.pcallk(L, 1, 1, 0, 0, NULL);
-    m->limit = 0;  /* lupa's own conversions must never meet the limit */
+    m->limit = outer_limit;
 
     PyObject *result;
     size_t size = 0;
@@ -405,6 +421,12 @@ static PyObject *entry_vectorcall(PyObject *callable, PyObject *const *args, siz
         result = Py_BuildValue("(iO)", status, Py_None);
     }
     api.settop(L, top);
+    PyObject *released = PyObject_CallNoArgs(e->release);
+    if (released == NULL) {
+        Py_XDECREF(result);
+        return NULL;
+    }
+    Py_DECREF(released);
     return result;
 }
 
@@ -412,6 +434,8 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 
 static int entry_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(((Entry *)self)->runtime);
+    Py_VISIT(((Entry *)self)->acquire);
+    Py_VISIT(((Entry *)self)->release);
     return 0;
 }
 
@@ -420,6 +444,8 @@ static int entry_clear(PyObject *self) {
     e->L = NULL;
     e->memory = NULL;
     Py_CLEAR(e->runtime);
+    Py_CLEAR(e->acquire);
+    Py_CLEAR(e->release);
     return 0;
 }
 
@@ -441,16 +467,16 @@ static PyTypeObject EntryType = {
     .tp_call = PyVectorcall_Call,
     .tp_new = entry_new,
     .tp_dealloc = entry_dealloc,
-    .tp_doc = "Entry(runtime, state_address, registry_key, limit, room, used): a Lua function of the "
-              "registry, called with the memory limit on",
+    .tp_doc = "Entry(runtime, lock, state_address, registry_key, limit, room, used): a Lua function of "
+              "the registry, called holding the runtime's lock, with the memory limit on",
 };
 
-/* Entry(runtime, state_address, registry_key, limit, room, used): runtime is the LuaRuntime whose
-   main state is at state_address; registry_key names the function in the registry (the bootstrap put
+/* Entry(runtime, lock, state_address, registry_key, limit, room, used): runtime is the LuaRuntime
+   whose main state is at state_address, lock its runtime lock (acquire() and release()); registry_key names the function in the registry (the bootstrap put
    it there); used is lupa's get_memory_used() now, with the limit off, to check the allocator's
    layout. */
 static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    PyObject *runtime;
+    PyObject *runtime, *lock;
     unsigned long long address;
     const char *key;
     Py_ssize_t limit, room, used;
@@ -458,7 +484,11 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "bind() has not been called");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "OKsnnn", &runtime, &address, &key, &limit, &room, &used)) return NULL;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "Entry() takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OOKsnnn", &runtime, &lock, &address, &key, &limit, &room, &used)) return NULL;
     if (limit <= 0 || room < 0 || used < 0) {
         PyErr_SetString(PyExc_ValueError, "limit, room and used must be positive");
         return NULL;
@@ -471,13 +501,23 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "lupa's allocator is not the one this module knows");
         return NULL;
     }
+    PyObject *acquire = PyObject_GetAttrString(lock, "acquire");
+    PyObject *release = acquire ? PyObject_GetAttrString(lock, "release") : NULL;
+    if (release == NULL) {
+        Py_XDECREF(acquire);
+        return NULL;
+    }
     int top = api.gettop(L);
     if (!api.checkstack(L, 2)) {
+        Py_DECREF(acquire);
+        Py_DECREF(release);
         PyErr_SetString(PyExc_MemoryError, "no Lua stack left");
         return NULL;
     }
     if (api.getfield(L, LUA_REGISTRYINDEX, key) != LUA_TFUNCTION) {
         api.settop(L, top);
+        Py_DECREF(acquire);
+        Py_DECREF(release);
         PyErr_Format(PyExc_RuntimeError, "the registry holds no function %s", key);
         return NULL;
     }
@@ -488,9 +528,15 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     api.setfield(L, LUA_REGISTRYINDEX, "modula.pack_response");
     api.settop(L, top);
     Entry *e = (Entry *)type->tp_alloc(type, 0);
-    if (e == NULL) return NULL;
+    if (e == NULL) {
+        Py_DECREF(acquire);
+        Py_DECREF(release);
+        return NULL;
+    }
     Py_INCREF(runtime);
     e->runtime = runtime;
+    e->acquire = acquire;
+    e->release = release;
     e->L = L;
     e->memory = m;
     e->ref = ref;

@@ -7,6 +7,7 @@ raw iteration, so no plugin metamethod runs outside a budget.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
@@ -103,8 +104,11 @@ class Sandbox:
         if _luabridge is None:
             return None
         try:
+            # lupa's runtime lock, which the entry holds for each call as lupa's own calls do (it is
+            # not an attribute, but the runtime hands it to the cycle collector)
+            lock = next(o for o in gc.get_referents(self.lua) if type(o).__name__ == "FastRLock")
             address = int(self._t["state_address"]().decode(), 16)
-            return _luabridge.Entry(self.lua, address, ROUTE_ENTRY_KEY, self.memory_limit, ARGUMENT_ROOM,
+            return _luabridge.Entry(self.lua, lock, address, ROUTE_ENTRY_KEY, self.memory_limit, ARGUMENT_ROOM,
                                     self.memory_used())
         except Exception as exc:  # noqa: BLE001
             global _entry_warned
