@@ -12,16 +12,11 @@ import pytest
 
 from modula_desktop.core.plugins import sandbox as sandbox_module
 from modula_desktop.core.plugins.errors import PluginCallError
-from modula_desktop.core.plugins.sandbox import ARGUMENT_ROOM, ROUTE_ENTRY_KEY, Sandbox
+from modula_desktop.core.plugins.sandbox import ARGUMENT_ROOM, ROUTE_ENTRY_KEY, Sandbox, runtime_lock
 
 from test_sandbox_adversarial import FILL, MEMORY, handler, make_vm, request
 
 bridge = sandbox_module._luabridge
-
-
-def _lock(sb):
-    import gc
-    return next(o for o in gc.get_referents(sb.lua) if type(o).__name__ == "FastRLock")
 needs_bridge = pytest.mark.skipif(bridge is None, reason="the C bridge is not built here (no C compiler)")
 
 
@@ -159,7 +154,7 @@ def test_memory_running_out_while_the_bridge_pushes_does_not_abort(tmp_path):
     args = [*vm._budget_args(1.0, "the handler"), index, b"GET", b"/ok", b"", b"127.0.0.1", None, None, None,
             [b"x-big", b"z" * 300_000]]
     limit = sb.memory_used() + ARGUMENT_ROOM + 1024
-    entry = bridge.Entry(sb.lua, _lock(sb), int(sb.fn("state_address")().decode(), 16), ROUTE_ENTRY_KEY, limit, ARGUMENT_ROOM,
+    entry = bridge.Entry(sb.lua, runtime_lock(sb.lua), int(sb.fn("state_address")().decode(), 16), ROUTE_ENTRY_KEY, limit, ARGUMENT_ROOM,
                          sb.memory_used())
     status, message = entry(*args)
     assert status == sandbox_module.LUA_ERRMEM and b"memory" in message
@@ -174,13 +169,13 @@ def test_the_bridge_refuses_a_state_it_does_not_recognise(tmp_path):
     address = int(sb.fn("state_address")().decode(), 16)
     used = sb.memory_used()
     with pytest.raises(RuntimeError, match="allocator"):
-        bridge.Entry(sb.lua, _lock(sb), address, ROUTE_ENTRY_KEY, sb.memory_limit, ARGUMENT_ROOM, used + 12345)
+        bridge.Entry(sb.lua, runtime_lock(sb.lua), address, ROUTE_ENTRY_KEY, sb.memory_limit, ARGUMENT_ROOM, used + 12345)
     with pytest.raises(RuntimeError, match="no function"):
-        bridge.Entry(sb.lua, _lock(sb), address, "modula.no_such_entry", sb.memory_limit, ARGUMENT_ROOM, used)
+        bridge.Entry(sb.lua, runtime_lock(sb.lua), address, "modula.no_such_entry", sb.memory_limit, ARGUMENT_ROOM, used)
     sb._limit_on()
     try:
         with pytest.raises(RuntimeError, match="allocator"):  # made while the limit is on: refused
-            bridge.Entry(sb.lua, _lock(sb), address, ROUTE_ENTRY_KEY, sb.memory_limit, ARGUMENT_ROOM, used)
+            bridge.Entry(sb.lua, runtime_lock(sb.lua), address, ROUTE_ENTRY_KEY, sb.memory_limit, ARGUMENT_ROOM, used)
     finally:
         sb._limit_off()
     # a sandbox whose entry could not be made still serves routes, through lupa

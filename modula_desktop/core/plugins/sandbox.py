@@ -104,9 +104,7 @@ class Sandbox:
         if _luabridge is None:
             return None
         try:
-            # lupa's runtime lock, which the entry holds for each call as lupa's own calls do (it is
-            # not an attribute, but the runtime hands it to the cycle collector)
-            lock = next(o for o in gc.get_referents(self.lua) if type(o).__name__ == "FastRLock")
+            lock = runtime_lock(self.lua)
             address = int(self._t["state_address"]().decode(), 16)
             return _luabridge.Entry(self.lua, lock, address, ROUTE_ENTRY_KEY, self.memory_limit, ARGUMENT_ROOM,
                                     self.memory_used())
@@ -363,6 +361,12 @@ class Sandbox:
         kind = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
         msg = result[2].decode("utf-8", "replace") if isinstance(result[2], bytes) else str(result[2])
         raise PluginCallError(kind, msg)
+
+
+def runtime_lock(runtime):
+    """lupa's lock of a LuaRuntime, which the bridge's entry holds for each call as lupa's own calls do
+    (it is not an attribute, but the runtime hands it to the cycle collector)."""
+    return next(o for o in gc.get_referents(runtime) if type(o).__name__ == "FastRLock")
 
 
 def _lua_error_text(text) -> str:

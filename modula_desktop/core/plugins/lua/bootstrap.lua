@@ -903,9 +903,12 @@ restore_snapshot = function()
   -- the common case, a handler that left the globals alone, costs one pass (raw comparisons only:
   -- a plugin's __eq must never run here, outside any budget)
   local clean, overlays_empty
-  local c_clean = c_snapshot_clean or registry_table["modula.snapshot_clean"]
-  if c_clean then
+  local c_clean = c_snapshot_clean
+  if c_clean == nil then -- looked up once, like the packer (false: no bridge)
+    c_clean = registry_table["modula.snapshot_clean"] or false
     c_snapshot_clean = c_clean
+  end
+  if c_clean then
     clean, overlays_empty = c_clean(env, snapshot, snapshot_n, overlay_list)
   else
     local n, plain, tables = 0, snapshot_plain, snapshot_tables
@@ -1066,7 +1069,7 @@ return {
   -- the address of the main thread's lua_State (route_entry's C bridge needs it)
   state_address = function() return s_format("%p", (co_running())) end,
   -- whether restore_snapshot has used the bridge's C check (tests)
-  snapshot_check_in_c = function() return c_snapshot_clean ~= nil end,
+  snapshot_check_in_c = function() return not not c_snapshot_clean end,
   register_route = function(r) registry.routes[#registry.routes + 1] = r; return #registry.routes end,
   register_middleware = function(f) registry.middleware[#registry.middleware + 1] = f end,
   register_hook = function(h) registry.hooks[#registry.hooks + 1] = h; return #registry.hooks end,
