@@ -16,11 +16,7 @@ class FakeVM:
         self.broken = False
         self.closed = False
         self.resets = 0
-        self.restored_itself = False  # like a VM whose route call restored its globals
-
-    def clean_after_route(self):
-        done, self.restored_itself = self.restored_itself, False
-        return done
+        self.clean = False  # like a VM whose route call restored its globals
 
     def reset(self):
         self.resets += 1
@@ -59,10 +55,10 @@ def test_give_back_resets_and_a_waiting_checkout_gets_the_vm():
     assert got["vm"] is vm and vm.resets == 1
 
 
-def test_a_vm_that_restored_itself_is_not_reset_again_and_still_goes_back_idle():
+def test_a_clean_vm_is_not_reset_again_and_still_goes_back_idle():
     p = pool(size=2, reserve=1)
     vm = p.checkout(0.1)
-    vm.restored_itself = True
+    vm.clean = True
     p.give_back(vm)
     assert vm.resets == 0 and p.stats()["idle"] == 2 and p.stats()["busy"] == 0
     assert p.checkout(0.1) is vm  # the most recently used VM goes out first

@@ -741,7 +741,7 @@ def test_every_change_to_the_globals_is_undone_by_the_route_call_itself(tmp_path
     assert call_json(vm, "/see") == {"n": 42, "leaked": "nil", "print": True, "http": True}
     assert call_json(vm, "/ok") == OK_JSON
     assert time.monotonic() - start < QUICK
-    assert vm.clean_after_route() and not vm.broken
+    assert vm.clean and not vm.broken
 
 
 def test_global_metatable_cannot_hang_trusted_code(tmp_path):

@@ -22,7 +22,7 @@ import falcon
 
 from ..core.plugins.errors import ApiError
 from ..core.plugins.manager import RouteFailure
-from ..core.plugins.vm import METHODS
+from ..core.plugins.vm import METHODS, unpack_response
 from .auth import TokenAuth
 from .bodies import is_json_type, parse_json, read_body_env
 from .errors import JSON, error_json, error_message
@@ -42,6 +42,7 @@ BLOCKED_HEADERS = frozenset({
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 MAX_RESPONSE_HEADERS = 100
+TEXT = "text/plain; charset=utf-8"  # a plugin's body without a content type of its own
 _ALLOW = ", ".join(METHODS)
 _ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -97,9 +98,7 @@ def _query(qs: str) -> dict:
 
 
 def _status_line(status: int) -> str:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        line = _STATUS_LINES[status] = falcon.code_to_http_status(status)
+    line = _STATUS_LINES[status] = falcon.code_to_http_status(status)  # once per status (see __call__)
     return line
 
 
@@ -151,10 +150,12 @@ class PluginDispatcher:
                     description="this plugin route needs the site's admin token (Authorization: Bearer <token>)",
                     challenges=["Bearer"])
             client_ip = env.get("REMOTE_ADDR", "")
-            wait = self.limiter.acquire(client_ip)
-            if wait:
-                raise falcon.HTTPTooManyRequests(description="too many requests: slow down",
-                                                 retry_after=max(1, math.ceil(wait)))
+            limiter = self.limiter
+            if limiter.rate > 0:  # 0: no limit (then acquire() would answer 0 anyway)
+                wait = limiter.acquire(client_ip)
+                if wait:
+                    raise falcon.HTTPTooManyRequests(description="too many requests: slow down",
+                                                     retry_after=max(1, math.ceil(wait)))
             body = read_body_env(env, self.settings.max_request_body) if env.get("CONTENT_LENGTH") else b""
             # the request headers, flat: [name, value, ...] as bytes (the VM hands them to Lua as they
             # are), names in lower case; the admin token is never handed over. The environ is filtered
@@ -177,12 +178,18 @@ class PluginDispatcher:
             if body and is_json_type(env.get("CONTENT_TYPE")):
                 request["json"] = parse_json(body)  # bad JSON: 400 before any plugin code runs
             try:
-                out = self.manager.call_route(match, request)
+                out = self.manager.serve_route(match, request)
             except RouteFailure as exc:
                 raise self._failure(match, exc) from None
             except ApiError as exc:  # the request could not be turned into Lua values
                 raise falcon.HTTPBadRequest(description=f"request cannot be passed to the plugin: {exc}") from None
-            status, headers, body = self._respond(match, out)
+            if type(out) is bytes and len(out) - 4 <= self.settings.max_response_body:
+                # the common answer, packed by the plugin's VM (see unpack_response): no headers of
+                # the plugin's, a status from 200 to 599, then the JSON text or the body
+                status, body = int(out[1:4]), out[4:]
+                headers = {"content-type": JSON if out[0] == 74 else TEXT}  # 74: "J"
+            else:
+                status, headers, body = self._respond(match, out)
         except falcon.HTTPError as exc:
             status, body = exc.status_code, error_json(error_message(exc))
             headers = {"content-type": JSON}
@@ -199,7 +206,7 @@ class PluginDispatcher:
             body = b""
         else:
             headers["content-length"] = str(len(body))
-        start_response(_status_line(status), list(headers.items()))
+        start_response(_STATUS_LINES.get(status) or _status_line(status), list(headers.items()))
         return [b""] if method == "HEAD" else [body]
 
     def _failure(self, match, exc: RouteFailure) -> falcon.HTTPError:
@@ -214,8 +221,10 @@ class PluginDispatcher:
             headers = {"Retry-After": str(max(1, math.ceil(wait)))}
         return falcon.HTTPError(exc.status, description=exc.message, headers=headers)
 
-    def _respond(self, match, out: dict):
-        """status, headers (lower-case names), body of the plugin's answer."""
+    def _respond(self, match, out):
+        """status, headers (lower-case names), body of the plugin's answer (a response dict, or packed)."""
+        if type(out) is bytes:
+            out = unpack_response(out)
         status = out["status"]
         name = match.plugin.name
         if status < 200:
@@ -243,7 +252,7 @@ class PluginDispatcher:
                         content_type = value
                 else:
                     headers[key] = value
-        headers["content-type"] = content_type or "text/plain; charset=utf-8"
+        headers["content-type"] = content_type or TEXT
         return status, headers, data
 
     def _plugin_headers(self, name, headers: dict):

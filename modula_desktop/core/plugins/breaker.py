@@ -28,6 +28,9 @@ class CircuitBreaker:
         self.failures = 0
         self.trips = 0
         self._state = CLOSED
+        # closed with no failure counted: allow() lets a call through and success() has nothing to do.
+        # Set under the lock, read without it by the hot path (PluginManager.serve_route) to skip both calls.
+        self.quiet = True
         self.opened_at = 0.0
         self._probe_at: float | None = None  # when the half-open probe went out; None: none out
 
@@ -62,11 +65,13 @@ class CircuitBreaker:
             self.failures = 0
             self._state = CLOSED
             self._probe_at = None
+            self.quiet = True
 
     def failure(self):
         tripped = False
         with self._lock:
             self.failures += 1
+            self.quiet = False
             if self._state == HALF_OPEN or (self._state == CLOSED and self.failures >= self.max_failures):
                 self._state = OPEN
                 self.opened_at = self._clock()

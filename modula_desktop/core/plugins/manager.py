@@ -18,7 +18,7 @@ from .logbook import Logbook
 from .manifest import Manifest, check_name
 from .pool import PoolClosed, VMPool
 from .reload import Sources, is_plugin_folder, read_sources
-from .vm import MAX_SOURCE_BYTES, HookSpec, PluginVM, RouteSpec, VMContext
+from .vm import MAX_SOURCE_BYTES, HookSpec, PluginVM, RouteSpec, VMContext, unpack_response
 
 log = logging.getLogger(__name__)
 
@@ -612,11 +612,17 @@ class PluginManager:
     def call_route(self, match: RouteMatch, request: dict) -> dict:
         """Plugin state → breaker → VM checkout → middleware → handler. Returns the response dict
         (status, json, body, headers, has_json, encoded: see PluginVM.read_response) or raises RouteFailure."""
+        out = self.serve_route(match, request)
+        return unpack_response(out) if type(out) is bytes else out
+
+    def serve_route(self, match: RouteMatch, request: dict):
+        """call_route for the server: the response dict, or the answer as the bootstrap packed it (bytes,
+        see unpack_response), which the server sends without unpacking."""
         plugin, gen = match.plugin, match.generation
         if gen is None or plugin.state != RUNNING:
             raise RouteFailure(503, f"plugin '{plugin.name}' is not running", "unavailable")
         breaker = plugin.breaker
-        if not breaker.allow():
+        if not breaker.quiet and not breaker.allow():  # quiet: allow() would say yes (see CircuitBreaker)
             raise RouteFailure(503, f"plugin '{plugin.name}' is temporarily unavailable (circuit breaker open)",
                                "breaker")
         reported = False  # every allow() ends in success(), failure() or release(): a probe never wedges
@@ -633,8 +639,9 @@ class PluginManager:
                 self.logbook.write(plugin.name, "error", f"could not start a VM: {exc}")
                 raise RouteFailure(503, f"plugin '{plugin.name}' could not start a VM", "unavailable") from None
             try:
-                raw = vm.call_route(spec.index, request)
-                response = vm.read_response(raw)
+                response = vm.call_route(spec.index, request)
+                if type(response) is not bytes:  # packed: sent as it is
+                    response = vm.read_response(response)
             except PluginCallError as exc:
                 reported = True
                 breaker.failure()
@@ -655,7 +662,8 @@ class PluginManager:
             finally:
                 gen.pool.give_back(vm)
             reported = True
-            breaker.success()
+            if not breaker.quiet:  # read again: a failure counted meanwhile is reset, as success() does
+                breaker.success()
             return response
         finally:
             if not reported:

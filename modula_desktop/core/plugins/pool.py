@@ -154,7 +154,9 @@ class VMPool:
 
     def give_back(self, vm: PluginVM):
         """Return a VM: globals reset to the post-init snapshot, or thrown away when broken."""
-        if not vm.clean_after_route():
+        if vm.clean and not vm.broken:  # a route call restored them itself (PluginVM.clean)
+            vm.clean = False
+        else:
             with self._lock:
                 known, open_ = id(vm) in self._busy, self.state == OPEN
             if known and open_ and not vm.broken:

@@ -82,6 +82,17 @@ class RouteResponse(dict):
         raise KeyError(key)
 
 
+def unpack_response(packed: bytes) -> RouteResponse:
+    """The response packed by the bootstrap (route_call): "J" or "B", a status from 200 to 599, then
+    the JSON text or the body, all ASCII. (The server reads the bytes itself: PluginDispatcher.)"""
+    payload = packed[4:]
+    if packed[0] == 74:  # "J"
+        return RouteResponse({"status": int(packed[1:4]), "body": b"", "headers": {}, "has_json": True,
+                              "encoded": payload})
+    return RouteResponse({"status": int(packed[1:4]), "json": None, "body": payload, "headers": {},
+                          "has_json": False, "encoded": None})
+
+
 @dataclass(frozen=True)
 class RouteSpec:
     index: int
@@ -165,7 +176,9 @@ class PluginVM:
         s = ctx.settings
         self.settings = s
         self.broken = False
-        self._reset_done = False
+        # True right after a route call that restored the globals itself and left no transaction
+        # open: the give-back has no reset to do (the pool clears it)
+        self.clean = False
         self.manifest: Manifest | None = None
         self.warnings: list[str] = []
         self.routes: list[RouteSpec] = []
@@ -377,21 +390,10 @@ class PluginVM:
     def snapshot(self):
         self.sandbox.fn("take_snapshot")()
 
-    def clean_after_route(self) -> bool:
-        """True when the route call that just ended restored the globals itself and left nothing open:
-        the give-back then has no reset to do (and the VM is ready for its next call)."""
-        if self._reset_done and not self.broken and (self.db_api is None or not self.db_api.in_transaction):
-            self._reset_done = False
-            return True
-        return False
-
     def reset(self):
         """Give-back: globals back to the post-init snapshot."""
         try:
-            if self._reset_done:
-                self._reset_done = False
-            else:
-                self.sandbox.fn("restore_snapshot")()
+            self.sandbox.fn("restore_snapshot")()
         except Exception:  # noqa: BLE001 - a VM we cannot reset is not reused
             self.broken = True
         if self.db_api is not None and self.db_api.in_transaction:
@@ -463,9 +465,10 @@ class PluginVM:
             raise self._call_failed(exc) from None
         if self.ops.exceeded:
             raise PluginCallError("ops", self.ops.message)
-        # route_call reset the globals itself before returning: the give-back need not call again
+        # route_call restored the globals itself before returning: the give-back need not call again
         # (after a failure it does, to be sure)
-        self._reset_done = True
+        db = self.db_api
+        self.clean = db is None or not db.in_transaction
         return result
 
     def _request_table(self, request: dict):
@@ -516,14 +519,7 @@ class PluginVM:
     def read_response(self, result):
         """The handler's response from call_route's result (see RouteResponse)."""
         if type(result) is bytes:
-            # packed by the bootstrap (route_call): "J" or "B", a status from 200 to 599, then the
-            # JSON text or the body, all ASCII
-            payload = result[4:]
-            if result[0] == 74:  # "J"
-                return RouteResponse({"status": int(result[1:4]), "body": b"", "headers": {}, "has_json": True,
-                                      "encoded": payload})
-            return RouteResponse({"status": int(result[1:4]), "json": None, "body": payload, "headers": {},
-                                  "has_json": False, "encoded": None})
+            return unpack_response(result)
         status, has_json, js, body, h = result
         if type(status) is not int:
             if isinstance(status, float) and status.is_integer():
