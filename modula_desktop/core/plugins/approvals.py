@@ -12,7 +12,9 @@ class Approvals:
     def __init__(self, database):
         self.db = database
         self._lock = threading.Lock()
-        self._routes: set[tuple[str, str, str]] = set()
+        # (plugin, method, path) of every approved route: a set replaced whole on each change (never
+        # changed in place), so the hot path reads it without the lock (PluginManager.match_route)
+        self.approved_routes: set[tuple[str, str, str]] = set()
         self._hooks: set[tuple[str, str, str]] = set()
         self._listeners = []
         self.refresh()
@@ -34,17 +36,17 @@ class Approvals:
         routes = {(r.plugin, r.method, r.path) for r in RouteApproval.select()}
         hooks = {(h.plugin, h.event, h.table) for h in HookApproval.select()}
         with self._lock:
-            self._routes, self._hooks = routes, hooks
+            self.approved_routes, self._hooks = routes, hooks
 
     # ---- reads (hot path) --------------------------------------------------------------------
     def route_approved(self, plugin: str, method: str, path: str) -> bool:
-        return (plugin, method, path) in self._routes
+        return (plugin, method, path) in self.approved_routes
 
     def hook_approved(self, plugin: str, event: str, table: str) -> bool:
         return (plugin, event, table) in self._hooks
 
     def routes_of(self, plugin: str) -> set:
-        return {(m, p) for (pl, m, p) in self._routes if pl == plugin}
+        return {(m, p) for (pl, m, p) in self.approved_routes if pl == plugin}
 
     def hooks_of(self, plugin: str) -> set:
         return {(e, t) for (pl, e, t) in self._hooks if pl == plugin}
@@ -68,7 +70,7 @@ class Approvals:
         self._changed(plugin)
 
     def set_route(self, plugin, method, path, approved: bool):
-        self._set(RouteApproval, "_routes", ("plugin", "method", "path"), (plugin, method, path), approved)
+        self._set(RouteApproval, "approved_routes", ("plugin", "method", "path"), (plugin, method, path), approved)
 
     def set_hook(self, plugin, event, table, approved: bool):
         self._set(HookApproval, "_hooks", ("plugin", "event", "table"), (plugin, event, table), approved)
@@ -90,7 +92,7 @@ class Approvals:
             RouteApproval.delete().where(RouteApproval.plugin == plugin).execute()
             HookApproval.delete().where(HookApproval.plugin == plugin).execute()
         with self._lock:
-            self._routes = {k for k in self._routes if k[0] != plugin}
+            self.approved_routes = {k for k in self.approved_routes if k[0] != plugin}
             self._hooks = {k for k in self._hooks if k[0] != plugin}
         if notify:
             self._changed(plugin)

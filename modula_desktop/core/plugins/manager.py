@@ -598,8 +598,9 @@ class PluginManager:
             if found is None:
                 return None
             spec, params = found
-        if self.approvals is not None and not self.approvals.route_approved(name, spec.method, spec.path):
-            return None
+        approvals = self.approvals
+        if approvals is not None and (name, spec.method, spec.path) not in approvals.approved_routes:
+            return None  # (route_approved(), without its frame)
         return tuple.__new__(RouteMatch, (plugin, gen, spec, params))  # RouteMatch(...) without its __new__ frame
 
     def _match_inactive(self, plugin: Plugin, method: str, path: str):

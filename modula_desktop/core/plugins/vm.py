@@ -427,7 +427,8 @@ class PluginVM:
         headers is a dict of names to values, or (the server's fast path) a flat list of name and
         value bytes; a request with other fields goes through the generic conversion."""
         settings = self.settings
-        self.ops.reset(settings.max_ops if max_ops is None else max_ops, "request")
+        ops = self.ops  # ops.reset(...), without its frame
+        ops.limit, ops.used, ops.label, ops.exceeded = settings.max_ops if max_ops is None else max_ops, 0, "request", False
         seconds = settings.timeout_s if timeout is None else timeout
         # the budget (as _budget_args gives it), the route and the request, flat: one frame on every
         # plugin request instead of one per piece
