@@ -269,3 +269,48 @@ def test_another_thread_using_the_runtime_waits_for_a_bridge_call(tmp_path):
     assert [e[0] for e in events] == ["handler ended", "converted"]
     assert events[0][2] == "timeout"
     assert len(table) == 40
+
+
+# ---- the request headers of a WSGI environ (server/plugin_routes.py: wsgi_headers) --------------
+ENVIRONS = [
+    {"REQUEST_METHOD": "GET", "PATH_INFO": "/x", "HTTP_HOST": "127.0.0.1:8080", "HTTP_USER_AGENT": "wrk",
+     "HTTP_AUTHORIZATION": "Bearer secret", "wsgi.input": object(), "REMOTE_ADDR": "127.0.0.1"},
+    {"CONTENT_TYPE": "application/json", "CONTENT_LENGTH": "12", "HTTP_X_MULTI_PART_NAME": "v",
+     "HTTP_ACCEPT": "", "HTTP_": "no name", "HTTP": "not a header", "SERVER_NAME": "x", "QUERY_STRING": "a=1",
+     "CUSTOM_KEY": "not a header", "HTTP_MIXED_Case": "kept"},
+    {"HTTP_X_LONG": "v" * 10_000, "HTTP_" + "N" * 300: "a name longer than the C buffer"},
+    {"HTTP_X_UTF": "caf\u00c3\u00a9", "HTTP_HOST": "h"},  # latin-1 text of UTF-8 bytes, as WSGI hands them
+    {"HTTP_X_BAD": "\u00ff\u00fe", "HTTP_HOST": "h"},  # not UTF-8: replaced
+    {"HTTP_X_\u00e9": "v"},  # a non-ASCII key
+    {"HTTP_X_NUM": 5},  # not text: the Python version's error, not a wrong answer
+]
+
+
+@needs_bridge
+@pytest.mark.parametrize("env", ENVIRONS, ids=range(len(ENVIRONS)))
+@pytest.mark.parametrize("drop", [True, False])
+def test_flat_headers_matches_the_python_version(env, drop):
+    from modula_desktop.server.plugin_routes import wsgi_headers
+    fast = bridge.flat_headers(env, drop)
+    try:
+        expected = wsgi_headers(env, drop)
+    except AttributeError:  # a value that is not text
+        assert fast is None
+        return
+    ascii_only = all(k.isascii() and (not (k.startswith("HTTP_") or k.startswith("CONTENT_")) or v.isascii())
+                     for k, v in env.items())
+    if ascii_only and not any(len(k) > 261 for k in env):
+        assert fast == expected  # the common case never falls back
+    else:
+        assert fast is None or fast == expected
+    names = expected[::2]
+    assert (b"authorization" in names) == (not drop and "HTTP_AUTHORIZATION" in env)
+
+
+@needs_bridge
+def test_flat_headers_refuses_what_is_not_an_environ():
+    with pytest.raises(TypeError):
+        bridge.flat_headers([("HTTP_HOST", "x")], True)
+    with pytest.raises(TypeError):
+        bridge.flat_headers({})
+

@@ -29,6 +29,11 @@ from .errors import JSON, error_json, error_message
 from .middleware import SECURITY_HEADERS_WSGI, RequestGuard
 from .ratelimit import RateLimiter
 
+try:  # the C version of wsgi_headers' common case, built with the route bridge (sandbox.py)
+    from ..core.plugins._luabridge import flat_headers as _flat_headers
+except ImportError:  # pragma: no cover - built without a compiler
+    _flat_headers = None
+
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/plugins"
@@ -88,6 +93,27 @@ def _header_name(key: str) -> bytes:
     if len(_HEADER_NAMES) < _MAX_HEADER_NAMES:
         _HEADER_NAMES[key] = name
     return name
+
+
+def wsgi_headers(env: dict, drop_authorization: bool) -> list[bytes]:
+    """The request headers of a WSGI environ, flat: [name, value, ...] as bytes (the VM hands them to
+    Lua as they are), names in lower case, in the environ's order; the Authorization header left out
+    when drop_authorization is true (the admin token is never handed to a plugin). The environ is
+    filtered at C level, without building a set of every key: the loop sees the headers only.
+    (_luabridge.flat_headers does the same for the common case, an all-ASCII environ.)"""
+    flat = []
+    names = _HEADER_NAMES
+    for key in filterfalse(_IS_NOT_HEADER, env):
+        hname = names.get(key)
+        if hname is None:
+            hname = _header_name(key)
+        if hname and not (drop_authorization and hname == b"authorization"):
+            value = env[key]
+            flat.append(hname)
+            # WSGI hands values over as latin-1 text; give the plugin the text the client sent
+            flat.append(value.encode() if value.isascii()
+                        else value.encode("latin-1").decode("utf-8", "replace").encode())
+    return flat
 
 
 def _query(qs: str) -> dict:
@@ -157,21 +183,10 @@ class PluginDispatcher:
                     raise falcon.HTTPTooManyRequests(description="too many requests: slow down",
                                                      retry_after=max(1, math.ceil(wait)))
             body = read_body_env(env, self.settings.max_request_body) if env.get("CONTENT_LENGTH") else b""
-            # the request headers, flat: [name, value, ...] as bytes (the VM hands them to Lua as they
-            # are), names in lower case; the admin token is never handed over. The environ is filtered
-            # at C level, without building a set of every key: the loop sees the headers only.
-            flat = []
-            names = _HEADER_NAMES
-            for key in filterfalse(_IS_NOT_HEADER, env):
-                hname = names.get(key)
-                if hname is None:
-                    hname = _header_name(key)
-                if hname and not (authorized and hname == b"authorization"):
-                    value = env[key]
-                    flat.append(hname)
-                    # WSGI hands values over as latin-1 text; give the plugin the text the client sent
-                    flat.append(value.encode() if value.isascii()
-                                else value.encode("latin-1").decode("utf-8", "replace").encode())
+            # the request headers, flat (see wsgi_headers); the admin token is never handed over
+            flat = _flat_headers(env, authorized) if _flat_headers is not None else None
+            if flat is None:
+                flat = wsgi_headers(env, authorized)
             query = env.get("QUERY_STRING")
             request = {"method": method, "path": path, "body": body, "client_ip": client_ip, "headers": flat,
                        "query": _query(query) if query else {}, "params": match.params}

@@ -546,8 +546,72 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return (PyObject *)e;
 }
 
+/* ---- the request headers of a WSGI environ, flat (server/plugin_routes.py: wsgi_headers) -------
+   flat_headers(environ, drop_authorization) -> [name, value, ...] as bytes, or None when the environ
+   holds anything but ASCII text in its keys and header values (wsgi_headers, the Python version,
+   then does the work: this is its common case without a Python loop). The headers are the HTTP_*
+   keys, CONTENT_TYPE and CONTENT_LENGTH, in the environ's order; names in lower case with '-' for
+   '_'; the Authorization header left out when drop_authorization is true. */
+#define MAX_HEADER_NAME 256
+
+static int append_bytes(PyObject *list, const char *data, Py_ssize_t n) {
+    PyObject *b = PyBytes_FromStringAndSize(data, n);
+    if (b == NULL) return -1;
+    int r = PyList_Append(list, b);
+    Py_DECREF(b);
+    return r;
+}
+
+static PyObject *flat_headers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyDict_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "flat_headers(environ: dict, drop_authorization)");
+        return NULL;
+    }
+    PyObject *env = args[0];
+    int drop = PyObject_IsTrue(args[1]);
+    if (drop < 0) return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    char name[MAX_HEADER_NAME];
+    while (PyDict_Next(env, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key) || !PyUnicode_IS_ASCII(key)) goto python;
+        Py_ssize_t n = PyUnicode_GET_LENGTH(key);
+        const char *k = (const char *)PyUnicode_DATA(key), *src;
+        Py_ssize_t len;
+        if (n > 5 && memcmp(k, "HTTP_", 5) == 0) {
+            src = k + 5;
+            len = n - 5;
+        } else if ((n == 12 && memcmp(k, "CONTENT_TYPE", 12) == 0) || (n == 14 && memcmp(k, "CONTENT_LENGTH", 14) == 0)) {
+            src = k;
+            len = n;
+        } else {
+            continue;  /* not a header */
+        }
+        if (len > MAX_HEADER_NAME) goto python;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            char c = src[i];
+            name[i] = c == '_' ? '-' : (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+        }
+        if (drop && len == 13 && memcmp(name, "authorization", 13) == 0) continue;
+        if (!PyUnicode_CheckExact(value) || !PyUnicode_IS_ASCII(value)) goto python;
+        if (append_bytes(out, name, len) < 0
+            || append_bytes(out, (const char *)PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value)) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+python:
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"bind", bridge_bind, METH_O, "bind(path): use the Lua C API of lupa's loaded module at path"},
+    {"flat_headers", (PyCFunction)(void (*)(void))flat_headers, METH_FASTCALL,
+     "flat_headers(environ, drop_authorization): the request headers as a flat list of bytes, or None"},
     {NULL, NULL, 0, NULL},
 };
 
