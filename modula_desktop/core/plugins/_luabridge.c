@@ -28,6 +28,7 @@
 
 typedef struct lua_State lua_State;
 typedef long long lua_Integer;
+typedef unsigned long long lua_Unsigned;
 typedef double lua_Number;
 typedef intptr_t lua_KContext;
 typedef int (*lua_CFunction)(lua_State *L);
@@ -41,6 +42,7 @@ typedef void *(*lua_Alloc)(void *ud, void *ptr, size_t osize, size_t nsize);
 #define LUA_TTABLE 5
 #define LUA_TFUNCTION 6
 #define LUA_TSTRING 4
+#define LUA_TUSERDATA 7
 #define LUA_ERRMEM 4
 /* the most arguments an entry takes, and the most pairs one map may hold (waitress bounds headers
    far below this) */
@@ -81,6 +83,10 @@ typedef struct {
     void (*setfield)(lua_State *, int, const char *);
     int (*isinteger)(lua_State *, int);
     int (*toboolean)(lua_State *, int);
+    const void *(*topointer)(lua_State *, int);
+    void *(*newuserdatauv)(lua_State *, size_t, int);
+    int (*setmetatable)(lua_State *, int);
+    lua_Unsigned (*rawlen)(lua_State *, int);
 } LuaApi;
 static LuaApi api;
 static int api_ready = 0;
@@ -98,6 +104,8 @@ static const struct { const char *name; size_t offset; } SYMBOLS[] = {
     SYM(getallocf, "lua_getallocf"), SYM(next, "lua_next"), SYM(pushvalue, "lua_pushvalue"),
     SYM(rawget, "lua_rawget"), SYM(rawequal, "lua_rawequal"), SYM(tointegerx, "lua_tointegerx"),
     SYM(setfield, "lua_setfield"), SYM(isinteger, "lua_isinteger"), SYM(toboolean, "lua_toboolean"),
+    SYM(topointer, "lua_topointer"), SYM(newuserdatauv, "lua_newuserdatauv"),
+    SYM(setmetatable, "lua_setmetatable"), SYM(rawlen, "lua_rawlen"),
 #undef SYM
 };
 
@@ -124,16 +132,186 @@ static PyObject *bridge_bind(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* ---- an image of the globals (bootstrap.lua: take_snapshot, restore_snapshot) ------------------
+   The check after every route call walks the global table (below). Most handlers leave the globals
+   alone, and then the table's hash part is, byte for byte, what it was after the last restore: its
+   keys and values are the same objects at the same places (the snapshot keeps every one of them
+   alive, so none of their addresses can be reused). snapshot_save keeps a copy of those bytes, and
+   the check compares them first: equal bytes, same node array, same size, no array part, same
+   metatable: the same contents. Any difference (a change, or one the GC made to an emptied slot)
+   only means the walk runs and the image is taken again.
+   This reads Lua 5.4's Table and Node structs (lobject.h), which the API does not expose. The layout
+   is checked once, on tables made for the purpose, before any image is taken; when it does not
+   match, snapshot_save answers nil and every check walks, as before. */
+#define T_TT 8            /* Table: CommonHeader {next, tt, marked}, flags, lsizenode, alimit, array, */
+#define T_LSIZENODE 11    /* node, lastfree, metatable, gclist */
+#define T_ALIMIT 12
+#define T_ARRAY 16
+#define T_NODE 24
+#define T_METATABLE 40
+#define NODE_SIZE 24      /* Node: value (8), value tag, key tag, next (int), key (8) */
+#define NODE_VALUE_TT 8
+#define NODE_KEY_TT 9
+#define NODE_KEY 16
+#define LUA_VTABLE 5      /* makevariant(LUA_TTABLE, 0) */
+#define LUA_VNUMINT 3     /* makevariant(LUA_TNUMBER, 0) */
+#define LUA_VSHRSTR_KEY (4 | 64)  /* a short string, collectable */
+#define MAX_IMAGE_TABLES 64
+#define MAX_LSIZENODE 16
+
+static int layout_known = 0;  /* 0: not checked yet, 1: the layout above, -1: another one */
+
+#define FIELD(t, offset, type) (*(type const *)((const char *)(t) + (offset)))
+
+/* Checks the layout on a table with eight known keys and values, and a metatable. */
+static int check_layout(lua_State *L) {
+    int top = api.gettop(L);
+    api.createtable(L, 0, 8);
+    const void *t = api.topointer(L, -1);
+    int ok = t != NULL && FIELD(t, T_TT, unsigned char) == LUA_VTABLE && FIELD(t, T_LSIZENODE, unsigned char) == 3
+             && FIELD(t, T_ALIMIT, unsigned int) == 0 && FIELD(t, T_ARRAY, void *) == NULL
+             && FIELD(t, T_NODE, void *) != NULL && FIELD(t, T_METATABLE, void *) == NULL;
+    const void *keys[8];
+    for (int i = 0; ok && i < 8; i++) {
+        char name[8] = "layout";
+        name[6] = (char)('0' + i);
+        api.pushlstring(L, name, 7);
+        keys[i] = api.topointer(L, -1);  /* a string's address */
+        api.pushinteger(L, 7000 + i);
+        api.rawset(L, -3);
+    }
+    ok = ok && FIELD(t, T_LSIZENODE, unsigned char) == 3;  /* eight keys fit the eight slots */
+    int found = 0;
+    const char *node = ok ? FIELD(t, T_NODE, const char *) : NULL;
+    for (int n = 0; ok && n < 8; n++) {
+        const char *slot = node + n * NODE_SIZE;
+        long long v = FIELD(slot, 0, long long);
+        if (FIELD(slot, NODE_VALUE_TT, unsigned char) != LUA_VNUMINT
+            || FIELD(slot, NODE_KEY_TT, unsigned char) != LUA_VSHRSTR_KEY || v < 7000 || v > 7007
+            || FIELD(slot, NODE_KEY, const void *) != keys[v - 7000] || (found & (1 << (v - 7000)))) {
+            ok = 0;
+            break;
+        }
+        found |= 1 << (v - 7000);
+    }
+    ok = ok && found == 0xff;
+    if (ok) {
+        api.createtable(L, 0, 0);
+        const void *mt = api.topointer(L, -1);
+        api.setmetatable(L, -2);
+        ok = FIELD(t, T_METATABLE, const void *) == mt;
+    }
+    api.settop(L, top);
+    return ok;
+}
+
+typedef struct {
+    const void *table;
+    const char *node;
+    const void *metatable;
+    size_t size;           /* bytes of the node array */
+    unsigned char lsizenode;
+} TableImage;
+
+typedef struct {
+    int count;             /* env, then the overlays */
+    size_t capacity;       /* bytes after the TableImages */
+    TableImage tables[MAX_IMAGE_TABLES];
+} Image;
+
+/* snapshot_save(env, overlays [, image]) -> the image (the one given, rewritten, when it is large
+   enough), or nil: a layout this file does not know, or a table with an array part. */
+static int snapshot_save(lua_State *L) {
+    if (layout_known == 0) layout_known = check_layout(L) ? 1 : -1;
+    if (layout_known < 0 || api.type(L, 1) != LUA_TTABLE || api.type(L, 2) != LUA_TTABLE) {
+        api.pushnil(L);
+        return 1;
+    }
+    api.settop(L, 3);
+    const void *tables[MAX_IMAGE_TABLES];
+    int count = 0;
+    tables[count++] = api.topointer(L, 1);
+    for (lua_Integer i = 1;; i++) {
+        const void *overlay = api.rawgeti(L, 2, i) == LUA_TTABLE ? api.topointer(L, -1) : NULL;
+        api.settop(L, 3);
+        if (overlay == NULL) break;
+        if (count == MAX_IMAGE_TABLES) {
+            api.pushnil(L);
+            return 1;
+        }
+        tables[count++] = overlay;
+    }
+    size_t bytes = 0;
+    for (int i = 0; i < count; i++) {
+        const void *t = tables[i];
+        unsigned char lsize = FIELD(t, T_LSIZENODE, unsigned char);
+        if (FIELD(t, T_ALIMIT, unsigned int) != 0 || FIELD(t, T_ARRAY, void *) != NULL || lsize > MAX_LSIZENODE) {
+            api.pushnil(L);
+            return 1;
+        }
+        bytes += (size_t)NODE_SIZE << lsize;
+    }
+    Image *image = NULL;
+    if (api.type(L, 3) == LUA_TUSERDATA && api.rawlen(L, 3) >= sizeof(Image)) {
+        image = (Image *)api.touserdata(L, 3);
+        if (image->capacity < bytes) image = NULL;
+    }
+    if (image == NULL) {
+        image = (Image *)api.newuserdatauv(L, sizeof(Image) + bytes, 0);  /* may raise: the caller pcalls */
+        image->capacity = bytes;
+    } else {
+        api.pushvalue(L, 3);
+    }
+    char *copy = (char *)(image + 1);
+    image->count = count;
+    for (int i = 0; i < count; i++) {
+        const void *t = tables[i];
+        TableImage *ti = &image->tables[i];
+        ti->table = t;
+        ti->node = FIELD(t, T_NODE, const char *);
+        ti->metatable = FIELD(t, T_METATABLE, const void *);
+        ti->lsizenode = FIELD(t, T_LSIZENODE, unsigned char);
+        ti->size = (size_t)NODE_SIZE << ti->lsizenode;
+        memcpy(copy, ti->node, ti->size);
+        copy += ti->size;
+    }
+    return 1;
+}
+
+/* Whether env (at index 1) and the overlays are exactly as when the image was taken. */
+static int image_matches(lua_State *L, const Image *image) {
+    if (image->count < 1 || image->tables[0].table != api.topointer(L, 1)) return 0;
+    const char *copy = (const char *)(image + 1);
+    for (int i = 0; i < image->count; i++) {
+        const TableImage *ti = &image->tables[i];
+        const void *t = ti->table;
+        if (FIELD(t, T_NODE, const char *) != ti->node || FIELD(t, T_LSIZENODE, unsigned char) != ti->lsizenode
+            || FIELD(t, T_ALIMIT, unsigned int) != 0 || FIELD(t, T_ARRAY, void *) != NULL
+            || FIELD(t, T_METATABLE, const void *) != ti->metatable || memcmp(ti->node, copy, ti->size) != 0)
+            return 0;
+        copy += ti->size;
+    }
+    return 1;
+}
+
 /* ---- the globals check after every route call (bootstrap.lua: restore_snapshot) --------------
-   snapshot_clean(env, snapshot, count, overlays) -> globals_clean, overlays_empty
+   snapshot_clean(env, snapshot, count, overlays [, image]) -> globals_clean, overlays_empty, imaged
    globals_clean: env holds exactly count keys, each raw-equal to its value in snapshot; overlays_empty:
-   every table of the sequence overlays is empty. The same pass as the bootstrap's Lua loop, without
-   a call into C for every key. Raw access only: no metamethod runs. Called by trusted code only (the
+   every table of the sequence overlays is empty; imaged: the image (snapshot_save) matched, and
+   nothing else was looked at. Otherwise the same pass as the bootstrap's Lua loop, without a call
+   into C for every key. Raw access only: no metamethod runs. Called by trusted code only (the
    registry is out of plugins' reach). */
 static int snapshot_clean(lua_State *L) {
     if (api.type(L, 1) != LUA_TTABLE || api.type(L, 2) != LUA_TTABLE || api.type(L, 4) != LUA_TTABLE) {
         api.pushlstring(L, "snapshot_clean: tables expected", 31);
         return api.error(L);
+    }
+    if (layout_known > 0 && api.type(L, 5) == LUA_TUSERDATA && api.rawlen(L, 5) >= sizeof(Image)
+        && image_matches(L, (const Image *)api.touserdata(L, 5))) {
+        api.pushboolean(L, 1);
+        api.pushboolean(L, 1);
+        api.pushboolean(L, 1);
+        return 3;
     }
     lua_Integer expected = api.tointegerx(L, 3, NULL), count = 0;
     int clean = 1;
@@ -159,7 +337,8 @@ static int snapshot_clean(lua_State *L) {
     }
     api.pushboolean(L, clean && count == expected);
     api.pushboolean(L, empty);
-    return 2;
+    api.pushboolean(L, 0);
+    return 3;
 }
 
 /* ---- the packed answer (bootstrap.lua: pack_response, pack_json) -----------------------------
@@ -524,6 +703,8 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     int ref = api.ref(L, LUA_REGISTRYINDEX);  /* pops it */
     api.pushcclosure(L, snapshot_clean, 0);
     api.setfield(L, LUA_REGISTRYINDEX, "modula.snapshot_clean");
+    api.pushcclosure(L, snapshot_save, 0);
+    api.setfield(L, LUA_REGISTRYINDEX, "modula.snapshot_save");
     api.pushcclosure(L, pack_response, 0);
     api.setfield(L, LUA_REGISTRYINDEX, "modula.pack_response");
     api.settop(L, top);

@@ -878,6 +878,23 @@ local snapshot_n = 0
 -- number or boolean in the snapshot); tables need rawequal (a C call each).
 local snapshot_plain, snapshot_tables = {}, {}
 
+-- the C bridge's byte image of the global table and the overlays as the snapshot left them (see
+-- _luabridge.c: snapshot_save), and the function taking it, found on first use (false: no bridge)
+local snapshot_image = nil
+local c_snapshot_save = nil
+
+-- Takes the image of the globals as they are now: right after the snapshot, or after a restore.
+local function save_image()
+  local save = c_snapshot_save
+  if save == nil then
+    save = registry_table["modula.snapshot_save"] or false
+    c_snapshot_save = save
+  end
+  if not save then return end
+  local ok, image = r_pcall(save, env, overlay_list, snapshot_image) -- out of memory: no image
+  snapshot_image = ok and image or nil
+end
+
 local function take_snapshot()
   snapshot, snapshot_plain, snapshot_tables = {}, {}, {}
   snapshot_n = 0
@@ -892,6 +909,8 @@ local function take_snapshot()
     for k, v in r_next, overlay do base[k] = v end
     for k in r_next, base do r_rawset(overlay, k, nil) end
   end
+  snapshot_image = nil
+  save_image()
 end
 
 -- the C bridge's version of the check below (sandbox.py installs it with the bridge), found on first use
@@ -902,14 +921,16 @@ restore_snapshot = function()
   if d_getmetatable(env) ~= snapshot_mt then d_setmetatable(env, snapshot_mt) end
   -- the common case, a handler that left the globals alone, costs one pass (raw comparisons only:
   -- a plugin's __eq must never run here, outside any budget)
-  local clean, overlays_empty
+  local clean, overlays_empty, imaged
   local c_clean = c_snapshot_clean
   if c_clean == nil then -- looked up once, like the packer (false: no bridge)
     c_clean = registry_table["modula.snapshot_clean"] or false
     c_snapshot_clean = c_clean
   end
   if c_clean then
-    clean, overlays_empty = c_clean(env, snapshot, snapshot_n, overlay_list)
+    -- the image first: unchanged bytes, unchanged globals; else the walk
+    clean, overlays_empty, imaged = c_clean(env, snapshot, snapshot_n, overlay_list, snapshot_image)
+    if imaged then return end
   else
     local n, plain, tables = 0, snapshot_plain, snapshot_tables
     clean = true
@@ -930,15 +951,18 @@ restore_snapshot = function()
     clean = clean and n == snapshot_n
   end
   if not clean then restore_globals() end
-  if overlays_empty then return end
-  for i = 1, #lib_overlays do
-    local overlay = lib_overlays[i][1]
-    if r_next(overlay) ~= nil then
-      local keys = {}
-      for k in r_next, overlay do keys[#keys + 1] = k end
-      for j = 1, #keys do r_rawset(overlay, keys[j], nil) end
+  if not overlays_empty then
+    for i = 1, #lib_overlays do
+      local overlay = lib_overlays[i][1]
+      if r_next(overlay) ~= nil then
+        local keys = {}
+        for k in r_next, overlay do keys[#keys + 1] = k end
+        for j = 1, #keys do r_rawset(overlay, keys[j], nil) end
+      end
     end
   end
+  -- the globals are the snapshot's again: the next check compares with them as they are now
+  if c_clean then save_image() end
 end
 
 restore_globals = function()
@@ -1070,6 +1094,8 @@ return {
   state_address = function() return s_format("%p", (co_running())) end,
   -- whether restore_snapshot has used the bridge's C check (tests)
   snapshot_check_in_c = function() return not not c_snapshot_clean end,
+  -- whether the globals have an image the check compares with first (tests)
+  snapshot_imaged = function() return snapshot_image ~= nil end,
   register_route = function(r) registry.routes[#registry.routes + 1] = r; return #registry.routes end,
   register_middleware = function(f) registry.middleware[#registry.middleware + 1] = f end,
   register_hook = function(h) registry.hooks[#registry.hooks + 1] = h; return #registry.hooks end,
