@@ -418,6 +418,20 @@ static int pack_table(lua_State *L, Pack *p, int idx, int depth) {
     return pack_add(p, "]", 1);
 }
 
+/* The decimal text of x (as "%lld" writes it) into text (at least 21 bytes); returns its length. */
+static size_t integer_text(char *text, lua_Integer x) {
+    char digits[20];
+    size_t n = 0, len = 0;
+    unsigned long long u = x < 0 ? 0ULL - (unsigned long long)x : (unsigned long long)x;
+    do {
+        digits[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (x < 0) text[len++] = '-';
+    while (n) text[len++] = digits[--n];
+    return len;
+}
+
 /* Adds the value at idx; 0 when it cannot be packed (the stack is then left for the caller to reset). */
 static int pack_value(lua_State *L, Pack *p, int idx, int depth) {
     switch (api.type(L, idx)) {
@@ -429,8 +443,7 @@ static int pack_value(lua_State *L, Pack *p, int idx, int depth) {
     case LUA_TNUMBER: {
         char text[32];
         if (!api.isinteger(L, idx)) return 0;
-        int n = snprintf(text, sizeof(text), "%lld", api.tointegerx(L, idx, NULL));
-        return n > 0 && pack_add(p, text, (size_t)n);
+        return pack_add(p, text, integer_text(text, api.tointegerx(L, idx, NULL)));
     }
     case LUA_TBOOLEAN:
         return api.toboolean(L, idx) ? pack_add(p, "true", 4) : pack_add(p, "false", 5);
@@ -447,7 +460,8 @@ static int pack_response(lua_State *L) {
     if (!api.isinteger(L, 1)) return 0;
     lua_Integer status = api.tointegerx(L, 1, NULL);
     if (status < 200 || status > 599) return 0;
-    p->len = (size_t)snprintf(p->buf, sizeof(p->buf), "%c%lld", api.toboolean(L, 2) ? 'J' : 'B', status);
+    p->buf[0] = api.toboolean(L, 2) ? 'J' : 'B';
+    p->len = 1 + integer_text(p->buf + 1, status);
     p->items = 0;
     int ok;
     if (api.toboolean(L, 2)) {
