@@ -183,3 +183,23 @@ def test_init_failures_of_a_plugin_not_serving_count(svc, tmp_path):
     for _ in range(2):
         assert s.plugins.reload("fl") is False
     assert plugin.breaker.state == "open"
+
+def test_quiet_only_while_closed_with_no_failure_counted():
+    # the hot path skips allow() and success() while quiet: it must never be quiet when either matters
+    b, clock, trips = breaker()
+    assert b.quiet and b.allow()
+    b.failure()
+    assert not b.quiet and b.state == CLOSED  # success() has a failure to reset
+    b.success()
+    assert b.quiet and b.failures == 0
+    for _ in range(3):
+        b.failure()
+    assert not b.quiet and not b.allow()
+    clock.t += 10
+    assert b.allow() and not b.quiet  # the half-open probe
+    b.failure()
+    assert not b.quiet and b.state == OPEN
+    clock.t += 10
+    assert b.allow()
+    b.success()
+    assert b.quiet and b.state == CLOSED

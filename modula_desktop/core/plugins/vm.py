@@ -428,7 +428,8 @@ class PluginVM:
         value bytes; a request with other fields goes through the generic conversion."""
         settings = self.settings
         ops = self.ops  # ops.reset(...), without its frame
-        ops.limit, ops.used, ops.label, ops.exceeded = settings.max_ops if max_ops is None else max_ops, 0, "request", False
+        ops.limit = settings.max_ops if max_ops is None else max_ops
+        ops.used, ops.label, ops.exceeded = 0, "request", False
         seconds = settings.timeout_s if timeout is None else timeout
         # the budget (as _budget_args gives it), the route and the request, flat: one frame on every
         # plugin request instead of one per piece
