@@ -87,6 +87,8 @@ typedef struct {
     void *(*newuserdatauv)(lua_State *, size_t, int);
     int (*setmetatable)(lua_State *, int);
     lua_Unsigned (*rawlen)(lua_State *, int);
+    lua_Number (*tonumberx)(lua_State *, int, int *);
+    int (*setiuservalue)(lua_State *, int, int);
 } LuaApi;
 static LuaApi api;
 static int api_ready = 0;
@@ -106,6 +108,7 @@ static const struct { const char *name; size_t offset; } SYMBOLS[] = {
     SYM(setfield, "lua_setfield"), SYM(isinteger, "lua_isinteger"), SYM(toboolean, "lua_toboolean"),
     SYM(topointer, "lua_topointer"), SYM(newuserdatauv, "lua_newuserdatauv"),
     SYM(setmetatable, "lua_setmetatable"), SYM(rawlen, "lua_rawlen"),
+    SYM(tonumberx, "lua_tonumberx"), SYM(setiuservalue, "lua_setiuservalue"),
 #undef SYM
 };
 
@@ -135,8 +138,11 @@ static PyObject *bridge_bind(PyObject *self, PyObject *arg) {
 /* ---- an image of the globals (bootstrap.lua: take_snapshot, restore_snapshot) ------------------
    The check after every route call walks the global table (below). Most handlers leave the globals
    alone, and then the table's hash part is, byte for byte, what it was after the last restore: its
-   keys and values are the same objects at the same places (the snapshot keeps every one of them
-   alive, so none of their addresses can be reused). snapshot_save keeps a copy of those bytes, and
+   keys and values are the same objects at the same places, and none of their addresses can have
+   been reused: the walk and the restore hold the globals to the snapshot's own objects (a number of
+   the other subtype, a negative zero or a copy of a long string counts as a change and is put back),
+   and the image itself keeps alive every long string the globals hold (snapshot_save), so an object
+   the image points at outlives the image. snapshot_save keeps a copy of those bytes, and
    the check compares them first: equal bytes, same node array, same size, no array part, same
    metatable: the same contents. Any difference (a change, or one the GC made to an emptied slot)
    only means the walk runs and the image is taken again.
@@ -195,6 +201,22 @@ static int check_layout(lua_State *L) {
         found |= 1 << (v - 7000);
     }
     ok = ok && found == 0xff;
+    if (ok) {  /* the array part's fields, on a table that has one */
+        api.createtable(L, 4, 0);
+        const void *a = api.topointer(L, -1);
+        for (int i = 1; i <= 4; i++) {
+            api.pushinteger(L, 7100 + i);
+            api.pushinteger(L, i);
+            api.pushvalue(L, -2);
+            api.rawset(L, -4);
+            api.settop(L, -2);
+        }
+        const char *array = FIELD(a, T_ARRAY, const char *);
+        ok = FIELD(a, T_ALIMIT, unsigned int) == 4 && array != NULL && FIELD(a, T_LSIZENODE, unsigned char) == 0
+             && FIELD(array, 0, long long) == 7101 && FIELD(array, 16 * 3, long long) == 7104
+             && FIELD(array, 8, unsigned char) == LUA_VNUMINT;
+        api.settop(L, -2);
+    }
     if (ok) {
         api.createtable(L, 0, 0);
         const void *mt = api.topointer(L, -1);
@@ -257,10 +279,45 @@ static int snapshot_save(lua_State *L) {
         if (image->capacity < bytes) image = NULL;
     }
     if (image == NULL) {
-        image = (Image *)api.newuserdatauv(L, sizeof(Image) + bytes, 0);  /* may raise: the caller pcalls */
+        image = (Image *)api.newuserdatauv(L, sizeof(Image) + bytes, 1);  /* may raise: the caller pcalls */
         image->capacity = bytes;
+        image->count = 0;
     } else {
         api.pushvalue(L, 3);
+    }
+    /* 4: the image. Equal bytes mean equal globals only while every object the image points at lives.
+       The snapshot holds the globals' objects, but a long string in env may be another object raw-equal
+       to the snapshot's (the walk accepts it): the image keeps those alive itself. */
+    api.createtable(L, 0, 0);                /* 5: what the image keeps alive */
+    api.pushnil(L);
+    while (api.next(L, 1)) {                 /* 6: key, 7: value */
+        for (int i = 6; i <= 7; i++) {
+            if (api.type(L, i) == LUA_TSTRING && api.rawlen(L, i) > 40) {  /* LUAI_MAXSHORTLEN */
+                api.pushvalue(L, i);
+                api.pushboolean(L, 1);
+                api.rawset(L, 5);
+            }
+        }
+        api.settop(L, 6);
+    }
+    api.setiuservalue(L, 4, 1);
+    /* the allocations above may have run a collection step: nothing may have changed, but check the
+       sizes again before copying into the image */
+    size_t now = 0;
+    for (int i = 0; i < count; i++) {
+        const void *t = tables[i];
+        if (FIELD(t, T_ALIMIT, unsigned int) != 0 || FIELD(t, T_ARRAY, void *) != NULL
+            || FIELD(t, T_LSIZENODE, unsigned char) > MAX_LSIZENODE) {
+            image->count = 0;
+            api.pushnil(L);
+            return 1;
+        }
+        now += (size_t)NODE_SIZE << FIELD(t, T_LSIZENODE, unsigned char);
+    }
+    if (now > image->capacity) {
+        image->count = 0;
+        api.pushnil(L);
+        return 1;
     }
     char *copy = (char *)(image + 1);
     image->count = count;
@@ -294,9 +351,23 @@ static int image_matches(lua_State *L, const Image *image) {
     return 1;
 }
 
+/* Raw-equal and the same: rawequal holds for 42 and 42.0, for 0.0 and -0.0, and for two long strings
+   of the same text (the image must only ever point at the snapshot's own objects). */
+static int same_value(lua_State *L, int a, int b) {
+    if (!api.rawequal(L, a, b)) return 0;
+    int t = api.type(L, a);
+    if (t == LUA_TSTRING) return api.topointer(L, a) == api.topointer(L, b);
+    if (t != LUA_TNUMBER) return 1;
+    if (api.isinteger(L, a) != api.isinteger(L, b)) return 0;
+    if (api.isinteger(L, a)) return 1;
+    lua_Number x = api.tonumberx(L, a, NULL), y = api.tonumberx(L, b, NULL);
+    return memcmp(&x, &y, sizeof(x)) == 0;
+}
+
 /* ---- the globals check after every route call (bootstrap.lua: restore_snapshot) --------------
    snapshot_clean(env, snapshot, count, overlays [, image]) -> globals_clean, overlays_empty, imaged
-   globals_clean: env holds exactly count keys, each raw-equal to its value in snapshot; overlays_empty:
+   globals_clean: env holds exactly count keys, each the same as its value in snapshot (same_value);
+   overlays_empty:
    every table of the sequence overlays is empty; imaged: the image (snapshot_save) matched, and
    nothing else was looked at. Otherwise the same pass as the bootstrap's Lua loop, without a call
    into C for every key. Raw access only: no metamethod runs. Called by trusted code only (the
@@ -321,7 +392,7 @@ static int snapshot_clean(lua_State *L) {
         count++;
         api.pushvalue(L, 5);
         api.rawget(L, 2);                    /* 7: snapshot[key] */
-        if (!api.rawequal(L, 6, 7)) {        /* a nil never equals the value next() gave */
+        if (!same_value(L, 6, 7)) {          /* a nil never equals the value next() gave */
             clean = 0;
             break;
         }

@@ -918,7 +918,8 @@ local c_snapshot_clean = nil
 
 restore_snapshot = function()
   if not snapshot then return end
-  if d_getmetatable(env) ~= snapshot_mt then d_setmetatable(env, snapshot_mt) end
+  -- raw: ~= would run the __eq of the metatable's own metatable, outside any budget
+  if not r_rawequal(d_getmetatable(env), snapshot_mt) then d_setmetatable(env, snapshot_mt) end
   -- the common case, a handler that left the globals alone, costs one pass (raw comparisons only:
   -- a plugin's __eq must never run here, outside any budget)
   local clean, overlays_empty, imaged
@@ -943,7 +944,7 @@ restore_snapshot = function()
           clean = false
           break
         end
-      elseif was ~= v then
+      elseif was ~= v or (r_type(v) == "number" and (m_type(v) ~= m_type(was) or (v == 0 and 1 / v ~= 1 / was))) then
         clean = false
         break
       end
@@ -974,9 +975,9 @@ restore_globals = function()
     end
   end
   if extra then for i = 1, #extra do r_rawset(env, extra[i], nil) end end
-  for k, v in r_next, snapshot do
-    if not r_rawequal(r_rawget(env, k), v) then r_rawset(env, k, v) end
-  end
+  -- every value stored again: a raw-equal one may be another (42.0 for 42, -0.0 for 0.0, a copy of a
+  -- long string); a key already there costs no allocation
+  for k, v in r_next, snapshot do r_rawset(env, k, v) end
 end
 
 -- for the host, should an error ever escape run(): stop enforcing the budget
