@@ -367,10 +367,9 @@ static int same_value(lua_State *L, int a, int b) {
 /* ---- the globals check after every route call (bootstrap.lua: restore_snapshot) --------------
    snapshot_clean(env, snapshot, count, overlays [, image]) -> globals_clean, overlays_empty, imaged
    globals_clean: env holds exactly count keys, each the same as its value in snapshot (same_value);
-   overlays_empty:
-   every table of the sequence overlays is empty; imaged: the image (snapshot_save) matched, and
-   nothing else was looked at. Otherwise the same pass as the bootstrap's Lua loop, without a call
-   into C for every key. Raw access only: no metamethod runs. Called by trusted code only (the
+   overlays_empty: every table of the sequence overlays is empty; imaged: the image (snapshot_save)
+   matched, and nothing else was looked at. Otherwise the same pass as the bootstrap's Lua loop,
+   without a call into C for every key. Raw access only: no metamethod runs. Called by trusted code only (the
    registry is out of plugins' reach). */
 static int snapshot_clean(lua_State *L) {
     if (api.type(L, 1) != LUA_TTABLE || api.type(L, 2) != LUA_TTABLE || api.type(L, 4) != LUA_TTABLE) {
