@@ -239,3 +239,21 @@ def test_take_idle_never_waits_builds_or_touches_the_hook_reserve():
     threading.Thread(target=p.drain, args=(0.2,)).start()
     wait_until(lambda: p.state != "open")
     assert p.take_idle() is None
+
+
+def test_only_a_route_call_that_just_ended_leaves_a_vm_clean(tmp_path):
+    # the give-back skips its reset for a clean VM: a hook or a reset after the route call must not
+    # inherit the route call's verdict
+    from test_sandbox_adversarial import call_json, handler, make_vm, request
+    vm = make_vm(tmp_path, handler("return {json = {n = normal_global}}")
+                 + 'hooks.on("before_create", "content", function(e) normal_global = 7 end)\n')
+    index = next(r.index for r in vm.routes if r.path == "/x")
+    vm.call_route(index, request("/x"))
+    assert vm.clean
+    vm.reset()
+    assert not vm.clean
+    vm.call_route(index, request("/x"))
+    vm.call_hook(vm.hooks[0].index, {"title": "t"}, timeout=1.0)
+    assert not vm.clean  # the hook changed a global: the give-back must reset
+    vm.reset()
+    assert call_json(vm, "/x") == {"n": 42}

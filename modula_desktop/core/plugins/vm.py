@@ -392,6 +392,7 @@ class PluginVM:
 
     def reset(self):
         """Give-back: globals back to the post-init snapshot."""
+        self.clean = False
         try:
             self.sandbox.fn("restore_snapshot")()
         except Exception:  # noqa: BLE001 - a VM we cannot reset is not reused
@@ -402,6 +403,7 @@ class PluginVM:
             self.broken = True
 
     def _checked(self, fn, *args):
+        self.clean = False  # any other call into plugin code: the give-back resets
         try:
             result = fn(*args)
         except PluginCallError as exc:
@@ -426,6 +428,7 @@ class PluginVM:
         request: method, path, body, client_ip, headers, query, params and (for a JSON body) json.
         headers is a dict of names to values, or (the server's fast path) a flat list of name and
         value bytes; a request with other fields goes through the generic conversion."""
+        self.clean = False  # until this call has restored the globals itself (below)
         settings = self.settings
         ops = self.ops  # ops.reset(...), without its frame
         ops.limit = settings.max_ops if max_ops is None else max_ops
