@@ -37,6 +37,11 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
+def _flat_bytes(mapping: dict) -> list[bytes]:
+    """A map of strings as [name, value, ...] in UTF-8 (AttributeError when one is not a string)."""
+    return [x.encode("utf-8", "surrogateescape") for item in mapping.items() for x in item]
+
+
 def _deadline_message(seconds, what) -> bytes:
     message = _DEADLINE_MESSAGES.get((what, seconds))
     if message is None:
@@ -447,11 +452,11 @@ class PluginVM:
                             body if type(body) is bytes else body.encode("utf-8", "surrogateescape"),
                             request["client_ip"].encode("utf-8", "surrogateescape"))
                     if query:
-                        query = [x.encode("utf-8", "surrogateescape") for item in query.items() for x in item]
+                        query = _flat_bytes(query)
                     if params:
-                        params = [x.encode("utf-8", "surrogateescape") for item in params.items() for x in item]
+                        params = _flat_bytes(params)
                     if type(headers) is not list:
-                        headers = [x.encode("utf-8", "surrogateescape") for item in headers.items() for x in item]
+                        headers = _flat_bytes(headers)
                 except (KeyError, AttributeError, TypeError):  # a field missing or not a string
                     flat = None
             else:

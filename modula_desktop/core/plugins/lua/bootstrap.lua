@@ -802,7 +802,15 @@ local function pack_response(status, has_json, json, body)
   return t_concat(pack_parts, "", 1, pack_n)
 end
 
-local c_pack_response = nil
+-- The bridge's C versions of three functions here (_luabridge.c registers them when the sandbox makes
+-- its entry, after this chunk ran): looked up together on first use; false when there is no bridge.
+local c_pack_response, c_snapshot_clean, c_snapshot_save = nil, nil, nil
+local function find_bridge()
+  c_pack_response = registry_table["modula.pack_response"] or false
+  c_snapshot_clean = registry_table["modula.snapshot_clean"] or false
+  c_snapshot_save = registry_table["modula.snapshot_save"] or false
+end
+
 -- One route call, the give-back's reset included (one Lua call, no GIL hand-off, per request): arm the
 -- budget, run middleware and handler, disarm, restore the globals, then answer packed or through
 -- route_results. Trusted: the code after the protected call must not be interrupted by a budget.
@@ -826,12 +834,8 @@ local function route_call(max_instr, deadline_at, deadline_msg, index, req)
   end
   restore_snapshot()
   if headers == nil then
-    local pack = c_pack_response
-    if pack == nil then
-      pack = registry_table["modula.pack_response"] or pack_response  -- the bridge's C version, if there
-      c_pack_response = pack
-    end
-    local packed = pack(status, has_json, json, body)
+    if c_pack_response == nil then find_bridge() end
+    local packed = (c_pack_response or pack_response)(status, has_json, json, body)
     if packed then return packed end
   end
   route_results[1], route_results[2], route_results[3] = true, status, has_json
@@ -879,19 +883,14 @@ local snapshot_n = 0
 local snapshot_plain, snapshot_tables = {}, {}
 
 -- the C bridge's byte image of the global table and the overlays as the snapshot left them (see
--- _luabridge.c: snapshot_save), and the function taking it, found on first use (false: no bridge)
+-- _luabridge.c: snapshot_save)
 local snapshot_image = nil
-local c_snapshot_save = nil
 
 -- Takes the image of the globals as they are now: right after the snapshot, or after a restore.
 local function save_image()
-  local save = c_snapshot_save
-  if save == nil then
-    save = registry_table["modula.snapshot_save"] or false
-    c_snapshot_save = save
-  end
-  if not save then return end
-  local ok, image = r_pcall(save, env, overlay_list, snapshot_image) -- out of memory: no image
+  if c_snapshot_save == nil then find_bridge() end
+  if not c_snapshot_save then return end
+  local ok, image = r_pcall(c_snapshot_save, env, overlay_list, snapshot_image) -- out of memory: no image
   snapshot_image = ok and image or nil
 end
 
@@ -913,9 +912,6 @@ local function take_snapshot()
   save_image()
 end
 
--- the C bridge's version of the check below (sandbox.py installs it with the bridge), found on first use
-local c_snapshot_clean = nil
-
 restore_snapshot = function()
   if not snapshot then return end
   -- raw: ~= would run the __eq of the metatable's own metatable, outside any budget
@@ -923,11 +919,8 @@ restore_snapshot = function()
   -- the common case, a handler that left the globals alone, costs one pass (raw comparisons only:
   -- a plugin's __eq must never run here, outside any budget)
   local clean, overlays_empty, imaged
+  if c_snapshot_clean == nil then find_bridge() end
   local c_clean = c_snapshot_clean
-  if c_clean == nil then -- looked up once, like the packer (false: no bridge)
-    c_clean = registry_table["modula.snapshot_clean"] or false
-    c_snapshot_clean = c_clean
-  end
   if c_clean then
     -- the image first: unchanged bytes, unchanged globals; else the walk
     clean, overlays_empty, imaged = c_clean(env, snapshot, snapshot_n, overlay_list, snapshot_image)
