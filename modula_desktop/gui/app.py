@@ -94,21 +94,39 @@ def _application() -> QApplication:
     return app
 
 
-def _quit_on_sigint(app: QApplication):
-    """Ctrl+C in the terminal closes the window as the Quit action would (Python only sees signals
-    between Qt events, hence the idle timer). Returns a function that restores the previous handler."""
-    try:
-        previous = signal.signal(signal.SIGINT, lambda *_: app.closeAllWindows())
-    except ValueError:  # not the main thread (embedded use)
-        return lambda: None
-    timer = QTimer()
-    timer.timeout.connect(lambda: None)
-    timer.start(250)
+class _QuitOnSignals:
+    """Ctrl+C in the terminal (SIGINT) and a polite kill (SIGTERM) close the window as the Quit action
+    would, so the server stops and ``.modula/server.json`` is removed. Installed before the site opens: a
+    signal that arrives before the window exists is remembered and closes it as soon as it is shown.
+    Python only sees signals between Qt events, hence the idle timer."""
 
-    def restore():
-        timer.stop()
-        signal.signal(signal.SIGINT, previous)
-    return restore
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, app: QApplication):
+        self.app = app
+        self.requested = False
+        self.previous = {}
+        self.timer = None
+        try:
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._on_signal)
+        except ValueError:  # not the main thread (embedded use)
+            self.restore()
+            return
+        self.timer = QTimer()
+        self.timer.timeout.connect(lambda: None)
+        self.timer.start(250)
+
+    def _on_signal(self, *_):
+        self.requested = True
+        self.app.closeAllWindows()
+
+    def restore(self):
+        if self.timer is not None:
+            self.timer.stop()
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
 
 
 def _already_open(site_path) -> dict | None:
@@ -129,20 +147,20 @@ def run_gui(site_path=None) -> int:
                                               f"(process {running['pid']}, server http://{running['host']}:"
                                               f"{running['port']}). Close that one first.")
         return 1
+    signals = _QuitOnSignals(app)
     try:
-        session = Session.open(site_path)
-    except ModulaError as exc:
-        QMessageBox.critical(None, APP_TITLE, str(exc))
-        return 1
-    try:
-        window = MainWindow(session.service, session.server, session.server_error)
-        window.show()
-        restore_sigint = _quit_on_sigint(app)
         try:
-            code = app.exec()
+            session = Session.open(site_path)
+        except ModulaError as exc:
+            QMessageBox.critical(None, APP_TITLE, str(exc))
+            return 1
+        try:
+            window = MainWindow(session.service, session.server, session.server_error)
+            window.show()
+            code = 0 if signals.requested else app.exec()
+            window.shutdown()
+            return code
         finally:
-            restore_sigint()
-        window.shutdown()
-        return code
+            session.close()
     finally:
-        session.close()
+        signals.restore()
