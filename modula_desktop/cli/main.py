@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _dispatch(args) -> int:
     cmd = args.command or "run"
     if cmd == "run":
+        from ..gui.display import display_problem
+
+        problem = display_problem()
+        if problem is not None:
+            print(f"modula: {problem}", file=sys.stderr)
+            return 2
         from ..gui.app import run_gui
 
         return run_gui(getattr(args, "site", None))
