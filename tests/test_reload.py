@@ -109,37 +109,57 @@ def test_debounce_waits_for_the_files_to_be_still(svc, tmp_path):
     assert reloads(s, "hr") == 1
 
 
-def test_cooldown_spaces_reloads_of_one_plugin(svc, tmp_path):
-    s = svc({"hr": versioned(1)}, hot_reload=True, debounce_s=0.05, poll_interval_s=0.2, cooldown_s=1.0)
-    approve(s, "hr")
-    add(tmp_path, "hr", versioned(2))
-    wait_until(serving(s, "hr", 2))
-    first = s.plugins.get("hr").last_reload_at
-    add(tmp_path, "hr", versioned(3))
-    wait_until(serving(s, "hr", 3))
-    assert s.plugins.get("hr").last_reload_at - first >= 0.95
-
-
-def test_a_manual_reload_shares_the_cooldown_and_is_not_repeated_by_the_watcher(svc, tmp_path):
-    s = svc({"hr": versioned(1)}, hot_reload=True, debounce_s=0.3, poll_interval_s=0.1, cooldown_s=1.0)
-    approve(s, "hr")
-    add(tmp_path, "hr", versioned(2))
-    assert s.plugins.reload("hr")  # before the watcher's debounce is over
-    manual = s.plugins.get("hr").last_reload_at
-    time.sleep(0.6)
-    assert reloads(s, "hr") == 1  # the watcher saw the same files: nothing to do
-    add(tmp_path, "hr", versioned(3))
-    wait_until(serving(s, "hr", 3))
-    assert s.plugins.get("hr").last_reload_at - manual >= 0.95
-    assert reloads(s, "hr") == 2
-
-
 SLOW_INIT = """
 function on_init()
   local stop = os.clock() + 0.15
   while os.clock() < stop do end
 end
 """
+
+
+def test_a_good_reload_leaves_no_cooldown(svc, tmp_path):
+    s = svc({"hr": versioned(1)}, hot_reload=True, debounce_s=0.05, poll_interval_s=0.2, cooldown_s=5.0)
+    approve(s, "hr")
+    for n in (2, 3, 4):  # every good save is served at once, not after the cooldown
+        add(tmp_path, "hr", versioned(n))
+        saved = time.monotonic()
+        wait_until(serving(s, "hr", n))
+        assert s.plugins.get("hr").last_reload_at - saved < 1.5
+
+
+def test_a_failed_reload_waits_out_the_cooldown(svc, tmp_path):
+    s = svc({"hr": versioned(1)}, hot_reload=True, debounce_s=0.05, poll_interval_s=0.2, cooldown_s=1.0)
+    approve(s, "hr")
+    add(tmp_path, "hr", "this is not lua")
+    wait_until(lambda: reloads(s, "hr", "failure") == 1)
+    failed = s.plugins.get("hr").last_reload_at
+    add(tmp_path, "hr", versioned(3))
+    wait_until(serving(s, "hr", 3))
+    assert s.plugins.get("hr").last_reload_at - failed >= 0.95
+
+
+def test_a_slow_reload_waits_out_the_cooldown(svc, tmp_path):
+    s = svc({"hr": versioned(1)}, hot_reload=True, debounce_s=0.05, poll_interval_s=0.1, cooldown_s=1.0,
+            slow_reload_s=0.05)
+    approve(s, "hr")
+    add(tmp_path, "hr", versioned(2, SLOW_INIT))
+    wait_until(serving(s, "hr", 2))
+    slow = s.plugins.get("hr").last_reload_at
+    add(tmp_path, "hr", versioned(3))
+    wait_until(serving(s, "hr", 3))
+    assert s.plugins.get("hr").last_reload_at - slow >= 0.95
+
+
+def test_a_manual_reload_is_not_repeated_by_the_watcher(svc, tmp_path):
+    s = svc({"hr": versioned(1)}, hot_reload=True, debounce_s=0.3, poll_interval_s=0.1, cooldown_s=1.0)
+    approve(s, "hr")
+    add(tmp_path, "hr", versioned(2))
+    assert s.plugins.reload("hr")  # before the watcher's debounce is over
+    time.sleep(0.6)
+    assert reloads(s, "hr") == 1  # the watcher saw the same files: nothing to do
+    add(tmp_path, "hr", versioned(3))
+    wait_until(serving(s, "hr", 3))
+    assert reloads(s, "hr") == 2
 
 
 def test_slow_reloads_stop_the_watching_until_a_fast_manual_reload(svc, tmp_path):

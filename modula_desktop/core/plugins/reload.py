@@ -9,7 +9,9 @@ and anything that is not a regular file are ignored), bounded per pass by ``max_
   (network drives, folders created before the observer saw them).
 
 A change is acted on once its files have been still for ``debounce_s`` (an editor's save may be several
-writes), and at most once per ``cooldown_s`` per plugin — manual reloads through the manager count too,
+writes). After a reload that failed or was slower than ``slow_reload_s`` the plugin waits ``cooldown_s``
+before the next one (a broken save or an expensive ``on_init`` is not retried in a loop); after a good,
+fast one the next save is served as soon as it is still. Manual reloads through the manager count too,
 since the manager stamps ``plugin.last_reload_at``. After ``max_slow_reloads`` consecutive reloads slower
 than ``slow_reload_s`` the plugin is no longer watched; a fast reload (a manual one) resets the count
 and watching resumes by itself.
@@ -344,7 +346,8 @@ class HotReloader:
             self._seen[name] = prev
         stable_since = max(prev[1], self._touched.get(name, float("-inf")))
         due = stable_since + s.debounce_s
-        if plugin is not None and plugin.last_reload_at is not None:
+        if plugin is not None and plugin.last_reload_at is not None and (
+                not plugin.last_reload_ok or (plugin.last_reload_seconds or 0) > s.slow_reload_s):
             due = max(due, plugin.last_reload_at + s.cooldown_s)
         if now < due:
             self._pending[name] = due
