@@ -45,6 +45,10 @@ def _online(p):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="modula", description="Modula Desktop: a desktop CMS with sandboxed Lua plugins.")
     parser.add_argument("--version", action="version", version=f"modula {__version__}")
+    # `modula --site DIR` opens the window on DIR; before any command it is the site of that command
+    parser.add_argument("--site", dest="top_site", metavar="DIR", type=Path, default=None,
+                        help="site folder for the command (default: the site folder you are in, else your "
+                             "user data folder)")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     run = sub.add_parser("run", help="open the desktop window (the default)")
@@ -103,8 +107,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def find_site_around(start: Path) -> Path | None:
+    """The site folder that start is in (itself or a parent): one holding its admin token."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / ".modula" / "token").is_file():
+            return folder
+    return None
+
+
+def _resolve_site(args):
+    """--site after the command wins, then --site before it, then the site folder the shell is in."""
+    if not hasattr(args, "site"):
+        if args.command is None:  # `modula` or `modula --site DIR`: the window
+            args.site = None
+        else:
+            return  # plugin validate/test take a plugin path, not a site
+    if args.site is None:
+        args.site = getattr(args, "top_site", None)
+    if args.site is None:
+        try:
+            args.site = find_site_around(Path.cwd())
+        except OSError:  # the working folder was removed
+            args.site = None
+
+
 def _dispatch(args) -> int:
     cmd = args.command or "run"
+    _resolve_site(args)
     if cmd == "run":
         from ..gui.display import display_problem
 

@@ -211,6 +211,22 @@ def _confirm(info: dict, routes, hooks) -> bool:
     return answer in ("y", "yes")
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _standing(info: dict) -> str:
+    """What the plugin declares and what of it still waits for approval, in one line."""
+    routes, hooks = info.get("routes") or [], info.get("hooks") or []
+    waiting = [f"route {r['method']} {r['path']}" for r in routes if not r.get("approved")]
+    waiting += [f"hook {h['event']}:{h['table']}" for h in hooks if not h.get("approved")]
+    line = f"{info['name']} declares {_plural(len(routes), 'route')} and {_plural(len(hooks), 'hook')}"
+    if not waiting:
+        return line + "; all of them are approved"
+    shown = ", ".join(waiting[:6]) + (f" and {len(waiting) - 6} more" if len(waiting) > 6 else "")
+    return f"{line}; waiting for approval: {shown}"
+
+
 def _approvals(args, approving: bool) -> int:
     verb = "approve" if approving else "revoke"
     if not (args.route or args.hook or args.all_routes or args.all_hooks):
@@ -222,6 +238,7 @@ def _approvals(args, approving: bool) -> int:
     if not routes and not hooks:
         state = "approved" if approving else "unapproved"
         print(f"nothing to {verb}: the selected routes and hooks of {name} are already {state}")
+        print(_standing(info))
         return 0
     if approving and not args.yes:
         if not sys.stdin or not sys.stdin.isatty():
