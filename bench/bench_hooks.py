@@ -115,6 +115,10 @@ def main(argv=None):
           f"1 before + 1 after hook {ms(lh)}  ->  ratio {lh / lp:.2f}x  (target <= 1.5x)")
     print(f"save burst incl. after-hooks (median of {len(thr['plain'])} rounds, per save): no plugins {ms(tp)}, "
           f"hooked {ms(th)}  ->  ratio {th / tp:.2f}x")
+    from _report import result
+    result("save latency with 1 before + 1 after hook", lh * 1000, "ms", baseline=lp * 1000,
+           baseline_label="no plugins", goal="ratio <= 1.5")
+    result("save burst incl. after-hooks, per save", th * 1000, "ms", baseline=tp * 1000, baseline_label="no plugins")
     print(f"(sanity: {audit} audit rows written by the after-hook; reading_time={fields.get('reading_time')})")
 
 

@@ -107,6 +107,8 @@ def main(argv=None) -> int:
               f"{per_request[route][1]:7.0f} L1 data misses/request", flush=True)
     (hi, hm), (pi, pm) = per_request["health"], per_request["plugin"]
     print(f"health/plugin: instructions {hi / pi:.2f}, L1 data misses {hm / pm:.2f}")
+    from _report import result
+    result("plugin route, instructions per request", pi, "instr", baseline=hi, baseline_label="GET /api/v1/health")
     return 0
 
 

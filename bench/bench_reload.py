@@ -4,8 +4,9 @@
    drains in the background), median over --runs.
 2. From saving init.lua to the new version answering, through the hot-reload watcher, median over
    --runs: once with the default debounce (SPEC 6, 1 s) and once with a short one, to show what the
-   debounce costs and what the machinery itself adds. Cooldown is set to 0 so runs can follow each
-   other; the watcher is otherwise as shipped (watchdog events plus the polling fallback).
+   debounce costs and what the machinery itself adds. The watcher is as shipped (watchdog events plus
+   the polling fallback, the default cooldown, which a good reload does not trigger), so each save is
+   served as an author's second, third... save would be (goal: within 1.5 s).
 
     PYTHONPATH=. python bench/bench_reload.py [--runs 7]
 """
@@ -94,7 +95,7 @@ def bench_blue_green(runs: int) -> list[float]:
 def bench_save_to_serve(runs: int, debounce_s: float) -> list[float]:
     with tempfile.TemporaryDirectory(prefix="modula-bench-") as tmp:
         site, init = site_with_plugin(tmp)
-        settings = Settings().replace(plugins={"debounce_s": debounce_s, "cooldown_s": 0.0})
+        settings = Settings().replace(plugins={"debounce_s": debounce_s})  # the default cooldown: good saves skip it
         service = SiteService(site, settings).start(hot_reload=True)
         try:
             service.approvals.approve_route(NAME, "GET", "/v")
@@ -114,8 +115,10 @@ def bench_save_to_serve(runs: int, debounce_s: float) -> list[float]:
             service.close()
 
 
-def show(label: str, times: list[float]):
+def show(label: str, times: list[float], goal: str = ""):
+    from _report import result
     ms = [t * 1000 for t in times]
+    result(label, statistics.median(ms), "ms", goal=goal)
     print(f"{label:44s} median {statistics.median(ms):8.1f} ms   min {min(ms):8.1f}   max {max(ms):8.1f}"
           f"   ({len(ms)} runs)")
 
@@ -128,7 +131,7 @@ def main() -> int:
     print(f"max_vms={default.max_vms}, poll_interval_s={default.poll_interval_s}")
     show("blue-green reload (manager.reload)", bench_blue_green(args.runs))
     show(f"save -> serving, debounce {default.debounce_s:g} s (default)",
-         bench_save_to_serve(args.runs, default.debounce_s))
+         bench_save_to_serve(args.runs, default.debounce_s), goal="<= 1500 ms")
     show("save -> serving, debounce 0.05 s", bench_save_to_serve(args.runs, 0.05))
     return 0
 
