@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from . import admin, content
 from .auth import TokenAuth
 from .errors import JSON, add_error_handlers, serialize_error
+from .openapi import OpenApiDocument
 from .middleware import RequestGuard
 from .plugin_routes import PREFIX, PluginDispatcher
 from .preview import Preview
@@ -63,6 +64,7 @@ def create_app(service, *, port: int, token: str | None = None) -> SiteApp:
 
     app.add_route("/api/v1/health", Health())
     app.add_route("/metrics", MetricsText(service.metrics))
+    app.add_route("/api/v1/openapi.json", OpenApiDocument())
 
     app.add_route("/api/v1/admin/plugins", admin.PluginList(service))
     detail = admin.PluginDetail(service)

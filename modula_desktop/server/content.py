@@ -2,8 +2,11 @@
 Errors of the service map in errors.py: ValidationError 400, NotFound 404, HookAbort 422."""
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import falcon
 
+from ..core.content import DEFAULT_LIMIT
 from .bodies import read_json_object
 from .responses import send_json
 
@@ -34,12 +37,16 @@ class _Content:
 
 class ContentCollection(_Content):
     def on_get(self, req, resp):
-        kwargs = {k: req.get_param(k) for k in LIST_FILTERS if req.get_param(k)}
-        for name in ("limit", "offset"):
-            value = _int_param(req, name)
-            if value is not None:
-                kwargs[name] = value
-        send_json(resp, {"items": self.content.list(**kwargs)})
+        filters = {k: req.get_param(k) for k in LIST_FILTERS if req.get_param(k)}
+        limit = _int_param(req, "limit")
+        offset = _int_param(req, "offset") or 0
+        limit = DEFAULT_LIMIT if limit is None else limit
+        items = self.content.list(**filters, limit=limit, offset=offset)
+        total = self.content.count(**filters)
+        following = None
+        if offset + len(items) < total:
+            following = req.path + "?" + urlencode({**filters, "limit": limit, "offset": offset + limit})
+        send_json(resp, {"items": items, "total": total, "next": following})
 
     def on_post(self, req, resp):
         entry = self.content.create(read_json_object(req, self.body_limit))

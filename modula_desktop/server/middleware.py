@@ -18,7 +18,7 @@ SECURITY_HEADERS = (
 SECURITY_HEADERS_WSGI = tuple((name.lower(), value) for name, value in SECURITY_HEADERS)
 # Under these prefixes every request needs the admin token (also unknown paths: nothing to probe).
 TOKEN_PREFIXES = ("/api/v1/admin/",)
-TOKEN_PATHS = frozenset({"/api/v1/admin", "/metrics"})
+TOKEN_PATHS = frozenset({"/api/v1/admin", "/metrics", "/api/v1/openapi.json"})
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c|00)", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
 

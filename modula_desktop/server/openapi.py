@@ -1,0 +1,314 @@
+"""The admin API described as OpenAPI 3.1: served at ``GET /api/v1/openapi.json`` (admin token) and
+rendered as docs/ADMIN_API.md by ``python -m modula_desktop.server.apidoc --markdown``.
+
+tests/test_openapi.py fails when a route of the app is missing here or a documented one does not exist,
+and when docs/ADMIN_API.md is not what this module renders."""
+from __future__ import annotations
+
+import json
+
+from .. import __version__
+
+# ---- schemas --------------------------------------------------------------------------------------
+S = "string"
+NULLABLE_S = {"type": [S, "null"]}
+
+
+def _obj(props: dict, required=(), extra=False, description: str | None = None) -> dict:
+    out = {"type": "object", "properties": props, "additionalProperties": extra}
+    if required:
+        out["required"] = list(required)
+    if description:
+        out["description"] = description
+    return out
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list_of(name: str) -> dict:
+    return {"type": "array", "items": _ref(name)}
+
+
+ENTRY_FIELDS = {
+    "id": {"type": S, "description": "ULID"},
+    "type": {"type": S, "enum": ["page", "post"]},
+    "title": {"type": S},
+    "slug": {"type": S, "description": "unique among entries not in the trash; made from the title when absent"},
+    "body": {"type": S, "description": "Markdown"},
+    "status": {"type": S, "enum": ["draft", "published"]},
+    "fields": {"type": "object", "description": "free-form fields (plugins' filters may add some)"},
+    "published_at": {**NULLABLE_S, "description": "RFC 3339 UTC"},
+    "created_at": {"type": S, "description": "RFC 3339 UTC"},
+    "updated_at": {"type": S, "description": "RFC 3339 UTC"},
+}
+
+SCHEMAS = {
+    "Error": _obj({"error": {"type": S, "description": "one sentence saying what was wrong"}}, ["error"],
+                  description="Every error the server answers, plugin routes' included."),
+    "Health": _obj({"status": {"type": S, "const": "ok"}}, ["status"]),
+    "Entry": _obj(ENTRY_FIELDS, list(ENTRY_FIELDS), extra=True, description="A page or post."),
+    "EntryInput": _obj({k: v for k, v in ENTRY_FIELDS.items()
+                        if k not in ("id", "created_at", "updated_at", "published_at")},
+                       description="Fields to create an entry with (title required) or to change."),
+    "EntryList": _obj({"items": _list_of("Entry"),
+                       "total": {"type": "integer", "description": "entries matching the filters"},
+                       "next": {**NULLABLE_S, "description": "the URL of the next page, null on the last"}},
+                      ["items", "total", "next"]),
+    "PluginSummary": _obj({
+        "name": {"type": S}, "state": {"type": S, "enum": ["discovered", "loading", "running", "failed", "stopped"]},
+        "version": NULLABLE_S, "description": {"type": S}, "error": NULLABLE_S,
+        "routes": {"type": "integer"}, "hooks": {"type": "integer"},
+        "permissions": {"type": ["array", "null"], "items": {"type": S},
+                        "description": "as declared; null: not declared (ModulaCMS's default set)"},
+        "effective_permissions": {"type": "array", "items": {"type": S}},
+    }, ["name", "state"], extra=True),
+    "PluginList": _obj({"plugins": _list_of("PluginSummary")}, ["plugins"]),
+    "PluginInfo": _obj({
+        "name": {"type": S}, "state": {"type": S, "enum": ["discovered", "loading", "running", "failed", "stopped"]},
+        "version": NULLABLE_S, "description": {"type": S}, "error": NULLABLE_S,
+        "permissions": {"type": ["array", "null"], "items": {"type": S}},
+        "effective_permissions": {"type": "array", "items": {"type": S}},
+        "routes": {"type": "array", "items": _ref("RouteState")},
+        "hooks": {"type": "array", "items": _ref("HookState")},
+        "breaker": {"type": "object"}, "hook_breaker": {"type": "object"}, "pool": {"type": ["object", "null"]},
+        "logs": {"type": "array", "items": {"type": "object"}},
+        "last_errors": {"type": "array", "items": {"type": "object"}},
+    }, ["name", "state", "routes", "hooks"], extra=True, description="Everything `modula plugin info` shows."),
+    "RouteState": _obj({"plugin": {"type": S}, "state": {"type": S}, "method": {"type": S},
+                        "path": {"type": S}, "public": {"type": ["boolean", "null"]},
+                        "approved": {"type": "boolean"}}, ["method", "path", "approved"], extra=True),
+    "HookState": _obj({"plugin": {"type": S}, "state": {"type": S}, "event": {"type": S}, "table": {"type": S},
+                       "priority": {"type": ["integer", "null"]}, "approved": {"type": "boolean"},
+                       "disabled": {"type": "boolean"}}, ["event", "table", "approved"], extra=True),
+    "RouteList": _obj({"routes": _list_of("RouteState")}, ["routes"]),
+    "HookList": _obj({"hooks": _list_of("HookState")}, ["hooks"]),
+    "RouteSelection": _obj({"routes": {"type": "array", "minItems": 1, "items": _obj(
+        {"plugin": {"type": S}, "method": {"type": S}, "path": {"type": S}, "public": {"type": "boolean"}},
+        ["plugin", "method", "path"])}}, ["routes"]),
+    "HookSelection": _obj({"hooks": {"type": "array", "minItems": 1, "items": _obj(
+        {"plugin": {"type": S}, "event": {"type": S}, "table": {"type": S}}, ["plugin", "event", "table"])}},
+        ["hooks"]),
+}
+
+# ---- paths ----------------------------------------------------------------------------------------
+JSON = "application/json"
+
+
+def _json(schema: str | dict) -> dict:
+    return {"content": {JSON: {"schema": _ref(schema) if isinstance(schema, str) else schema}}}
+
+
+def _answer(description: str, schema: str | dict | None = None) -> dict:
+    out = {"description": description}
+    if schema is not None:
+        out.update(_json(schema))
+    return out
+
+
+def _err(description: str) -> dict:
+    return _answer(description, "Error")
+
+
+COMMON = {"401": _err("no or wrong admin token"), "421": _err("the Host header is not this server's")}
+
+
+def _op(summary: str, ok: tuple, *, errors: dict | None = None, body: str | None = None, params=(),
+        description: str | None = None, tag: str = "admin", auth: bool = True, query=()) -> dict:
+    status, text, schema = ok
+    responses = {status: _answer(text, schema)}
+    for code, why in (errors or {}).items():
+        responses[code] = _err(why)
+    if auth:
+        responses.update(COMMON)
+    else:
+        responses["421"] = COMMON["421"]
+    op = {"summary": summary, "tags": [tag], "responses": dict(sorted(responses.items()))}
+    if description:
+        op["description"] = description
+    parameters = [{"name": p, "in": "path", "required": True, "schema": {"type": S}} for p in params]
+    parameters += [{"name": n, "in": "query", "required": False, "schema": s, "description": d} for n, s, d in query]
+    if parameters:
+        op["parameters"] = parameters
+    if body:
+        op["requestBody"] = {"required": True, **_json(body)}
+    if not auth:
+        op["security"] = []
+    return op
+
+
+NOT_PLUGIN = {"404": "no plugin of that name"}
+NO_ENTRY = {"404": "no entry with that id"}
+BAD = {"400": "the body or a parameter is not what this endpoint takes (the sentence says which)"}
+ABORT = {"422": "a plugin's before-hook refused the change (its message)"}
+TOO_LARGE = {"413": "the body is over the request limit (1 MiB)"}
+
+
+def _paths() -> dict:
+    paths = {
+        "/api/v1/health": {"get": _op("Is the server up (no plugin code, no database)", ("200", "up", "Health"),
+                                      tag="server", auth=False)},
+        "/api/v1/openapi.json": {"get": _op("This document", ("200", "the OpenAPI 3.1 document", {"type": "object"}),
+                                            tag="server")},
+        "/metrics": {"get": {**_op("Prometheus metrics", ("200", "text format", None), tag="server"),
+                             "description": "Plugin requests, hooks, errors, breaker trips, reloads, VM pools "
+                                            "and budget exhaustions, in Prometheus's text format."}},
+        "/preview/{slug}": {"get": _op(
+            "An entry rendered as a page", ("200", "HTML", None), params=("slug",), tag="server", auth=False,
+            errors={"404": "no such entry (drafts: without the token or the entry's preview link)"},
+            query=(("key", {"type": S}, "the per-entry preview key the window opens drafts with"),),
+            description="Published entries for anyone on this computer; drafts with the admin token or the "
+                        "entry's preview link.")},
+        "/api/v1/admin/plugins": {"get": _op("Every plugin with its state", ("200", "the list", "PluginList"))},
+        "/api/v1/admin/plugins/{name}": {"get": _op(
+            "One plugin: routes, hooks, approvals, breaker, VM pool, logs", ("200", "the plugin", "PluginInfo"),
+            params=("name",), errors=NOT_PLUGIN)},
+        "/api/v1/admin/plugins/{name}/reload": {"post": _op(
+            "Blue-green reload", ("200", "reloaded", "PluginSummary"), params=("name",),
+            errors={**NOT_PLUGIN, "409": "the plugin is disabled", "422": "the new version failed to load "
+                                                                           "(the old one keeps serving)"})},
+        "/api/v1/admin/plugins/{name}/enable": {"post": _op(
+            "Enable (and start) a plugin", ("200", "enabled", "PluginSummary"), params=("name",),
+            errors={**NOT_PLUGIN, "422": "the plugin could not start"})},
+        "/api/v1/admin/plugins/{name}/disable": {"post": _op(
+            "Disable (stop) a plugin", ("200", "disabled", "PluginSummary"), params=("name",), errors=NOT_PLUGIN)},
+    }
+    for kind, item, sel in (("routes", "RouteList", "RouteSelection"), ("hooks", "HookList", "HookSelection")):
+        one = kind[:-1]
+        paths[f"/api/v1/admin/plugins/{kind}"] = {"get": _op(
+            f"Every plugin's declared {kind} with their approval", ("200", "the list", item))}
+        for verb in ("approve", "revoke"):
+            paths[f"/api/v1/admin/plugins/{kind}/{verb}"] = {"post": _op(
+                f"{verb.capitalize()} {kind}", ("200", f"what was {verb}d", item), body=sel,
+                errors={**BAD, "409": "the plugin is not running", **TOO_LARGE},
+                description=f"Each {one} is named by its plugin and key; approving needs the {one} to be "
+                            "declared by the running plugin." + (
+                                " A route is approved as public or not: an approval whose `public` differs from "
+                                "the declaration is refused." if kind == "routes" else ""))}
+    filters = (("type", {"type": S, "enum": ["page", "post"]}, "only this type"),
+               ("status", {"type": S, "enum": ["draft", "published"]}, "only this status"),
+               ("search", {"type": S}, "words in the title or body"),
+               ("limit", {"type": "integer", "default": 100}, "at most this many (cap 1000)"),
+               ("offset", {"type": "integer", "default": 0}, "skip this many"))
+    paths["/api/v1/admin/content"] = {
+        "get": _op("Entries, newest first", ("200", "a page of entries", "EntryList"), query=filters, errors=BAD),
+        "post": _op("Create an entry (runs before/after_create hooks)", ("201", "the new entry", "Entry"),
+                    body="EntryInput", errors={**BAD, **ABORT, **TOO_LARGE}),
+    }
+    paths["/api/v1/admin/content/{id}"] = {
+        "get": _op("One entry", ("200", "the entry", "Entry"), params=("id",), errors=NO_ENTRY),
+        "put": _op("Change an entry (runs before/after_update hooks)", ("200", "the changed entry", "Entry"),
+                   params=("id",), body="EntryInput", errors={**NO_ENTRY, **BAD, **ABORT, **TOO_LARGE}),
+        "delete": _op("Delete an entry (runs before/after_delete hooks)", ("200", "the deleted entry", "Entry"),
+                      params=("id",), errors={**NO_ENTRY, **ABORT}),
+    }
+    for verb in ("publish", "unpublish"):
+        paths[f"/api/v1/admin/content/{{id}}/{verb}"] = {"post": _op(
+            f"{verb.capitalize()} an entry (runs before/after_{verb} hooks)", ("200", "the entry", "Entry"),
+            params=("id",), errors={**NO_ENTRY, **ABORT})}
+    paths["/api/v1/plugins/{plugin}/{path}"] = {
+        method: {**_op(f"A plugin's own route ({method.upper()})", ("200", "what the handler answers", None),
+                       tag="plugins", params=("plugin", "path"), auth=False),
+                 "description": "Served only once the author approved the route; an unapproved route answers "
+                                "404 like an unknown one. Routes not declared public need the admin token.",
+                 "responses": {"200": _answer("what the handler answers"),
+                               **{code: _answer(why, "Error") for code, why in (
+                                   ("401", "the route is not public and the token is missing"),
+                                   ("404", "unknown or unapproved route"),
+                                   ("413", "the body is over the request limit (1 MiB)"),
+                                   ("429", "over the rate limit (Retry-After says when to retry)"),
+                                   ("500", "the handler failed, or its answer was over 5 MiB"),
+                                   ("503", "disabled, loading, breaker open or no VM free"),
+                                   ("504", "the handler ran out of time or instructions"))}}}
+        for method in ("get", "post", "put", "delete", "patch")}
+    return paths
+
+
+def document() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Modula Desktop local API", "version": __version__,
+                 "description": "The local server of one site, bound to 127.0.0.1. Admin endpoints need "
+                                "`Authorization: Bearer <token>` with the token from `<site>/.modula/token`; "
+                                "requests whose Host is not `127.0.0.1:<port>` or `localhost:<port>` are "
+                                "refused with 421."},
+        "servers": [{"url": "http://127.0.0.1:8642", "description": "the default port"}],
+        "components": {"schemas": SCHEMAS,
+                       "securitySchemes": {"token": {"type": "http", "scheme": "bearer",
+                                                     "description": "the site's admin token"}}},
+        "security": [{"token": []}],
+        "paths": _paths(),
+    }
+
+
+class OpenApiDocument:
+    def __init__(self):
+        self.body = json.dumps(document(), indent=1).encode("utf-8")
+
+    def on_get(self, req, resp):
+        resp.content_type = JSON
+        resp.data = self.body
+
+
+# ---- docs/ADMIN_API.md ----------------------------------------------------------------------------
+def _schema_text(schema: dict) -> str:
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        return f"[{name}](#{name.lower()})"
+    if schema.get("type") == "array" and "items" in schema:
+        return f"array of {_schema_text(schema['items'])}"
+    kind = schema.get("type", "object")
+    text = " or ".join(kind) if isinstance(kind, list) else kind
+    if "enum" in schema:
+        text += " (" + ", ".join(f"`{v}`" for v in schema["enum"]) + ")"
+    return text
+
+
+def markdown(doc: dict | None = None) -> str:
+    doc = doc or document()
+    out = [f"# {doc['info']['title']} (version {doc['info']['version']})", "",
+           "<!-- Generated by `python -m modula_desktop.server.apidoc --markdown`; tests/test_openapi.py "
+           "checks it. Edit modula_desktop/server/openapi.py, not this file. -->", "",
+           doc["info"]["description"], "",
+           "The same document is served as OpenAPI 3.1 at `GET /api/v1/openapi.json` (admin token).", "",
+           "## Endpoints", ""]
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            auth = "no token" if op.get("security") == [] else "admin token"
+            out.append(f"### `{method.upper()} {path}`")
+            out.append("")
+            out.append(f"{op['summary']} ({auth}).")
+            if op.get("description"):
+                out += ["", op["description"]]
+            params = op.get("parameters") or []
+            if params:
+                out += ["", "| parameter | in | type | |", "|---|---|---|---|"]
+                out += [f"| `{p['name']}` | {p['in']} | {_schema_text(p['schema'])} | {p.get('description', '')} |"
+                        for p in params]
+            body = op.get("requestBody")
+            if body:
+                out += ["", f"Body: {_schema_text(body['content'][JSON]['schema'])}"]
+            out += ["", "| status | answer |", "|---|---|"]
+            for code, r in op["responses"].items():
+                schema = r.get("content", {}).get(JSON, {}).get("schema")
+                out.append(f"| {code} | {r['description']}{' — ' + _schema_text(schema) if schema else ''} |")
+            out.append("")
+    out += ["## Schemas", ""]
+    for name, schema in doc["components"]["schemas"].items():
+        out += [f"### {name}", ""]
+        if schema.get("description"):
+            out += [schema["description"], ""]
+        parts = schema.get("allOf") or [schema]
+        rows = []
+        for part in parts:
+            if "$ref" in part:
+                rows.append(f"| (all of) | {_schema_text(part)} | |")
+                continue
+            required = set(part.get("required", ()))
+            for prop, ps in part.get("properties", {}).items():
+                rows.append(f"| `{prop}`{' (required)' if prop in required else ''} | {_schema_text(ps)} | "
+                            f"{ps.get('description', '')} |")
+        if rows:
+            out += ["| field | type | |", "|---|---|---|", *rows, ""]
+    return "\n".join(out).rstrip() + "\n"
