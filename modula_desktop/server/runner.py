@@ -3,6 +3,7 @@ tests (``start_background``), or in the foreground for ``modula serve`` (``serve
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import signal
 import socket
@@ -23,7 +24,6 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost")
-MAX_HEADER_BYTES = 64 * 1024
 STOP_POLL_S = 0.05
 
 
@@ -53,6 +53,27 @@ class _Channel(HTTPChannel):
             return False
         lock.release()
         return True
+
+
+def _maintenance(server, request_timeout: int, now: float):
+    """waitress's cleanup (every cleanup_interval s), plus what it lacks: a connection that keeps
+    sending a byte now and then is never idle, so one whose current request has not fully arrived
+    within request_timeout seconds is closed too (slowloris). Connections with requests being served
+    are left alone: their handlers have deadlines of their own."""
+    idle_cutoff = now - server.adj.channel_timeout
+    for channel in list(server.active_channels.values()):
+        if channel.requests:
+            continue
+        if channel.last_activity < idle_cutoff:
+            channel.will_close = True
+            continue
+        partial = channel.request
+        if partial is None:
+            continue
+        if getattr(channel, "arriving", None) is not partial:
+            channel.arriving, channel.arriving_since = partial, now
+        elif now - channel.arriving_since > request_timeout:
+            channel.will_close = True
 
 
 # waitress warns "Task queue depth is N" whenever every worker thread is busy: routine when a browser
@@ -100,10 +121,13 @@ class ServerHandle:
         self.app = create_app(service, port=self.port, token=token)
         settings = service.settings
         limit = settings.plugins.max_request_body
+        cfg = settings.server
         self._server = create_server(
-            self.app, sockets=[sock], threads=max(1, settings.server.threads),
+            self.app, sockets=[sock], threads=max(1, cfg.threads),
             ident="modula",
-            max_request_header_size=MAX_HEADER_BYTES,
+            max_request_header_size=cfg.max_request_header_size,
+            connection_limit=cfg.connection_limit, channel_timeout=cfg.channel_timeout,
+            cleanup_interval=cfg.cleanup_interval, recv_bytes=cfg.recv_bytes, inbuf_overflow=cfg.inbuf_overflow,
             # bodies somewhat over our limit still reach the app for a JSON 413; far over it waitress
             # itself refuses them without buffering
             max_request_body_size=max(2 * limit, limit + 1024 * 1024),
@@ -112,6 +136,7 @@ class ServerHandle:
             expose_tracebacks=False,
         )
         self._server.channel_class = _Channel
+        self._server.maintenance = functools.partial(_maintenance, self._server, cfg.request_timeout)
         self.loops = 0  # main-loop iterations: one or two per request when nothing spins
         self._stop = threading.Event()
         self._stopped = threading.Event()
