@@ -158,10 +158,10 @@ class _GenerationVM(PluginVM):
     def _read_lib(self, mod):
         return self._sources.lib(mod, super()._read_lib)
 
-    def load(self, source: bytes | None = None):
+    def load(self, source: bytes | None = None, expected: Manifest | None = None):
         if source is None:
             source = self._sources.init(self._read_init)
-        return super().load(source)
+        return super().load(source, expected)
 
     def _read_init(self) -> bytes:
         try:
@@ -322,12 +322,12 @@ class PluginManager:
         except BaseException:
             first.close()
             raise
-        expected = ([r.key for r in first.routes], [h.key for h in first.hooks])
+        expected = (first.routes, first.hooks)
 
         def factory():
             vm = _GenerationVM(ctx, files)
-            vm.load()
-            if ([r.key for r in vm.routes], [h.key for h in vm.hooks]) != expected:
+            vm.load(expected=manifest)  # the generation's manifest: every VM gets the same modules
+            if (vm.routes, vm.hooks) != expected:  # public and priority included
                 raise PluginLoadError("the plugin registered different routes or hooks in another VM")
             vm.snapshot()
             return vm
