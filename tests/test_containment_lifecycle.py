@@ -78,3 +78,104 @@ http.handle("GET", "/modules", function(req) return {json = {db = db ~= nil, hoo
         for _ in range(8):
             assert r.client.get("/api/v1/plugins/steady/modules").json() == {"db": False, "hooks": False}
         assert_healthy(r)
+
+
+# ---- item 9: approval covers what was approved -----------------------------------------------
+EDITABLE = """
+plugin_info = {name = "editable", version = "1.0.0", description = "d", permissions = {"http"}}
+http.handle("GET", "/data", function(req) return {json = {secret = 42}} end%s)
+"""
+DATA = "/api/v1/plugins/editable/data"
+
+
+def _reload(r, name="editable"):
+    resp = r.client.post(f"/api/v1/admin/plugins/{name}/reload")
+    assert resp.status == 200, resp.body
+
+
+def _route(r, name, path):
+    info = r.client.get(f"/api/v1/admin/plugins/{name}").json()
+    return next(x for x in info["routes"] if x["path"] == path)
+
+
+def test_a_same_version_edit_making_an_approved_route_public_revokes_it(tmp_path):
+    write_plugin(tmp_path, "editable", EDITABLE % "")
+    with running_site(tmp_path, plugins=("http_test_plugin",)) as r:
+        r.client.approve_routes("editable", "GET /data")
+        assert r.client.get(DATA, token=False).status == 401
+        assert r.client.get(DATA).json() == {"secret": 42}
+
+        write_plugin(tmp_path, "editable", EDITABLE % ", {public = true}")  # same version 1.0.0
+        _reload(r)
+        assert r.client.get(DATA, token=False).status == 404  # not served without the token
+        assert r.client.get(DATA).status == 404  # nor with it: the approval is gone
+        assert _route(r, "editable", "/data") == {"method": "GET", "path": "/data", "public": True,
+                                                  "approved": False}
+        logs = r.client.get("/api/v1/admin/plugins/editable").json()["logs"]
+        assert any("GET /data" in e["message"] and "public" in e["message"] and e["level"] == "warn"
+                   for e in logs), logs
+
+        r.client.approve_routes("editable", "GET /data")  # approved as it is now: public
+        assert r.client.get(DATA, token=False).json() == {"secret": 42}
+        assert _route(r, "editable", "/data")["approved"] is True
+
+        write_plugin(tmp_path, "editable", EDITABLE % "")  # and back: changed again, revoked again
+        _reload(r)
+        assert r.client.get(DATA).status == 404
+        assert _route(r, "editable", "/data") == {"method": "GET", "path": "/data", "public": False,
+                                                  "approved": False}
+        assert_healthy(r)
+
+
+def test_approving_a_route_as_shown_when_it_changed_meanwhile_is_refused(tmp_path):
+    # the CLI sends what it showed the author; an approval of a non-public route never covers a public one
+    write_plugin(tmp_path, "editable", EDITABLE % ", {public = true}")
+    with running_site(tmp_path, plugins=("http_test_plugin",)) as r:
+        resp = r.client.post("/api/v1/admin/plugins/routes/approve",
+                             json={"routes": [{"plugin": "editable", "method": "GET", "path": "/data",
+                                               "public": False}]})
+        assert resp.status == 409
+        assert resp.json()["error"] == ("routes[0]: route GET /data of plugin 'editable' is public now, "
+                                        "not as shown when you approved it; look again")
+        assert r.client.get(DATA, token=False).status == 404
+        assert_healthy(r)
+
+
+def test_approvals_of_a_stopped_plugin_keep_their_public_ness(tmp_path):
+    write_plugin(tmp_path, "editable", EDITABLE % ", {public = true}")
+    with running_site(tmp_path, plugins=("http_test_plugin",)) as r:
+        r.client.approve_routes("editable", "GET /data")
+        assert r.client.post("/api/v1/admin/plugins/editable/disable").status == 200
+        # a disabled plugin's approved public route: 503 for anyone, no token needed to learn that
+        assert r.client.get(DATA, token=False).status == 503
+        assert _route(r, "editable", "/data") == {"method": "GET", "path": "/data", "public": True,
+                                                  "approved": True}
+        assert_healthy(r)
+
+
+def test_the_migration_keeps_approvals_of_non_public_routes(tmp_path):
+    # a site approved by the version before public-ness was part of the approval
+    with running_site(tmp_path, plugins=("http_test_plugin",)) as r:
+        r.client.approve_all("http_test_plugin")
+    db = sqlite3.connect(tmp_path / "site.db")
+    version = db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+    migration = _public_migration_number()
+    with db:
+        db.execute("ALTER TABLE plugin_route_approval DROP COLUMN public")
+        db.execute("DELETE FROM schema_version WHERE version >= ?", (migration,))
+    db.close()
+    assert version >= migration
+    with running_site(tmp_path, plugins=()) as r:  # the same site, its plugin folder already there
+        assert r.client.get(HELLO).status == 200  # non-public: still approved
+        assert r.client.get("/api/v1/plugins/http_test_plugin/items/7").status == 200
+        # the public webhook was approved without knowing it was public: approve it again
+        assert r.client.post("/api/v1/plugins/http_test_plugin/webhook", body=b"x", token=False).status == 404
+        assert _route(r, "http_test_plugin", "/webhook")["approved"] is False
+        r.client.approve_routes("http_test_plugin", "POST /webhook")
+        assert r.client.post("/api/v1/plugins/http_test_plugin/webhook", body=b"x", token=False).status == 202
+
+
+def _public_migration_number() -> int:
+    from modula_desktop.core import storage
+
+    return storage.MIGRATIONS.index(storage.add_route_public) + 1

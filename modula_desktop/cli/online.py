@@ -195,6 +195,15 @@ def _selection(args, info: dict, approving: bool):
     return routes, hooks
 
 
+def _shown_public(info: dict, method: str, path: str) -> dict:
+    """{"public": ...} as the route was shown to the author, so the server refuses an approval of a
+    route that changed since; {} for a route the plugin no longer declares (a revoke)."""
+    for r in info.get("routes") or []:
+        if (r["method"], r["path"]) == (method, path) and isinstance(r.get("public"), bool):
+            return {"public": r["public"]}
+    return {}
+
+
 def _confirm(info: dict, routes, hooks) -> bool:
     declared = info.get("permissions")
     perms = ", ".join(info.get("effective_permissions") or [])
@@ -232,7 +241,8 @@ def _approvals(args, approving: bool) -> int:
             return 1
     if routes:
         inst.call("POST", f"{ADMIN}/routes/{verb}",
-                  {"routes": [{"plugin": name, "method": m, "path": p} for m, p in routes]})
+                  {"routes": [dict({"plugin": name, "method": m, "path": p}, **_shown_public(info, m, p))
+                              for m, p in routes]})
     if hooks:
         inst.call("POST", f"{ADMIN}/hooks/{verb}",
                   {"hooks": [{"plugin": name, "event": e, "table": t} for e, t in hooks]})

@@ -420,6 +420,12 @@ class PluginManager:
                 if self.approvals.check_identity(name, m.version, m.permissions_key):
                     self.logbook.write(name, "warn", f"version {m.version} or permissions changed: "
                                                      "all route and hook approvals were revoked")
+                public = {r.key: r.public for r in gen.routes}
+                for method, path in self.approvals.revoke_changed_routes(
+                        name, [(*key, pub) for key, pub in public.items()]):
+                    now = "public (no token needed)" if public[(method, path)] else "not public"
+                    self.logbook.write(name, "warn", f"route {method} {path} is {now} now: its approval "
+                                                     "was revoked; approve it again")
         except Exception as exc:  # noqa: BLE001 - a failing plugin never stops the app
             if gen is not None:
                 plugin.manifest = gen.manifest
@@ -599,14 +605,15 @@ class PluginManager:
                 return None
             spec, params = found
         approvals = self.approvals
-        if approvals is not None and (name, spec.method, spec.path) not in approvals.approved_routes:
+        if approvals is not None and (name, spec.method, spec.path, spec.public) not in approvals.approved_routes:
             return None  # (route_approved(), without its frame)
         return tuple.__new__(RouteMatch, (plugin, gen, spec, params))  # RouteMatch(...) without its __new__ frame
 
     def _match_inactive(self, plugin: Plugin, method: str, path: str):
         if self.approvals is None:
             return None
-        approved = [RouteSpec(0, m, p, False) for m, p in self.approvals.routes_of(plugin.name)]
+        # as approved, public or not: a public route of a stopped plugin answers 503 without the token
+        approved = [RouteSpec(0, m, p, public) for m, p, public in self.approvals.route_approvals_of(plugin.name)]
         found = RouteTable(approved).match(method, path)
         return RouteMatch(plugin, None, found[0], found[1]) if found else None
 
@@ -683,7 +690,8 @@ class PluginManager:
                     raise RouteFailure(503, f"plugin '{plugin.name}' is not running", "unavailable") from None
                 spec = next((r for r in current.routes if r.key == spec.key), None)
                 if spec is None or (self.approvals is not None
-                                    and not self.approvals.route_approved(plugin.name, spec.method, spec.path)):
+                                    and not self.approvals.route_approved(plugin.name, spec.method, spec.path,
+                                                                          spec.public)):
                     # the new version dropped the route, or its approval was reset: like an unknown route
                     raise RouteFailure(404, "not found", "not_found") from None
                 gen = current
@@ -802,7 +810,7 @@ class PluginManager:
         appr = self.approvals
         if gen is not None:
             out["routes"] = [{"method": r.method, "path": r.path, "public": r.public,
-                              "approved": bool(appr and appr.route_approved(name, r.method, r.path))}
+                              "approved": bool(appr and appr.route_approved(name, r.method, r.path, r.public))}
                              for r in gen.routes]
             out["hooks"] = [{"event": h.event, "table": h.table, "priority": h.priority,
                              "approved": bool(appr and appr.hook_approved(name, h.event, h.table)),
@@ -810,8 +818,8 @@ class PluginManager:
                             for h in gen.hooks]
         else:
             # stopped or failed: what is known is what stays approved for when it runs again
-            out["routes"] = [{"method": m, "path": p, "public": None, "approved": True}
-                             for m, p in sorted(appr.routes_of(name) if appr else ())]
+            out["routes"] = [{"method": m, "path": p, "public": public, "approved": True}
+                             for m, p, public in sorted(appr.route_approvals_of(name) if appr else ())]
             out["hooks"] = [{"event": e, "table": t, "priority": None, "approved": True, "disabled": False}
                             for e, t in sorted(appr.hooks_of(name) if appr else ())]
         out["warnings"] = gen.warnings if gen else []
