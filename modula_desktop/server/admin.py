@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon
 
 from ..core.plugins.errors import PluginLoadError
-from ..core.plugins.manager import RUNNING, STOPPED
+from ..core.plugins.manager import LOADING, RUNNING, STOPPED
 from ..core.plugins.vm import EVENTS, HOOK_TABLES, METHODS
 from .bodies import read_json_object
 from .responses import send_json
@@ -27,7 +27,9 @@ class _Admin:
 
 class PluginList(_Admin):
     def on_get(self, req, resp):
-        send_json(resp, {"plugins": [self.manager.summary(n) for n in self.manager.names()]})
+        # loading: start-up is still loading plugins (each one's state says which)
+        send_json(resp, {"plugins": [self.manager.summary(n) for n in self.manager.names()],
+                         "loading": self.manager.loading})
 
 
 class PluginDetail(_Admin):
@@ -111,6 +113,9 @@ class _Approvals(_Admin):
             plugin = self.manager.get(name)
         except PluginLoadError:
             raise falcon.HTTPBadRequest(description=f"{key}[{i}]: no plugin named '{name}'") from None
+        if plugin.state == LOADING:
+            raise falcon.HTTPConflict(
+                description=f"{key}[{i}]: plugin '{name}' is still loading; approve it once it runs")
         if plugin.state != RUNNING or plugin.current is None:
             raise falcon.HTTPConflict(
                 description=f"{key}[{i}]: plugin '{name}' is {plugin.state}; enable it before approving")

@@ -247,12 +247,14 @@ def serve_forever(site_path: Path | None, host: str | None = None, port: int | N
             except PortInUse as exc:
                 print(f"modula: {exc}", file=sys.stderr)
                 return 1
+            # listening (and server.json written) first; the plugins load behind the server, their
+            # routes answering 503 "loading" until they run: a slow plugin never holds start-up hostage
+            handle.start()
             try:
-                service.start()
+                service.start(background=True)
             except BaseException:
                 handle.stop()
                 raise
-            handle.start()
             print(f"Serving {service.site.root} at {handle.url}", flush=True)
             try:
                 while not stop.wait(0.5):

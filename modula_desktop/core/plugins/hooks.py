@@ -111,6 +111,12 @@ class HookDispatcher:
         in locked are not changeable by this chain. Returns the final entry; raises HookAbort.
         """
         chain = self.chain(event, table)
+        if getattr(self.plugins, "loading", False):
+            # an approved before-hook of a plugin still starting up would be skipped: refuse instead
+            waiting = self.plugins.loading_with_hooks(event, table)
+            if waiting:
+                raise HookAbort(f"The {waiting[0]} plugin is still loading, so the change was not saved; "
+                                "try again in a moment.", waiting[0], event)
         if not chain:
             return entry
         s = self.settings

@@ -221,6 +221,10 @@ class PluginManager:
         self._hook_chains: dict[str, list[HookBinding]] = {}
         self._chain_lock = threading.Lock()
         self._retiring: list[threading.Thread] = []
+        # start-up (load_all) may run behind the server (SiteService.start(background=True)): set
+        # once every plugin found at start-up was tried; _stopping ends it early when the app closes
+        self.loaded = threading.Event()
+        self._stopping = threading.Event()
 
     # ---- listeners (GUI refresh, watchers) ---------------------------------------------------
     def add_listener(self, fn: Callable[[str], None]):
@@ -251,11 +255,41 @@ class PluginManager:
         if self.metrics is not None:
             getattr(self.metrics, metric).labels(plugin, *labels).inc()
 
+    @property
+    def loading(self) -> bool:
+        """True while start-up is still loading plugins."""
+        return not self.loaded.is_set()
+
+    def discover_all(self) -> list[str]:
+        """Find the plugin folders and mark them loading (or stopped, when disabled): quick, runs no
+        plugin code, so the front ends can list them while load_all works behind the server."""
+        found = discover(self.plugins_dir)
+        for root in found:
+            plugin = self._plugin(root.name, root)
+            if plugin.state == DISCOVERED:
+                enabled = self.approvals is None or self.approvals.is_enabled(root.name)
+                plugin.state = LOADING if enabled else STOPPED
+        for root in found:
+            self._notify(root.name)
+        return [root.name for root in found]
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """Wait until start-up has tried every plugin. Returns False on timeout."""
+        return self.loaded.wait(timeout)
+
     def load_all(self):
         """Discover every plugin and load them in dependency order. Never raises for a plugin."""
+        try:
+            self._load_all()
+        finally:
+            self.loaded.set()
+
+    def _load_all(self):
         found = {p.name: p for p in discover(self.plugins_dir)}
         manifests: dict[str, Manifest] = {}
         for name, root in found.items():
+            if self._stopping.is_set():
+                return
             plugin = self._plugin(name, root)
             bad = check_name(name)
             if bad:
@@ -272,17 +306,24 @@ class PluginManager:
         if self.approvals is not None:
             self.approvals.clean_orphans(set(found))
         for i, name in enumerate(order):
+            if self._stopping.is_set():
+                return
             plugin = self.plugins[name]
             plugin.order = i
+            if plugin.state == RUNNING:
+                continue  # an admin action (enable, reload) loaded it while we worked on others
             failed_dep = next((d for d in manifests[name].dependencies if self.plugins[d].state != RUNNING), None)
             if failed_dep:
                 self._fail_unloaded(plugin, f"dependency '{failed_dep}' is not running")
                 continue
-            if self.approvals is not None and not self.approvals.is_enabled(name):
+            if plugin.state == STOPPED or (self.approvals is not None and not self.approvals.is_enabled(name)):
                 plugin.state = STOPPED
                 self._notify(name)
                 continue
-            self._load(name, initial=True)
+            try:
+                self._load(name, initial=True)
+            except PluginLoadError:  # disabled or removed while start-up was on its way to it
+                pass
 
     def read_manifest(self, root: Path) -> Manifest:
         """Load a plugin's main chunk in an offline VM (no database) and return its manifest."""
@@ -325,6 +366,8 @@ class PluginManager:
         expected = (first.routes, first.hooks)
 
         def factory():
+            if self._stopping.is_set():  # the app is closing: do not make it wait for more VMs
+                raise PluginLoadError("the app is closing")
             vm = _GenerationVM(ctx, files)
             vm.load(expected=manifest)  # the generation's manifest: every VM gets the same modules
             if (vm.routes, vm.hooks) != expected:  # public and priority included
@@ -563,7 +606,12 @@ class PluginManager:
         self.logbook.write(name, "info", "plugin folder removed: stopped, its approvals forgotten")
         self._notify(name)
 
+    def stop_loading(self):
+        """Start-up loading stops before the next plugin (the app is closing)."""
+        self._stopping.set()
+
     def shutdown(self):
+        self._stopping.set()
         for plugin in list(self.plugins.values()):
             with plugin.lock:
                 gen, plugin.current = plugin.current, None
@@ -628,6 +676,8 @@ class PluginManager:
         see unpack_response), which the server sends without unpacking."""
         plugin, gen = match.plugin, match.generation
         if gen is None or plugin.state != RUNNING:
+            if plugin.state in (LOADING, DISCOVERED):
+                raise RouteFailure(503, f"plugin '{plugin.name}' is loading", "loading")
             raise RouteFailure(503, f"plugin '{plugin.name}' is not running", "unavailable")
         breaker = plugin.breaker
         if not breaker.quiet and not breaker.allow():  # quiet: allow() would say yes (see CircuitBreaker)
@@ -721,6 +771,16 @@ class PluginManager:
             # lower priority first; at equal priority table-specific before "*"; then registration order
             chain.sort(key=lambda b: (*b.spec.rank, b.plugin.order, b.spec.index))
         self._hook_chains = chains
+
+    def loading_with_hooks(self, event: str, table: str = "content") -> list[str]:
+        """Plugins still loading that have an approved hook for event on table: the hook chain is not
+        whole until they run."""
+        if self.approvals is None:
+            return []
+        with self._lock:
+            plugins = list(self.plugins.values())
+        return [p.name for p in plugins if p.state in (LOADING, DISCOVERED)
+                and any(e == event and t in (table, "*") for e, t in self.approvals.hooks_of(p.name))]
 
     def hook_chain(self, event: str, table: str = "content") -> list[HookBinding]:
         """The hooks that run for event on table now: running plugin, approved, not disabled."""
