@@ -48,6 +48,20 @@ def test_120_half_open_connections_do_not_block_health_or_plugins(tmp_path):
         assert r.client.get(HELLO).status == 200  # another plugin keeps serving
 
 
+def test_more_half_open_connections_than_the_limit_make_room_for_new_ones(tmp_path):
+    # at the connection limit the longest idle connections are closed, so a new client is served at
+    # once instead of after channel_timeout
+    with running_site(tmp_path, plugins=("http_test_plugin",), connection_limit=30) as r, ExitStack() as stack:
+        r.client.approve_all("http_test_plugin")
+        _half_open(r.port, 90, stack, b"GET /api/v1/plugins/http_test_pl")
+        time.sleep(0.3)
+        for _ in range(3):
+            status, seconds = _timed_health(r)
+            assert status == 200
+            assert seconds < 1.0, f"/api/v1/health took {seconds:.2f} s behind 90 half-open connections"
+        assert r.client.get(HELLO).status == 200
+
+
 def test_idle_and_slow_connections_are_dropped_so_a_full_server_recovers(tmp_path):
     # a small limit so the attack fills it; idle sockets go after channel_timeout, a request line that
     # trickles in byte by byte goes after request_timeout, both checked every cleanup_interval

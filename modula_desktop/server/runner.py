@@ -76,6 +76,20 @@ def _maintenance(server, request_timeout: int, now: float):
             channel.will_close = True
 
 
+def _readable(server, readable) -> bool:
+    """waitress stops accepting at connection_limit until connections go. Under a flood of idle
+    sockets that is up to channel_timeout for everyone, so at the limit the connections idle longest
+    (nothing being served, nothing left to send) are closed to make room, a tenth of the limit at a
+    time, and accepting goes on."""
+    if len(server._map) >= server.adj.connection_limit:
+        idle = [ch for ch in server.active_channels.values()
+                if not ch.requests and not ch.total_outbufs_len and not ch.will_close]
+        idle.sort(key=lambda ch: ch.last_activity)
+        for channel in idle[:max(1, server.adj.connection_limit // 10)]:
+            channel.will_close = True
+    return readable()
+
+
 # waitress warns "Task queue depth is N" whenever every worker thread is busy: routine when a browser
 # opens several connections at once, and noise on the terminal of `modula serve`
 logging.getLogger("waitress.queue").setLevel(logging.ERROR)
@@ -137,6 +151,7 @@ class ServerHandle:
         )
         self._server.channel_class = _Channel
         self._server.maintenance = functools.partial(_maintenance, self._server, cfg.request_timeout)
+        self._server.readable = functools.partial(_readable, self._server, self._server.readable)
         self.loops = 0  # main-loop iterations: one or two per request when nothing spins
         self._stop = threading.Event()
         self._stopped = threading.Event()
