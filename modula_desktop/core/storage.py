@@ -14,6 +14,7 @@ from peewee import (
     DatabaseProxy,
     ForeignKeyField,
     IntegerField,
+    SQL,
     Model,
     SqliteDatabase,
     TextField,
@@ -102,7 +103,7 @@ class RouteApproval(BaseModel):
     path = TextField()
     # what was approved includes whether the route needs the token: a route made public since is
     # not covered (issue 13 item 9)
-    public = BooleanField(default=False)
+    public = BooleanField(default=False, constraints=[SQL("DEFAULT 0")])  # as add_route_public adds it
     approved_at = TextField()
 
     class Meta:
