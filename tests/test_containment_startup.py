@@ -165,7 +165,12 @@ def test_the_window_opens_while_plugins_load(qtbot, tmp_path):
         assert "1 loading" in window.plugin_label.text()
         dialog = window.show_plugins()
         qtbot.waitExposed(dialog)
+        dialog.select("slowstart")
+        assert dialog.state_badge.text().startswith("loading")
+        assert not dialog.reload_button.isEnabled() and dialog.disable_button.isEnabled()
         assert session.service.plugins.wait_loaded(30)
+        qtbot.waitUntil(lambda: dialog.state_badge.text() == "running · v1.0.0", timeout=5000)
+        assert dialog.reload_button.isEnabled()
         qtbot.waitUntil(lambda: "1 running" in window.plugin_label.text(), timeout=5000)
         window.shutdown()
     finally:

@@ -540,7 +540,8 @@ class PluginManagerDialog(QDialog):
         state = self._info.get("state") if name else None
         self.enable_button.setEnabled(bool(name) and not busy and state in ("stopped", "failed"))
         self.disable_button.setEnabled(bool(name) and not busy and state not in ("stopped", None))
-        self.reload_button.setEnabled(bool(name) and not busy and state not in ("stopped", None))
+        # a plugin still loading at start-up has no version to reload yet
+        self.reload_button.setEnabled(bool(name) and not busy and state not in ("stopped", "loading", None))
         self.progress.setVisible(bool(busy))
         self.busy_label.setVisible(bool(busy))
         self.busy_label.setText(f"{busy} {name}…" if busy else "")
