@@ -43,6 +43,10 @@ class _Channel(HTTPChannel):
     Here a buffer whose lock is held is not the loop's business: the worker sends it, and pulls the
     loop's trigger when its task ends (any byte it could not send is then flushed by the loop)."""
 
+    # the request still arriving when _maintenance last looked, and since when (request_timeout)
+    arriving = None
+    arriving_since = 0.0
+
     def writable(self):
         if self.will_close or self.close_when_flushed:
             return True
@@ -70,7 +74,7 @@ def _maintenance(server, request_timeout: int, now: float):
         partial = channel.request
         if partial is None:
             continue
-        if getattr(channel, "arriving", None) is not partial:
+        if channel.arriving is not partial:
             channel.arriving, channel.arriving_since = partial, now
         elif now - channel.arriving_since > request_timeout:
             channel.will_close = True
