@@ -99,6 +99,29 @@ def _readable(server, readable) -> bool:
 logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
+class _ConnectionLimitNotes(logging.Filter):
+    """waitress logs each time the open connections reach or leave the limit; at the limit _readable
+    makes room at once, so under a flood of sockets that would be a line per loop. One a minute."""
+
+    EVERY_S = 60.0
+
+    def __init__(self):
+        super().__init__()
+        self._last = float("-inf")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("total open connections"):
+            return True
+        now = time.monotonic()
+        if now - self._last < self.EVERY_S:
+            return False
+        self._last = now
+        return True
+
+
+logging.getLogger("waitress").addFilter(_ConnectionLimitNotes())
+
+
 def check_host(host: str | None) -> str:
     """The address to bind. The server is for this machine only (SPEC 5): anything but the loopback
     name or address is refused."""
