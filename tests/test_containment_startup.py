@@ -33,6 +33,7 @@ spin({SPIN_S})
 http.handle("GET", "/ready", function(req) return {{json = {{ready = true}}}} end)
 http.handle("GET", "/open", function(req) return {{json = {{ready = true}}}} end, {{public = true}})
 hooks.on("before_create", "content", function(entry) end)
+hooks.on("after_update", "*", function(entry) end)
 function on_init() spin({SPIN_S}) end
 """
 SETTINGS = {"max_vms": 2, "hook_reserve_vms": 1, "max_instructions": 10**10}
@@ -53,6 +54,7 @@ def slow_site(path: Path, ready: bool = True):
             service.approvals.approve_route("slowstart", "GET", "/ready")
         service.approvals.approve_route("slowstart", "GET", "/open", public=True)
         service.approvals.approve_hook("slowstart", "before_create", "content")
+        service.approvals.approve_hook("slowstart", "after_update", "*")
     finally:
         service.close()
 
@@ -80,6 +82,12 @@ def test_health_answers_at_once_while_a_slow_plugin_loads(tmp_path):
         assert resp.json()["error"] == ("The slowstart plugin is still loading, so the change was not saved; "
                                         "try again in a moment.")
 
+        # ... and so is one whose after-hook would be missed: an update of an entry saved earlier
+        entry = r.service.content.create({"type": "page", "title": "Seeded"}, run_hooks=False)
+        resp = c.request("PUT", f"/api/v1/admin/content/{entry['id']}", json={"title": "Changed"})
+        assert resp.status == 422 and "slowstart plugin is still loading" in resp.json()["error"]
+        assert r.service.content.get(entry["id"])["title"] == "Seeded"
+
         # another plugin serves as soon as it has loaded, while the slow one still loads
         assert wait_for(lambda: r.service.plugins.summary("http_test_plugin")["state"] == "running", 10)
         c.approve_routes("http_test_plugin", "GET /hello")
@@ -91,6 +99,7 @@ def test_health_answers_at_once_while_a_slow_plugin_loads(tmp_path):
         assert c.get("/api/v1/plugins/slowstart/open", token=False).json() == {"ready": True}
         assert c.get("/api/v1/admin/plugins").json()["loading"] is False
         assert c.post("/api/v1/admin/content", json={"type": "page", "title": "Later"}).status == 201
+        assert c.request("PUT", f"/api/v1/admin/content/{entry['id']}", json={"title": "Changed"}).status == 200
         assert c.get(HELLO).status == 200
 
 

@@ -112,8 +112,10 @@ class HookDispatcher:
         """
         chain = self.chain(event, table)
         if getattr(self.plugins, "loading", False):
-            # an approved before-hook of a plugin still starting up would be skipped: refuse instead
-            waiting = self.plugins.loading_with_hooks(event, table)
+            # an approved hook of a plugin still starting up (before-hook, or the after-hook this
+            # change will fire) would be skipped: refuse the change instead
+            after = "after_" + event[len("before_"):]
+            waiting = self.plugins.loading_with_hooks(event, table) or self.plugins.loading_with_hooks(after, table)
             if waiting:
                 raise HookAbort(f"The {waiting[0]} plugin is still loading, so the change was not saved; "
                                 "try again in a moment.", waiting[0], event)
