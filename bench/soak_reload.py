@@ -122,7 +122,7 @@ def main() -> int:
         handle = start_background(service, port=0)
         manager = service.plugins
         plugin = manager.get(NAME)
-        service.approvals.approve_route(NAME, "GET", "/v")
+        service.approvals.approve_route(NAME, "GET", "/v", public=True)
 
         stop = threading.Event()
         clients = [Client(handle.host, handle.port, stop) for _ in range(args.clients)]

@@ -201,18 +201,42 @@ class Running:
 
 
 @contextmanager
-def running_site(path: Path, plugin_settings: dict | None = None, plugins=None, **server):
-    """A site with the test plugins, served by a real waitress server on a free loopback port."""
+def running_site(path: Path, plugin_settings: dict | None = None, plugins=None, *, loaded: bool = True,
+                 **server):
+    """A site with the test plugins, served by a real waitress server on a free loopback port. The
+    server starts first and the plugins load behind it, as in `modula serve`; loaded=True (the
+    default) waits until they have loaded before the test runs."""
     site = make_site(path, **({"plugins": plugins} if plugins is not None else {}))
     settings = Settings().replace(plugins=dict({"hot_reload": False}, **(plugin_settings or {})),
                                   server=server or {})
-    service = SiteService(site, settings).start(hot_reload=False)
-    handle = start_background(service, port=0)
+    service = SiteService(site, settings)
     try:
-        yield Running(service, handle, Client(handle.port, site.token()), path)
+        handle = start_background(service, port=0)
+    except BaseException:
+        service.close()
+        raise
+    try:
+        service.start(hot_reload=False, background=True)
+        running = Running(service, handle, Client(handle.port, site.token()), path)
+        if loaded:
+            wait_until_loaded(running)
+        yield running
     finally:
         handle.stop()
         service.close()
+
+
+def wait_until_loaded(running, timeout: float = 60.0):
+    """Wait until start-up has tried every plugin (no plugin is "loading" any more)."""
+    assert running.service.plugins.wait_loaded(timeout), "plugins did not finish loading"
+
+
+def wait_until_served_loaded(client: Client, timeout: float = 60.0):
+    """The same for a server in another process, through the admin API."""
+    def done():
+        body = client.get("/api/v1/admin/plugins").json()
+        return not body["loading"] and all(p["state"] != "loading" for p in body["plugins"])
+    assert wait_for(done, timeout), "plugins did not finish loading"
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):

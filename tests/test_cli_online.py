@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from _server_fixtures import Client, make_site, wait_for
+from _server_fixtures import Client, make_site, wait_for, wait_until_served_loaded
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
@@ -43,6 +43,7 @@ class Served:
         self.first_line = self.proc.stdout.readline().strip()
         token = (site / ".modula" / "token").read_text().strip()
         self.client = Client(self.info["port"], token)
+        wait_until_served_loaded(self.client)  # server.json is written before the plugins load
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         if self.proc.poll() is None:

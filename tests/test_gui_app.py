@@ -37,6 +37,7 @@ def test_session_window_and_server(qtbot, tmp_path):
         qtbot.addWidget(window)
         window.show()
         assert window.list.ids() == []  # a --site folder is not seeded
+        assert session.service.plugins.wait_loaded(30)  # the plugins load behind the window
         assert session.service.plugins.summary("pinger")["state"] == "running"
         if not HAVE_SERVER:
             assert session.server is None and "not available" in window.server_label.text()

@@ -54,13 +54,13 @@ def test_route_checkbox_approves_and_revokes(qtbot, dialog, service):
     assert table.rowCount() == 2
     keys = [(table.item(r, 1).text(), table.item(r, 2).text()) for r in range(2)]
     assert keys == [("GET", "/ping"), ("POST", "/items/{id}")]
-    assert not service.approvals.route_approved("pinger", "GET", "/ping")
+    assert not service.approvals.route_approved("pinger", "GET", "/ping", True)
     table.item(0, 0).setCheckState(Qt.CheckState.Checked)
-    assert service.approvals.route_approved("pinger", "GET", "/ping")
+    assert service.approvals.route_approved("pinger", "GET", "/ping", True)
     assert not service.approvals.route_approved("pinger", "POST", "/items/{id}")
     assert dialog.routes.is_checked(0) and not dialog.routes.is_checked(1)
     routes_table(dialog).item(0, 0).setCheckState(Qt.CheckState.Unchecked)
-    assert not service.approvals.route_approved("pinger", "GET", "/ping")
+    assert not service.approvals.route_approved("pinger", "GET", "/ping", True)
 
 
 def test_approve_all_and_revoke_all(dialog, service):

@@ -50,7 +50,7 @@ def start(tmp_path, plugins: dict | None = None, hot_reload: bool = False, **plu
 
 def approve(service: SiteService, name: str):
     for r in service.plugins.info(name)["routes"]:
-        service.approvals.approve_route(name, r["method"], r["path"])
+        service.approvals.approve_route(name, r["method"], r["path"], r["public"])
     for h in service.plugins.info(name)["hooks"]:
         service.approvals.approve_hook(name, h["event"], h["table"])
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +21,8 @@ from .main import EXIT_ERROR, EXIT_USAGE_OR_OFFLINE, CliError
 
 ADMIN = "/api/v1/admin/plugins"
 TIMEOUT_S = 60  # a reload builds a whole VM pool; give it time
+LOAD_WAIT_S = 60  # how long approve/revoke wait for a plugin the instance is still loading
+LOAD_POLL_S = 0.2
 
 
 class Instance:
@@ -68,6 +71,19 @@ class Instance:
 
     def plugin(self, name: str) -> dict:
         return self.call("GET", f"{ADMIN}/{quote(name, safe='')}")
+
+    def loaded_plugin(self, name: str) -> dict:
+        """The plugin's detail once it has left the loading state: the instance loads plugins behind
+        its server, so right after start-up the routes and hooks may not be known yet."""
+        deadline = time.monotonic() + LOAD_WAIT_S
+        info = self.plugin(name)
+        while info.get("state") == "loading":
+            if time.monotonic() > deadline:
+                raise CliError(f"plugin '{name}' is still loading after {LOAD_WAIT_S} s; try again later",
+                               EXIT_ERROR)
+            time.sleep(LOAD_POLL_S)
+            info = self.plugin(name)
+        return info
 
 
 def _server_error(exc: urllib.error.HTTPError) -> str:
@@ -195,6 +211,15 @@ def _selection(args, info: dict, approving: bool):
     return routes, hooks
 
 
+def _shown_public(info: dict, method: str, path: str) -> dict:
+    """{"public": ...} as the route was shown to the author, so the server refuses an approval of a
+    route that changed since; {} for a route the plugin no longer declares (a revoke)."""
+    for r in info.get("routes") or []:
+        if (r["method"], r["path"]) == (method, path) and isinstance(r.get("public"), bool):
+            return {"public": r["public"]}
+    return {}
+
+
 def _confirm(info: dict, routes, hooks) -> bool:
     declared = info.get("permissions")
     perms = ", ".join(info.get("effective_permissions") or [])
@@ -232,7 +257,7 @@ def _approvals(args, approving: bool) -> int:
     if not (args.route or args.hook or args.all_routes or args.all_hooks):
         raise CliError(f"nothing to {verb}: pass --route, --hook, --all-routes or --all-hooks", EXIT_USAGE_OR_OFFLINE)
     inst = _instance(args)
-    info = inst.plugin(args.name)
+    info = inst.loaded_plugin(args.name)
     routes, hooks = _selection(args, info, approving)
     name = info["name"]
     if not routes and not hooks:
@@ -249,7 +274,8 @@ def _approvals(args, approving: bool) -> int:
             return 1
     if routes:
         inst.call("POST", f"{ADMIN}/routes/{verb}",
-                  {"routes": [{"plugin": name, "method": m, "path": p} for m, p in routes]})
+                  {"routes": [dict({"plugin": name, "method": m, "path": p}, **_shown_public(info, m, p))
+                              for m, p in routes]})
     if hooks:
         inst.call("POST", f"{ADMIN}/hooks/{verb}",
                   {"hooks": [{"plugin": name, "event": e, "table": t} for e, t in hooks]})

@@ -41,6 +41,8 @@ class SiteService:
         if new and seed and self.content is not None:
             self._seed_welcome()
         self.watcher = None
+        self._watcher_lock = threading.Lock()
+        self._loader: threading.Thread | None = None
         self._closed = threading.Event()
 
     def _make_content_service(self):
@@ -66,24 +68,52 @@ class SiteService:
             return cls(Site(default_site_dir()), settings, seed=True)
         return cls(Site(Path(path)), settings)
 
-    def start(self, hot_reload: bool | None = None):
-        self.plugins.load_all()
+    def start(self, hot_reload: bool | None = None, *, background: bool = False):
+        """Load the plugins, then watch them (hot reload). background: find the plugins now (they
+        show as loading) and load them in a thread, so a server or window started next answers at
+        once; ``plugins.wait_loaded()`` waits for them."""
         enabled = self.settings.plugins.hot_reload if hot_reload is None else hot_reload
-        if enabled:
-            try:
-                from .plugins.reload import HotReloader
-            except ImportError:  # pragma: no cover - during bring-up
-                return self
+        if not background:
+            self.plugins.load_all()
+            self._start_watcher(enabled)
+            return self
+        self.plugins.discover_all()
+        self._loader = threading.Thread(target=self._load_in_background, args=(enabled,),
+                                        name="modula-plugin-loader", daemon=True)
+        self._loader.start()
+        return self
+
+    def _load_in_background(self, hot_reload: bool):
+        try:
+            self.plugins.load_all()
+        except Exception:  # noqa: BLE001 - load_all never raises for a plugin; this is our bug
+            log.exception("loading the plugins failed")
+        self._start_watcher(hot_reload)
+
+    def _start_watcher(self, enabled: bool):
+        if not enabled:
+            return
+        try:
+            from .plugins.reload import HotReloader
+        except ImportError:  # pragma: no cover - during bring-up
+            return
+        with self._watcher_lock:
+            if self._closed.is_set():  # closed while the plugins loaded
+                return
             self.watcher = HotReloader(self.plugins, self.settings.plugins)
             self.watcher.start()
-        return self
 
     def close(self):
         if self._closed.is_set():
             return
-        self._closed.set()
+        with self._watcher_lock:
+            self._closed.set()
+        self.plugins.stop_loading()
         if self.watcher is not None:
             self.watcher.stop()
+        if self._loader is not None:
+            # the plugin being loaded finishes (its own budgets bound it); no other one starts
+            self._loader.join()
         # queued after-hooks finish before the plugins they run in stop
         if self.content is not None:
             self.content.close()

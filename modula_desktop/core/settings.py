@@ -44,11 +44,27 @@ class PluginSettings:
     max_checksum_bytes: int = 10 * 1024 * 1024
 
 
+# the server's loop uses select(), which cannot watch descriptors numbered 1024 or more; the rest are
+# left for the database, logs and the file watcher
+MAX_CONNECTION_LIMIT = 900
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8642
     threads: int = 8
+    # Connections (issue 13 item 12). waitress stops accepting at connection_limit, so idle and slow
+    # connections must go: an idle one after channel_timeout seconds, one whose request has not fully
+    # arrived after request_timeout seconds; both are checked every cleanup_interval seconds (whole
+    # seconds: waitress's granularity). The limit stays well under select()'s 1024 descriptors.
+    connection_limit: int = 500
+    channel_timeout: int = 15
+    request_timeout: int = 10
+    cleanup_interval: int = 1
+    recv_bytes: int = 65536
+    inbuf_overflow: int = 512 * 1024
+    max_request_header_size: int = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -102,8 +118,15 @@ def _apply(obj, values: dict, section: str):
             raise SettingsError("modula.toml: [plugins] max_vms must be at least 1")
         if new.hook_reserve_vms >= new.max_vms and new.max_vms > 1:
             raise SettingsError("modula.toml: [plugins] hook_reserve_vms must be smaller than max_vms")
-    if section == "server" and not (0 <= new.port <= 65535):
-        raise SettingsError("modula.toml: [server] port must be between 0 and 65535")
+    if section == "server":
+        if not (0 <= new.port <= 65535):
+            raise SettingsError("modula.toml: [server] port must be between 0 and 65535")
+        if not (1 <= new.connection_limit <= MAX_CONNECTION_LIMIT):
+            raise SettingsError(f"modula.toml: [server] connection_limit must be between 1 and {MAX_CONNECTION_LIMIT}")
+        for key in ("channel_timeout", "request_timeout", "cleanup_interval", "recv_bytes", "inbuf_overflow",
+                    "max_request_header_size"):
+            if getattr(new, key) < 1:
+                raise SettingsError(f"modula.toml: [server] {key} must be at least 1")
     return new
 
 

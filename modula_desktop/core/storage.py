@@ -14,6 +14,7 @@ from peewee import (
     DatabaseProxy,
     ForeignKeyField,
     IntegerField,
+    SQL,
     Model,
     SqliteDatabase,
     TextField,
@@ -100,6 +101,9 @@ class RouteApproval(BaseModel):
     plugin = TextField()
     method = TextField()
     path = TextField()
+    # what was approved includes whether the route needs the token: a route made public since is
+    # not covered (issue 13 item 9)
+    public = BooleanField(default=False, constraints=[SQL("DEFAULT 0")])  # as add_route_public adds it
     approved_at = TextField()
 
     class Meta:
@@ -133,8 +137,17 @@ def _m1(db):
     db.create_tables([SchemaVersion, Content, Revision, PluginRecord, RouteApproval, HookApproval, PluginLog])
 
 
+def add_route_public(db):
+    # approvals given before this column existed were of routes the author saw needing the token as far
+    # as we can tell: they stay approvals of non-public routes, and a public route needs approving again
+    # (_m1 creates the table from today's model, with the column already there)
+    columns = {row[1] for row in db.execute_sql("PRAGMA table_info(plugin_route_approval)").fetchall()}
+    if "public" not in columns:
+        db.execute_sql("ALTER TABLE plugin_route_approval ADD COLUMN public INTEGER NOT NULL DEFAULT 0")
+
+
 # Append only: a site created by an older version runs every migration it has not seen yet.
-MIGRATIONS = [_m1]
+MIGRATIONS = [_m1, add_route_public]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

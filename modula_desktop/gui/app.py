@@ -56,15 +56,19 @@ class Session:
     @classmethod
     def open(cls, site_path: Path | None, hot_reload: bool | None = None, with_server: bool = True) -> "Session":
         service = SiteService.open(Path(site_path) if site_path is not None else None)
+        server, error = None, "The local server was not started."
         try:
-            service.start(hot_reload=hot_reload)
-            server, error = None, "The local server was not started."
             if with_server:
                 cfg = service.settings.server
                 server, error = start_server(service, cfg.host, cfg.port)
                 if server is not None:
                     service.site.write_server_info(server.host, server.port)
+            # the plugins load behind the window and the server (shown as loading until they run)
+            service.start(hot_reload=hot_reload, background=True)
         except BaseException:
+            if server is not None:
+                server.stop()
+                service.site.clear_server_info()
             service.close()
             raise
         return cls(service, server, error)

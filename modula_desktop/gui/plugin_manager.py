@@ -172,6 +172,7 @@ class PluginManagerDialog(QDialog):
         self.tasks = tasks
         self.current: str | None = None
         self._info: dict = {}
+        self._route_public: dict = {}  # (method, path) -> public, of the routes shown
         self._busy: dict[str, str] = {}  # plugin -> what runs ("Reloading", ...)
 
         # --- the list of plugins --------------------------------------------------------
@@ -395,6 +396,8 @@ class PluginManagerDialog(QDialog):
         by = [f"by {info['author']}" if info.get("author") else "", info.get("license") or ""]
         self.author.setText("  ·  ".join(x for x in by if x))
 
+        # an approval covers the route as shown here, public or not (Approvals.set_route)
+        self._route_public = {(r["method"], r["path"]): bool(r.get("public")) for r in info.get("routes", [])}
         self.routes.set_rows([
             (("route", r["method"], r["path"]), r["approved"],
              [r["method"], r["path"], "public" if r.get("public") else "admin token"],
@@ -461,8 +464,11 @@ class PluginManagerDialog(QDialog):
         super().hideEvent(event)
 
     # ---- approvals -------------------------------------------------------------------------
+    def _set_route(self, plugin, method, path, approved: bool):
+        self.approvals.set_route(plugin, method, path, approved, self._route_public.get((method, path), False))
+
     def _route_toggled(self, item):
-        self._toggled(item, self.approvals.set_route)
+        self._toggled(item, self._set_route)
 
     def _hook_toggled(self, item):
         self._toggled(item, self.approvals.set_hook)
@@ -475,7 +481,7 @@ class PluginManagerDialog(QDialog):
         self._show(self.current, keep_log=True)
 
     def set_all_routes(self, approve: bool):
-        self._set_all(self.routes.keys(), self.approvals.set_route, approve)
+        self._set_all(self.routes.keys(), self._set_route, approve)
 
     def set_all_hooks(self, approve: bool):
         self._set_all(self.hooks.keys(), self.approvals.set_hook, approve)
@@ -534,7 +540,8 @@ class PluginManagerDialog(QDialog):
         state = self._info.get("state") if name else None
         self.enable_button.setEnabled(bool(name) and not busy and state in ("stopped", "failed"))
         self.disable_button.setEnabled(bool(name) and not busy and state not in ("stopped", None))
-        self.reload_button.setEnabled(bool(name) and not busy and state not in ("stopped", None))
+        # a plugin still loading at start-up has no version to reload yet
+        self.reload_button.setEnabled(bool(name) and not busy and state not in ("stopped", "loading", None))
         self.progress.setVisible(bool(busy))
         self.busy_label.setVisible(bool(busy))
         self.busy_label.setText(f"{busy} {name}…" if busy else "")

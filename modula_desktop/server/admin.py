@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon
 
 from ..core.plugins.errors import PluginLoadError
-from ..core.plugins.manager import RUNNING, STOPPED
+from ..core.plugins.manager import LOADING, RUNNING, STOPPED
 from ..core.plugins.vm import EVENTS, HOOK_TABLES, METHODS
 from .bodies import read_json_object
 from .responses import send_json
@@ -27,7 +27,9 @@ class _Admin:
 
 class PluginList(_Admin):
     def on_get(self, req, resp):
-        send_json(resp, {"plugins": [self.manager.summary(n) for n in self.manager.names()]})
+        # loading: start-up is still loading plugins (each one's state says which)
+        send_json(resp, {"plugins": [self.manager.summary(n) for n in self.manager.names()],
+                         "loading": self.manager.loading})
 
 
 class PluginDetail(_Admin):
@@ -90,21 +92,30 @@ class _Approvals(_Admin):
 
     def _parse(self, req, check_declared: bool):
         key = self.KEY
-        items = _items(read_json_object(req, self.body_limit), key, self.FIELDS)
+        body = read_json_object(req, self.body_limit)
+        items = _items(body, key, self.FIELDS)
         for i, it in enumerate(items):
-            self._check_item(i, it)
+            self._check_item(i, it, body[key][i])
             if check_declared:
                 plugin = self.plugin_for(i, key, it["plugin"])
-                if self._item_key(it) not in self._declared(plugin.current):
+                gen = plugin.current
+                if self._item_key(it) not in self._declared(gen):
                     raise falcon.HTTPBadRequest(
                         description=f"{key}[{i}]: plugin '{it['plugin']}' has no {key[:-1]} {self._describe(it)}")
+                self._check_declared(i, it, gen)
         return items
+
+    def _check_declared(self, i, it, gen):
+        pass
 
     def plugin_for(self, i, key, name):
         try:
             plugin = self.manager.get(name)
         except PluginLoadError:
             raise falcon.HTTPBadRequest(description=f"{key}[{i}]: no plugin named '{name}'") from None
+        if plugin.state == LOADING:
+            raise falcon.HTTPConflict(
+                description=f"{key}[{i}]: plugin '{name}' is still loading; approve it once it runs")
         if plugin.state != RUNNING or plugin.current is None:
             raise falcon.HTTPConflict(
                 description=f"{key}[{i}]: plugin '{name}' is {plugin.state}; enable it before approving")
@@ -130,15 +141,30 @@ class RouteApprovals(_Approvals):
     def _declared_rows(self, name, plugin):
         if plugin.current is not None:
             return [{"method": r.method, "path": r.path, "public": r.public,
-                     "approved": self.approvals.route_approved(name, r.method, r.path)} for r in plugin.current.routes]
+                     "approved": self.approvals.route_approved(name, r.method, r.path, r.public)}
+                    for r in plugin.current.routes]
         # a stopped or failed plugin: only what was approved is known
-        return [{"method": m, "path": p, "public": None, "approved": True}
-                for m, p in sorted(self.approvals.routes_of(name))]
+        return [{"method": m, "path": p, "public": public, "approved": True}
+                for m, p, public in sorted(self.approvals.route_approvals_of(name))]
 
-    def _check_item(self, i, it):
+    def _check_item(self, i, it, raw: dict):
         it["method"] = it["method"].upper()
         if it["method"] not in METHODS:
             raise falcon.HTTPBadRequest(description=f"routes[{i}].method must be one of {', '.join(METHODS)}")
+        if "public" in raw:  # what the approver was shown; optional
+            if not isinstance(raw["public"], bool):
+                raise falcon.HTTPBadRequest(description=f"routes[{i}].public must be true or false")
+            it["public"] = raw["public"]
+
+    def _check_declared(self, i, it, gen):
+        # an approval covers the route as it is now: public (no token) or not
+        spec = next(r for r in gen.routes if r.key == self._item_key(it))
+        shown = it.setdefault("public", spec.public)
+        if shown != spec.public:
+            now = "public now" if spec.public else "no longer public"
+            raise falcon.HTTPConflict(description=f"routes[{i}]: route {self._describe(it)} of plugin "
+                                                  f"'{it['plugin']}' is {now}, not as shown when you approved it; "
+                                                  "look again")
 
     @staticmethod
     def _item_key(it):
@@ -153,7 +179,7 @@ class RouteApprovals(_Approvals):
         return f"{it['method']} {it['path']}"
 
     def _set(self, it, approved: bool):
-        self.approvals.set_route(it["plugin"], it["method"], it["path"], approved)
+        self.approvals.set_route(it["plugin"], it["method"], it["path"], approved, it.get("public", False))
 
 
 class HookApprovals(_Approvals):
@@ -168,7 +194,7 @@ class HookApprovals(_Approvals):
         return [{"event": e, "table": t, "priority": None, "approved": True, "disabled": False}
                 for e, t in sorted(self.approvals.hooks_of(name))]
 
-    def _check_item(self, i, it):
+    def _check_item(self, i, it, raw: dict):
         if it["event"] not in EVENTS:
             raise falcon.HTTPBadRequest(description=f"hooks[{i}].event '{it['event']}' is not a hook event")
         if it["table"] not in HOOK_TABLES:

@@ -206,7 +206,7 @@ class PluginDispatcher:
             else:
                 status, headers, body = self._respond(match, out)
         except falcon.HTTPError as exc:
-            status, body = exc.status_code, error_json(error_message(exc))
+            status, body = exc.status_code, error_json(error_message(exc), exc.code)
             headers = {"content-type": JSON}
             if exc.headers:
                 headers.update((k.lower(), v) for k, v in exc.headers.items())
@@ -228,13 +228,14 @@ class PluginDispatcher:
         if exc.status == 404:  # the route went away in a reload while we dispatched: unknown now
             return _not_found()
         headers = None
-        if exc.kind in ("busy", "breaker"):  # transient: say when to come back
+        code = "PLUGIN_UNAVAILABLE" if exc.status == 503 else None
+        if exc.kind in ("busy", "breaker", "loading"):  # transient: say when to come back
             wait = 1.0
             if exc.kind == "breaker":
                 b = match.plugin.breaker
                 wait = b.reset_interval_s - (time.monotonic() - b.opened_at)
             headers = {"Retry-After": str(max(1, math.ceil(wait)))}
-        return falcon.HTTPError(exc.status, description=exc.message, headers=headers)
+        return falcon.HTTPError(exc.status, description=exc.message, headers=headers, code=code)
 
     def _respond(self, match, out):
         """status, headers (lower-case names), body of the plugin's answer (a response dict, or packed)."""

@@ -3,6 +3,7 @@ tests (``start_background``), or in the foreground for ``modula serve`` (``serve
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import signal
 import socket
@@ -23,7 +24,6 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost")
-MAX_HEADER_BYTES = 64 * 1024
 STOP_POLL_S = 0.05
 
 
@@ -43,6 +43,10 @@ class _Channel(HTTPChannel):
     Here a buffer whose lock is held is not the loop's business: the worker sends it, and pulls the
     loop's trigger when its task ends (any byte it could not send is then flushed by the loop)."""
 
+    # the request still arriving when _maintenance last looked, and since when (request_timeout)
+    arriving = None
+    arriving_since = 0.0
+
     def writable(self):
         if self.will_close or self.close_when_flushed:
             return True
@@ -55,9 +59,67 @@ class _Channel(HTTPChannel):
         return True
 
 
+def _maintenance(server, request_timeout: int, now: float):
+    """waitress's cleanup (every cleanup_interval s), plus what it lacks: a connection that keeps
+    sending a byte now and then is never idle, so one whose current request has not fully arrived
+    within request_timeout seconds is closed too (slowloris). Connections with requests being served
+    are left alone: their handlers have deadlines of their own."""
+    idle_cutoff = now - server.adj.channel_timeout
+    for channel in list(server.active_channels.values()):
+        if channel.requests:
+            continue
+        if channel.last_activity < idle_cutoff:
+            channel.will_close = True
+            continue
+        partial = channel.request
+        if partial is None:
+            continue
+        if channel.arriving is not partial:
+            channel.arriving, channel.arriving_since = partial, now
+        elif now - channel.arriving_since > request_timeout:
+            channel.will_close = True
+
+
+def _readable(server, readable) -> bool:
+    """waitress stops accepting at connection_limit until connections go. Under a flood of idle
+    sockets that is up to channel_timeout for everyone, so at the limit the connections idle longest
+    (nothing being served, nothing left to send) are closed to make room, a tenth of the limit at a
+    time, and accepting goes on."""
+    if len(server._map) >= server.adj.connection_limit:
+        idle = [ch for ch in server.active_channels.values()
+                if not ch.requests and not ch.total_outbufs_len and not ch.will_close]
+        idle.sort(key=lambda ch: ch.last_activity)
+        for channel in idle[:max(1, server.adj.connection_limit // 10)]:
+            channel.will_close = True
+    return readable()
+
+
 # waitress warns "Task queue depth is N" whenever every worker thread is busy: routine when a browser
 # opens several connections at once, and noise on the terminal of `modula serve`
 logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+class _ConnectionLimitNotes(logging.Filter):
+    """waitress logs each time the open connections reach or leave the limit; at the limit _readable
+    makes room at once, so under a flood of sockets that would be a line per loop. One a minute."""
+
+    EVERY_S = 60.0
+
+    def __init__(self):
+        super().__init__()
+        self._last = float("-inf")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("total open connections"):
+            return True
+        now = time.monotonic()
+        if now - self._last < self.EVERY_S:
+            return False
+        self._last = now
+        return True
+
+
+logging.getLogger("waitress").addFilter(_ConnectionLimitNotes())
 
 
 def check_host(host: str | None) -> str:
@@ -100,10 +162,13 @@ class ServerHandle:
         self.app = create_app(service, port=self.port, token=token)
         settings = service.settings
         limit = settings.plugins.max_request_body
+        cfg = settings.server
         self._server = create_server(
-            self.app, sockets=[sock], threads=max(1, settings.server.threads),
+            self.app, sockets=[sock], threads=max(1, cfg.threads),
             ident="modula",
-            max_request_header_size=MAX_HEADER_BYTES,
+            max_request_header_size=cfg.max_request_header_size,
+            connection_limit=cfg.connection_limit, channel_timeout=cfg.channel_timeout,
+            cleanup_interval=cfg.cleanup_interval, recv_bytes=cfg.recv_bytes, inbuf_overflow=cfg.inbuf_overflow,
             # bodies somewhat over our limit still reach the app for a JSON 413; far over it waitress
             # itself refuses them without buffering
             max_request_body_size=max(2 * limit, limit + 1024 * 1024),
@@ -112,6 +177,8 @@ class ServerHandle:
             expose_tracebacks=False,
         )
         self._server.channel_class = _Channel
+        self._server.maintenance = functools.partial(_maintenance, self._server, cfg.request_timeout)
+        self._server.readable = functools.partial(_readable, self._server, self._server.readable)
         self.loops = 0  # main-loop iterations: one or two per request when nothing spins
         self._stop = threading.Event()
         self._stopped = threading.Event()
@@ -222,12 +289,14 @@ def serve_forever(site_path: Path | None, host: str | None = None, port: int | N
             except PortInUse as exc:
                 print(f"modula: {exc}", file=sys.stderr)
                 return 1
+            # listening (and server.json written) first; the plugins load behind the server, their
+            # routes answering 503 "loading" until they run: a slow plugin never holds start-up hostage
+            handle.start()
             try:
-                service.start()
+                service.start(background=True)
             except BaseException:
                 handle.stop()
                 raise
-            handle.start()
             print(f"Serving {service.site.root} at {handle.url}", flush=True)
             try:
                 while not stop.wait(0.5):

@@ -12,9 +12,10 @@ class Approvals:
     def __init__(self, database):
         self.db = database
         self._lock = threading.Lock()
-        # (plugin, method, path) of every approved route: a set replaced whole on each change (never
-        # changed in place), so the hot path reads it without the lock (PluginManager.match_route)
-        self.approved_routes: set[tuple[str, str, str]] = set()
+        # (plugin, method, path, public) of every approved route: a set replaced whole on each change
+        # (never changed in place), so the hot path reads it without the lock (PluginManager.match_route).
+        # public is part of what was approved: a route made public since is not covered by it.
+        self.approved_routes: set[tuple[str, str, str, bool]] = set()
         self._hooks: set[tuple[str, str, str]] = set()
         self._listeners = []
         self.refresh()
@@ -33,20 +34,25 @@ class Approvals:
                 logging.getLogger(__name__).exception("approval listener failed")
 
     def refresh(self):
-        routes = {(r.plugin, r.method, r.path) for r in RouteApproval.select()}
+        routes = {(r.plugin, r.method, r.path, bool(r.public)) for r in RouteApproval.select()}
         hooks = {(h.plugin, h.event, h.table) for h in HookApproval.select()}
         with self._lock:
             self.approved_routes, self._hooks = routes, hooks
 
     # ---- reads (hot path) --------------------------------------------------------------------
-    def route_approved(self, plugin: str, method: str, path: str) -> bool:
-        return (plugin, method, path) in self.approved_routes
+    def route_approved(self, plugin: str, method: str, path: str, public: bool = False) -> bool:
+        """Whether the route is approved as it is: public (no token) or not."""
+        return (plugin, method, path, bool(public)) in self.approved_routes
 
     def hook_approved(self, plugin: str, event: str, table: str) -> bool:
         return (plugin, event, table) in self._hooks
 
     def routes_of(self, plugin: str) -> set:
-        return {(m, p) for (pl, m, p) in self.approved_routes if pl == plugin}
+        return {(m, p) for (pl, m, p, _) in self.approved_routes if pl == plugin}
+
+    def route_approvals_of(self, plugin: str) -> set:
+        """(method, path, public) of the plugin's approved routes."""
+        return {(m, p, public) for (pl, m, p, public) in self.approved_routes if pl == plugin}
 
     def hooks_of(self, plugin: str) -> set:
         return {(e, t) for (pl, e, t) in self._hooks if pl == plugin}
@@ -69,14 +75,25 @@ class Approvals:
             setattr(self, cache, current | {key} if approved else current - {key})
         self._changed(plugin)
 
-    def set_route(self, plugin, method, path, approved: bool):
-        self._set(RouteApproval, "approved_routes", ("plugin", "method", "path"), (plugin, method, path), approved)
+    def set_route(self, plugin, method, path, approved: bool, public: bool = False):
+        """Approve the route as it is (public: served without the token), or revoke it (either way)."""
+        public = bool(public)
+        where = (RouteApproval.plugin == plugin) & (RouteApproval.method == method) & (RouteApproval.path == path)
+        with self.db.atomic():
+            RouteApproval.delete().where(where).execute()
+            if approved:
+                RouteApproval.insert(plugin=plugin, method=method, path=path, public=public,
+                                     approved_at=utc_now()).execute()
+        with self._lock:
+            kept = {k for k in self.approved_routes if k[:3] != (plugin, method, path)}
+            self.approved_routes = kept | {(plugin, method, path, public)} if approved else kept
+        self._changed(plugin)
 
     def set_hook(self, plugin, event, table, approved: bool):
         self._set(HookApproval, "_hooks", ("plugin", "event", "table"), (plugin, event, table), approved)
 
-    def approve_route(self, plugin, method, path):
-        self.set_route(plugin, method, path, True)
+    def approve_route(self, plugin, method, path, public: bool = False):
+        self.set_route(plugin, method, path, True, public)
 
     def revoke_route(self, plugin, method, path):
         self.set_route(plugin, method, path, False)
@@ -96,6 +113,17 @@ class Approvals:
             self._hooks = {k for k in self._hooks if k[0] != plugin}
         if notify:
             self._changed(plugin)
+
+    def revoke_changed_routes(self, plugin: str, routes) -> list:
+        """Revoke approvals that no longer cover the route: approved public and now not, or the other
+        way round. routes: (method, path, public) as the plugin declares them now. Returns the revoked
+        (method, path) pairs."""
+        now = {(m, p): bool(public) for m, p, public in routes}
+        changed = sorted((m, p) for m, p, public in self.route_approvals_of(plugin)
+                         if (m, p) in now and now[(m, p)] != public)
+        for m, p in changed:
+            self.set_route(plugin, m, p, False)
+        return changed
 
     def check_identity(self, plugin: str, version: str, permissions_key: str) -> bool:
         """Record the plugin's version and permissions. When either changed since we last saw it,

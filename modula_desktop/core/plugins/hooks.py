@@ -111,6 +111,14 @@ class HookDispatcher:
         in locked are not changeable by this chain. Returns the final entry; raises HookAbort.
         """
         chain = self.chain(event, table)
+        if getattr(self.plugins, "loading", False):
+            # an approved hook of a plugin still starting up (before-hook, or the after-hook this
+            # change will fire) would be skipped: refuse the change instead
+            after = "after_" + event[len("before_"):]
+            waiting = self.plugins.loading_with_hooks(event, table) or self.plugins.loading_with_hooks(after, table)
+            if waiting:
+                raise HookAbort(f"The {waiting[0]} plugin is still loading, so the change was not saved; "
+                                "try again in a moment.", waiting[0], event)
         if not chain:
             return entry
         s = self.settings

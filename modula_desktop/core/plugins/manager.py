@@ -158,10 +158,10 @@ class _GenerationVM(PluginVM):
     def _read_lib(self, mod):
         return self._sources.lib(mod, super()._read_lib)
 
-    def load(self, source: bytes | None = None):
+    def load(self, source: bytes | None = None, expected: Manifest | None = None):
         if source is None:
             source = self._sources.init(self._read_init)
-        return super().load(source)
+        return super().load(source, expected)
 
     def _read_init(self) -> bytes:
         try:
@@ -221,6 +221,10 @@ class PluginManager:
         self._hook_chains: dict[str, list[HookBinding]] = {}
         self._chain_lock = threading.Lock()
         self._retiring: list[threading.Thread] = []
+        # start-up (load_all) may run behind the server (SiteService.start(background=True)): set
+        # once every plugin found at start-up was tried; _stopping ends it early when the app closes
+        self.loaded = threading.Event()
+        self._stopping = threading.Event()
 
     # ---- listeners (GUI refresh, watchers) ---------------------------------------------------
     def add_listener(self, fn: Callable[[str], None]):
@@ -251,11 +255,41 @@ class PluginManager:
         if self.metrics is not None:
             getattr(self.metrics, metric).labels(plugin, *labels).inc()
 
+    @property
+    def loading(self) -> bool:
+        """True while start-up is still loading plugins."""
+        return not self.loaded.is_set()
+
+    def discover_all(self) -> list[str]:
+        """Find the plugin folders and mark them loading (or stopped, when disabled): quick, runs no
+        plugin code, so the front ends can list them while load_all works behind the server."""
+        found = discover(self.plugins_dir)
+        for root in found:
+            plugin = self._plugin(root.name, root)
+            if plugin.state == DISCOVERED:
+                enabled = self.approvals is None or self.approvals.is_enabled(root.name)
+                plugin.state = LOADING if enabled else STOPPED
+        for root in found:
+            self._notify(root.name)
+        return [root.name for root in found]
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """Wait until start-up has tried every plugin. Returns False on timeout."""
+        return self.loaded.wait(timeout)
+
     def load_all(self):
         """Discover every plugin and load them in dependency order. Never raises for a plugin."""
+        try:
+            self._load_all()
+        finally:
+            self.loaded.set()
+
+    def _load_all(self):
         found = {p.name: p for p in discover(self.plugins_dir)}
         manifests: dict[str, Manifest] = {}
         for name, root in found.items():
+            if self._stopping.is_set():
+                return
             plugin = self._plugin(name, root)
             bad = check_name(name)
             if bad:
@@ -272,17 +306,24 @@ class PluginManager:
         if self.approvals is not None:
             self.approvals.clean_orphans(set(found))
         for i, name in enumerate(order):
+            if self._stopping.is_set():
+                return
             plugin = self.plugins[name]
             plugin.order = i
+            if plugin.state == RUNNING:
+                continue  # an admin action (enable, reload) loaded it while we worked on others
             failed_dep = next((d for d in manifests[name].dependencies if self.plugins[d].state != RUNNING), None)
             if failed_dep:
                 self._fail_unloaded(plugin, f"dependency '{failed_dep}' is not running")
                 continue
-            if self.approvals is not None and not self.approvals.is_enabled(name):
+            if plugin.state == STOPPED or (self.approvals is not None and not self.approvals.is_enabled(name)):
                 plugin.state = STOPPED
                 self._notify(name)
                 continue
-            self._load(name, initial=True)
+            try:
+                self._load(name, initial=True)
+            except PluginLoadError:  # disabled or removed while start-up was on its way to it
+                pass
 
     def read_manifest(self, root: Path) -> Manifest:
         """Load a plugin's main chunk in an offline VM (no database) and return its manifest."""
@@ -322,12 +363,14 @@ class PluginManager:
         except BaseException:
             first.close()
             raise
-        expected = ([r.key for r in first.routes], [h.key for h in first.hooks])
+        expected = (first.routes, first.hooks)
 
         def factory():
+            if self._stopping.is_set():  # the app is closing: do not make it wait for more VMs
+                raise PluginLoadError("the app is closing")
             vm = _GenerationVM(ctx, files)
-            vm.load()
-            if ([r.key for r in vm.routes], [h.key for h in vm.hooks]) != expected:
+            vm.load(expected=manifest)  # the generation's manifest: every VM gets the same modules
+            if (vm.routes, vm.hooks) != expected:  # public and priority included
                 raise PluginLoadError("the plugin registered different routes or hooks in another VM")
             vm.snapshot()
             return vm
@@ -420,6 +463,12 @@ class PluginManager:
                 if self.approvals.check_identity(name, m.version, m.permissions_key):
                     self.logbook.write(name, "warn", f"version {m.version} or permissions changed: "
                                                      "all route and hook approvals were revoked")
+                public = {r.key: r.public for r in gen.routes}
+                for method, path in self.approvals.revoke_changed_routes(
+                        name, [(*key, pub) for key, pub in public.items()]):
+                    now = "public (no token needed)" if public[(method, path)] else "not public"
+                    self.logbook.write(name, "warn", f"route {method} {path} is {now} now: its approval "
+                                                     "was revoked; approve it again")
         except Exception as exc:  # noqa: BLE001 - a failing plugin never stops the app
             if gen is not None:
                 plugin.manifest = gen.manifest
@@ -557,7 +606,12 @@ class PluginManager:
         self.logbook.write(name, "info", "plugin folder removed: stopped, its approvals forgotten")
         self._notify(name)
 
+    def stop_loading(self):
+        """Start-up loading stops before the next plugin (the app is closing)."""
+        self._stopping.set()
+
     def shutdown(self):
+        self._stopping.set()
         for plugin in list(self.plugins.values()):
             with plugin.lock:
                 gen, plugin.current = plugin.current, None
@@ -599,14 +653,15 @@ class PluginManager:
                 return None
             spec, params = found
         approvals = self.approvals
-        if approvals is not None and (name, spec.method, spec.path) not in approvals.approved_routes:
+        if approvals is not None and (name, spec.method, spec.path, spec.public) not in approvals.approved_routes:
             return None  # (route_approved(), without its frame)
         return tuple.__new__(RouteMatch, (plugin, gen, spec, params))  # RouteMatch(...) without its __new__ frame
 
     def _match_inactive(self, plugin: Plugin, method: str, path: str):
         if self.approvals is None:
             return None
-        approved = [RouteSpec(0, m, p, False) for m, p in self.approvals.routes_of(plugin.name)]
+        # as approved, public or not: a public route of a stopped plugin answers 503 without the token
+        approved = [RouteSpec(0, m, p, public) for m, p, public in self.approvals.route_approvals_of(plugin.name)]
         found = RouteTable(approved).match(method, path)
         return RouteMatch(plugin, None, found[0], found[1]) if found else None
 
@@ -621,6 +676,8 @@ class PluginManager:
         see unpack_response), which the server sends without unpacking."""
         plugin, gen = match.plugin, match.generation
         if gen is None or plugin.state != RUNNING:
+            if plugin.state in (LOADING, DISCOVERED):
+                raise RouteFailure(503, f"plugin '{plugin.name}' is loading", "loading")
             raise RouteFailure(503, f"plugin '{plugin.name}' is not running", "unavailable")
         breaker = plugin.breaker
         if not breaker.quiet and not breaker.allow():  # quiet: allow() would say yes (see CircuitBreaker)
@@ -683,7 +740,8 @@ class PluginManager:
                     raise RouteFailure(503, f"plugin '{plugin.name}' is not running", "unavailable") from None
                 spec = next((r for r in current.routes if r.key == spec.key), None)
                 if spec is None or (self.approvals is not None
-                                    and not self.approvals.route_approved(plugin.name, spec.method, spec.path)):
+                                    and not self.approvals.route_approved(plugin.name, spec.method, spec.path,
+                                                                          spec.public)):
                     # the new version dropped the route, or its approval was reset: like an unknown route
                     raise RouteFailure(404, "not found", "not_found") from None
                 gen = current
@@ -713,6 +771,16 @@ class PluginManager:
             # lower priority first; at equal priority table-specific before "*"; then registration order
             chain.sort(key=lambda b: (*b.spec.rank, b.plugin.order, b.spec.index))
         self._hook_chains = chains
+
+    def loading_with_hooks(self, event: str, table: str = "content") -> list[str]:
+        """Plugins still loading that have an approved hook for event on table: the hook chain is not
+        whole until they run."""
+        if self.approvals is None:
+            return []
+        with self._lock:
+            plugins = list(self.plugins.values())
+        return [p.name for p in plugins if p.state in (LOADING, DISCOVERED)
+                and any(e == event and t in (table, "*") for e, t in self.approvals.hooks_of(p.name))]
 
     def hook_chain(self, event: str, table: str = "content") -> list[HookBinding]:
         """The hooks that run for event on table now: running plugin, approved, not disabled."""
@@ -802,7 +870,7 @@ class PluginManager:
         appr = self.approvals
         if gen is not None:
             out["routes"] = [{"method": r.method, "path": r.path, "public": r.public,
-                              "approved": bool(appr and appr.route_approved(name, r.method, r.path))}
+                              "approved": bool(appr and appr.route_approved(name, r.method, r.path, r.public))}
                              for r in gen.routes]
             out["hooks"] = [{"event": h.event, "table": h.table, "priority": h.priority,
                              "approved": bool(appr and appr.hook_approved(name, h.event, h.table)),
@@ -810,8 +878,8 @@ class PluginManager:
                             for h in gen.hooks]
         else:
             # stopped or failed: what is known is what stays approved for when it runs again
-            out["routes"] = [{"method": m, "path": p, "public": None, "approved": True}
-                             for m, p in sorted(appr.routes_of(name) if appr else ())]
+            out["routes"] = [{"method": m, "path": p, "public": public, "approved": True}
+                             for m, p, public in sorted(appr.route_approvals_of(name) if appr else ())]
             out["hooks"] = [{"event": e, "table": t, "priority": None, "approved": True, "disabled": False}
                             for e, t in sorted(appr.hooks_of(name) if appr else ())]
         out["warnings"] = gen.warnings if gen else []

@@ -99,7 +99,7 @@ def _run_in(database, path: Path, settings: PluginSettings, name_filter, timeout
         # each file gets a fresh VM (like a pool VM: main chunk only, on_init ran once above)
         try:
             vm = PluginVM(ctx)
-            vm.load()
+            vm.load(expected=first.manifest)  # the manifest the plugin loaded with, as in the app
         except PluginLoadError as exc:
             run.load_error = str(exc)
             return run

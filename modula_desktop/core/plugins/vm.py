@@ -321,8 +321,12 @@ class PluginVM:
         # the deadline is absolute so the sandbox need not call back for the time when it arms
         return (self.settings.max_instructions, time.monotonic() + float(seconds), _deadline_message(seconds, what))
 
-    def load(self, source: bytes | None = None):
-        """Run init.lua's main chunk. Fills manifest, routes, hooks. Raises PluginLoadError."""
+    def load(self, source: bytes | None = None, expected: Manifest | None = None):
+        """Run init.lua's main chunk. Fills manifest, routes, hooks. Raises PluginLoadError.
+
+        expected: the manifest of the generation this VM joins. The manifest is read once per
+        generation and every VM of it gets exactly those modules, so a VM whose plugin_info differs in
+        any field (it depended on the clock, say) fails the load."""
         if source is None:
             path = self.ctx.root / "init.lua"
             try:
@@ -346,7 +350,12 @@ class PluginVM:
             info = sb.from_lua(sb.fn("get_global")(b"plugin_info"))
         except ApiError as exc:
             raise PluginLoadError(f"plugin_info: {exc}") from None
-        self.manifest, self.warnings = parse_manifest(info, self.ctx.root.name if self.ctx.root else self.name)
+        manifest, self.warnings = parse_manifest(info, self.ctx.root.name if self.ctx.root else self.name)
+        if expected is not None and manifest != expected:
+            field = next(k for k, v in manifest.to_dict().items() if v != expected.to_dict()[k])
+            raise PluginLoadError(f"plugin_info.{field} differs from the one this version was loaded with: "
+                                  "plugin_info must not depend on the time or on chance")
+        self.manifest = manifest
         self._read_registry()
         m = self.manifest
         if self.routes and not m.allows("http"):
