@@ -104,8 +104,10 @@ def test_the_main_window_survives_5000_changes_and_10000_samples(tmp_path):
     result = dict(zip(words[::2], words[1::2]))
     assert result["answered"] == "True", done.stdout
     assert int(result["total"]) >= 1250
-    # one reference lost per emit would be thousands here
-    assert abs(int(result["true"])) < 200 and abs(int(result["false"])) < 200, done.stdout
+    # one reference lost per emit would be thousands fewer here (and abort the process before that);
+    # a few hundred more are the state of the plugins that finished loading after the first count
+    for flag in ("true", "false"):
+        assert -200 < int(result[flag]) < 2500, done.stdout
     assert result["exit"] == "0" and result["server_json"] == "False", done.stdout
 
 

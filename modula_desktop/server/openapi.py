@@ -45,7 +45,8 @@ ENTRY_FIELDS = {
 }
 
 SCHEMAS = {
-    "Error": _obj({"error": {"type": S, "description": "one sentence saying what was wrong"}}, ["error"],
+    "Error": _obj({"error": {"type": S, "description": "one sentence saying what was wrong"},
+                   "code": {"type": S, "description": "PLUGIN_UNAVAILABLE while a plugin is loading"}}, ["error"],
                   description="Every error the server answers, plugin routes' included."),
     "Health": _obj({"status": {"type": S, "const": "ok"}}, ["status"]),
     "Entry": _obj(ENTRY_FIELDS, list(ENTRY_FIELDS), extra=True, description="A page or post."),
@@ -64,7 +65,9 @@ SCHEMAS = {
                         "description": "as declared; null: not declared (ModulaCMS's default set)"},
         "effective_permissions": {"type": "array", "items": {"type": S}},
     }, ["name", "state"], extra=True),
-    "PluginList": _obj({"plugins": _list_of("PluginSummary")}, ["plugins"]),
+    "PluginList": _obj({"plugins": _list_of("PluginSummary"),
+                        "loading": {"type": "boolean", "description": "plugins are still loading after start-up"}},
+                       ["plugins"]),
     "PluginInfo": _obj({
         "name": {"type": S}, "state": {"type": S, "enum": ["discovered", "loading", "running", "failed", "stopped"]},
         "version": NULLABLE_S, "description": {"type": S}, "error": NULLABLE_S,
