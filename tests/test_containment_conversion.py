@@ -37,6 +37,11 @@ http.handle("GET", "/response_map", function(req)
   for i = 1, tonumber(req.query.n or "20000") do t["k" .. i] = s end
   return {json = {nested = {t}}}
 end)
+http.handle("GET", "/response_escaped", function(req)
+  local s, t = string.rep("\1", 1024 * 1024), {}
+  for i = 1, 5 do t[i] = s end
+  return {json = t}
+end)
 http.handle("GET", "/encode", function(req)
   local text = json.encode(refs(req))
   return {json = {len = #text}}
@@ -126,7 +131,7 @@ def site(tmp_path):
 
 # ---- 1. host-side conversion out of Lua is bounded in bytes ----------------------------------------
 
-@pytest.mark.parametrize("route", ["/response", "/response_map"])
+@pytest.mark.parametrize("route", ["/response", "/response_map", "/response_escaped"])
 def test_response_of_shared_references_stops_at_the_response_limit(site, route):
     c = site.client
     base = reset_peak_rss()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import re
 import time
 from functools import lru_cache
 
@@ -40,6 +41,20 @@ MAX_ITEMS = 1_000_000
 STRING_COST, TABLE_COST, ENTRY_COST = 2, 2, 1
 # The largest share of a VM's memory limit that a client's request data may take in it.
 REQUEST_SHARE = 2
+# Bytes JSON escapes (ensure_ascii=False): two characters for these, six (\u00XX) for other controls.
+_NEEDS_ESCAPE = re.compile(rb'[\x00-\x1f"\\]').search
+_SHORT_ESCAPES = b'"\\\b\t\n\f\r'
+_LONG_ESCAPES = bytes(c for c in range(32) if c not in b"\b\t\n\f\r")
+
+
+def json_text_cost(data: bytes) -> int:
+    """The length of data's JSON string (quotes and escapes included), for text that is ASCII or valid
+    UTF-8 (each invalid byte becomes three)."""
+    if not _NEEDS_ESCAPE(data):
+        return len(data) + STRING_COST
+    short = len(data) - len(data.translate(None, _SHORT_ESCAPES))
+    long = len(data) - len(data.translate(None, _LONG_ESCAPES))
+    return len(data) + STRING_COST + short + 5 * long
 LUA_INT_MIN, LUA_INT_MAX = -(2**63), 2**63 - 1
 # Work a C pattern match may do before the pure-Lua (counted) matcher takes over; about 0.1 s.
 # Entry points that run plugin code under the budgets (their second argument is the deadline).
@@ -242,7 +257,7 @@ class Sandbox:
             return value
         raise ApiError(f"cannot pass a {type(value).__name__} to Lua")
 
-    def from_lua(self, value, _depth=0, binary=False, _budget=None, max_bytes=None):
+    def from_lua(self, value, _depth=0, binary=False, _budget=None, max_bytes=None, json_text=False):
         """Plain Python data from a Lua value: bytes become str (utf-8, invalid bytes replaced),
         sequences 1..n become lists, other tables dicts. Functions, coroutines and cycles are refused.
 
@@ -250,7 +265,9 @@ class Sandbox:
         holds the same subtable twice at every level (or itself many times) would otherwise be
         expanded into exponentially many copies, outside any budget. And at most max_bytes (default: the
         memory limit) of strings and structure, counted as the copy is made (every reference to a
-        string is a copy of it): ConversionLimit before the copy grows past it.
+        string is a copy of it): ConversionLimit before the copy grows past it. With json_text, strings
+        are counted as JSON writes them (escapes included): the count is then the length of the JSON
+        text but for numbers and invalid UTF-8, so encoding what passed stays near max_bytes.
         _budget: [items, bytes] left, shared by the conversions of one call."""
         kind = type(value)
         if kind is bytes:
@@ -280,7 +297,7 @@ class Sandbox:
                 raise ApiError("table too large")
             kind = type(k)
             if kind is bytes:
-                room -= len(k) + STRING_COST + ENTRY_COST
+                room -= (json_text_cost(k) if json_text else len(k) + STRING_COST) + ENTRY_COST
                 if room < 0:  # before the copy is made
                     raise ConversionLimit(self.memory_limit if max_bytes is None else max_bytes)
                 k = k.decode("utf-8", "replace")
@@ -293,14 +310,14 @@ class Sandbox:
                         raise ApiError("table keys must be strings or numbers")
             kind = type(v)
             if kind is bytes:
-                room -= len(v) + STRING_COST
+                room -= json_text_cost(v) if json_text else len(v) + STRING_COST
                 if room < 0:
                     raise ConversionLimit(self.memory_limit if max_bytes is None else max_bytes)
                 if not binary:
                     v = v.decode("utf-8", "replace")
             elif not (v is None or kind is bool or kind is int or kind is float):
                 _budget[0], _budget[1] = left, room
-                v = self.from_lua(v, _depth + 1, binary, _budget, max_bytes)
+                v = self.from_lua(v, _depth + 1, binary, _budget, max_bytes, json_text)
                 left, room = _budget[0], _budget[1]
             else:
                 room -= 1  # a number's shortest text

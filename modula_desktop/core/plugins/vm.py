@@ -200,7 +200,7 @@ class PluginVM:
             "validate_route": sb.host_function(self._validate_route, name="http.handle"),
             "validate_hook": sb.host_function(self._validate_hook, name="hooks.on"),
             "log": sb.host_function(self._log, convert_args=False, name="log"),
-            "json_encode": sb.host_function(self._json_encode, name="json.encode"),
+            "json_encode": sb.host_function(self._json_encode, convert_args=False, name="json.encode"),
             "json_decode": sb.host_function(self._json_decode, convert_args=False, name="json.decode"),
             "tx_begin": sb.host_function(self._db_call("tx_begin"), name="db.transaction"),
             "tx_commit": sb.host_function(self._db_call("tx_commit"), name="db.transaction"),
@@ -286,8 +286,11 @@ class PluginVM:
         else:
             log.log(_LEVELS.get(level, logging.INFO), "[%s] %s", self.name, msg)
 
-    @staticmethod
-    def _json_encode(value):
+    def _json_encode(self, value):
+        sb = self.sandbox
+        # at most the memory limit of JSON text (its result must fit in the VM): ConversionLimit, which
+        # the host call raises as the memory budget's error
+        value = sb.from_lua(value, max_bytes=sb.memory_limit, json_text=True)
         try:
             return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except (ValueError, TypeError) as exc:
@@ -561,7 +564,7 @@ class PluginVM:
             limit = self.settings.max_response_body
             try:
                 # bounded by the response limit: a lower bound of the JSON text, counted as it is copied
-                js = self.sandbox.from_lua(js, max_bytes=limit)
+                js = self.sandbox.from_lua(js, max_bytes=limit, json_text=True)
             except ConversionLimit:
                 raise PluginCallError("error", f"response too large (over {limit} bytes)") from None
             except ApiError as exc:
