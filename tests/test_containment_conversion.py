@@ -216,11 +216,16 @@ def test_lone_surrogate_in_a_json_body_answers_400_and_keeps_the_vm(site):
 
 def test_huge_error_message_is_capped_in_the_response_and_the_log(site):
     c = site.client
+    base = reset_peak_rss()
     r = c.get(f"{HOG}/bigerr?mb=12")
+    growth = peak_rss() - base
     assert r.status == 500
+    # the 12 MiB string in the VM (string.rep builds it twice over), never a copy of it in the host
+    assert growth < 30 * MiB, f"peak RSS grew by {growth / MiB:.0f} MiB"
     message = r.json()["error"]
     assert message.startswith("eeee") and message.endswith("… (error message truncated)")
     assert len(r.body) < 8 * 1024
+    assert len(message.encode()) <= 4096 + len("… (error message truncated)".encode())
     entry = site.service.logbook.entries("hog")[-1]
     assert entry["level"] == "error" and len(entry["message"].encode()) <= 8192
     assert_healthy(site)

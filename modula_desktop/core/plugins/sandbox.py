@@ -104,6 +104,7 @@ class Sandbox:
             b"max_string": max(1, self.memory_limit // 2),
             b"pattern_cost": PATTERN_COST,
             b"memory_mb": int(memory_limit_mb),
+            b"error_max": self.error_max_bytes,
         })
         # The memory limit is enforced only while plugin code runs (the bootstrap switches it on
         # in arm() and off around every host call; call() switches it off when control returns).

@@ -32,6 +32,7 @@ local mem_on, mem_off = host.mem_on, host.mem_off
 local TICK = 1000
 local MAX_STRING = limits.max_string
 local PATTERN_COST = limits.pattern_cost
+local ERROR_MAX = limits.error_max
 -- C work above this many units (bytes, elements, pattern steps) is followed by a wall-clock check:
 -- the count hook cannot see time spent inside C functions or host calls.
 local HEAVY = 50000
@@ -688,7 +689,10 @@ local function failure(ok, err)
   end
   if not ok then
     if is_memory_error(err) then return false, "memory", "memory limit exceeded (" .. limits.memory_mb .. " MiB)" end
-    return false, "error", error_text(err)
+    -- at most error_max + 1 bytes leave the VM (the host cuts and marks it): an error() may carry 16 MiB
+    local text = error_text(err)
+    if #text > ERROR_MAX then text = s_sub(text, 1, ERROR_MAX + 1) end
+    return false, "error", text
   end
 end
 
