@@ -31,7 +31,7 @@ class SiteService:
             site.seed_bundled_plugins()
         self.db = open_database(site.db_path)
         self.metrics = Metrics()
-        self.logbook = Logbook(site.logs_dir)
+        self.logbook = Logbook(site.logs_dir, self.settings.plugins)
         self.approvals = Approvals(self.db)
         self.plugins = PluginManager(site.plugins_dir, self.settings.plugins, self.db, self.approvals,
                                      self.logbook, self.metrics)

@@ -42,6 +42,15 @@ class PluginSettings:
     max_slow_reloads: int = 3
     max_checksum_files: int = 100
     max_checksum_bytes: int = 10 * 1024 * 1024
+    # Logs and errors (beyond, SPEC 3.3): one entry's message and context together, entries per second
+    # per plugin (0: no limit) with a burst, the size at which plugins.log rotates and how many old files
+    # are kept, and the longest error message a response or a log entry carries.
+    log_entry_max_bytes: int = 8192
+    log_rate: float = 100.0
+    log_burst: int = 500
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 3
+    error_max_bytes: int = 4096
 
 
 # the server's loop uses select(), which cannot watch descriptors numbered 1024 or more; the rest are

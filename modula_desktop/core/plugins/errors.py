@@ -21,3 +21,20 @@ class PluginCallError(ModulaError):
     @property
     def is_budget(self) -> bool:
         return self.kind in ("budget", "timeout", "memory", "ops")
+
+
+class ConversionLimit(ApiError):
+    """A value out of Lua is larger than the bytes its conversion may take (Sandbox.from_lua)."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"value larger than {limit} bytes")
+        self.limit = limit
+
+
+class RequestDataError(ApiError):
+    """A client's request data cannot be handed to the plugin's VM: the client's fault, answered with
+    status, never counted against the plugin."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status

@@ -710,8 +710,9 @@ class PluginManager:
                 if exc.kind == "timeout":
                     raise RouteFailure(504, exc.message, exc.kind) from None
                 raise RouteFailure(500, exc.message, exc.kind) from None
-            except ApiError as exc:  # the request itself could not be handed to Lua
-                raise RouteFailure(400, str(exc), "request") from None
+            except ApiError as exc:  # the request itself could not be handed to Lua: the client's fault
+                raise RouteFailure(getattr(exc, "status", 400), f"request cannot be passed to the plugin: {exc}",
+                                   "request") from None
             except Exception:  # noqa: BLE001 - our bug, not the plugin's: never reuse that VM
                 vm.broken = True
                 log.exception("plugin %s: %s %s failed inside the host", plugin.name, spec.method, spec.path)

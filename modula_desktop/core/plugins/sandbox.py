@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import re
 import time
 from functools import lru_cache
 
@@ -17,7 +18,7 @@ import lupa.lua54 as lupa
 from lupa.lua54 import lua_type
 
 from ..paths import LUA_DIR
-from .errors import ApiError, PluginCallError
+from .errors import ApiError, ConversionLimit, PluginCallError, RequestDataError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,26 @@ _entry_warned = False
 
 MAX_DEPTH = 64
 MAX_ITEMS = 1_000_000
+# What from_lua charges, in bytes, besides a string's length: a string's quotes, a table's brackets,
+# an entry's separator (a key's quotes and colon are its string's). Together a lower bound of the
+# value's JSON text, so a limit in bytes stops before the copy is larger than the limit.
+STRING_COST, TABLE_COST, ENTRY_COST = 2, 2, 1
+# The largest share of a VM's memory limit that a client's request data may take in it.
+REQUEST_SHARE = 2
+# Bytes JSON escapes (ensure_ascii=False): two characters for these, six (\u00XX) for other controls.
+_NEEDS_ESCAPE = re.compile(rb'[\x00-\x1f"\\]').search
+_SHORT_ESCAPES = b'"\\\b\t\n\f\r'
+_LONG_ESCAPES = bytes(c for c in range(32) if c not in b"\b\t\n\f\r")
+
+
+def json_text_cost(data: bytes) -> int:
+    """The length of data's JSON string (quotes and escapes included), for text that is ASCII or valid
+    UTF-8 (each invalid byte becomes three)."""
+    if not _NEEDS_ESCAPE(data):
+        return len(data) + STRING_COST
+    short = len(data) - len(data.translate(None, _SHORT_ESCAPES))
+    long = len(data) - len(data.translate(None, _LONG_ESCAPES))
+    return len(data) + STRING_COST + short + 5 * long
 LUA_INT_MIN, LUA_INT_MAX = -(2**63), 2**63 - 1
 # Work a C pattern match may do before the pure-Lua (counted) matcher takes over; about 0.1 s.
 # Entry points that run plugin code under the budgets (their second argument is the deadline).
@@ -65,8 +86,12 @@ def _deny_attribute(obj, name, *value):
 class Sandbox:
     """A LuaRuntime with the bootstrap applied. Used by one thread at a time."""
 
-    def __init__(self, memory_limit_mb: int):
+    def __init__(self, memory_limit_mb: int, error_max_bytes: int = 4096):
         self.memory_limit = int(memory_limit_mb) * 1024 * 1024
+        self.error_max_bytes = max(64, int(error_max_bytes))
+        # the budget error a host call raises when a value it was handed is larger than the memory limit
+        self._too_large_trip = (f"memory limit exceeded ({int(memory_limit_mb)} MiB): a value handed to the "
+                                f"host is larger than that").encode()
         self.lua = lupa.LuaRuntime(
             encoding=None,
             register_eval=False,
@@ -79,6 +104,7 @@ class Sandbox:
             b"max_string": max(1, self.memory_limit // 2),
             b"pattern_cost": PATTERN_COST,
             b"memory_mb": int(memory_limit_mb),
+            b"error_max": self.error_max_bytes,
         })
         # The memory limit is enforced only while plugin code runs (the bootstrap switches it on
         # in arm() and off around every host call; call() switches it off when control returns).
@@ -143,7 +169,12 @@ class Sandbox:
             if armed:
                 self._limit_off()  # back on in the bootstrap's bind, once the results are in Lua
             late = armed and time.monotonic() > self._deadline
-            result = answer(*args)
+            try:
+                result = answer(*args)
+            except ConversionLimit:
+                # a value the host would copy past the memory limit: the memory budget's error, as
+                # if the plugin had allocated it (the bootstrap's bind trips the budget with it)
+                return (self._too_large_trip, False, self._too_large_trip)
             if armed and not late:
                 late = time.monotonic() > self._deadline
             return (late,) + result
@@ -151,13 +182,16 @@ class Sandbox:
         def answer(*args):
             try:
                 if convert_args:
-                    args = [from_lua(a) for a in args]
+                    budget = [MAX_ITEMS, self.memory_limit]  # shared by all the arguments
+                    args = [from_lua(a, _budget=budget) for a in args]
                 result = fn(*args)
                 # the memory limit is off during host calls: the results must fit in what is left
                 budget = [self._available()]
                 if isinstance(result, tuple):
                     return (True,) + tuple(to_lua(r, _budget=budget) for r in result)
                 return True, to_lua(result, _budget=budget)
+            except ConversionLimit:
+                raise
             except ApiError as exc:
                 return False, str(exc).encode("utf-8", "replace")
             except lupa.LuaMemoryError:
@@ -204,7 +238,10 @@ class Sandbox:
         if isinstance(value, int):
             return value if LUA_INT_MIN <= value <= LUA_INT_MAX else float(value)
         if isinstance(value, str):
-            value = value.encode("utf-8", "surrogateescape")
+            try:
+                value = value.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800")
+                raise ApiError("text is not valid Unicode") from None
             if _budget is not None:
                 self._spend(_budget, STRING_BYTES + len(value))
             return value
@@ -221,15 +258,26 @@ class Sandbox:
             return value
         raise ApiError(f"cannot pass a {type(value).__name__} to Lua")
 
-    def from_lua(self, value, _depth=0, binary=False, _budget=None):
+    def from_lua(self, value, _depth=0, binary=False, _budget=None, max_bytes=None, json_text=False):
         """Plain Python data from a Lua value: bytes become str (utf-8, invalid bytes replaced),
         sequences 1..n become lists, other tables dicts. Functions, coroutines and cycles are refused.
 
         At most MAX_ITEMS tables and entries are read in the whole conversion, not per table: a table that
         holds the same subtable twice at every level (or itself many times) would otherwise be
-        expanded into exponentially many copies, outside any budget."""
+        expanded into exponentially many copies, outside any budget. And at most max_bytes (default: the
+        memory limit) of strings and structure, counted as the copy is made (every reference to a
+        string is a copy of it): ConversionLimit before the copy grows past it. With json_text, strings
+        are counted as JSON writes them (escapes included): the count is then the length of the JSON
+        text but for numbers and invalid UTF-8, so encoding what passed stays near max_bytes.
+        _budget: [items, bytes] left, shared by the conversions of one call."""
         kind = type(value)
         if kind is bytes:
+            if _budget is not None:
+                _budget[1] -= len(value)
+                if _budget[1] < 0:
+                    raise ConversionLimit(self.memory_limit if max_bytes is None else max_bytes)
+            elif max_bytes is not None and len(value) > max_bytes:
+                raise ConversionLimit(max_bytes)
             return value if binary else value.decode("utf-8", "replace")
         if value is None or kind is bool or kind is int or kind is float:
             return value
@@ -239,8 +287,9 @@ class Sandbox:
         if _depth >= MAX_DEPTH:
             raise ApiError("table nested too deeply (or it contains itself)")
         if _budget is None:
-            _budget = [MAX_ITEMS]
+            _budget = [MAX_ITEMS, self.memory_limit if max_bytes is None else max_bytes]
         left = _budget[0] - 1  # the table itself: a tree of empty tables costs as much as their entries
+        room = _budget[1] - TABLE_COST
         out = {}
         sequence = True  # every key an integer so far
         for k, v in value.items():
@@ -249,28 +298,63 @@ class Sandbox:
                 raise ApiError("table too large")
             kind = type(k)
             if kind is bytes:
+                room -= (json_text_cost(k) if json_text else len(k) + STRING_COST) + ENTRY_COST
+                if room < 0:  # before the copy is made
+                    raise ConversionLimit(self.memory_limit if max_bytes is None else max_bytes)
                 k = k.decode("utf-8", "replace")
                 sequence = False
-            elif kind is not int:
-                sequence = False
-                if kind is not float and kind is not bool and lua_type(k) is not None:
-                    raise ApiError("table keys must be strings or numbers")
+            else:
+                room -= ENTRY_COST
+                if kind is not int:
+                    sequence = False
+                    if kind is not float and kind is not bool and lua_type(k) is not None:
+                        raise ApiError("table keys must be strings or numbers")
             kind = type(v)
             if kind is bytes:
+                room -= json_text_cost(v) if json_text else len(v) + STRING_COST
+                if room < 0:
+                    raise ConversionLimit(self.memory_limit if max_bytes is None else max_bytes)
                 if not binary:
                     v = v.decode("utf-8", "replace")
             elif not (v is None or kind is bool or kind is int or kind is float):
-                _budget[0] = left
-                v = self.from_lua(v, _depth + 1, binary, _budget)
-                left = _budget[0]
+                _budget[0], _budget[1] = left, room
+                v = self.from_lua(v, _depth + 1, binary, _budget, max_bytes, json_text)
+                left, room = _budget[0], _budget[1]
+            else:
+                room -= 1  # a number's shortest text
             out[k] = v
-        _budget[0] = left
+        if room < 0:
+            raise ConversionLimit(self.memory_limit if max_bytes is None else max_bytes)
+        _budget[0], _budget[1] = left, room
         n = len(out)
         if not n:
             return []
         if sequence and min(out) == 1 and max(out) == n:  # distinct integers 1..n: a list
             return [out[i] for i in range(1, n + 1)]
         return out
+
+    def request_to_lua(self, value):
+        """A client's request data (a parsed JSON body) as a Lua value, within a share of the memory
+        limit: RequestDataError (the client's: 413, or 400 for text that is not Unicode) otherwise."""
+        share = self.memory_limit // REQUEST_SHARE
+        try:
+            return self.to_lua(value, _budget=[share, True])  # True: no collection first (see _spend)
+        except ApiError as exc:
+            if str(exc) == "not enough memory":
+                raise RequestDataError(413, f"it would take more than half of the plugin's memory limit "
+                                            f"({share // 2**20} MiB)") from None
+            raise RequestDataError(400, str(exc)) from None
+
+    def error_text(self, text) -> str:
+        """A Lua error's text, at most error_max_bytes of it (an error() can carry a 16 MiB string, which
+        must reach neither a response nor the log whole)."""
+        cap = self.error_max_bytes
+        if isinstance(text, bytes) and len(text) > cap:
+            return _lua_error_text(text[:cap].decode("utf-8", "ignore")) + "… (error message truncated)"
+        text = _lua_error_text(text)
+        if len(text) > cap:
+            return text[:cap] + "… (error message truncated)"
+        return text
 
     def memory_used(self) -> int:
         try:
@@ -351,16 +435,14 @@ class Sandbox:
             msg = tripped.decode("utf-8", "replace")
             kind = "memory" if msg.startswith("memory") else "timeout" if msg.startswith("time") else "budget"
             raise PluginCallError(kind, msg) from None
-        raise PluginCallError("error", _lua_error_text(error)) from None
+        raise PluginCallError("error", self.error_text(error)) from None
 
-    @staticmethod
-    def _outcome(result: tuple):
+    def _outcome(self, result: tuple):
         """An entry point's ``true, ...`` as its results; ``false, kind, message`` raised."""
         if result[0] is True:
             return result[1:]
         kind = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
-        msg = result[2].decode("utf-8", "replace") if isinstance(result[2], bytes) else str(result[2])
-        raise PluginCallError(kind, msg)
+        raise PluginCallError(kind, self.error_text(result[2]))
 
 
 def runtime_lock(runtime):

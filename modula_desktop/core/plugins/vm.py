@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..settings import PluginSettings
-from .errors import ApiError, PluginCallError, PluginLoadError
+from .errors import ApiError, ConversionLimit, PluginCallError, PluginLoadError
+from .logbook import cap_entry, context_dropped
 from .manifest import Manifest, parse_manifest
 from .sandbox import Sandbox, lua_type
 
@@ -189,7 +190,7 @@ class PluginVM:
         self.routes: list[RouteSpec] = []
         self.hooks: list[HookSpec] = []
         self.ops = OpBudget()
-        self.sandbox = Sandbox(s.memory_limit_mb)
+        self.sandbox = Sandbox(s.memory_limit_mb, s.error_max_bytes)
         self.db_api = self._make_db_api()
         sb = self.sandbox
         sb.fn("new_env")(self.name.encode(),
@@ -198,8 +199,8 @@ class PluginVM:
         py = {
             "validate_route": sb.host_function(self._validate_route, name="http.handle"),
             "validate_hook": sb.host_function(self._validate_hook, name="hooks.on"),
-            "log": sb.host_function(self._log, name="log"),
-            "json_encode": sb.host_function(self._json_encode, name="json.encode"),
+            "log": sb.host_function(self._log, convert_args=False, name="log"),
+            "json_encode": sb.host_function(self._json_encode, convert_args=False, name="json.encode"),
             "json_decode": sb.host_function(self._json_decode, convert_args=False, name="json.decode"),
             "tx_begin": sb.host_function(self._db_call("tx_begin"), name="db.transaction"),
             "tx_commit": sb.host_function(self._db_call("tx_commit"), name="db.transaction"),
@@ -261,22 +262,35 @@ class PluginVM:
         self._emit("info", str(text), None)
 
     def _log(self, level, msg, ctx):
-        if ctx is not None and not isinstance(ctx, (dict, list)):
-            raise ApiError("log: context must be a table")
+        # converted here, not by host_function: an entry is capped (log_entry_max_bytes), so neither the
+        # message nor the context is copied past the cap, however large it is in the VM
+        limit = self.settings.log_entry_max_bytes
+        sb = self.sandbox
+        level = sb.from_lua(level)
+        msg = sb.from_lua(msg[:limit + 1] if type(msg) is bytes else msg)
+        if ctx is not None:
+            if lua_type(ctx) != "table":
+                raise ApiError("log: context must be a table")
+            try:
+                ctx = sb.from_lua(ctx, max_bytes=max(0, limit - len(msg)))
+            except ConversionLimit:
+                ctx = context_dropped(limit)
         if isinstance(ctx, list) and not ctx:
             ctx = None
         self._emit(level, msg, ctx)
 
     def _emit(self, level, msg, ctx):
-        if len(msg) > 8192:
-            msg = msg[:8192] + "…"
+        msg, ctx = cap_entry(msg, ctx, self.settings.log_entry_max_bytes)
         if self.ctx.log_sink:
             self.ctx.log_sink(self.name, level, msg, ctx)
         else:
             log.log(_LEVELS.get(level, logging.INFO), "[%s] %s", self.name, msg)
 
-    @staticmethod
-    def _json_encode(value):
+    def _json_encode(self, value):
+        sb = self.sandbox
+        # at most the memory limit of JSON text (its result must fit in the VM): ConversionLimit, which
+        # the host call raises as the memory budget's error
+        value = sb.from_lua(value, max_bytes=sb.memory_limit, json_text=True)
         try:
             return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except (ValueError, TypeError) as exc:
@@ -476,7 +490,7 @@ class PluginVM:
             if flat is not None:
                 json_value = request.get("json")
                 result = self.sandbox.call_route(
-                    *head, *flat, None if json_value is None else self.sandbox.to_lua(json_value),
+                    *head, *flat, None if json_value is None else self.sandbox.request_to_lua(json_value),
                     query or None, params or None, headers)
             else:
                 result = self.sandbox.call_route(*head, self._request_table(request))
@@ -511,7 +525,7 @@ class PluginVM:
                 except AttributeError:  # not all strings: the generic conversion
                     value = sb.to_lua(value)
             elif kind is not bytes and value is not None:
-                value = sb.to_lua(value)
+                value = sb.request_to_lua(value)
             fields[bkey] = value
         return sb.lua.table_from(fields)
 
@@ -556,8 +570,12 @@ class PluginVM:
                     raise PluginCallError("error", "response headers must map strings to strings")
                 headers[k.decode("latin-1")] = v.decode("latin-1") if isinstance(v, bytes) else str(v)
         if has_json:
+            limit = self.settings.max_response_body
             try:
-                js = self.sandbox.from_lua(js)
+                # bounded by the response limit: a lower bound of the JSON text, counted as it is copied
+                js = self.sandbox.from_lua(js, max_bytes=limit, json_text=True)
+            except ConversionLimit:
+                raise PluginCallError("error", f"response too large (over {limit} bytes)") from None
             except ApiError as exc:
                 raise PluginCallError("error", f"response json: {exc}") from None
         if type(body) is not bytes:

@@ -32,6 +32,7 @@ local mem_on, mem_off = host.mem_on, host.mem_off
 local TICK = 1000
 local MAX_STRING = limits.max_string
 local PATTERN_COST = limits.pattern_cost
+local ERROR_MAX = limits.error_max
 -- C work above this many units (bytes, elements, pattern steps) is followed by a wall-clock check:
 -- the count hook cannot see time spent inside C functions or host calls.
 local HEAVY = 50000
@@ -154,8 +155,20 @@ local function check_tripped()
   if tripped then r_error(tripped, 0) end
 end
 
+-- Lua 5.4's memory error. Its text alone does not tell a refused allocation: lua_error raises any
+-- error object equal to it as a memory error (LUA_ERRMEM), so a plugin's error("not enough memory", 0)
+-- looks the same as the allocator's. The plugin can raise it only through error and assert (below),
+-- which count what they raise; an error with this text that no plugin raised came from the allocator.
+local MEMERR = "not enough memory"
+local own_memerr = 0 -- raised by the plugin in this call and not caught yet
+
 local function is_memory_error(e)
-  return e == "not enough memory"
+  if e ~= MEMERR then return false end
+  if own_memerr > 0 then
+    own_memerr = own_memerr - 1 -- caught: the plugin's own
+    return false
+  end
+  return true
 end
 
 local function note_failure(e)
@@ -185,7 +198,34 @@ end
 local function sandbox_error(msg, level)
   if level == nil then level = 1 end
   if r_type(level) == "number" and level > 0 then level = level + 1 end
+  if msg == MEMERR then
+    local lv = r_tonumber(level)
+    lv = lv and m_tointeger(lv)
+    if lv then
+      -- the position error() would add (luaL_where); without one the text is MEMERR itself: counted
+      local info = lv > 0 and d_getinfo(lv, "Sl")
+      if info and info.currentline > 0 then r_error(info.short_src .. ":" .. info.currentline .. ": " .. msg, 0) end
+      own_memerr = own_memerr + 1
+      r_error(msg, 0)
+    end
+  end
   r_error(msg, level)
+end
+
+-- assert as Lua 5.4's: the message (or "assertion failed!") raised as error() raises it, so a MEMERR is
+-- counted there
+local function sandbox_assert(...)
+  if (...) then return ... end
+  local n = r_select("#", ...)
+  if n == 0 then r_error("bad argument #1 to 'assert' (value expected)", 2) end
+  if n == 1 then return sandbox_error("assertion failed!", 1) end
+  return sandbox_error((r_select(2, ...)), 1)
+end
+
+-- An error that was noted (note_failure) and is raised again: a plugin's own MEMERR stays its own.
+local function rethrow(e)
+  if e == MEMERR and not tripped then own_memerr = own_memerr + 1 end
+  r_error(e, 0)
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -208,7 +248,7 @@ local function co_wrap(f)
   local co = co_new(f)
   return function(...)
     local r = t_pack(co_resume(co, ...))
-    if not r[1] then note_failure(r[2]); check_tripped(); r_error(r[2], 0) end
+    if not r[1] then note_failure(r[2]); check_tripped(); rethrow(r[2]) end
     check_tripped()
     return t_unpack(r, 2, r.n)
   end
@@ -499,7 +539,9 @@ local function bind(pyfn, level, no_clock)
     -- a host function never raises; if one did, its error object would be a Python object
     if not r[1] then r = {false, false, false, "internal error in host function", n = 4} end
     if active and not no_clock then
-      if r[2] and not tripped then tripped = deadline_name end
+      -- late is true (the deadline passed) or a budget error of the host's (a value too large to copy)
+      local late = r[2]
+      if late and not tripped then tripped = r_type(late) == "string" and late or deadline_name end
       if tripped then r_error(tripped, 0) end
     end
     if not r[3] then
@@ -555,7 +597,7 @@ end
 local function new_env(name, lib_reader, log_print)
   plugin_name = name
   local e = {
-    assert = r_assert, error = sandbox_error, ipairs = r_ipairs, next = r_next, pairs = r_pairs,
+    assert = sandbox_assert, error = sandbox_error, ipairs = r_ipairs, next = r_next, pairs = r_pairs,
     pcall = safe_pcall, xpcall = safe_xpcall, select = r_select, tonumber = r_tonumber,
     tostring = r_tostring, type = r_type, getmetatable = r_getmetatable, setmetatable = safe_setmetatable,
     _VERSION = _VERSION,
@@ -623,6 +665,7 @@ local function arm(max_instr, deadline_at, name)
   -- a finalizer that failed (out of memory) could not re-create the sentinel
   if not sentinel_alive then new_sentinel() end
   tripped = nil
+  own_memerr = 0
   used = 0
   instr_limit = max_instr
   deadline = deadline_at
@@ -646,7 +689,10 @@ local function failure(ok, err)
   end
   if not ok then
     if is_memory_error(err) then return false, "memory", "memory limit exceeded (" .. limits.memory_mb .. " MiB)" end
-    return false, "error", error_text(err)
+    -- at most error_max + 1 bytes leave the VM (the host cuts and marks it): an error() may carry 16 MiB
+    local text = error_text(err)
+    if #text > ERROR_MAX then text = s_sub(text, 1, ERROR_MAX + 1) end
+    return false, "error", text
   end
 end
 
