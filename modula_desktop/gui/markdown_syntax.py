@@ -121,7 +121,7 @@ def toggle_wrap(edit: QPlainTextEdit, marker: str):
                 inner = text[n:-n]  # the selection includes the markers
                 cursor.insertText(inner)
                 start_inner = start
-            elif doc_text[max(0, start - n):start] == marker and doc_text[end:end + n] == marker:
+            elif _wrapped_outside(doc_text, start, end, marker):
                 inner = text  # the markers sit just outside the selection
                 cursor.setPosition(start - n)
                 cursor.setPosition(end + n, QTextCursor.MoveMode.KeepAnchor)
@@ -136,6 +136,22 @@ def toggle_wrap(edit: QPlainTextEdit, marker: str):
     finally:
         cursor.endEditBlock()
     edit.setTextCursor(cursor)
+
+
+def _run(text: str, i: int, step: int, char: str) -> int:
+    n = 0
+    while 0 <= i < len(text) and text[i] == char:
+        n, i = n + 1, i + step
+    return n
+
+
+def _wrapped_outside(text: str, start: int, end: int, marker: str) -> bool:
+    """Whether marker already wraps text[start:end]: * counts in odd runs (* or ***), ** in runs of two
+    or more, so italic inside bold is told apart from bold."""
+    before, after = _run(text, start - 1, -1, marker[0]), _run(text, end, 1, marker[0])
+    if len(marker) == 1:
+        return before % 2 == 1 and after % 2 == 1
+    return before >= len(marker) and after >= len(marker)
 
 
 URL_LIKE = re.compile(r"^(https?://|mailto:)\S+$")
