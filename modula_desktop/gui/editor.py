@@ -30,7 +30,7 @@ from .content_list import short_time
 from .markdown_syntax import MarkdownHighlighter, count_text, insert_link, toggle_wrap
 from .message_bar import MessageBar
 from .preview import MarkdownPreview
-from .revision_diff import diff_html, revision_source, revision_time
+from .revision_diff import diff_html, revision_source, revision_source_short, revision_time
 from .theme import is_dark, style_preview
 
 TYPES = (("Page", "page"), ("Post", "post"))
@@ -39,9 +39,10 @@ NUMBER_ROLE = Qt.ItemDataRole.UserRole
 WORDS_PER_MINUTE = 200  # the window sets the site's [window] words_per_minute
 
 
-def revision_label(rev: dict) -> str:
-    """"#3 · 2026-12-02 04:41:07 · saved in the editor · Title · published"."""
-    parts = [f"#{int(rev.get('number', 0))}", revision_time(rev.get("created_at")), revision_source(rev),
+def revision_label(rev: dict, full: bool = False) -> str:
+    """"#3 · 2026-12-02 04:41:07 · editor · Title · published" (full: the source said in words)."""
+    source = revision_source(rev) if full else revision_source_short(rev)
+    parts = [f"#{int(rev.get('number', 0))}", revision_time(rev.get("created_at")), source,
              rev.get("title") or "(untitled)"]
     if rev.get("status"):
         parts.append(rev["status"])
@@ -56,6 +57,8 @@ class RevisionsPanel(QWidget):
         self._current = current or (lambda: {})  # the editor's values: what a restore would replace
         self.list = QListWidget(self)
         self.list.setObjectName("RevisionList")
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.diff = MarkdownPreview(self, delay_ms=0)
         self.diff.setObjectName("RevisionDiff")
         self.preview = MarkdownPreview(self, delay_ms=0)
@@ -95,7 +98,7 @@ class RevisionsPanel(QWidget):
             self._revisions[number] = rev
             item = QListWidgetItem(revision_label(rev))
             item.setData(NUMBER_ROLE, number)
-            item.setToolTip(revision_label(rev))
+            item.setToolTip(revision_label(rev, full=True))
             self.list.addItem(item)
         self.preview.render_now("")
         self.diff.setHtml("")

@@ -31,7 +31,7 @@ from .metrics_view import MetricsRecorder, MetricsView
 from .plugin_manager import PluginManagerDialog
 from .resources import icon
 from .tasks import TaskRunner
-from .theme import MODES, ThemeManager, style_chart
+from .theme import MODES, ThemeManager, style_chart, themed_icon
 from .trash_view import TrashDialog
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class MainWindow(QMainWindow):
         self._plugins_dialog: PluginManagerDialog | None = None
         self._metrics_view: MetricsView | None = None
         self._trash_dialog: TrashDialog | None = None
-        self.theme = ThemeManager()
+        self.theme = ThemeManager(parent=self)
         self._content_busy: str | None = None  # the content action running now, if any
         self._shut_down = False
 
@@ -105,7 +105,8 @@ class MainWindow(QMainWindow):
         self._show_plugin_summary()
         self._update_actions()
         self.recorder.start()
-        self.theme.apply()
+        self.theme.changed.connect(self._theme_changed)
+        self.theme.apply(force=True)
         self._check_theme_action()
         self.autosave = AutosaveController(self, DraftStore(service.site.state_dir / "autosave"),
                                            int(service.settings.window.autosave_interval_s * 1000))
@@ -116,6 +117,7 @@ class MainWindow(QMainWindow):
         act = QAction(text, self)
         if icon_name:
             act.setIcon(icon(icon_name))
+            act.setProperty("modula_icon", icon_name)  # drawn again for the other theme
         if shortcut:
             act.setShortcut(QKeySequence(shortcut))
         if tip or shortcut:
@@ -575,6 +577,22 @@ class MainWindow(QMainWindow):
     def set_theme(self, mode: str):
         """System, light or dark (View > Theme), remembered for the next start."""
         self.theme.set_mode(mode)
+        self._check_theme_action()
+
+    def _theme_changed(self, scheme: str):
+        dark = scheme == "dark"
+        for act in self.findChildren(QAction):
+            name = act.property("modula_icon")
+            if name:
+                act.setIcon(themed_icon(name, dark))
+        # rich-text labels and the list take their link and muted colours when they are filled (and
+        # QLabel ignores setText of the same text)
+        for label in self.findChildren(QLabel):
+            text = label.text()
+            if "<a " in text:
+                label.clear()
+                label.setText(text)
+        self.list.refresh()
         self._check_theme_action()
 
     def _check_theme_action(self):

@@ -34,6 +34,18 @@ def revision_time(iso: str | None) -> str:
     return when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
+SHORT_SOURCE_LABELS = {"editor": "editor", "api": "admin API", "app": "app", "restore": "restore",
+                       "trash": "from the Trash", "": "source unknown"}
+
+
+def revision_source_short(rev: dict) -> str:
+    """"admin API + filter hooks_plugin": for the one-line list; revision_source() says it in full."""
+    source = rev.get("source") or ""
+    text = SHORT_SOURCE_LABELS.get(source, source)
+    plugins = [p for p in rev.get("changed_by") or [] if p]
+    return text + (f" + filter {', '.join(plugins)}" if plugins else "")
+
+
 def revision_source(rev: dict) -> str:
     source = rev.get("source") or ""
     text = SOURCE_LABELS.get(source, f"saved by {source}")

@@ -111,6 +111,35 @@ def style_preview(preview, dark: bool | None = None, rerender: bool = True):
         preview.render_now()
 
 
+ICON_GREY = "#3d4650"  # the strokes of resources/icons/*.svg, too dark on a dark toolbar
+ICON_GREY_DARK = "#c9d1d9"
+
+
+def themed_icon(name: str, dark: bool | None = None):
+    """The icon of resources/icons/<name>.svg, its grey strokes lightened in the dark theme."""
+    from PySide6.QtCore import QByteArray, QRectF
+    from PySide6.QtGui import QIcon, QImage, QPainter, QPixmap
+    from PySide6.QtSvg import QSvgRenderer
+
+    from .resources import icon
+
+    dark = is_dark() if dark is None else dark
+    path = RESOURCES / "icons" / f"{name}.svg"
+    if not dark or not path.is_file():
+        return icon(name)
+    data = path.read_text(encoding="utf-8").replace(ICON_GREY, ICON_GREY_DARK)
+    renderer = QSvgRenderer(QByteArray(data.encode("utf-8")))
+    out = QIcon()
+    for size in (16, 20, 24, 32, 48):
+        image = QImage(size, size, QImage.Format.Format_ARGB32_Premultiplied)
+        image.fill(0)
+        painter = QPainter(image)
+        renderer.render(painter, QRectF(0, 0, size, size))
+        painter.end()
+        out.addPixmap(QPixmap.fromImage(image))
+    return out
+
+
 def style_chart(chart, dark: bool | None = None):
     """QChart.ChartThemeDark / ChartThemeLight, keeping the series' own colours and the fonts (setTheme
     resets both)."""
@@ -151,9 +180,12 @@ class ThemeManager(QObject):
 
     changed = Signal(str)  # "light" or "dark"
 
-    def __init__(self, app: QApplication | None = None, settings: QSettings | None = None, parent=None):
+    def __init__(self, app: QApplication | None = None, settings: QSettings | None = None, parent=None,
+                 system=None):
         super().__init__(parent)
         self.app = app or QApplication.instance()
+        # what the desktop asks for; a platform without a colour scheme (offscreen) reports light
+        self.system = system or system_scheme
         self.settings = settings if settings is not None else QSettings()
         self._native_style, self._native_palette = _native(self.app)
         mode = self.settings.value(SETTINGS_KEY, "system")
@@ -164,7 +196,7 @@ class ThemeManager(QObject):
             hints.colorSchemeChanged.connect(self._system_changed)
 
     def resolved(self) -> str:
-        return system_scheme() if self.mode == "system" else self.mode
+        return self.system() if self.mode == "system" else self.mode
 
     def set_mode(self, mode: str):
         if mode not in dict(MODES):
@@ -186,7 +218,7 @@ class ThemeManager(QObject):
         if scheme == "dark":
             self.app.setStyle(QStyleFactory.create("Fusion"))
             self.app.setPalette(dark_palette())
-        elif self.mode == "light" and system_scheme() == "dark":
+        elif self.mode == "light" and self.system() == "dark":
             fusion = QStyleFactory.create("Fusion")
             self.app.setStyle(fusion)
             self.app.setPalette(fusion.standardPalette())
