@@ -253,7 +253,10 @@ def test_revisions_show_number_time_source_and_a_diff_before_restoring(qtbot, wi
     assert "− pie" in diff and "+ cake" in diff and "soup" in diff
     html = panel.diff.toHtml()
     assert "#ffebe9" in html.lower() or "#82071e" in html.lower()  # removed lines are coloured
+    window.editor.body.setPlainText("soup\nbread\npie\ntea")  # the diff follows the text being typed
+    qtbot.waitUntil(lambda: "− tea" in panel.diff_text(), timeout=3000)
     assert panel.restore_button.isEnabled()
+    window.confirm = lambda title, text: "unsaved" in text
     panel.restore_button.click()
     wait_idle(qtbot, window)
     assert service.content.get(e["id"])["body"] == "soup\nbread\ncake"

@@ -7,7 +7,7 @@ revision would change before it is restored.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QFontDatabase, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
@@ -245,6 +245,10 @@ class EntryEditor(QWidget):
         self.body.textChanged.connect(self._body_edited)
         self.revisions.restore_requested.connect(self.restore_requested)
         self.tabs.currentChanged.connect(lambda _i: self.revisions.show_diff())
+        self._diff_timer = QTimer(self)  # the diff follows typing, debounced like the preview
+        self._diff_timer.setSingleShot(True)
+        self._diff_timer.setInterval(300)
+        self._diff_timer.timeout.connect(self.revisions.show_diff)
         self.load(None)
 
     def changeEvent(self, event):  # noqa: N802 - Qt override
@@ -375,6 +379,8 @@ class EntryEditor(QWidget):
             return
         self.preview.schedule(self.body.toPlainText())
         self._show_count()
+        if self.tabs.currentWidget() is self.revisions:
+            self._diff_timer.start()
         self._edited()
 
     def _set_dirty(self, dirty: bool):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -219,15 +220,23 @@ def make_screenshots(out_dir: Path, seconds_of_traffic: int = 120) -> list[Path]
     finally:
         server.stop()
         service.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     return made
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m modula_desktop.gui.screenshots OUT_DIR", file=sys.stderr)
-        return 2
-    make_screenshots(Path(argv[0]))
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m modula_desktop.gui.screenshots",
+                                 description="Make the docs/screenshots/ images offscreen on a sample site.")
+    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--traffic-seconds", type=int, default=120, help="seconds of traffic on the metrics charts")
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    made = make_screenshots(args.out_dir, seconds_of_traffic=max(2, args.traffic_seconds))
+    missing = [p.name for p in made if not p.is_file() or p.stat().st_size == 0]
+    if missing:
+        print(f"could not write {', '.join(missing)}", file=sys.stderr)
+        return 1
     return 0
 
 
