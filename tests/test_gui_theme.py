@@ -154,19 +154,22 @@ def test_previews_highlighting_and_diff_follow_the_theme(qtbot, window, service)
     window.save()
     wait_idle(qtbot, window)
     editor = window.editor
+    editor.tabs.setCurrentWidget(editor.revisions)
+    editor.revisions.list.setCurrentRow(1)
     for mode in both(window):
         dark = mode == "dark"
-        preview = editor.preview.viewport()
-        assert rendered_contrast(preview, preview.rect().adjusted(0, 0, 0, -preview.height() + 60)) >= AA, mode
-        assert editor.highlighter.dark is dark
-        heading = editor.body.document().findBlockByNumber(0).layout().formats()
-        assert heading[0].format.foreground().color().name() == COLOURS["heading"][1 if dark else 0]
-        editor.tabs.setCurrentWidget(editor.revisions)
-        editor.revisions.list.setCurrentRow(1)
+        # the theme changed while the diff was shown: it is drawn again in the new colours, not lost
+        assert "Some **text**" in editor.revisions.diff_text(), mode
         html = editor.revisions.diff.toHtml().lower()
         assert ("#4b1c1f" in html) is dark and ("#ffebe9" in html) is not dark
         assert rendered_contrast(editor.revisions.diff.viewport()) >= AA, mode
+        assert editor.highlighter.dark is dark
+        heading = editor.body.document().findBlockByNumber(0).layout().formats()
+        assert heading[0].format.foreground().color().name() == COLOURS["heading"][1 if dark else 0]
         editor.tabs.setCurrentWidget(editor.preview)
+        preview = editor.preview.viewport()
+        assert rendered_contrast(preview, preview.rect().adjusted(0, 0, 0, -preview.height() + 60)) >= AA, mode
+        editor.tabs.setCurrentWidget(editor.revisions)
 
 
 def test_charts_take_the_dark_chart_theme_and_keep_their_colours(qtbot, window):

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QTabWidget,
+    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
@@ -59,8 +60,11 @@ class RevisionsPanel(QWidget):
         self.list.setObjectName("RevisionList")
         self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.diff = MarkdownPreview(self, delay_ms=0)
+        # not a MarkdownPreview: a theme change re-renders those from their Markdown
+        self.diff = QTextBrowser(self)
         self.diff.setObjectName("RevisionDiff")
+        self.diff.setOpenLinks(False)
+        self.diff.document().setDocumentMargin(10)
         self.preview = MarkdownPreview(self, delay_ms=0)
         style_preview(self.preview, rerender=False)
         self.views = QTabWidget(self)
