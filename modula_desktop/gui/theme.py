@@ -97,16 +97,15 @@ def stylesheet(scheme: str) -> str:
     return "\n".join(parts)
 
 
-def preview_css(dark: bool) -> str:
-    from .preview import PREVIEW_CSS
-
-    return PREVIEW_CSS + (PREVIEW_DARK_CSS if dark else "")
-
-
 def style_preview(preview, dark: bool | None = None, rerender: bool = True):
-    """Give a MarkdownPreview the CSS of the theme (and render its text again with it)."""
+    """Give a MarkdownPreview the CSS of the theme (and render its text again with it): the CSS the
+    preview set up for itself, with the dark overrides after it."""
     dark = is_dark() if dark is None else dark
-    preview.document().setDefaultStyleSheet(preview_css(dark))
+    base = preview.property("modula_light_css")
+    if base is None:
+        base = preview.document().defaultStyleSheet()
+        preview.setProperty("modula_light_css", base)
+    preview.document().setDefaultStyleSheet(base + (PREVIEW_DARK_CSS if dark else ""))
     if rerender:
         preview.render_now()
 
