@@ -105,8 +105,10 @@ class MainWindow(QMainWindow):
         self._show_plugin_summary()
         self._update_actions()
         self.recorder.start()
-        self.theme.changed.connect(self._theme_changed)
         self.theme.apply(force=True)
+        if self.theme.scheme == "dark":
+            self._theme_changed("dark")  # built light-iconed; the rest took the dark palette already
+        self.theme.changed.connect(self._theme_changed)
         self._check_theme_action()
         self.autosave = AutosaveController(self, DraftStore(service.site.state_dir / "autosave"),
                                            int(service.settings.window.autosave_interval_s * 1000))
