@@ -207,6 +207,41 @@ def test_a_new_window_offers_the_autosave_and_restores_it(qtbot, service):
         close_window(w)
 
 
+def test_restoring_over_a_newer_save_warns(qtbot, service):
+    e = service.content.create({"title": "Hours", "body": "9-5"})
+    folder = autosave_dir(service)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{e['id']}.json").write_text(json.dumps({
+        "entry_id": e["id"], "title": "Hours", "saved_at": "2026-12-01T10:00:00.000Z",
+        "entry_updated_at": e["updated_at"],
+        "values": {"title": "Hours", "slug": "hours", "type": "page", "body": "9-6"}}))
+    service.content.update(e["id"], {"body": "8-5"}, source="api")  # saved elsewhere since
+    w = open_window(qtbot, service)
+    try:
+        w.editor.restore_bar.restore_button.click()
+        assert w.editor.body.toPlainText() == "9-6" and w.editor.message_bar.kind == "warning"
+        assert "saved again after these changes" in w.editor.message_bar.text()
+    finally:
+        close_window(w)
+
+
+def test_the_autosave_is_not_rewritten_while_nothing_changes(qtbot, quick_service):
+    e = quick_service.content.create({"title": "Still", "body": "a"})
+    w = open_window(qtbot, quick_service)
+    try:
+        w.open_entry(e["id"])
+        w.editor.body.setPlainText("b")
+        path = autosave_dir(quick_service) / f"{e['id']}.json"
+        qtbot.waitUntil(path.exists, timeout=5000)
+        first = path.stat().st_mtime_ns
+        qtbot.wait(1300)  # two more intervals
+        assert path.stat().st_mtime_ns == first
+        w.editor.body.setPlainText("c")
+        qtbot.waitUntil(lambda: json.loads(path.read_text())["values"]["body"] == "c", timeout=5000)
+    finally:
+        close_window(w)
+
+
 def test_discarding_the_offer_removes_it_and_a_new_entry_draft_restores_as_new(qtbot, service):
     folder = autosave_dir(service)
     folder.mkdir(parents=True, exist_ok=True)

@@ -84,6 +84,7 @@ class DraftStore:
                 continue
             entry_id = data.get("entry_id") if path.stem != NEW else None
             out.append({"key": path.stem, "entry_id": entry_id, "values": values,
+                        "entry_updated_at": data.get("entry_updated_at"),
                         "title": str(data.get("title") or values.get("title") or ""),
                         "saved_at": str(data.get("saved_at") or "")})
         out.sort(key=lambda d: d["saved_at"], reverse=True)
@@ -125,6 +126,7 @@ class AutosaveController(QObject):
         self.editor = window.editor
         self.store = store
         self._written: str | None = None  # the key of the file written for the current edits
+        self._written_values: dict | None = None  # what it holds: no rewrite while nothing changed
         self._pending: list[dict] = []
         self.timer = QTimer(self)
         self.timer.setInterval(interval_ms)
@@ -149,22 +151,24 @@ class AutosaveController(QObject):
             return
         entry = self.editor.entry
         key = self.store.key(entry["id"] if entry else None)
+        values = self.editor.values()
+        if self._written == key and self._written_values == values:
+            return
         if self._written is not None and self._written != key:
             self.store.remove(None if self._written == NEW else self._written)
         try:
-            self.store.write(entry["id"] if entry else None, self.editor.values(),
-                             title=self.editor.values().get("title", ""),
+            self.store.write(entry["id"] if entry else None, values, title=values.get("title", ""),
                              updated_at=entry.get("updated_at") if entry else None)
         except OSError:
             log.exception("could not write the autosave")
             return
-        self._written = key
+        self._written, self._written_values = key, values
 
     def discard_current(self):
         """The author chose to throw the unsaved text away."""
         if self._written is not None:
             self.store.remove(None if self._written == NEW else self._written)
-            self._written = None
+            self._written = self._written_values = None
 
     def _dirty_changed(self, dirty: bool):
         if not dirty:
@@ -197,11 +201,13 @@ class AutosaveController(QObject):
             return
         self._pending.pop(0)
         gone = False
+        newer = False
         if draft["entry_id"]:
             from ..core.errors import NotFound
 
             try:
-                self.window.content.get(draft["entry_id"])
+                stored = self.window.content.get(draft["entry_id"])
+                newer = bool(draft["entry_updated_at"]) and stored["updated_at"] != draft["entry_updated_at"]
                 self.window.open_entry(draft["entry_id"])
             except NotFound:
                 gone = True
@@ -214,6 +220,10 @@ class AutosaveController(QObject):
         if gone:
             self.editor.show_info("The entry these changes belonged to no longer exists; Save creates it "
                                   "again as a new entry.")
+        elif newer:
+            self.editor.message_bar.show_message(
+                "The entry was saved again after these changes were made. Saving now replaces that text; "
+                "its Revisions tab shows what would change.", "warning")
         self.window._update_actions()
         self._offer_next()
 
