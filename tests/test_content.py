@@ -220,7 +220,8 @@ def test_every_save_keeps_a_revision(content):
     assert (revs[2]["title"], revs[2]["body"], revs[2]["status"]) == ("v1", "one", "draft")
     assert (revs[1]["title"], revs[1]["fields"]) == ("v2", {"k": 1})
     assert revs[0]["status"] == "published"
-    assert set(revs[0]) == {"number", "type", "title", "slug", "body", "status", "fields", "created_at"}
+    assert set(revs[0]) == {"number", "type", "title", "slug", "body", "status", "fields", "created_at",
+                            "source", "changed_by"}
 
 
 def test_restore_brings_back_a_revision_as_a_new_one(content):
@@ -244,6 +245,7 @@ def test_restore_refuses_a_slug_taken_since(content):
 
 
 def test_delete_removes_the_entry_and_its_revisions(service, content):
+    # delete moves to the Trash (tests/test_trash_revisions.py); emptying it removes the rows
     e = content.create({"title": "gone"})
     content.update(e["id"], {"body": "x"})
     keep = content.create({"title": "kept"})
@@ -251,6 +253,7 @@ def test_delete_removes_the_entry_and_its_revisions(service, content):
     assert deleted["id"] == e["id"] and deleted["body"] == "x"
     with pytest.raises(NotFound):
         content.get(e["id"])
+    assert content.purge(e["id"])["id"] == e["id"]
     assert rows(service) == (1, 1)
     assert Revision.select().where(Revision.content == keep["id"]).count() == 1
 
@@ -262,7 +265,8 @@ def test_listeners_hear_committed_changes(service, content):
     def listener(event, entry):
         # another thread (its own connection) sees the change: the listener runs after commit
         seen = []
-        t = threading.Thread(target=lambda: seen.append(Content.get_or_none(Content.id == entry["id"])))
+        t = threading.Thread(target=lambda: seen.append(Content.get_or_none(
+            (Content.id == entry["id"]) & Content.deleted_at.is_null())))  # a deleted entry is in the Trash
         t.start()
         t.join()
         heard.append((event, entry["title"], seen[0] is not None))

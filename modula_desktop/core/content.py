@@ -13,8 +13,21 @@ operation                  events
 ``update``, ``restore``    update; plus publish/unpublish when the change flips the status
 ``publish``                publish only (not update); nothing when already published
 ``unpublish``              unpublish only; nothing when already a draft
-``delete``                 delete
+``delete``                 delete (the entry moves to the Trash)
+``restore_from_trash``     create; plus publish when the entry comes back published
+``purge``, ``empty_trash`` nothing: the plugins heard of the deletion when it went to the Trash
 =========================  ==================================================================
+
+The Trash: ``delete`` moves an entry there (``deleted_at`` set) instead of removing it. A trashed entry
+is invisible to every read (get, list, count, get_by_slug, and so /preview/) and cannot be changed; its
+revisions are kept. Its slug is freed at once, so a new entry may take it; restoring gives the slug
+back when it is still free and otherwise the next free variant ("about-2"). For plugins a restore is
+the entry appearing again, so it runs the create hooks (a before_create may refuse it). Removing an
+entry from the Trash for good fires nothing: the delete hooks already ran when it was moved there.
+
+Each revision records its ``source`` (who saved it: "editor" for the window, "api" for the admin
+API, "app" when the caller does not say) and ``changed_by``, the plugins whose before-hooks changed
+what was saved.
 
 So a plugin that guards publishing (``before_publish``) sees every way an entry can become published.
 Before-hooks run in that order (the primary event first, so its filters can still flip the status);
@@ -39,6 +52,7 @@ from .storage import Content, Revision, utc_now
 log = logging.getLogger(__name__)
 
 FIELDS = ("id", "type", "title", "slug", "body", "status", "fields", "published_at", "created_at", "updated_at")
+TRASH_FIELDS = FIELDS + ("deleted_at",)
 EDITABLE = ("type", "title", "slug", "body", "status", "fields")
 READ_ONLY = ("id", "published_at", "created_at", "updated_at")
 RESTORED = ("type", "title", "slug", "body", "fields")  # a restore keeps the current status
@@ -52,6 +66,8 @@ MAX_AUTO_SLUG = 80  # leaves room for a "-N" suffix
 MAX_TITLE = 500
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+MAX_SOURCE = 40
+DEFAULT_SOURCE = "app"
 
 Listener = Callable[[str, dict], None]
 
@@ -69,9 +85,26 @@ def _entry(row: Content) -> dict:
     return {name: getattr(row, name) for name in FIELDS}
 
 
+def _trashed(row: Content) -> dict:
+    entry = {name: getattr(row, name) for name in TRASH_FIELDS}
+    entry["slug"] = row.deleted_slug or row.slug
+    return entry
+
+
 def _revision(row: Revision) -> dict:
     return {"number": row.number, "type": row.type, "title": row.title, "slug": row.slug, "body": row.body,
-            "status": row.status, "fields": row.fields, "created_at": row.created_at}
+            "status": row.status, "fields": row.fields, "created_at": row.created_at,
+            "source": row.source or "", "changed_by": list(row.changed_by or [])}
+
+
+def _source(source) -> str:
+    if not isinstance(source, str) or not source.strip() or len(source) > MAX_SOURCE:
+        raise ValidationError(f"The source of a change must be a short text (at most {MAX_SOURCE} characters).")
+    return source.strip()
+
+
+LIVE = Content.deleted_at.is_null()
+IN_TRASH = Content.deleted_at.is_null(False)
 
 
 class ContentService:
@@ -106,7 +139,7 @@ class ContentService:
         return _entry(self._row(id))
 
     def get_by_slug(self, slug: str) -> dict:
-        row = Content.get_or_none(Content.slug == slug) if isinstance(slug, str) else None
+        row = Content.get_or_none((Content.slug == slug) & LIVE) if isinstance(slug, str) else None
         if row is None:
             raise NotFound(f"There is no entry with the slug '{slug}'.")
         return _entry(row)
@@ -125,7 +158,7 @@ class ContentService:
         return self._filtered(type, status, search).count()
 
     def _filtered(self, type, status, search):
-        query = Content.select()
+        query = Content.select().where(LIVE)
         if type is not None:
             if type not in TYPES:
                 raise ValidationError(f"type must be one of {', '.join(TYPES)}, not {type!r}.")
@@ -149,64 +182,131 @@ class ContentService:
         return [_revision(r) for r in query]
 
     def _row(self, id) -> Content:
-        row = Content.get_or_none(Content.id == id) if isinstance(id, str) else None
+        row = Content.get_or_none((Content.id == id) & LIVE) if isinstance(id, str) else None
         if row is None:
             raise NotFound(f"There is no entry with the id '{id}'.")
         return row
 
+    def _trash_row(self, id) -> Content:
+        row = Content.get_or_none((Content.id == id) & IN_TRASH) if isinstance(id, str) else None
+        if row is None:
+            raise NotFound(f"There is no entry with the id '{id}' in the Trash.")
+        return row
+
+    # ---- the Trash -------------------------------------------------------------------------
+    def trash(self) -> list[dict]:
+        """The entries in the Trash, most recently deleted first (each with its deleted_at)."""
+        query = Content.select().where(IN_TRASH).order_by(Content.deleted_at.desc(), Content.id.desc())
+        return [_trashed(row) for row in query]
+
+    def trash_count(self) -> int:
+        return Content.select().where(IN_TRASH).count()
+
+    def get_trashed(self, id: str) -> dict:
+        return _trashed(self._trash_row(id))
+
+    def trashed_revisions(self, id: str) -> list[dict]:
+        self._trash_row(id)
+        query = Revision.select().where(Revision.content == id).order_by(Revision.number.desc())
+        return [_revision(r) for r in query]
+
+    def restore_from_trash(self, id: str, run_hooks: bool = True, source: str = DEFAULT_SOURCE) -> dict:
+        """Bring an entry back from the Trash (with the create hooks, as if it appeared again). Its slug
+        comes back, or the next free variant when another entry took it meanwhile."""
+        source = _source(source)
+        with self._transaction():
+            row = self._trash_row(id)
+            old = _trashed(row)
+            del old["deleted_at"]
+            now = utc_now()
+            entry = dict(old, slug=self._unique_slug(old["slug"], id), updated_at=now)
+            # the slug column still holds the stand-in until the write below
+            entry, events, changed_by = self._settle(None, entry, {}, auto_slug=False, primary="create",
+                                                     run_hooks=run_hooks)
+            if entry["status"] == PUBLISHED and old["status"] == PUBLISHED and old["published_at"]:
+                entry["published_at"] = old["published_at"]
+            Content.update(deleted_at=None, deleted_slug=None).where(Content.id == id).execute()
+            self._write(entry, new=False, source=source, changed_by=changed_by)
+        return self._committed(events, entry, run_hooks)
+
+    def purge(self, id: str) -> dict:
+        """Delete an entry in the Trash and its revisions for good (no hooks: see the module docstring)."""
+        with self._transaction():
+            entry = _trashed(self._trash_row(id))
+            Revision.delete().where(Revision.content == id).execute()
+            Content.delete().where(Content.id == id).execute()
+        self._notify("purge", entry)
+        return entry
+
+    def empty_trash(self) -> int:
+        """Delete every entry in the Trash for good. Returns how many."""
+        with self._transaction():
+            ids = [r.id for r in Content.select(Content.id).where(IN_TRASH)]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                Revision.delete().where(Revision.content.in_(chunk)).execute()
+                Content.delete().where(Content.id.in_(chunk)).execute()
+        if ids:
+            self._notify("purge", {"ids": ids})
+        return len(ids)
+
     # ---- changes ---------------------------------------------------------------------------
-    def create(self, data: dict, run_hooks: bool = True) -> dict:
+    def create(self, data: dict, run_hooks: bool = True, source: str = DEFAULT_SOURCE) -> dict:
         """Create an entry from data (type, title, slug, body, status, fields; type defaults to page,
         status to draft, an empty slug is made from the title). Returns the entry."""
         values = self._input(data)
+        source = _source(source)
         now = utc_now()
         entry = {"id": str(ULID()), "type": "page", "title": "", "slug": "", "body": "", "status": DRAFT,
                  "fields": {}, "published_at": None, "created_at": now, "updated_at": now}
         with self._transaction():
-            entry, events = self._settle(None, entry, values, auto_slug=not values.get("slug"),
-                                         primary="create", run_hooks=run_hooks)
-            self._write(entry, new=True)
+            entry, events, changed_by = self._settle(None, entry, values, auto_slug=not values.get("slug"),
+                                                     primary="create", run_hooks=run_hooks)
+            self._write(entry, new=True, source=source, changed_by=changed_by)
         return self._committed(events, entry, run_hooks)
 
-    def update(self, id: str, changes: dict, run_hooks: bool = True) -> dict:
+    def update(self, id: str, changes: dict, run_hooks: bool = True, source: str = DEFAULT_SOURCE) -> dict:
         """Change some editable fields of an entry (an empty slug is made from the title again)."""
         values = self._input(changes)
+        source = _source(source)
         with self._transaction():
             old = _entry(self._row(id))
-            entry, events = self._settle(old, dict(old, updated_at=utc_now()), values,
-                                         auto_slug="slug" in values and not values["slug"],
-                                         primary="update", run_hooks=run_hooks)
-            self._write(entry, new=False)
+            entry, events, changed_by = self._settle(old, dict(old, updated_at=utc_now()), values,
+                                                     auto_slug="slug" in values and not values["slug"],
+                                                     primary="update", run_hooks=run_hooks)
+            self._write(entry, new=False, source=source, changed_by=changed_by)
         return self._committed(events, entry, run_hooks)
 
-    def publish(self, id: str, run_hooks: bool = True) -> dict:
-        return self._set_status(id, PUBLISHED, "publish", run_hooks)
+    def publish(self, id: str, run_hooks: bool = True, source: str = DEFAULT_SOURCE) -> dict:
+        return self._set_status(id, PUBLISHED, "publish", run_hooks, source)
 
-    def unpublish(self, id: str, run_hooks: bool = True) -> dict:
-        return self._set_status(id, DRAFT, "unpublish", run_hooks)
+    def unpublish(self, id: str, run_hooks: bool = True, source: str = DEFAULT_SOURCE) -> dict:
+        return self._set_status(id, DRAFT, "unpublish", run_hooks, source)
 
-    def _set_status(self, id: str, status: str, event: str, run_hooks: bool) -> dict:
+    def _set_status(self, id: str, status: str, event: str, run_hooks: bool, source: str) -> dict:
+        source = _source(source)
         with self._transaction():
             old = _entry(self._row(id))
             if old["status"] == status:
                 return old  # nothing to do, nothing fired
-            entry, events = self._settle(old, dict(old, updated_at=utc_now()), {"status": status},
-                                         auto_slug=False, primary=event, run_hooks=run_hooks)
-            self._write(entry, new=False)
+            entry, events, changed_by = self._settle(old, dict(old, updated_at=utc_now()), {"status": status},
+                                                     auto_slug=False, primary=event, run_hooks=run_hooks)
+            self._write(entry, new=False, source=source, changed_by=changed_by)
         return self._committed(events, entry, run_hooks)
 
     def delete(self, id: str, run_hooks: bool = True) -> dict:
-        """Delete an entry and its revisions once the before_delete hooks allowed it. Returns what was
-        deleted."""
+        """Move an entry to the Trash once the before_delete hooks allowed it (its revisions stay with
+        it). Returns the entry as it was."""
         with self._transaction():
             entry = _entry(self._row(id))
             if run_hooks:
                 self.hooks.run_before("before_delete", entry)
-            Revision.delete().where(Revision.content == id).execute()
-            Content.delete().where(Content.id == id).execute()
+            # "~" cannot start a valid slug, and the id keeps the stand-in unique
+            Content.update(deleted_at=utc_now(), deleted_slug=entry["slug"], slug="~" + id).where(
+                Content.id == id).execute()
         return self._committed(["delete"], entry, run_hooks)
 
-    def restore(self, id: str, revision_number: int, run_hooks: bool = True) -> dict:
+    def restore(self, id: str, revision_number: int, run_hooks: bool = True, source: str = DEFAULT_SOURCE) -> dict:
         """Bring back the type, title, slug, body and fields of a revision (the status stays as it is).
         A restore is an update: it fires the update hooks and adds a revision."""
         self._row(id)
@@ -214,7 +314,7 @@ class ContentService:
         if rev is None:
             raise NotFound(f"The entry has no revision {revision_number}.")
         revision = _revision(rev)
-        return self.update(id, {k: revision[k] for k in RESTORED}, run_hooks=run_hooks)
+        return self.update(id, {k: revision[k] for k in RESTORED}, run_hooks=run_hooks, source=source)
 
     # ---- the machinery ---------------------------------------------------------------------
     def _transaction(self):
@@ -223,9 +323,9 @@ class ContentService:
         return self.db.atomic("IMMEDIATE")
 
     def _settle(self, old: dict | None, entry: dict, values: dict, *, auto_slug: bool, primary: str,
-                run_hooks: bool) -> tuple[dict, list[str]]:
+                run_hooks: bool) -> tuple[dict, list[str], list[str]]:
         """Apply values to entry, validate, and run the before-hooks of the operation's events (which may
-        change it further). Returns the entry to write and the events fired."""
+        change it further). Returns the entry to write, the events fired and the plugins that changed it."""
         # a slug already checked in this operation (or the entry's own stored one) needs no new query
         state = {"auto_slug": auto_slug, "checked": old["slug"] if old is not None else None}
 
@@ -245,17 +345,19 @@ class ContentService:
 
         entry = apply(entry, values)
         events = [primary]
+        changed_by: list[str] = []
         if run_hooks:
             locked = ("status",) if primary in ("publish", "unpublish") else ()
-            entry = self.hooks.run_before(f"before_{primary}", entry, apply, locked=locked)
+            entry = self.hooks.run_before(f"before_{primary}", entry, apply, locked=locked, changed_by=changed_by)
         if primary in ("create", "update"):
             was = old["status"] if old is not None else DRAFT
             if entry["status"] != was:
                 flip = "publish" if entry["status"] == PUBLISHED else "unpublish"
                 events.append(flip)
                 if run_hooks:
-                    entry = self.hooks.run_before(f"before_{flip}", entry, apply, locked=("status",))
-        return entry, events
+                    entry = self.hooks.run_before(f"before_{flip}", entry, apply, locked=("status",),
+                                                  changed_by=changed_by)
+        return entry, events, changed_by
 
     @staticmethod
     def _published_at(old: dict | None, new: dict):
@@ -265,7 +367,7 @@ class ContentService:
             return old["published_at"]
         return new["updated_at"]  # the moment of this operation
 
-    def _write(self, entry: dict, new: bool):
+    def _write(self, entry: dict, new: bool, source: str = DEFAULT_SOURCE, changed_by=()):
         try:
             if new:
                 Content.insert(**entry).execute()
@@ -277,7 +379,8 @@ class ContentService:
         number = Revision.select(fn.COALESCE(fn.MAX(Revision.number), 0) + 1).where(Revision.content == entry["id"])
         Revision.insert(id=str(ULID()), content=entry["id"], number=number, type=entry["type"],
                         title=entry["title"], slug=entry["slug"], body=entry["body"], status=entry["status"],
-                        fields=entry["fields"], created_at=entry["updated_at"]).execute()
+                        fields=entry["fields"], created_at=entry["updated_at"], source=source,
+                        changed_by=list(dict.fromkeys(changed_by))).execute()
 
     def _committed(self, events: list[str], entry: dict, run_hooks: bool) -> dict:
         self._notify(events[0], entry)
@@ -337,7 +440,7 @@ class ContentService:
         if not SLUG_RE.match(slug):
             raise ValidationError(f"The slug '{slug}' may contain only lowercase letters, digits and single "
                                   f"hyphens, such as '{slugify(slug)}'.")
-        if Content.select().where((Content.slug == slug) & (Content.id != entry["id"])).exists():
+        if Content.select().where((Content.slug == slug) & (Content.id != entry["id"]) & LIVE).exists():
             raise ValidationError(f"The slug '{slug}' is already used by another entry.")
 
     @staticmethod

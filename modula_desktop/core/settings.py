@@ -77,9 +77,18 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class WindowSettings:
+    # how often the editor writes unsaved text to .modula/autosave/ (survives a crash)
+    autosave_interval_s: float = 5.0
+    # the reading time shown under the editor: words / words_per_minute
+    words_per_minute: int = 200
+
+
+@dataclass(frozen=True)
 class Settings:
     plugins: PluginSettings = field(default_factory=PluginSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    window: WindowSettings = field(default_factory=WindowSettings)
 
     def replace(self, **sections) -> "Settings":
         """Return a copy with keys of sections changed, e.g. replace(plugins={"max_vms": 2})."""
@@ -136,6 +145,9 @@ def _apply(obj, values: dict, section: str):
                     "max_request_header_size"):
             if getattr(new, key) < 1:
                 raise SettingsError(f"modula.toml: [server] {key} must be at least 1")
+    if section == "window" and (new.words_per_minute < 1 or new.autosave_interval_s < 0.5):
+        raise SettingsError("modula.toml: [window] words_per_minute must be at least 1 and autosave_interval_s "
+                            "at least 0.5")
     return new
 
 

@@ -62,6 +62,10 @@ class Content(BaseModel):
     published_at = TextField(null=True)
     created_at = TextField()
     updated_at = TextField()
+    # In the Trash (migration 2): when it was moved there, and its slug, which the live slug column gives
+    # back ("~" + id stands in) so a new entry may take it; restoring needs it free again.
+    deleted_at = TextField(null=True, index=True)
+    deleted_slug = TextField(null=True)
 
     class Meta:
         table_name = "content"
@@ -78,6 +82,10 @@ class Revision(BaseModel):
     status = TextField()
     fields = JSONField(default=dict)
     created_at = TextField()
+    # Who saved it (migration 2): "editor", "api", "app" …; "" on revisions older than the column.
+    source = TextField(default="")
+    # The plugins whose before-hooks (filters) changed what was saved, as a JSON list.
+    changed_by = JSONField(default=list)
 
     class Meta:
         table_name = "content_revision"
@@ -146,8 +154,25 @@ def add_route_public(db):
         db.execute_sql("ALTER TABLE plugin_route_approval ADD COLUMN public INTEGER NOT NULL DEFAULT 0")
 
 
+def _add_columns(db, table: str, columns: dict[str, str]):
+    # _m1 creates the tables from today's models, so a new site already has every column
+    have = {c.name for c in db.get_columns(table)}
+    for name, sql in columns.items():
+        if name not in have:
+            db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {sql}')
+
+
+def add_trash_and_revision_source(db):
+    """The Trash and the source of each revision. Existing revisions get an empty source ("not
+    recorded"), existing entries stay live."""
+    _add_columns(db, "content", {"deleted_at": "TEXT", "deleted_slug": "TEXT"})
+    db.execute_sql('CREATE INDEX IF NOT EXISTS "content_deleted_at" ON "content" ("deleted_at")')
+    _add_columns(db, "content_revision", {"source": "TEXT NOT NULL DEFAULT ''",
+                                          "changed_by": "TEXT NOT NULL DEFAULT '[]'"})
+
+
 # Append only: a site created by an older version runs every migration it has not seen yet.
-MIGRATIONS = [_m1, add_route_public]
+MIGRATIONS = [_m1, add_route_public, add_trash_and_revision_source]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

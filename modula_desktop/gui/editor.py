@@ -1,12 +1,14 @@
 """The entry editor: title, slug, type, status, Markdown body with a live preview, and revisions.
 
 A view only: the main window owns the service calls. ``changes()`` says what differs from the entry
-as last saved, so a refused save leaves every unsaved keystroke in place.
+as last saved, so a refused save leaves every unsaved keystroke in place. The body has Markdown
+highlighting, Ctrl+B / Ctrl+I / Ctrl+K, and a word count; the revisions tab shows what restoring a
+revision would change before it is restored.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFontDatabase
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
+from PySide6.QtGui import QFontDatabase, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -19,36 +21,65 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QTabWidget,
+    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
 
+from .autosave import RestoreBar
 from .content_list import short_time
+from .markdown_syntax import MarkdownHighlighter, count_text, insert_link, toggle_wrap
 from .message_bar import MessageBar
 from .preview import MarkdownPreview
+from .revision_diff import diff_html, revision_source, revision_source_short, revision_time
+from .theme import is_dark, style_preview
 
 TYPES = (("Page", "page"), ("Post", "post"))
 EDITED = ("title", "slug", "type", "body")
 NUMBER_ROLE = Qt.ItemDataRole.UserRole
+WORDS_PER_MINUTE = 200  # the window sets the site's [window] words_per_minute
+
+
+def revision_label(rev: dict, full: bool = False) -> str:
+    """"#3 · 2026-12-02 04:41:07 · editor · Title · published" (full: the source said in words)."""
+    source = revision_source(rev) if full else revision_source_short(rev)
+    parts = [f"#{int(rev.get('number', 0))}", revision_time(rev.get("created_at")), source,
+             rev.get("title") or "(untitled)"]
+    if rev.get("status"):
+        parts.append(rev["status"])
+    return "  ·  ".join(p for p in parts if p)
 
 
 class RevisionsPanel(QWidget):
     restore_requested = Signal(int)
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, current=None):
         super().__init__(parent)
+        self._current = current or (lambda: {})  # the editor's values: what a restore would replace
         self.list = QListWidget(self)
         self.list.setObjectName("RevisionList")
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # not a MarkdownPreview: a theme change re-renders those from their Markdown
+        self.diff = QTextBrowser(self)
+        self.diff.setObjectName("RevisionDiff")
+        self.diff.setOpenLinks(False)
+        self.diff.document().setDocumentMargin(10)
         self.preview = MarkdownPreview(self, delay_ms=0)
+        style_preview(self.preview, rerender=False)
+        self.views = QTabWidget(self)
+        self.views.setDocumentMode(True)
+        self.views.addTab(self.diff, "Changes a restore would make")
+        self.views.addTab(self.preview, "Revision, rendered")
         self.restore_button = QPushButton("Restore this revision", self)
         self.restore_button.setEnabled(False)
-        self.hint = QLabel("Every save keeps a revision. Pick one to see it; restoring makes it the current "
-                           "text (saved as a new revision).", self)
+        self.hint = QLabel("Every save keeps a revision. Pick one to see what restoring it would change "
+                           "(red goes, green comes back); restoring saves it as a new revision.", self)
         self.hint.setObjectName("MutedLabel")
         self.hint.setWordWrap(True)
         split = QSplitter(Qt.Orientation.Vertical, self)
         split.addWidget(self.list)
-        split.addWidget(self.preview)
+        split.addWidget(self.views)
         split.setSizes([160, 240])
         split.setChildrenCollapsible(False)
         buttons = QHBoxLayout()
@@ -69,24 +100,40 @@ class RevisionsPanel(QWidget):
         for rev in sorted(revisions, key=lambda r: r.get("number", 0), reverse=True):
             number = int(rev.get("number", 0))
             self._revisions[number] = rev
-            text = f"#{number}   {short_time(rev.get('created_at'))}   {rev.get('title') or '(untitled)'}"
-            if rev.get("status"):
-                text += f"   · {rev['status']}"
-            item = QListWidgetItem(text)
+            item = QListWidgetItem(revision_label(rev))
             item.setData(NUMBER_ROLE, number)
+            item.setToolTip(revision_label(rev, full=True))
             self.list.addItem(item)
         self.preview.render_now("")
+        self.diff.setHtml("")
         self.restore_button.setEnabled(False)
 
     def _picked(self, item, _prev):
         if item is None:
             self.restore_button.setEnabled(False)
             self.preview.render_now("")
+            self.diff.setHtml("")
             return
         rev = self._revisions.get(item.data(NUMBER_ROLE), {})
         self.preview.render_now(rev.get("body", ""))
+        self.show_diff()
         # the newest revision is what is saved now: restoring it would change nothing
         self.restore_button.setEnabled(self.list.row(item) > 0)
+
+    def show_diff(self):
+        """Show what restoring the picked revision would change in the editor's current text."""
+        number = self.selected_number()
+        if number is None:
+            return
+        self.diff.setHtml(diff_html(self._current(), self._revisions.get(number, {}), is_dark(self.palette())))
+
+    def diff_text(self) -> str:
+        return self.diff.toPlainText()
+
+    def changeEvent(self, event):  # noqa: N802 - Qt override
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self.show_diff()
+        super().changeEvent(event)
 
     def selected_number(self) -> int | None:
         item = self.list.currentItem()
@@ -110,6 +157,8 @@ class EntryEditor(QWidget):
         self._loading = False
 
         self.message_bar = MessageBar(self)
+        self.restore_bar = RestoreBar(self)
+        self.words_per_minute = WORDS_PER_MINUTE
 
         self.heading = QLabel(self)
         self.heading.setObjectName("EditorHeading")
@@ -156,9 +205,22 @@ class EntryEditor(QWidget):
         self.body.setFont(mono)
         self.body.setTabChangesFocus(False)
         self.body.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        self.highlighter = MarkdownHighlighter(self.body.document(), is_dark(self.palette()))
+        # on the text box only: Ctrl+B elsewhere (a title field) is not a Markdown edit
+        context = Qt.ShortcutContext.WidgetShortcut
+        self.shortcut_bold = QShortcut(QKeySequence(QKeySequence.StandardKey.Bold), self.body, context=context)
+        self.shortcut_bold.activated.connect(lambda: toggle_wrap(self.body, "**"))
+        self.shortcut_italic = QShortcut(QKeySequence(QKeySequence.StandardKey.Italic), self.body, context=context)
+        self.shortcut_italic.activated.connect(lambda: toggle_wrap(self.body, "*"))
+        self.shortcut_link = QShortcut(QKeySequence("Ctrl+K"), self.body, context=context)
+        self.shortcut_link.activated.connect(lambda: insert_link(self.body))
+        self.body.setToolTip("Markdown: Ctrl+B bold, Ctrl+I italic, Ctrl+K link")
+        self.word_count = QLabel(self)
+        self.word_count.setObjectName("WordCount")
 
         self.preview = MarkdownPreview(self)
-        self.revisions = RevisionsPanel(self)
+        style_preview(self.preview, rerender=False)
+        self.revisions = RevisionsPanel(self, current=self.values)
         self.tabs = QTabWidget(self)
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.preview, "Preview")
@@ -175,16 +237,43 @@ class EntryEditor(QWidget):
         layout.setContentsMargins(8, 8, 8, 8)
         layout.setSpacing(8)
         layout.addWidget(self.message_bar)
+        layout.addWidget(self.restore_bar)
         layout.addLayout(head)
         layout.addLayout(form)
         layout.addWidget(self.split, 1)
+        layout.addWidget(self.word_count)
 
         self.title.textChanged.connect(self._edited)
         self.slug.textChanged.connect(self._edited)
         self.type.currentIndexChanged.connect(self._edited)
         self.body.textChanged.connect(self._body_edited)
         self.revisions.restore_requested.connect(self.restore_requested)
+        self.tabs.currentChanged.connect(lambda _i: self.revisions.show_diff())
+        self._diff_timer = QTimer(self)  # the diff follows typing, debounced like the preview
+        self._diff_timer.setSingleShot(True)
+        self._diff_timer.setInterval(300)
+        self._diff_timer.timeout.connect(self.revisions.show_diff)
         self.load(None)
+
+    def changeEvent(self, event):  # noqa: N802 - Qt override
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            dark = is_dark(self.palette())
+            if getattr(self, "highlighter", None) is not None and self.highlighter.dark != dark:
+                self.highlighter.set_dark(dark)
+        super().changeEvent(event)
+
+    def _show_count(self):
+        self.word_count.setText(count_text(self.body.toPlainText(), self.words_per_minute))
+
+    def apply_values(self, values: dict):
+        """Put values (title, slug, type, body, e.g. a recovered autosave) into the fields as unsaved edits."""
+        for key in EDITED:
+            if isinstance(values.get(key), str) and (key != "type" or self.type.findData(values[key]) >= 0):
+                self._set_value(key, values[key])
+        self._show_meta()
+        self.preview.render_now(self.body.toPlainText())
+        self._show_count()
+        self._set_dirty(self.values() != self._baseline)
 
     # ---- loading -------------------------------------------------------------------------
     def load(self, entry: dict | None, new_type: str = "page"):
@@ -203,6 +292,7 @@ class EntryEditor(QWidget):
             self._loading = False
         self.message_bar.hide()
         self._show_meta()
+        self._show_count()
         self.preview.render_now(base["body"])
         self._set_dirty(False)
         if entry is None:
@@ -292,6 +382,9 @@ class EntryEditor(QWidget):
         if self._loading:
             return
         self.preview.schedule(self.body.toPlainText())
+        self._show_count()
+        if self.tabs.currentWidget() is self.revisions:
+            self._diff_timer.start()
         self._edited()
 
     def _set_dirty(self, dirty: bool):

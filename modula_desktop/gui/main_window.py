@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import quote
 
+from PySide6.QtCharts import QChartView
 from PySide6.QtCore import QTimer, QUrl, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.errors import HookAbort, NotFound, ValidationError
+from .autosave import AutosaveController, DraftStore
 from .bridge import ServiceBridge
 from .content_list import ContentList
 from .editor import EntryEditor
@@ -29,12 +31,15 @@ from .metrics_view import MetricsRecorder, MetricsView
 from .plugin_manager import PluginManagerDialog
 from .resources import icon
 from .tasks import TaskRunner
+from .theme import MODES, ThemeManager, style_chart, themed_icon
+from .trash_view import TrashDialog
 
 log = logging.getLogger(__name__)
 
 APP_TITLE = "Modula Desktop"
 VERBS = {"save": "Saving", "create": "Creating", "publish": "Publishing", "unpublish": "Unpublishing",
          "delete": "Deleting", "restore": "Restoring"}
+SOURCE = "editor"  # what the revisions of the window's saves record as their source
 EVENT_VERBS = {"before_create": "create", "before_update": "save", "before_delete": "delete",
                "before_publish": "publish", "before_unpublish": "unpublish"}
 
@@ -51,6 +56,8 @@ class MainWindow(QMainWindow):
         self.recorder = MetricsRecorder(service.metrics, self)
         self._plugins_dialog: PluginManagerDialog | None = None
         self._metrics_view: MetricsView | None = None
+        self._trash_dialog: TrashDialog | None = None
+        self.theme = ThemeManager(parent=self)
         self._content_busy: str | None = None  # the content action running now, if any
         self._shut_down = False
 
@@ -58,6 +65,7 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(icon("app"))
         self.list = ContentList(self.content, self)
         self.editor = EntryEditor(self)
+        self.editor.words_per_minute = service.settings.window.words_per_minute
         split = QSplitter(Qt.Orientation.Horizontal, self)
         split.addWidget(self.list)
         split.addWidget(self.editor)
@@ -97,12 +105,21 @@ class MainWindow(QMainWindow):
         self._show_plugin_summary()
         self._update_actions()
         self.recorder.start()
+        self.theme.apply(force=True)
+        if self.theme.scheme == "dark":
+            self._theme_changed("dark")  # built light-iconed; the rest took the dark palette already
+        self.theme.changed.connect(self._theme_changed)
+        self._check_theme_action()
+        self.autosave = AutosaveController(self, DraftStore(service.site.state_dir / "autosave"),
+                                           int(service.settings.window.autosave_interval_s * 1000))
+        self.autosave.start()
 
     # ---- actions, menus, toolbar ---------------------------------------------------------
     def _action(self, text, slot, shortcut=None, icon_name=None, tip=None) -> QAction:
         act = QAction(text, self)
         if icon_name:
             act.setIcon(icon(icon_name))
+            act.setProperty("modula_icon", icon_name)  # drawn again for the other theme
         if shortcut:
             act.setShortcut(QKeySequence(shortcut))
         if tip or shortcut:
@@ -132,6 +149,13 @@ class MainWindow(QMainWindow):
                                         "Plugins, approvals and logs")
         self.act_metrics = self._action("&Metrics", self.show_metrics, "Ctrl+Shift+M", "metrics",
                                         "Charts of plugin requests, latencies, hooks and errors")
+        self.act_trash = self._action("&Trash…", self.show_trash, None, "delete",
+                                      "Deleted entries: restore them or delete them for good")
+        self.theme_actions = {}
+        for mode, label in MODES:
+            act = self._action(label, lambda _c=False, m=mode: self.set_theme(m))
+            act.setCheckable(True)
+            self.theme_actions[mode] = act
         self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.act_about = self._action("&About Modula Desktop", self._about)
 
@@ -147,10 +171,14 @@ class MainWindow(QMainWindow):
         m.addActions([self.act_save, self.act_publish, self.act_unpublish])
         m.addSeparator()
         m.addAction(self.act_delete)
+        m.addAction(self.act_trash)
         m = bar.addMenu("&View")
         m.addActions([self.act_search, self.act_refresh])
         m.addSeparator()
         m.addActions([self.act_open_preview, self.act_copy_address])
+        m.addSeparator()
+        self.theme_menu = m.addMenu("T&heme")
+        self.theme_menu.addActions(list(self.theme_actions.values()))
         m = bar.addMenu("&Tools")
         m.addActions([self.act_plugins, self.act_metrics])
         m = bar.addMenu("&Help")
@@ -409,7 +437,7 @@ class MainWindow(QMainWindow):
         sent = self.editor.values()
         if self.editor.is_new():
             data = dict(self._new_data(sent), status="draft")
-            self._run_content("create", lambda: self.content.create(data),
+            self._run_content("create", lambda: self.content.create(data, source=SOURCE),
                               lambda entry: self._saved(entry, sent, "Created", then))
             return
         changes = self.editor.changes()
@@ -418,7 +446,7 @@ class MainWindow(QMainWindow):
             if then is not None:
                 then(self.editor.entry)
             return
-        self._run_content("save", lambda: self.content.update(entry_id, changes),
+        self._run_content("save", lambda: self.content.update(entry_id, changes, source=SOURCE),
                           lambda entry: self._saved(entry, sent, "Saved", then))
 
     def publish(self):
@@ -436,13 +464,13 @@ class MainWindow(QMainWindow):
         sent = self.editor.values()
         if self.editor.is_new():
             data = dict(self._new_data(sent), status=status)
-            fn = lambda: self.content.create(data)  # noqa: E731
+            fn = lambda: self.content.create(data, source=SOURCE)  # noqa: E731
         elif self.editor.is_dirty():
             entry_id, changes = self.editor.entry["id"], dict(self.editor.changes(), status=status)
-            fn = lambda: self.content.update(entry_id, changes)  # noqa: E731
+            fn = lambda: self.content.update(entry_id, changes, source=SOURCE)  # noqa: E731
         else:
             entry_id = self.editor.entry["id"]
-            fn = lambda: getattr(self.content, action)(entry_id)  # noqa: E731
+            fn = lambda: getattr(self.content, action)(entry_id, source=SOURCE)  # noqa: E731
         self._run_content(action, fn, lambda entry: self._saved(entry, sent, verb))
 
     def _saved(self, entry: dict, sent: dict, verb: str, then=None):
@@ -458,8 +486,9 @@ class MainWindow(QMainWindow):
         entry = self.editor.entry
         if entry is None or self._content_busy is not None:
             return
-        if not self.confirm("Delete entry", f"Delete “{entry.get('title') or entry.get('slug')}”? "
-                                            "Its revisions are deleted too."):
+        if not self.confirm("Move to Trash", f"Move “{entry.get('title') or entry.get('slug')}” to the Trash? "
+                                             "It leaves the site and the list; Entry > Trash brings it back "
+                                             "with its revisions."):
             return
         ids = self.list.ids()
         entry_id = entry["id"]
@@ -476,7 +505,7 @@ class MainWindow(QMainWindow):
             else:
                 self.editor.load(None, entry.get("type") or "page")
                 self.list.select_id(None)
-            self.statusBar().showMessage(f"Deleted “{entry.get('title') or entry.get('slug')}”", 3000)
+            self.statusBar().showMessage(f"Moved “{entry.get('title') or entry.get('slug')}” to the Trash", 3000)
 
         self._run_content("delete", lambda: self.content.delete(entry_id), deleted)
 
@@ -494,7 +523,7 @@ class MainWindow(QMainWindow):
             self._load_revisions()
             self.statusBar().showMessage(f"Restored revision {number}", 3000)
 
-        self._run_content("restore", lambda: self.content.restore(entry["id"], number), restored)
+        self._run_content("restore", lambda: self.content.restore(entry["id"], number, source="restore"), restored)
 
     # ---- changes made elsewhere (HTTP API, after-hooks, other windows) ---------------------
     def _content_changed(self, event: str, entry):
@@ -538,9 +567,45 @@ class MainWindow(QMainWindow):
         self._plugins_dialog.activateWindow()
         return self._plugins_dialog
 
+    def show_trash(self):
+        if self._trash_dialog is None:
+            self._trash_dialog = TrashDialog(self)
+        self._trash_dialog.refresh()
+        self._trash_dialog.show()
+        self._trash_dialog.raise_()
+        self._trash_dialog.activateWindow()
+        return self._trash_dialog
+
+    def set_theme(self, mode: str):
+        """System, light or dark (View > Theme), remembered for the next start."""
+        self.theme.set_mode(mode)
+        self._check_theme_action()
+
+    def _theme_changed(self, scheme: str):
+        dark = scheme == "dark"
+        for act in self.findChildren(QAction):
+            name = act.property("modula_icon")
+            if name:
+                act.setIcon(themed_icon(name, dark))
+        # rich-text labels and the list take their link and muted colours when they are filled (and
+        # QLabel ignores setText of the same text)
+        for label in self.findChildren(QLabel):
+            text = label.text()
+            if "<a " in text:
+                label.clear()
+                label.setText(text)
+        self.list.refresh()
+        self._check_theme_action()
+
+    def _check_theme_action(self):
+        for mode, act in self.theme_actions.items():
+            act.setChecked(mode == self.theme.mode)
+
     def show_metrics(self):
         if self._metrics_view is None:
             self._metrics_view = MetricsView(self.recorder, self)
+            for view in self._metrics_view.findChildren(QChartView):
+                style_chart(view.chart())
         self._metrics_view.show()
         self._metrics_view.raise_()
         self._metrics_view.activateWindow()
@@ -559,6 +624,9 @@ class MainWindow(QMainWindow):
             if choice == "cancel":
                 event.ignore()
                 return
+            if choice == "discard":
+                self.autosave.stop()
+                self.autosave.discard_current()
             if choice == "save":
                 event.ignore()
                 self.save(then=lambda _e: self.close())
@@ -571,6 +639,8 @@ class MainWindow(QMainWindow):
         if self._shut_down:
             return
         self._shut_down = True
+        self.autosave.flush()  # the last seconds of typing, should the process not end cleanly
+        self.autosave.stop()
         self.recorder.stop()
         self.bridge.close()
         if self.tasks.busy:
@@ -580,6 +650,6 @@ class MainWindow(QMainWindow):
                 self.tasks.wait(wait_ms)
             finally:
                 QGuiApplication.restoreOverrideCursor()
-        for w in (self._plugins_dialog, self._metrics_view):
+        for w in (self._plugins_dialog, self._metrics_view, self._trash_dialog):
             if w is not None:
                 w.close()

@@ -11,6 +11,7 @@ from .bodies import read_json_object
 from .responses import send_json
 
 LIST_FILTERS = ("type", "status", "search")
+SOURCE = "api"  # what the revisions of changes made here record as their source
 
 
 def _int_param(req, name: str):
@@ -49,7 +50,7 @@ class ContentCollection(_Content):
         send_json(resp, {"items": items, "total": total, "next": following})
 
     def on_post(self, req, resp):
-        entry = self.content.create(read_json_object(req, self.body_limit))
+        entry = self.content.create(read_json_object(req, self.body_limit), source=SOURCE)
         resp.location = f"/api/v1/admin/content/{entry['id']}"
         send_json(resp, entry, status=201)
 
@@ -59,13 +60,14 @@ class ContentItem(_Content):
         send_json(resp, self.content.get(id))
 
     def on_put(self, req, resp, id):
-        send_json(resp, self.content.update(id, read_json_object(req, self.body_limit)))
+        send_json(resp, self.content.update(id, read_json_object(req, self.body_limit), source=SOURCE))
 
     def on_delete(self, req, resp, id):
+        # moves the entry to the Trash (restorable in the window); the answer is the entry as before
         send_json(resp, self.content.delete(id))
 
     def on_post_publish(self, req, resp, id):
-        send_json(resp, self.content.publish(id))
+        send_json(resp, self.content.publish(id, source=SOURCE))
 
     def on_post_unpublish(self, req, resp, id):
-        send_json(resp, self.content.unpublish(id))
+        send_json(resp, self.content.unpublish(id, source=SOURCE))

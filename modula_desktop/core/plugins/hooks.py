@@ -103,12 +103,13 @@ class HookDispatcher:
 
     # ---- before-hooks ----------------------------------------------------------------------
     def run_before(self, event: str, entry: dict, apply: Callable[[dict, dict], dict] | None = None, *,
-                   table: str = "content", locked: Iterable[str] = ()) -> dict:
+                   table: str = "content", locked: Iterable[str] = (), changed_by: list | None = None) -> dict:
         """Run the before-chain of event on entry (the entry as it would be written).
 
         apply(entry, changes) -> new entry applies one hook's field changes and validates the result
         (raising ValidationError); with apply=None returned tables are ignored (e.g. delete). Fields
-        in locked are not changeable by this chain. Returns the final entry; raises HookAbort.
+        in locked are not changeable by this chain. The names of the plugins whose changes were applied
+        are appended to changed_by. Returns the final entry; raises HookAbort.
         """
         chain = self.chain(event, table)
         if getattr(self.plugins, "loading", False):
@@ -150,6 +151,8 @@ class HookDispatcher:
                 changes = self._changes(binding, event, entry, result, locked) if apply is not None else {}
                 if changes:
                     entry = apply(entry, changes)
+                    if changed_by is not None:
+                        changed_by.append(name)
             except ValidationError as exc:
                 self._finish(binding, event, entry, ERROR, started, exc)
                 raise HookAbort(f"The {name} plugin's {event} hook made the entry invalid: {exc}", name,
