@@ -294,6 +294,12 @@ http.handle("GET", "/upsert", function(req)
                                              conflict_columns = {"id"}})
   return {json = {ok = ok, err = err}}
 end)
+http.handle("GET", "/txfill", function(req)
+  local ok, err = db.transaction(function()
+    for i = 1, 400 do db.insert("junk", {v = chunk, n = 1000 + i}) end
+  end)
+  return {json = {ok = ok, err = err, n = db.count("junk", {where = {n = db.gt(1000)}})}}
+end)
 http.handle("GET", "/free", function(req)
   return {json = {deleted = db.delete("junk", {where = {n = db.gt(0)}})}}
 end)
@@ -311,9 +317,10 @@ def test_storage_quota_stops_writes_with_an_error_naming_it(tmp_path):
         out = c.get(f"{P}/filler/fill").json()
         assert "storage quota" in out["err"] and "4 MiB" in out["err"] and "storage_quota_mb" in out["err"]
         assert 12 <= out["n"] <= 17, out  # 4 MiB of 256 KiB rows
-        for route in ("many", "grow", "upsert"):
+        for route in ("many", "grow", "upsert", "txfill"):
             out = c.get(f"{P}/filler/{route}").json()
             assert out["ok"] is False and "storage quota" in out["err"], (route, out)
+        assert c.get(f"{P}/filler/txfill").json()["n"] == 0  # the transaction rolled back whole
         assert_healthy(c)
         # deleting makes room again
         assert c.get(f"{P}/filler/free").json()["deleted"] >= 12
@@ -489,3 +496,49 @@ def test_blob_columns_are_binary_safe(tmp_path):
                                                 ("many",)).fetchone()
         assert stored == (b"\x00\x01\xff\xfe",)
         assert_healthy(c)
+
+
+def test_the_db_bounds_are_modula_toml_keys(tmp_path):
+    from modula_desktop.core.errors import SettingsError
+    from modula_desktop.core.settings import load_settings
+
+    assert PluginSettings().storage_quota_mb == 256
+    toml = tmp_path / "modula.toml"
+    toml.write_text("[plugins]\nstorage_quota_mb = 8\ndb_max_like_chars = 20\ndb_max_value_bytes = 4096\n")
+    s = load_settings(toml).plugins
+    assert (s.storage_quota_mb, s.db_max_like_chars, s.db_max_value_bytes) == (8, 20, 4096)
+    toml.write_text('[plugins]\nstorage_quota_mb = "lots"\n')
+    with pytest.raises(SettingsError, match="storage_quota_mb must be an integer"):
+        load_settings(toml)
+
+
+def test_a_value_over_the_bound_is_refused_on_write(tmp_path):
+    db = open_database(tmp_path / "site.db")
+    write_plugin(tmp_path, "writer", """
+plugin_info = {name = "writer", version = "1.0.0", description = "x"}
+function on_init() db.define_table("t", {columns = {{name = "v", type = "text"}, {name = "j", type = "json"}}}) end
+http.handle("GET", "/x", function(req)
+  local a = {pcall(db.insert, "t", {v = string.rep("v", 5000)})}
+  local b = {pcall(db.insert, "t", {j = {string.rep("j", 5000)}})}
+  local c = {pcall(db.insert, "t", {v = string.rep("v", 4000)})}
+  return {json = {a = a[2], b = b[2], c = c[1]}}
+end)
+""")
+    manager = PluginManager(tmp_path / "plugins", PluginSettings(db_max_value_bytes=4096), db, None, Logbook())
+    try:
+        manager.load_all()
+        pool = manager.get("writer").current.pool
+        vm = pool.checkout(1.0)
+        try:
+            out = vm.read_response(vm.call_route(vm.routes[0].index, {
+                "method": "GET", "path": "/x", "body": "", "client_ip": "1", "headers": {}, "query": {},
+                "params": {}}))["json"]
+        finally:
+            pool.give_back(vm)
+        assert "value for 'v' is larger than 4096 bytes ([plugins] db_max_value_bytes)" in out["a"]
+        assert "value for 'j' is larger than 4096 bytes" in out["b"]
+        assert out["c"] is True
+        assert db.execute_sql('SELECT COUNT(*) FROM "plugin_writer__t"').fetchone() == (1,)
+    finally:
+        manager.shutdown()
+        db.close()

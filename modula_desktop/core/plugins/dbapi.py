@@ -506,13 +506,16 @@ class PluginDB:
         if ctype == "json":
             if isinstance(value, str):
                 try:
-                    return canonical_json(json.loads(value))
+                    text = canonical_json(json.loads(value))
                 except (ValueError, RecursionError):
                     raise ApiError(f"{where} takes a table or JSON text, and this string is not JSON") from None
-            try:
-                return canonical_json(value)
-            except (ValueError, TypeError, RecursionError) as exc:
-                raise ApiError(f"{where}: {exc}") from None
+            else:
+                try:
+                    text = canonical_json(value)
+                except (ValueError, TypeError, RecursionError) as exc:
+                    raise ApiError(f"{where}: {exc}") from None
+            self._check_value(fname, col, text)
+            return text
         if isinstance(value, (list, dict)):
             raise ApiError(f"{where} cannot store a table (only json columns do)")
         if ctype == "boolean":
