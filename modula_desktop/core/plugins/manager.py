@@ -558,8 +558,8 @@ class PluginManager:
             gen, plugin.current = plugin.current, None
             plugin.state = STOPPED
             self._clear_gauge(name)
-        if gen is not None:
-            self._shutdown_behind(gen)
+            if gen is not None:
+                self._shutdown_generation(gen)
         if self.approvals is not None:
             self.approvals.forget(name)
         self.logbook.write(name, "info", "plugin folder removed: stopped, its approvals forgotten")
