@@ -67,6 +67,7 @@ MAX_SQL_VARIABLES = 32766
 PROGRESS_STEPS = 1000
 # bytes counted per stored row beyond its values (record header, rowid, b-tree cell)
 ROW_OVERHEAD = 32
+WATCHDOG_LINGER_S = 1.0
 NUMBER_BYTES = 8
 
 # Condition markers returned by db.eq(), db.gt(), ... (ModulaCMS's sentinel keys).
@@ -231,6 +232,7 @@ class _Watchdog:
             self._watched.pop(token, None)
 
     def _run(self):
+        lingered = False
         with self._cond:
             while True:
                 now = time.monotonic()
@@ -240,7 +242,17 @@ class _Watchdog:
                         conn.interrupt()
                     except Exception:  # noqa: BLE001 - a closed connection has nothing to stop
                         pass
-                self._wake_at = min((d for d, _c in self._watched.values()), default=math.inf)
+                if self._watched:
+                    lingered = False
+                    self._wake_at = min(d for d, _c in self._watched.values())
+                elif not lingered:
+                    # statements are short: most are unwatched before this thread even runs. Waking up
+                    # once more in a while is cheaper than being woken for every next statement (watch()
+                    # notifies only for a deadline earlier than _wake_at).
+                    lingered = True
+                    self._wake_at = now + WATCHDOG_LINGER_S
+                else:
+                    self._wake_at = math.inf
                 self._cond.wait(None if self._wake_at == math.inf else max(0.0, self._wake_at - now))
 
 
@@ -296,6 +308,7 @@ class PluginDB:
         # Set by the host: the running call's deadline (time.monotonic()), or None outside a call.
         self.deadline: Callable[[], float | None] | None = None
         self._tx = None
+        self._usage: _Usage | None = None
         self._tables: dict[str, TableInfo] = {}
         self._schema_version = None
 
@@ -407,7 +420,9 @@ class PluginDB:
         quota = self._setting("storage_quota_mb", 256) * 1024 * 1024
         if not quota or nbytes <= 0 or self.database is None:
             return
-        usage = _usage(self.database, self.plugin)
+        usage = self._usage
+        if usage is None:
+            usage = self._usage = _usage(self.database, self.plugin)
         with usage.lock:
             if usage.bytes is not None:
                 if usage.bytes + nbytes <= quota:
