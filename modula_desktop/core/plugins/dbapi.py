@@ -294,8 +294,6 @@ class PluginDB:
     def __init__(self, plugin: str, database, ops=None, settings=None):
         if not isinstance(plugin, str) or not PLUGIN_RE.match(plugin):
             raise ValueError(f"invalid plugin name {plugin!r}")
-        if plugin.endswith("_"):
-            raise ValueError(f"invalid plugin name {plugin!r}")
         self.plugin = plugin
         self.prefix = f"plugin_{plugin}__"
         # ModulaCMS's (and this app's former) prefix, still accepted in ref_table
