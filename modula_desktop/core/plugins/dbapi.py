@@ -62,9 +62,10 @@ MAX_CONDITION_DEPTH = 16
 MAX_DEFAULT_CHARS = 4096
 MAX_SQL_VARIABLES = 32766
 # SQLite's progress handler runs every this many virtual machine steps of a plugin's statement (a
-# callback per ~10 us of SQL). One step can be long (a LIKE over a large value): the watchdog below
-# interrupts those at the deadline.
-PROGRESS_STEPS = 1000
+# callback per millisecond or so of SQL: each takes the GIL, which under contention can cost more
+# than the SQL itself, so not finer). One step can be long (a LIKE over a large value) and the
+# handler never runs during it: the watchdog below interrupts those at the deadline.
+PROGRESS_STEPS = 100_000
 # bytes counted per stored row beyond its values (record header, rowid, b-tree cell)
 ROW_OVERHEAD = 32
 WATCHDOG_LINGER_S = 1.0
