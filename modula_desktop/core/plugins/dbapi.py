@@ -117,6 +117,7 @@ class TableInfo:
     sql: str
     types: dict = field(default_factory=dict)  # column -> logical type, in table order
     definition: dict = field(default_factory=dict)  # what the registry holds
+    quota_weights: dict | None = None  # column -> how many indexes hold it (PluginDB._values_cost)
 
 
 def sql_table_name(plugin: str, table: str) -> str:
@@ -402,15 +403,29 @@ class PluginDB:
         total = 0
         if not self._registry_exists():
             return 0
-        for (table_name,) in self._sql("quota", f"SELECT table_name FROM {q(REGISTRY)} WHERE plugin = ?",
-                                       (self.plugin,)).fetchall():
+        for table_name, definition in self._sql(
+                "quota", f"SELECT table_name, definition FROM {q(REGISTRY)} WHERE plugin = ?", (self.plugin,)).fetchall():
             cols = [r[1] for r in self._sql("quota", f"PRAGMA table_info({q(table_name)})").fetchall()]
             if not cols:
                 continue
-            expr = " + ".join(f"COALESCE(length(CAST({q(c)} AS BLOB)), 1)" for c in cols)
+            spec = json.loads(definition)
+            weights = _index_weights(spec)
+            expr = " + ".join(f"COALESCE(length(CAST({q(c)} AS BLOB)), 1) * {1 + weights.get(c, 0)}" for c in cols)
             n, size = self._sql("quota", f"SELECT COUNT(*), COALESCE(SUM({expr}), 0) FROM {q(table_name)}").fetchone()
-            total += n * ROW_OVERHEAD + size
+            total += n * ROW_OVERHEAD * (1 + len(_indexes(spec))) + size
         return total
+
+    @staticmethod
+    def _values_cost(info: TableInfo, values: dict) -> int:
+        """Bytes these values take: once in the table and again in every index that holds them."""
+        weights = info.quota_weights
+        if weights is None:
+            weights = info.quota_weights = _index_weights(info.definition)
+        return sum(_value_bytes(v) * (1 + weights.get(c, 0)) for c, v in values.items())
+
+    def _row_cost(self, info: TableInfo, values: dict) -> int:
+        """Bytes a new row with these values adds (its b-tree entries included)."""
+        return ROW_OVERHEAD * (1 + len(_indexes(info.definition))) + self._values_cost(info, values)
 
     def _charge(self, fname: str, nbytes: int, written: bool = False):
         """Charge nbytes of new data to the plugin's storage quota, or raise the quota error. Before the
@@ -1050,7 +1065,7 @@ class PluginDB:
         info = self._table(fname, table)
         row = self._fill(self._values(fname, info, values), utc_now())
         cols = list(row)
-        self._charge(fname, ROW_OVERHEAD + sum(_value_bytes(v) for v in row.values()))
+        self._charge(fname, self._row_cost(info, row))
         sql = (f"INSERT INTO {q(info.sql)} ({', '.join(q(c) for c in cols)}) "
                f"VALUES ({', '.join('?' * len(cols))}) RETURNING *")
         names, rows = self._rows(fname, sql, [row[c] for c in cols])
@@ -1089,7 +1104,7 @@ class PluginDB:
         batch = max(1, min(BULK_BATCH_ROWS, MAX_SQL_VARIABLES // len(all_cols)))
         batches = [prepared[i:i + batch] for i in range(0, len(prepared), batch)]
         self._spend(len(batches) - 1)
-        self._charge(fname, sum(ROW_OVERHEAD + sum(_value_bytes(v) for v in r.values()) for r in prepared))
+        self._charge(fname, sum(self._row_cost(info, r) for r in prepared))
         head = f"INSERT INTO {q(info.sql)} ({', '.join(q(c) for c in all_cols)}) VALUES "
         one = "(" + ", ".join("?" * len(all_cols)) + ")"
         with self._atomic(fname):
@@ -1127,11 +1142,13 @@ class PluginDB:
         params = [row[c] for c in cols]
         sql = (f"INSERT INTO {q(info.sql)} ({', '.join(q(c) for c in cols)}) VALUES ({', '.join('?' * len(cols))}) "
                f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) ")
+        extra = 0  # what the update half of an upsert may write besides the row
         if do_nothing:
             sql += "DO NOTHING"
         else:
             if update_in not in (None, [], {}):
                 update = self._values(fname, info, update_in, "update")
+                extra = self._values_cost(info, update)
                 update.setdefault("updated_at", now)
                 sets = [f"{q(c)} = ?" for c in update]
                 params += list(update.values())
@@ -1139,7 +1156,7 @@ class PluginDB:
                 keep = set(conflict) | {"id", "created_at"}
                 sets = [f"{q(c)} = excluded.{q(c)}" for c in cols if c not in keep]
             sql += "DO UPDATE SET " + ", ".join(sets)
-        self._charge(fname, ROW_OVERHEAD + sum(_value_bytes(v) for v in params))
+        self._charge(fname, self._row_cost(info, row) + extra)
         names, rows = self._rows(fname, sql + " RETURNING *", params)
         return self._decode_row(info, names, rows[0]) if rows else None
 
@@ -1158,7 +1175,7 @@ class PluginDB:
                            f"(it protects against changing every row)")
         changes.setdefault("updated_at", utc_now())
         sql = (f"UPDATE {q(info.sql)} SET {', '.join(f'{q(c)} = ?' for c in changes)} WHERE {where}")
-        nbytes = sum(_value_bytes(v) for v in changes.values())
+        nbytes = self._values_cost(info, changes)
         # how many rows it changes is known only afterwards: charged inside a savepoint, which the
         # quota error rolls back
         with self._atomic(fname):
@@ -1515,6 +1532,19 @@ def _type_from_sql(decl: str) -> str:
     if "BLOB" in decl:
         return "blob"
     return "text"
+
+
+def _indexes(definition: dict) -> list:
+    return [i for i in definition.get("indexes", ()) if isinstance(i, dict)]
+
+
+def _index_weights(definition: dict) -> dict:
+    """Column -> how many of the table's declared indexes hold it (each stores the value again)."""
+    weights: dict = {}
+    for index in _indexes(definition):
+        for col in index.get("columns", ()):
+            weights[col] = weights.get(col, 0) + 1
+    return weights
 
 
 def _references(fk: dict) -> str:
