@@ -542,3 +542,33 @@ end)
     finally:
         manager.shutdown()
         db.close()
+
+
+INDEXED_FILLER = """
+plugin_info = {name = "indexer", version = "1.0.0", description = "indexes copy values"}
+function on_init()
+  db.define_table("junk", {columns = {{name = "v", type = "text"}, {name = "n", type = "integer"}},
+                           indexes = {{columns = {"v"}}, {columns = {"v", "n"}}, {columns = {"n", "v"}}}})
+end
+local chunk = string.rep("z", 256 * 1024)
+http.handle("GET", "/fill", function(req)
+  local n = 0
+  local ok, err = pcall(function()
+    for i = 1, 400 do db.insert("junk", {v = chunk .. i, n = i}); n = n + 1 end
+  end)
+  return {json = {n = n, err = err}}
+end)
+"""
+
+
+def test_the_quota_counts_what_indexes_copy(tmp_path):
+    with site(tmp_path, {"indexer": INDEXED_FILLER}, {"storage_quota_mb": 4}) as r:
+        c = r.client
+        c.approve_all("indexer")
+        c.approve_all("inspect")
+        out = c.get(f"{P}/indexer/fill").json()
+        assert "storage quota" in out["err"]
+        assert 3 <= out["n"] <= 4, out  # each 256 KiB value is stored four times
+        size = tmp_path.joinpath("site.db").stat().st_size + tmp_path.joinpath("site.db-wal").stat().st_size
+        assert size < 16 * 2**20
+        assert_healthy(c)
