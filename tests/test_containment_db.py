@@ -176,7 +176,11 @@ function on_init()
   end
 end
 hooks.on("before_create", "content", function(entry)
-  if string.find(entry.title or "", "slow", 1, true) then
+  if string.find(entry.title or "", "slow write", 1, true) then
+    -- SQLite rolls back the whole (content) transaction when it interrupts a write
+    db.insert("big", {v = "marker"})
+    db.update("big", {set = {v = "y"}, where = {v = db.like("%" .. string.rep("a", 98) .. "b")}})
+  elseif string.find(entry.title or "", "slow", 1, true) then
     db.count("big", {where = {v = db.like("%" .. string.rep("a", 98) .. "b")}})
   end
 end)
@@ -190,6 +194,13 @@ http.handle("GET", "/slowtx", function(req)
   local ok, err = db.transaction(function()
     db.insert("big", {v = "x"})
     db.count("big", {where = {v = db.like("%" .. string.rep("a", 98) .. "b")}})
+  end)
+  return {json = {ok = ok, err = err}}
+end)
+http.handle("GET", "/slowupdate", function(req)
+  local ok, err = db.transaction(function()
+    db.insert("big", {v = "x"})
+    db.update("big", {set = {v = "y"}, where = {v = db.like("%" .. string.rep("a", 98) .. "b")}})
   end)
   return {json = {ok = ok, err = err}}
 end)
@@ -245,16 +256,32 @@ def test_an_expensive_statement_inside_a_transaction_releases_the_write_lock(lik
                                               ("x",)).fetchone() == (0,)
 
 
-def test_an_expensive_statement_in_a_before_hook_aborts_the_save_at_the_hook_deadline(liker):
+@pytest.mark.parametrize("title", ["a slow one", "a slow write"])
+def test_an_expensive_statement_in_a_before_hook_aborts_the_save_at_the_hook_deadline(liker, title, caplog):
     c = liker.client
     r = c.post("/api/v1/admin/plugins/hooks/approve",
                json={"hooks": [{"plugin": "liker", "event": "before_create", "table": "content"}]})
     assert r.status == 200, r.body
+    before = liker.service.db.execute_sql("SELECT COUNT(*) FROM content").fetchone()
     started = time.monotonic()
-    r = c.post("/api/v1/admin/content", json={"title": "a slow one"}, timeout=30)
+    r = c.post("/api/v1/admin/content", json={"title": title}, timeout=30)
     assert time.monotonic() - started < 1.0 + 1.5
     assert r.status == 422, (r.status, r.body)
     assert "time budget" in r.json()["error"]
+    assert liker.service.db.execute_sql("SELECT COUNT(*) FROM content").fetchone() == before
+    assert liker.service.db.execute_sql('SELECT COUNT(*) FROM "plugin_liker__big" WHERE v IN (?, ?)',
+                                        ("marker", "y")).fetchone() == (0,)
+    assert "rollback failed" not in caplog.text
+    assert_healthy(c)
+
+
+def test_an_interrupted_write_in_a_transaction_rolls_back_cleanly(liker, caplog):
+    c = liker.client
+    out = c.get(f"{P}/liker/slowupdate")
+    assert out.status == 504 and "time budget" in out.json()["error"], out.body
+    assert "rollback failed" not in caplog.text
+    assert liker.service.db.execute_sql('SELECT COUNT(*) FROM "plugin_liker__big" WHERE v IN (?, ?)',
+                                        ("x", "y")).fetchone() == (0,)
     assert_healthy(c)
 
 

@@ -309,6 +309,7 @@ class PluginDB:
         self.deadline: Callable[[], float | None] | None = None
         self._tx = None
         self._usage: _Usage | None = None
+        self._open: list = []  # the _Atomic blocks entered and not left yet, outermost first
         self._tables: dict[str, TableInfo] = {}
         self._schema_version = None
 
@@ -351,6 +352,7 @@ class PluginDB:
             raise ApiError(f"db.{fname}: {exc}") from None
         except (peewee.DatabaseError, peewee.InterfaceError, sqlite3.Error) as exc:
             if conn is not None and deadline is not None and time.monotonic() > deadline:
+                self._reopen_after_interrupt(conn)
                 raise ApiError(f"db.{fname}: time budget exceeded (the statement ran past the call's "
                                f"deadline and was stopped)") from None
             log.warning("[%s] db.%s failed: %s", self.plugin, fname, exc)
@@ -361,6 +363,23 @@ class PluginDB:
                     _WATCHDOG.unwatch(token)
                 conn.set_progress_handler(None, 0)
 
+    def _reopen_after_interrupt(self, conn):
+        """An interrupted INSERT, UPDATE or DELETE makes SQLite roll back the whole transaction: the
+        plugin's own, or the host's content transaction a before-hook runs in. Every block around this
+        statement still expects it (each will roll back, since the call fails): open it again, empty,
+        with the savepoints of db.* blocks, so each block ends as it expects and the host's change is
+        aborted cleanly instead of failing on its own rollback."""
+        try:
+            if conn.in_transaction or self.database.transaction_depth() == 0:
+                return
+            conn.execute("BEGIN")
+            for block in self._open:
+                helper = getattr(block.ctx, "_helper", None)
+                if isinstance(helper, peewee._savepoint):
+                    conn.execute(f"SAVEPOINT {helper.quoted_sid}")
+        except (sqlite3.Error, peewee.DatabaseError) as exc:
+            log.warning("[%s] could not reopen the transaction after an interrupt: %s", self.plugin, exc)
+
     def _rows(self, fname: str, sql: str, params=()) -> tuple[list[str], list[tuple]]:
         result = self._sql(fname, sql, params)
         names = [d[0] for d in result.description or ()]
@@ -368,7 +387,7 @@ class PluginDB:
 
     def _atomic(self, fname: str):
         try:
-            return _Atomic(self.database.atomic(), fname)
+            return _Atomic(self.database.atomic(), fname, self._open)
         except (peewee.DatabaseError, sqlite3.Error) as exc:
             raise ApiError(f"db.{fname}: {exc}") from None
 
@@ -1350,17 +1369,21 @@ class PluginDB:
 class _Atomic:
     """peewee's atomic() entered and left by hand, with database errors turned into ApiError."""
 
-    def __init__(self, ctx, fname: str):
+    def __init__(self, ctx, fname: str, stack: list | None = None):
         self.ctx, self.fname = ctx, fname
+        self.stack = stack if stack is not None else []
 
     def __enter__(self):
         try:
             self.ctx.__enter__()
         except (peewee.DatabaseError, sqlite3.Error) as exc:
             raise ApiError(f"db.{self.fname}: {exc}") from None
+        self.stack.append(self)
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if self in self.stack:
+            self.stack.remove(self)
         try:
             self.ctx.__exit__(exc_type, exc, tb)
         except (peewee.DatabaseError, sqlite3.Error) as err:
