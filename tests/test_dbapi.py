@@ -103,15 +103,15 @@ def names(rows):
 # ---- define_table ------------------------------------------------------------------------------
 def test_define_table_creates_prefixed_table_with_automatic_columns(make_plugin, database):
     p = make_plugin(ITEMS)
-    cols = {r[1]: (r[2], r[3], r[5]) for r in p.sql('PRAGMA table_info("plugin_demo_items")')}
+    cols = {r[1]: (r[2], r[3], r[5]) for r in p.sql('PRAGMA table_info("plugin_demo__items")')}
     assert list(cols) == ["id", "name", "qty", "price", "active", "meta", "due", "data", "created_at", "updated_at"]
     assert cols["id"] == ("TEXT", 1, 1)  # text, not null, primary key
     assert cols["name"][1] == 1 and cols["created_at"][1] == 1 and cols["updated_at"][1] == 1
     indexes = {r[0]: r[1] for r in p.sql("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-                                          "AND tbl_name = 'plugin_demo_items' AND sql IS NOT NULL")}
+                                          "AND tbl_name = 'plugin_demo__items' AND sql IS NOT NULL")}
     assert any("UNIQUE" in sql and '("name")' in sql for sql in indexes.values())
     assert any('("qty", "active")' in sql for sql in indexes.values())
-    owner = p.sql("SELECT plugin, name FROM plugin_schema WHERE table_name = 'plugin_demo_items'")
+    owner = p.sql("SELECT plugin, name FROM plugin_schema WHERE table_name = 'plugin_demo__items'")
     assert owner == [("demo", "items")]
 
 
@@ -123,7 +123,7 @@ def test_define_table_is_idempotent(make_plugin):
                                 '{name = "active", type = "boolean", default = true}, {name = "meta", type = "json"},'
                                 '{name = "due", type = "timestamp"}, {name = "data", type = "blob"}}})')
     assert again.sql("SELECT name, sql FROM sqlite_master ORDER BY name") == schema
-    assert again.sql('SELECT name FROM "plugin_demo_items"') == [("kept",)]
+    assert again.sql('SELECT name FROM "plugin_demo__items"') == [("kept",)]
 
 
 @pytest.mark.parametrize("column", ["id", "created_at", "updated_at"])
@@ -176,7 +176,7 @@ def test_foreign_key_to_own_table_with_cascade(make_plugin):
     db.define_table("entries", {
       columns = {{name = "list_id", type = "text", not_null = true}, {name = "text", type = "text"}},
       indexes = {{columns = {"list_id"}}},
-      foreign_keys = {{column = "list_id", ref_table = "plugin_demo_lists", ref_column = "id", on_delete = "cascade"}},
+      foreign_keys = {{column = "list_id", ref_table = "plugin_demo__lists", ref_column = "id", on_delete = "cascade"}},
     })
     """, {
         "run": """
@@ -192,26 +192,26 @@ def test_foreign_key_to_own_table_with_cascade(make_plugin):
     out = p.call("run")
     assert out["before"] == 2 and out["after"] == 0
     assert "FOREIGN KEY constraint failed" in out["fk_error"]
-    fks = p.sql('PRAGMA foreign_key_list("plugin_demo_entries")')
-    assert [(r[2], r[3], r[4], r[6]) for r in fks] == [("plugin_demo_lists", "list_id", "id", "CASCADE")]
+    fks = p.sql('PRAGMA foreign_key_list("plugin_demo__entries")')
+    assert [(r[2], r[3], r[4], r[6]) for r in fks] == [("plugin_demo__lists", "list_id", "id", "CASCADE")]
 
 
 @pytest.mark.parametrize("fk, message", [
     ('{column = "x", ref_table = "plugin_other_things", ref_column = "id"}',
      "references 'plugin_other_things', which is not one of this plugin's tables: ref_table must be a full name "
-     "starting with 'plugin_demo_'"),
+     "starting with 'plugin_demo__'"),
     ('{column = "x", ref_table = "content", ref_column = "id"}',
      "references 'content', which is not one of this plugin's tables"),
-    ('{column = "x", ref_table = "lists", ref_column = "id"}', "did you mean 'plugin_demo_lists'?"),
-    ('{column = "x", ref_table = "plugin_demo_nothing", ref_column = "id"}',
-     "references 'plugin_demo_nothing', which this plugin has not defined (define 'nothing' first)"),
-    ('{column = "x", ref_table = "plugin_demo_lists", ref_column = "title"}',
+    ('{column = "x", ref_table = "lists", ref_column = "id"}', "did you mean 'plugin_demo__lists'?"),
+    ('{column = "x", ref_table = "plugin_demo__nothing", ref_column = "id"}',
+     "references 'plugin_demo__nothing', which this plugin has not defined (define 'nothing' first)"),
+    ('{column = "x", ref_table = "plugin_demo__lists", ref_column = "title"}',
      "must reference 'id' or a column with a unique index"),
-    ('{column = "x", ref_table = "plugin_demo_lists", ref_column = "nope"}',
-     "'plugin_demo_lists' has no column 'nope'"),
-    ('{column = "y", ref_table = "plugin_demo_lists", ref_column = "id"}',
+    ('{column = "x", ref_table = "plugin_demo__lists", ref_column = "nope"}',
+     "'plugin_demo__lists' has no column 'nope'"),
+    ('{column = "y", ref_table = "plugin_demo__lists", ref_column = "id"}',
      "foreign key column 'y' is not a declared column"),
-    ('{column = "x", ref_table = "plugin_demo_lists", on_delete = "EXPLODE"}', "on_delete must be one of CASCADE"),
+    ('{column = "x", ref_table = "plugin_demo__lists", on_delete = "EXPLODE"}', "on_delete must be one of CASCADE"),
 ])
 def test_foreign_key_errors(make_plugin, database, fk, message):
     # another plugin's table exists, so the refusal is about ownership, not existence
@@ -222,7 +222,7 @@ def test_foreign_key_errors(make_plugin, database, fk, message):
         db.define_table("entries", {{columns = {{{{name = "x", type = "text"}}}}, foreign_keys = {{{fk}}}}})
         """)
     assert message in str(info.value)
-    assert database.execute_sql("SELECT COUNT(*) FROM sqlite_master WHERE name = 'plugin_demo_entries'"
+    assert database.execute_sql("SELECT COUNT(*) FROM sqlite_master WHERE name = 'plugin_demo__entries'"
                                 ).fetchone()[0] == 0
 
 
@@ -232,8 +232,8 @@ def test_foreign_key_may_reference_a_unique_column_and_itself(make_plugin):
     db.define_table("nodes", {
       columns = {{name = "parent_id", type = "text"}, {name = "owner", type = "text"}},
       foreign_keys = {
-        {column = "parent_id", ref_table = "plugin_demo_nodes", ref_column = "id", on_delete = "SET NULL"},
-        {column = "owner", ref_table = "plugin_demo_users", ref_column = "email"},
+        {column = "parent_id", ref_table = "plugin_demo__nodes", ref_column = "id", on_delete = "SET NULL"},
+        {column = "owner", ref_table = "plugin_demo__users", ref_column = "email"},
       },
     })
     """, {"run": """
@@ -264,9 +264,9 @@ def test_later_definition_adds_columns(make_plugin):
     rows = p.call("run")
     assert [(r["a"], r["n"]) for r in rows] == [("new", 1), ("old", 7)]
     assert rows[0]["flag"] is True and rows[0]["tags"] == ["x"]
-    assert [r[1] for r in p.sql('PRAGMA table_info("plugin_demo_t")')] == \
+    assert [r[1] for r in p.sql('PRAGMA table_info("plugin_demo__t")')] == \
         ["id", "a", "created_at", "updated_at", "n", "flag", "tags"]
-    assert p.sql("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'plugin_demo_t' "
+    assert p.sql("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'plugin_demo__t' "
                  "AND sql LIKE '%(\"n\")%'") == [(1,)]
 
 
@@ -278,12 +278,12 @@ def test_later_definition_adds_columns(make_plugin):
 ])
 def test_drift_that_cannot_be_applied_is_an_error(make_plugin, columns, message):
     first = make_plugin('db.define_table("t", {columns = {{name = "a", type = "text"}}})\ndb.insert("t", {a = "x"})')
-    schema = first.sql("SELECT sql FROM sqlite_master WHERE name = 'plugin_demo_t'")
+    schema = first.sql("SELECT sql FROM sqlite_master WHERE name = 'plugin_demo__t'")
     with pytest.raises(PluginLoadError) as info:
         make_plugin(f'db.define_table("t", {{columns = {{{columns}}}}})')
     assert message in str(info.value)
-    assert first.sql("SELECT sql FROM sqlite_master WHERE name = 'plugin_demo_t'") == schema
-    assert first.sql('SELECT a FROM "plugin_demo_t"') == [("x",)]
+    assert first.sql("SELECT sql FROM sqlite_master WHERE name = 'plugin_demo__t'") == schema
+    assert first.sql('SELECT a FROM "plugin_demo__t"') == [("x",)]
 
 
 def test_removed_column_is_kept_and_reported(make_plugin, caplog):
@@ -307,7 +307,7 @@ def test_create_index(make_plugin):
                                    'db.insert("items", {name = "a", price = 1})\n'
                                    'return {json = {pcall(db.insert, "items", {name = "b", price = 1})}}'})
     ok, err = p.call("run")
-    assert ok is False and "UNIQUE constraint failed: plugin_demo_items.price" in err
+    assert ok is False and "UNIQUE constraint failed: plugin_demo__items.price" in err
 
 
 # ---- reads -------------------------------------------------------------------------------------
@@ -515,7 +515,7 @@ def test_insert_fills_id_and_timestamps_and_returns_the_row(make_plugin):
     assert row["meta"] == {"tags": ["x", "y"], "n": 1} and row["data"] == "bytes"
     assert mine["id"] == "my-id" and mine["created_at"] == "2020-01-01T00:00:00Z"
     assert mine["meta"] == {"from": "text"} and mine["active"] is False
-    stored = p.sql('SELECT meta, active, typeof(data) FROM "plugin_demo_items" WHERE name = ?', ("a",))
+    stored = p.sql('SELECT meta, active, typeof(data) FROM "plugin_demo__items" WHERE name = ?', ("a",))
     assert stored == [('{"n":1,"tags":["x","y"]}', 1, "blob")]
 
 
@@ -527,13 +527,13 @@ def test_insert_fills_id_and_timestamps_and_returns_the_row(make_plugin):
     ('{name = {1}}', "column 'name' (text) cannot store a table (only json columns do)"),
     ('{name = true}', "column 'name' (text) takes a string, not a boolean"),
     ('{name = "a", meta = "not json"}', "column 'meta' (json) takes a table or JSON text"),
-    ('{qty = 1}', "NOT NULL constraint failed: plugin_demo_items.name"),
-    ('{name = "apple"}', "UNIQUE constraint failed: plugin_demo_items.name"),
+    ('{qty = 1}', "NOT NULL constraint failed: plugin_demo__items.name"),
+    ('{name = "apple"}', "UNIQUE constraint failed: plugin_demo__items.name"),
 ])
 def test_insert_errors(make_plugin, values, message):
     p = seeded(make_plugin, run=f'db.insert("items", {values})')
     assert message in p.error("run").message
-    assert p.sql('SELECT COUNT(*) FROM "plugin_demo_items"') == [(5,)]
+    assert p.sql('SELECT COUNT(*) FROM "plugin_demo__items"') == [(5,)]
 
 
 def test_insert_converts_numeric_strings_and_integral_floats(make_plugin):
@@ -557,13 +557,13 @@ def test_insert_many(make_plugin):
     })
     assert p.call("run") == 250
     assert p.vm.ops.used == 3  # one operation per batch of 100 rows
-    assert p.sql('SELECT COUNT(*), COUNT(DISTINCT id), SUM(active) FROM "plugin_demo_items"') == [(250, 250, 125)]
+    assert p.sql('SELECT COUNT(*), COUNT(DISTINCT id), SUM(active) FROM "plugin_demo__items"') == [(250, 250, 125)]
     assert "row 2 must be a list of exactly 2 values" in p.error("bad_row").message
     assert "UNIQUE constraint failed" in p.error("dup").message
     assert "at most 1000 rows per call (got 1001)" in p.error("too_many").message
     assert "rows must not be empty" in p.error("no_rows").message
     # all or nothing: the failed calls left no rows behind
-    assert p.sql('SELECT COUNT(*) FROM "plugin_demo_items"') == [(250,)]
+    assert p.sql('SELECT COUNT(*) FROM "plugin_demo__items"') == [(250,)]
 
 
 def test_upsert(make_plugin):
@@ -587,8 +587,8 @@ def test_upsert(make_plugin):
     banana = p.call("update_map")
     assert banana["qty"] == 2 and banana["price"] == 1.25  # only `update` is applied on conflict
     assert p.call("skip") == {"skipped": True}  # do_nothing on a conflict returns nil
-    assert p.sql('SELECT qty FROM "plugin_demo_items" WHERE name = ?', ("cherry",)) == [(3,)]
-    assert p.sql('SELECT COUNT(*) FROM "plugin_demo_items"') == [(6,)]
+    assert p.sql('SELECT qty FROM "plugin_demo__items" WHERE name = ?', ("cherry",)) == [(3,)]
+    assert p.sql('SELECT COUNT(*) FROM "plugin_demo__items"') == [(6,)]
 
 
 @pytest.mark.parametrize("opts, message", [
@@ -611,10 +611,10 @@ def test_update_sets_updated_at_and_returns_the_count(make_plugin):
                    'where = {active = false}})}',
                none='return {json = db.update("items", {set = {qty = 1}, where = {name = "zzz"}})}',
                seq='return {json = db.update("items", {set = {active = false}, where = {{"qty", "<", 2}}})}')
-    before = dict(p.sql('SELECT name, updated_at FROM "plugin_demo_items"'))
+    before = dict(p.sql('SELECT name, updated_at FROM "plugin_demo__items"'))
     time.sleep(0.01)
     assert p.call("run") == 2
-    rows = {r[0]: r[1:] for r in p.sql('SELECT name, qty, meta, updated_at FROM "plugin_demo_items"')}
+    rows = {r[0]: r[1:] for r in p.sql('SELECT name, qty, meta, updated_at FROM "plugin_demo__items"')}
     assert rows["banana"][:2] == (10, '{"note":"x"}') and rows["date"][0] == 10
     assert rows["banana"][2] > before["banana"] and rows["apple"][2] == before["apple"]
     assert p.call("none") == 0
@@ -636,16 +636,16 @@ def test_update_sets_updated_at_and_returns_the_count(make_plugin):
 ])
 def test_update_and_delete_refuse_to_touch_every_row(make_plugin, call, message):
     p = seeded(make_plugin, run=call)
-    snapshot = p.sql('SELECT * FROM "plugin_demo_items" ORDER BY name')
+    snapshot = p.sql('SELECT * FROM "plugin_demo__items" ORDER BY name')
     assert message in p.error("run").message
-    assert p.sql('SELECT * FROM "plugin_demo_items" ORDER BY name') == snapshot
+    assert p.sql('SELECT * FROM "plugin_demo__items" ORDER BY name') == snapshot
 
 
 def test_delete_returns_the_count(make_plugin):
     p = seeded(make_plugin, run='return {json = {db.delete("items", {where = {qty = db.gte(4)}}), '
                                 'db.delete("items", {where = {name = "zzz"}})}}')
     assert p.call("run") == [2, 0]
-    assert p.sql('SELECT name FROM "plugin_demo_items" ORDER BY name') == [("apple",), ("banana",), ("cherry",)]
+    assert p.sql('SELECT name FROM "plugin_demo__items" ORDER BY name') == [("apple",), ("banana",), ("cherry",)]
 
 
 # ---- ids and time ------------------------------------------------------------------------------
@@ -681,7 +681,7 @@ def test_budget_stops_a_plugin_that_loops_over_insert(make_plugin):
     err = p.error("loop")
     assert err.kind == "ops"
     assert err.message == "operation budget exceeded (1000 db operations per request)"
-    assert p.sql('SELECT COUNT(*) FROM "plugin_demo_items"') == [(1000,)]
+    assert p.sql('SELECT COUNT(*) FROM "plugin_demo__items"') == [(1000,)]
     # the next checkout starts with a fresh budget
     assert p.call("count") == 1000
     # catching the error does not buy more operations
@@ -696,7 +696,7 @@ def test_budget_counts_reads_and_define_table_too(make_plugin):
                     settings=PluginSettings(max_ops=10))
     err = p.error("run")
     assert err.kind == "ops" and err.message == "operation budget exceeded (10 db operations per request)"
-    assert p.sql("SELECT COUNT(*) FROM sqlite_master WHERE name = 'plugin_demo_x'") == [(0,)]
+    assert p.sql("SELECT COUNT(*) FROM sqlite_master WHERE name = 'plugin_demo__x'") == [(0,)]
 
 
 # ---- transactions ------------------------------------------------------------------------------
@@ -747,7 +747,7 @@ def test_transaction_rolls_back_on_error_and_returns_false_err(make_plugin):
     assert out["ok"] is False and "deliberate rollback" in out["err"]
     assert p.call("names") == []
     out = p.call("sql_error")
-    assert out["ok"] is False and "UNIQUE constraint failed: plugin_demo_items.name" in out["err"]
+    assert out["ok"] is False and "UNIQUE constraint failed: plugin_demo__items.name" in out["err"]
     assert p.call("names") == []
     assert not p.vm.db_api.in_transaction
 
@@ -801,7 +801,7 @@ def test_abandon_rolls_back_an_open_transaction(database, make_plugin):
     api.insert("items", {"name": "left open"})
     api.abandon()
     assert not api.in_transaction and not database.in_transaction()
-    assert database.execute_sql('SELECT COUNT(*) FROM "plugin_demo_items"').fetchone() == (0,)
+    assert database.execute_sql('SELECT COUNT(*) FROM "plugin_demo__items"').fetchone() == (0,)
 
 
 # ---- other VMs, offline use --------------------------------------------------------------------
@@ -892,7 +892,7 @@ def test_task_tracker_example_plugin(database):
     again = PluginVM(ctx)
     again.load()
     again.call_init()
-    assert database.execute_sql('SELECT COUNT(*) FROM "plugin_task_tracker_categories"').fetchone() == (4,)
+    assert database.execute_sql('SELECT COUNT(*) FROM "plugin_task_tracker__categories"').fetchone() == (4,)
 
 
 def test_task_tracker_lua_tests_pass():

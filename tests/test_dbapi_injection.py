@@ -215,9 +215,9 @@ def test_values_are_data_never_sql(shop, database):
     assert out["updated"] == 0 and out["deleted"] == 0
     after = snapshot(database)
     assert after["schema"] == before["schema"]
-    assert {t: rows for t, rows in after["data"].items() if t != "plugin_shop_items"} == \
-        {t: rows for t, rows in before["data"].items() if t != "plugin_shop_items"}
-    names = [r[0] for r in database.execute_sql('SELECT name FROM "plugin_shop_items" ORDER BY rowid').fetchall()]
+    assert {t: rows for t, rows in after["data"].items() if t != "plugin_shop__items"} == \
+        {t: rows for t, rows in before["data"].items() if t != "plugin_shop__items"}
+    names = [r[0] for r in database.execute_sql('SELECT name FROM "plugin_shop__items" ORDER BY rowid').fetchall()]
     assert names == ["apple", "banana", f"x'); {DROP}", f'y"; {DROP}']
 
 
@@ -232,8 +232,8 @@ def test_a_default_is_a_literal_not_sql(shop, database):
     assert out["row"]["body"] == f"x'); {DROP}"
     after = snapshot(database)
     new = [s for s in after["schema"] if s not in before["schema"]]
-    assert [(s[0], s[1]) for s in new] == [("index", "sqlite_autoindex_plugin_shop_notes_1"),
-                                          ("table", "plugin_shop_notes")]
+    assert [(s[0], s[1]) for s in new] == [("index", "sqlite_autoindex_plugin_shop__notes_1"),
+                                          ("table", "plugin_shop__notes")]
     assert after["data"]["content"] == before["data"]["content"]
 
 
@@ -257,7 +257,8 @@ def assert_unreachable(vm: PluginVM, short: str):
 
 
 def test_plugins_sharing_a_name_prefix_cannot_reach_each_others_tables(tmp_path, database):
-    # plugin "a" with table "b_c" and plugin "a_b" with table "c" would both be plugin_a_b_c
+    # plugin "a" with table "b_c" and plugin "a_b" with table "c" were both plugin_a_b_c before the
+    # namespace plugin_<plugin>__<table>; now each has its own, and neither reaches the other's
     a = write_plugin(database, tmp_path / "plugins" / "a", "a", """
       function on_init()
         db.define_table("b_c", {columns = {{name = "v", type = "text"}}})
@@ -267,13 +268,19 @@ def test_plugins_sharing_a_name_prefix_cannot_reach_each_others_tables(tmp_path,
     a.call_init()
     before = snapshot(database)
     a_b = write_plugin(database, tmp_path / "plugins" / "a_b", "a_b", """
-      function on_init() db.define_table("c", {columns = {{name = "v", type = "text"}}}) end
-    """ + CROSS_ROUTES % {"t": "c", "col": "v"})
+      function on_init()
+        db.define_table("c", {columns = {{name = "v", type = "text"}}})
+        db.insert("c", {v = "theirs"})
+      end
+    """ + CROSS_ROUTES % {"t": "b_c", "col": "v"})
     a_b.load()
-    with pytest.raises(PluginLoadError, match="table name 'plugin_a_b_c' already belongs to plugin 'a'"):
-        a_b.call_init()
-    assert_unreachable(a_b, "c")
-    assert snapshot(database) == before
+    a_b.call_init()
+    assert_unreachable(a_b, "b_c")
+    after = snapshot(database)
+    assert {t: rows for t, rows in after["data"].items() if t not in ("plugin_a_b__c", "plugin_schema")} == \
+        {t: rows for t, rows in before["data"].items() if t != "plugin_schema"}
+    assert [r[1] for r in after["data"]["plugin_a__b_c"]] == ["mine"]
+    assert [r[1] for r in after["data"]["plugin_a_b__c"]] == ["theirs"]
 
 
 def test_a_plugin_named_like_a_cms_table_prefix_cannot_adopt_it(tmp_path, database):
@@ -285,8 +292,9 @@ def test_a_plugin_named_like_a_cms_table_prefix_cannot_adopt_it(tmp_path, databa
       function on_init() db.define_table("approval", {columns = {{name = "plugin", type = "text"}}}) end
     """ + CROSS_ROUTES % {"t": "approval", "col": "plugin"})
     route.load()
-    with pytest.raises(PluginLoadError, match="'plugin_route_approval' already exists and was not created by this "
-                                              "plugin"):
-        route.call_init()
-    assert_unreachable(route, "approval")
-    assert snapshot(database) == before
+    route.call_init()  # its table is plugin_route__approval: no CMS table holds "__"
+    assert run(route, "count") == 0
+    assert run(route, "insert")["plugin"] == "x"
+    after = snapshot(database)
+    assert after["data"]["plugin_route_approval"] == before["data"]["plugin_route_approval"]
+    assert len(after["data"]["plugin_route__approval"]) == 1

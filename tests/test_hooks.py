@@ -305,16 +305,16 @@ def test_before_hook_db_writes_commit_or_roll_back_with_the_change(make_site):
     service = make_site({"notes": NOTES, "guard": GUARD})
     c = service.content
     e = c.create({"title": "yes"})
-    assert table_count(service, "plugin_notes_seen") == 1
+    assert table_count(service, "plugin_notes__seen") == 1
     with pytest.raises(HookAbort):
         c.create({"title": "no"})  # notes wrote, then guard aborted: both undone
-    assert table_count(service, "plugin_notes_seen") == 1
+    assert table_count(service, "plugin_notes__seen") == 1
     with pytest.raises(HookAbort):
         c.update(e["id"], {"title": "no"})
-    assert table_count(service, "plugin_notes_seen") == 1
+    assert table_count(service, "plugin_notes__seen") == 1
     u = c.update(e["id"], {"title": "again"})
     assert u["fields"] == {"seen": 2}, "the hook reads its own write inside the transaction"
-    assert table_count(service, "plugin_notes_seen") == 2
+    assert table_count(service, "plugin_notes__seen") == 2
 
 
 def test_a_validation_error_after_hooks_rolls_back_their_writes(make_site):
@@ -326,7 +326,7 @@ def test_a_validation_error_after_hooks_rolls_back_their_writes(make_site):
     e = c.create({"title": "c"})
     with pytest.raises(ValidationError):
         c.update(e["id"], {"slug": "taken"})
-    assert table_count(service, "plugin_notes_seen") == 2
+    assert table_count(service, "plugin_notes__seen") == 2
 
 
 def test_db_operation_budget_aborts_the_change(make_site):
@@ -340,7 +340,7 @@ def test_db_operation_budget_aborts_the_change(make_site):
         service.content.create({"title": "x"})
     assert "operation budget exceeded (100 db operations per hook invocation)" in str(err.value)
     assert "greedy" in str(err.value)
-    assert rows(service) == (0, 0) and table_count(service, "plugin_greedy_t") == 0
+    assert rows(service) == (0, 0) and table_count(service, "plugin_greedy__t") == 0
     assert service.metrics.sample("modula_plugin_budget_exhaustions_total", plugin="greedy", kind="ops") == 1
 
 
@@ -361,7 +361,7 @@ def test_after_hooks_run_off_the_callers_thread_with_db_access(make_site):
     settle(service)
     assert threads["fired:before"] == threading.current_thread().name
     assert threads["fired:after"].startswith("modula-after-hook")
-    assert table_count(service, "plugin_trail_audit") == 1
+    assert table_count(service, "plugin_trail__audit") == 1
 
 
 def test_after_hook_errors_are_logged_and_the_save_stands(make_site):
@@ -528,7 +528,7 @@ def test_the_bundled_hooks_plugin(make_site, tmp_path):
     assert c.get(e["id"])["fields"]["reading_time"] == 1
     c.publish(e["id"])
     settle(service)
-    audit = service.db.execute_sql("SELECT event FROM plugin_hooks_plugin_audit WHERE content_id = ?",
+    audit = service.db.execute_sql("SELECT event FROM plugin_hooks_plugin__audit WHERE content_id = ?",
                                    (e["id"],)).fetchall()
     assert Counter(r[0] for r in audit) == Counter(["after_create", "after_update", "after_publish"])
 
@@ -554,7 +554,7 @@ def test_concurrent_saves_with_hooks(make_site, tmp_path):
     assert errors == []
     settle(service)
     assert service.content.count(status="published") == 40
-    assert table_count(service, "plugin_hooks_plugin_audit") == 80
+    assert table_count(service, "plugin_hooks_plugin__audit") == 80
 
 
 # ---- trace switch -------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
 """Discovery, manifests, dependency order and failure isolation (SPEC 3.1)."""
+import time
+
 import pytest
 
 from modula_desktop.core.plugins.manifest import parse_manifest
@@ -75,6 +77,10 @@ def test_on_shutdown_runs_when_disabled(site_dir):
     try:
         svc.plugins.disable("bye")
         assert svc.plugins.summary("bye")["state"] == "stopped"
+        # on_shutdown runs behind the command (it never waits on plugin code)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(e["message"] == "bye now" for e in svc.logbook.entries("bye")):
+            time.sleep(0.02)
         assert any(e["message"] == "bye now" for e in svc.logbook.entries("bye"))
     finally:
         svc.close()

@@ -222,14 +222,14 @@ def test_modulacms_plugin_runs_unchanged(plugin_root, database):
     assert any(level == "info" and msg == "Transaction rollback verified" and "deliberate rollback" in ctx["err"]
                for level, msg, ctx in logs)
 
-    rows = database.execute_sql('SELECT name, sort_order, is_public, metadata FROM "plugin_bookmarks_collections" '
+    rows = database.execute_sql('SELECT name, sort_order, is_public, metadata FROM "plugin_bookmarks__collections" '
                                 "ORDER BY sort_order").fetchall()
     assert rows == [("Reading", 1, 1, '{"theme":"dark"}'), ("Later", 2, 0, None)]
-    urls = database.execute_sql('SELECT url, title, rating FROM "plugin_bookmarks_bookmarks" ORDER BY url').fetchall()
+    urls = database.execute_sql('SELECT url, title, rating FROM "plugin_bookmarks__bookmarks" ORDER BY url').fetchall()
     assert urls == [("https://a.example/", "A", None), ("https://b.example/", "B", None),
                     ("https://sqlite.org/lang.html", "SQLite SQL", 5.0)]
-    fk = database.execute_sql('PRAGMA foreign_key_list("plugin_bookmarks_bookmarks")').fetchall()
-    assert [(r[2], r[3], r[4], r[6]) for r in fk] == [("plugin_bookmarks_collections", "collection_id", "id",
+    fk = database.execute_sql('PRAGMA foreign_key_list("plugin_bookmarks__bookmarks")').fetchall()
+    assert [(r[2], r[3], r[4], r[6]) for r in fk] == [("plugin_bookmarks__collections", "collection_id", "id",
                                                       "CASCADE")]
 
     # its routes work too
@@ -243,14 +243,14 @@ def test_modulacms_plugin_runs_unchanged(plugin_root, database):
     # a restart finds its tables and data and does not seed again
     again, _ = start(plugin_root, database, logs)
     assert ("info", "already seeded", None) in logs
-    assert database.execute_sql('SELECT COUNT(*) FROM "plugin_bookmarks_bookmarks"').fetchone() == (4,)
+    assert database.execute_sql('SELECT COUNT(*) FROM "plugin_bookmarks__bookmarks"').fetchone() == (4,)
     again.call_shutdown()
     assert logs[-1] == ("info", "bookmarks shutting down", None)
 
 
 def test_modulacms_plugin_cascade_and_unique_index(plugin_root, database):
     vm, _ = start(plugin_root, database, [])
-    with pytest.raises(PluginCallError, match="UNIQUE constraint failed: plugin_bookmarks_bookmarks.url"):
+    with pytest.raises(PluginCallError, match="UNIQUE constraint failed: plugin_bookmarks__bookmarks.url"):
         request(vm, "POST", "/bookmarks", body={"url": "https://a.example/", "title": "again"})
-    database.execute_sql('DELETE FROM "plugin_bookmarks_collections" WHERE name = ?', ("Reading",))
-    assert database.execute_sql('SELECT COUNT(*) FROM "plugin_bookmarks_bookmarks"').fetchone() == (0,)
+    database.execute_sql('DELETE FROM "plugin_bookmarks__collections" WHERE name = ?', ("Reading",))
+    assert database.execute_sql('SELECT COUNT(*) FROM "plugin_bookmarks__bookmarks"').fetchone() == (0,)

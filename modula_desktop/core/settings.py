@@ -33,6 +33,9 @@ class PluginSettings:
     debounce_s: float = 1.0
     cooldown_s: float = 10.0
     drain_timeout_s: float = 10.0
+    storage_quota_mb: int = 256  # bytes of row data in a plugin's tables; 0: no quota
+    db_max_like_chars: int = 100  # a LIKE pattern's length (SQLite's LIKE costs pattern x value)
+    db_max_value_bytes: int = 2 * 1024 * 1024  # one value written or compared by db.*
     # Not in the SPEC table but numbers all the same; kept here so none is a scattered literal.
     checkout_wait_ms: int = 100
     max_routes: int = 50

@@ -188,6 +188,9 @@ def open_database(path) -> SqliteDatabase:
     try:
         db.connect(reuse_if_open=True)
         migrate(db)
+        from .plugins.dbapi import migrate_namespace  # here: dbapi imports this module
+
+        migrate_namespace(db)
     except DatabaseError as exc:
         db.close()
         raise SiteError(f"{path} cannot be opened as a site database: {exc}") from None

@@ -42,7 +42,7 @@ function on_init()
       {columns = {"status", "priority"}},
     },
     foreign_keys = {
-      {column = "category_id", ref_table = "plugin_task_tracker_categories", ref_column = "id",
+      {column = "category_id", ref_table = "plugin_task_tracker__categories", ref_column = "id",
        on_delete = "CASCADE"},
     },
   })

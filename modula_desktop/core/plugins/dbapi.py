@@ -1,10 +1,12 @@
 """The `db` module of the plugin API (SPEC 3.4), compatible with ModulaCMS's Lua db API.
 
-A plugin reaches only its own tables: Lua uses the short name, SQL uses ``plugin_<plugin>_<short>``,
-and the table must be registered to this plugin in ``plugin_schema`` (written by ``define_table``).
-The registry is what keeps plugins apart where prefixes alone would not: plugin ``a`` with table
-``b_c`` and plugin ``a_b`` with table ``c`` share the SQL name ``plugin_a_b_c``, and a plugin named
-``route`` would otherwise reach the CMS table ``plugin_route_approval``.
+A plugin reaches only its own tables: Lua uses the short name, SQL uses ``plugin_<plugin>__<short>``
+(``sql_table_name``), and the table must be registered to this plugin in ``plugin_schema`` (written by
+``define_table``). The double underscore makes the name injective: a new table name starts with a
+letter and never holds ``__``, so the last ``__`` of the name is the separator (one further right
+would start with the table's first letter or lie inside it), whatever the plugin name holds. Sites written with the old single-underscore names (where plugin ``a``'s
+table ``b_c`` and plugin ``a_b``'s table ``c`` were both ``plugin_a_b_c``) are renamed on open
+(``migrate_namespace``). No CMS table holds ``__``, so no plugin reaches one.
 
 Nothing from Lua is spliced into SQL except identifiers that match ``IDENT_RE`` *and* name a column
 the table really has, and operators from a fixed whitelist. Every value is a bound parameter; the one
@@ -22,6 +24,9 @@ import logging
 import math
 import re
 import sqlite3
+import threading
+import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -56,6 +61,15 @@ MAX_CONDITIONS = 500
 MAX_CONDITION_DEPTH = 16
 MAX_DEFAULT_CHARS = 4096
 MAX_SQL_VARIABLES = 32766
+# SQLite's progress handler runs every this many virtual machine steps of a plugin's statement (a
+# callback per millisecond or so of SQL: each takes the GIL, which under contention can cost more
+# than the SQL itself, so not finer). One step can be long (a LIKE over a large value) and the
+# handler never runs during it: the watchdog below interrupts those at the deadline.
+PROGRESS_STEPS = 100_000
+# bytes counted per stored row beyond its values (record header, rowid, b-tree cell)
+ROW_OVERHEAD = 32
+WATCHDOG_LINGER_S = 1.0
+NUMBER_BYTES = 8
 
 # Condition markers returned by db.eq(), db.gt(), ... (ModulaCMS's sentinel keys).
 OP_KEY, VAL_KEY = "__op", "__val"
@@ -103,6 +117,163 @@ class TableInfo:
     sql: str
     types: dict = field(default_factory=dict)  # column -> logical type, in table order
     definition: dict = field(default_factory=dict)  # what the registry holds
+    quota_weights: dict | None = None  # column -> how many indexes hold it (PluginDB._values_cost)
+
+
+def sql_table_name(plugin: str, table: str) -> str:
+    """The SQL name of a plugin's table. ValueError when the pair could collide with another."""
+    if not isinstance(plugin, str) or not PLUGIN_RE.match(plugin) or plugin.endswith("_"):
+        raise ValueError(f"invalid plugin name {plugin!r}")
+    if not isinstance(table, str) or not IDENT_RE.match(table) or "__" in table:
+        raise ValueError(f"invalid table name {table!r}")
+    return f"plugin_{plugin}__{table}"
+
+
+class LuaText(str):
+    """A Lua string that is not valid UTF-8: the text (invalid bytes replaced) for every use but a blob
+    column, which stores raw, the exact bytes (Lua strings are bytes)."""
+
+    __slots__ = ("raw",)
+
+    def __new__(cls, raw: bytes):
+        self = super().__new__(cls, raw.decode("utf-8", "replace"))
+        self.raw = raw
+        return self
+
+
+def lua_args(value):
+    """Arguments converted with binary=True (Lua strings as bytes) made into the text the API works on,
+    keeping the bytes of strings that are not UTF-8 (LuaText)."""
+    kind = type(value)
+    if kind is bytes:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return LuaText(value)
+    if kind is list:
+        return [lua_args(v) for v in value]
+    if kind is dict:
+        return {k: lua_args(v) for k, v in value.items()}
+    return value
+
+
+def _raw(value):
+    """A value as it goes back to Lua (a marker's value): a LuaText as its bytes."""
+    return value.raw if type(value) is LuaText else value
+
+
+def _blob(value: str) -> bytes:
+    return value.raw if type(value) is LuaText else value.encode("utf-8", "surrogateescape")
+
+
+def _value_bytes(value) -> int:
+    """What a stored value costs, for the storage quota and the value bound (an estimate for numbers)."""
+    if value is None:
+        return 1
+    if isinstance(value, bytes):
+        return len(value)
+    if isinstance(value, str):
+        n = len(value)
+        return n if value.isascii() else len(value.encode("utf-8", "surrogateescape"))
+    return NUMBER_BYTES
+
+
+class _Usage:
+    """A plugin's storage: bytes of its tables as last measured plus what writes added since. Shared by
+    the plugin's VMs (one PluginDB each) through _usage()."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.bytes: int | None = None  # None: not measured yet
+        self.exact = False  # no update or delete since the last measure
+
+
+_USAGE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_USAGE_LOCK = threading.Lock()
+
+
+def _usage(database, plugin: str) -> _Usage:
+    with _USAGE_LOCK:
+        per_db = _USAGE.get(database)
+        if per_db is None:
+            per_db = _USAGE[database] = {}
+        usage = per_db.get(plugin)
+        if usage is None:
+            usage = per_db[plugin] = _Usage()
+        return usage
+
+
+class _Watchdog:
+    """One thread that calls Connection.interrupt() (documented as safe from another thread) on a
+    statement still running at its caller's deadline. The progress handler cannot do that alone: it
+    runs between virtual machine steps, and one step (a LIKE over a 2 MB value) may take a second.
+    SQLite checks the interrupt between rows, so a statement stops within one row's work."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._watched: dict[int, tuple[float, object]] = {}
+        self._tokens = 0
+        self._wake_at = math.inf
+        self._thread: threading.Thread | None = None
+
+    def watch(self, conn, deadline: float) -> int:
+        with self._cond:
+            self._tokens += 1
+            token = self._tokens
+            self._watched[token] = (deadline, conn)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="modula-sql-watchdog", daemon=True)
+                self._thread.start()
+            if deadline < self._wake_at:
+                self._cond.notify()
+            return token
+
+    def unwatch(self, token: int):
+        # under the lock: once this returns, no interrupt for this statement can arrive any more
+        with self._cond:
+            self._watched.pop(token, None)
+
+    def _run(self):
+        lingered = False
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for token in [t for t, (d, _c) in self._watched.items() if d <= now]:
+                    _deadline, conn = self._watched.pop(token)
+                    try:
+                        conn.interrupt()
+                    except Exception:  # noqa: BLE001 - a closed connection has nothing to stop
+                        pass
+                if self._watched:
+                    lingered = False
+                    self._wake_at = min(d for d, _c in self._watched.values())
+                elif not lingered:
+                    # statements are short: most are unwatched before this thread even runs. Waking up
+                    # once more in a while is cheaper than being woken for every next statement (watch()
+                    # notifies only for a deadline earlier than _wake_at).
+                    lingered = True
+                    self._wake_at = now + WATCHDOG_LINGER_S
+                else:
+                    self._wake_at = math.inf
+                self._cond.wait(None if self._wake_at == math.inf else max(0.0, self._wake_at - now))
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _Result:
+    """A statement's rows read to the end (so no statement stays open), with the cursor's fields."""
+
+    __slots__ = ("rows", "description", "rowcount")
+
+    def __init__(self, rows, description, rowcount):
+        self.rows, self.description, self.rowcount = rows, description, rowcount
+
+    def fetchone(self):
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self):
+        return self.rows
 
 
 class PluginDB:
@@ -126,13 +297,19 @@ class PluginDB:
         if not isinstance(plugin, str) or not PLUGIN_RE.match(plugin):
             raise ValueError(f"invalid plugin name {plugin!r}")
         self.plugin = plugin
-        self.prefix = f"plugin_{plugin}_"
+        self.prefix = f"plugin_{plugin}__"
+        # ModulaCMS's (and this app's former) prefix, still accepted in ref_table
+        self.legacy_prefix = f"plugin_{plugin}_"
         self.database = database
         self.ops = ops
         self.settings = settings
         # Set by the host to show schema warnings in the plugin's own log; defaults to the app log.
         self.warn: Callable[[str], None] | None = None
+        # Set by the host: the running call's deadline (time.monotonic()), or None outside a call.
+        self.deadline: Callable[[], float | None] | None = None
         self._tx = None
+        self._usage: _Usage | None = None
+        self._open: list = []  # the _Atomic blocks entered and not left yet, outermost first
         self._tables: dict[str, TableInfo] = {}
         self._schema_version = None
 
@@ -151,27 +328,66 @@ class PluginDB:
         else:
             log.warning("[%s] %s", self.plugin, msg)
 
-    def _sql(self, fname: str, sql: str, params=()):
+    def _sql(self, fname: str, sql: str, params=()) -> _Result:
+        """Run one statement to its end under the caller's deadline: SQLite's progress handler stops it
+        there (the C work of a statement is invisible to the Lua hook), and is removed again before
+        this returns, so no later statement on this thread's connection (the content service's, the
+        GUI's) meets a stale deadline. The cursor is read to the end and closed: nothing stays open."""
+        deadline = self.deadline() if self.deadline is not None else None
+        conn = token = None
         try:
-            return self.database.execute_sql(sql, tuple(params))
+            if deadline is not None:
+                if time.monotonic() > deadline:
+                    raise ApiError(f"db.{fname}: time budget exceeded (the call's deadline passed)")
+                conn = self.database.connection()
+                monotonic = time.monotonic
+                conn.set_progress_handler(lambda: monotonic() > deadline, PROGRESS_STEPS)
+                token = _WATCHDOG.watch(conn, deadline)
+            cursor = self.database.execute_sql(sql, tuple(params))
+            try:
+                return _Result(cursor.fetchall(), cursor.description, cursor.rowcount)
+            finally:
+                cursor.close()
         except (peewee.IntegrityError, sqlite3.IntegrityError) as exc:
             raise ApiError(f"db.{fname}: {exc}") from None
         except (peewee.DatabaseError, peewee.InterfaceError, sqlite3.Error) as exc:
+            if conn is not None and deadline is not None and time.monotonic() > deadline:
+                self._reopen_after_interrupt(conn)
+                raise ApiError(f"db.{fname}: time budget exceeded (the statement ran past the call's "
+                               f"deadline and was stopped)") from None
             log.warning("[%s] db.%s failed: %s", self.plugin, fname, exc)
             raise ApiError(f"db.{fname}: {exc}") from None
+        finally:
+            if conn is not None:
+                if token is not None:
+                    _WATCHDOG.unwatch(token)
+                conn.set_progress_handler(None, 0)
+
+    def _reopen_after_interrupt(self, conn):
+        """An interrupted INSERT, UPDATE or DELETE makes SQLite roll back the whole transaction: the
+        plugin's own, or the host's content transaction a before-hook runs in. Every block around this
+        statement still expects it (each will roll back, since the call fails): open it again, empty,
+        with the savepoints of db.* blocks, so each block ends as it expects and the host's change is
+        aborted cleanly instead of failing on its own rollback."""
+        try:
+            if conn.in_transaction or self.database.transaction_depth() == 0:
+                return
+            conn.execute("BEGIN")
+            for block in self._open:
+                helper = getattr(block.ctx, "_helper", None)
+                if isinstance(helper, peewee._savepoint):
+                    conn.execute(f"SAVEPOINT {helper.quoted_sid}")
+        except (sqlite3.Error, peewee.DatabaseError) as exc:
+            log.warning("[%s] could not reopen the transaction after an interrupt: %s", self.plugin, exc)
 
     def _rows(self, fname: str, sql: str, params=()) -> tuple[list[str], list[tuple]]:
-        cursor = self._sql(fname, sql, params)
-        try:
-            rows = cursor.fetchall()
-        except sqlite3.Error as exc:
-            raise ApiError(f"db.{fname}: {exc}") from None
-        names = [d[0] for d in cursor.description or ()]
-        return names, rows
+        result = self._sql(fname, sql, params)
+        names = [d[0] for d in result.description or ()]
+        return names, result.rows
 
     def _atomic(self, fname: str):
         try:
-            return _Atomic(self.database.atomic(), fname)
+            return _Atomic(self.database.atomic(), fname, self._open)
         except (peewee.DatabaseError, sqlite3.Error) as exc:
             raise ApiError(f"db.{fname}: {exc}") from None
 
@@ -188,6 +404,91 @@ class PluginDB:
     def _table_name(self, fname: str, table) -> tuple[str, str]:
         short = self._ident(fname, table, "table name")
         return short, self.prefix + short
+
+    # ---- bounds ------------------------------------------------------------------------------
+    def _setting(self, key: str, default: int) -> int:
+        return getattr(self.settings, key, default) if self.settings is not None else default
+
+    def _check_value(self, fname: str, col: str, value):
+        limit = self._setting("db_max_value_bytes", 2 * 1024 * 1024)
+        if limit and isinstance(value, (str, bytes)) and len(value) * 4 > limit and _value_bytes(value) > limit:
+            raise ApiError(f"db.{fname}: value for '{col}' is larger than {limit} bytes "
+                           f"([plugins] db_max_value_bytes)")
+
+    # ---- storage quota ------------------------------------------------------------------------
+    def _measure(self) -> int:
+        """The plugin's stored bytes, counted from its tables (a full read: only when the running
+        estimate would cross the quota and deletes or updates made it inexact)."""
+        total = 0
+        if not self._registry_exists():
+            return 0
+        for table_name, definition in self._sql(
+                "quota", f"SELECT table_name, definition FROM {q(REGISTRY)} WHERE plugin = ?", (self.plugin,)).fetchall():
+            cols = [r[1] for r in self._sql("quota", f"PRAGMA table_info({q(table_name)})").fetchall()]
+            if not cols:
+                continue
+            spec = json.loads(definition)
+            weights = _index_weights(spec)
+            expr = " + ".join(f"COALESCE(length(CAST({q(c)} AS BLOB)), 1) * {1 + weights.get(c, 0)}" for c in cols)
+            n, size = self._sql("quota", f"SELECT COUNT(*), COALESCE(SUM({expr}), 0) FROM {q(table_name)}").fetchone()
+            total += n * ROW_OVERHEAD * (1 + len(_indexes(spec))) + size
+        return total
+
+    @staticmethod
+    def _values_cost(info: TableInfo, values: dict) -> int:
+        """Bytes these values take: once in the table and again in every index that holds them."""
+        weights = info.quota_weights
+        if weights is None:
+            weights = info.quota_weights = _index_weights(info.definition)
+        return sum(_value_bytes(v) * (1 + weights.get(c, 0)) for c, v in values.items())
+
+    def _row_cost(self, info: TableInfo, values: dict) -> int:
+        """Bytes a new row with these values adds (its b-tree entries included)."""
+        return ROW_OVERHEAD * (1 + len(_indexes(info.definition))) + self._values_cost(info, values)
+
+    def _charge(self, fname: str, nbytes: int, written: bool = False):
+        """Charge nbytes of new data to the plugin's storage quota, or raise the quota error. Before the
+        write (written=False) nothing is stored when it raises; after one (an update, which cannot know
+        its size before) the caller's savepoint rolls it back."""
+        quota = self._setting("storage_quota_mb", 256) * 1024 * 1024
+        if not quota or nbytes <= 0 or self.database is None:
+            return
+        usage = self._usage
+        if usage is None:
+            usage = self._usage = _usage(self.database, self.plugin)
+        with usage.lock:
+            if usage.bytes is not None:
+                if usage.bytes + nbytes <= quota:
+                    usage.bytes += nbytes
+                    if written:  # the values it replaced were not subtracted
+                        usage.exact = False
+                    return
+                if usage.exact and not written:
+                    self._over_quota(fname, usage.bytes, nbytes, quota)
+            measured = self._measure()  # after a write it holds the write already
+            total = measured if written else measured + nbytes
+            if total > quota:
+                usage.bytes, usage.exact = measured, not written
+                self._over_quota(fname, measured - (nbytes if written else 0), nbytes, quota)
+            usage.bytes, usage.exact = total, True
+
+    def _over_quota(self, fname: str, used: int, nbytes: int, quota: int):
+        raise ApiError(f"db.{fname}: storage quota exceeded: plugin '{self.plugin}' may store "
+                       f"{quota // (1024 * 1024)} MiB ([plugins] storage_quota_mb); {max(used, 0)} bytes are used "
+                       f"and this write adds about {nbytes}")
+
+    def _uncharge(self):
+        """Rows were deleted or a transaction rolled back: the estimate is now high, not exact."""
+        if self.database is not None:
+            usage = _usage(self.database, self.plugin)
+            with usage.lock:
+                usage.exact = False
+
+    def _check_pattern(self, fname: str, col: str, pattern: str):
+        limit = self._setting("db_max_like_chars", 100)
+        if limit and len(pattern) > limit:
+            raise ApiError(f"db.{fname}: LIKE pattern for '{col}' has {len(pattern)} characters; at most "
+                           f"{limit} are allowed ([plugins] db_max_like_chars)")
 
     def _check_schema_version(self):
         row = self._sql("schema", "PRAGMA schema_version").fetchone()
@@ -249,16 +550,20 @@ class PluginDB:
             return None
         if isinstance(value, float) and not math.isfinite(value):
             raise ApiError(f"{where} cannot store {value}")
+        self._check_value(fname, col, value)
         if ctype == "json":
             if isinstance(value, str):
                 try:
-                    return canonical_json(json.loads(value))
+                    text = canonical_json(json.loads(value))
                 except (ValueError, RecursionError):
                     raise ApiError(f"{where} takes a table or JSON text, and this string is not JSON") from None
-            try:
-                return canonical_json(value)
-            except (ValueError, TypeError, RecursionError) as exc:
-                raise ApiError(f"{where}: {exc}") from None
+            else:
+                try:
+                    text = canonical_json(value)
+                except (ValueError, TypeError, RecursionError) as exc:
+                    raise ApiError(f"{where}: {exc}") from None
+            self._check_value(fname, col, text)
+            return text
         if isinstance(value, (list, dict)):
             raise ApiError(f"{where} cannot store a table (only json columns do)")
         if ctype == "boolean":
@@ -293,7 +598,7 @@ class PluginDB:
             raise ApiError(f"{where} takes a number, not {_show(value)}")
         if ctype == "blob":
             if isinstance(value, str):
-                return value.encode("utf-8", "surrogateescape")
+                return _blob(value)
             raise ApiError(f"{where} takes a string")
         # text, timestamp
         if isinstance(value, bool):
@@ -480,6 +785,10 @@ class PluginDB:
             self._ensure_registry()
             self._check_schema_version()
             row = self._registry_row(sql_name)
+            if "__" in short and (row is None or row[0] != self.plugin):
+                # "__" separates the plugin from the table in SQL names (a table migrated from an
+                # older site may keep one)
+                raise ApiError(f"db.{fname}: invalid table name '{short}' (it must not contain '__')")
             found = self._sql(fname, "SELECT type FROM sqlite_master WHERE name = ?", (sql_name,)).fetchone()
             if row is not None and row[0] != self.plugin:
                 raise ApiError(f"db.{fname}: table name '{sql_name}' already belongs to plugin '{row[0]}'")
@@ -585,8 +894,16 @@ class PluginDB:
     def _check_foreign_keys(self, fname: str, sql_name: str, spec: dict):
         for fk in spec["foreign_keys"]:
             ref = fk["ref_table"]
-            ref_short = ref[len(self.prefix):] if ref.startswith(self.prefix) else None
-            if ref_short is None or not IDENT_RE.match(ref_short):
+            ref_short = None
+            # the full name, or (ModulaCMS, and this app before the namespace change) plugin_<p>_<t>:
+            # unambiguous here, since it must name one of this plugin's own tables
+            for prefix in (self.prefix, self.legacy_prefix):
+                if ref.startswith(prefix) and IDENT_RE.match(ref[len(prefix):]) and "__" not in ref[len(prefix):]:
+                    ref_short = ref[len(prefix):]
+                    break
+            if ref_short is not None:
+                ref = fk["ref_table"] = self.prefix + ref_short
+            if ref_short is None:
                 hint = f" (did you mean '{self.prefix}{ref}'?)" if IDENT_RE.match(ref) else ""
                 raise ApiError(f"db.{fname}: foreign key on '{fk['column']}' references '{ref}', which is not one "
                                f"of this plugin's tables: ref_table must be a full name starting with "
@@ -767,6 +1084,7 @@ class PluginDB:
         info = self._table(fname, table)
         row = self._fill(self._values(fname, info, values), utc_now())
         cols = list(row)
+        self._charge(fname, self._row_cost(info, row))
         sql = (f"INSERT INTO {q(info.sql)} ({', '.join(q(c) for c in cols)}) "
                f"VALUES ({', '.join('?' * len(cols))}) RETURNING *")
         names, rows = self._rows(fname, sql, [row[c] for c in cols])
@@ -805,6 +1123,7 @@ class PluginDB:
         batch = max(1, min(BULK_BATCH_ROWS, MAX_SQL_VARIABLES // len(all_cols)))
         batches = [prepared[i:i + batch] for i in range(0, len(prepared), batch)]
         self._spend(len(batches) - 1)
+        self._charge(fname, sum(self._row_cost(info, r) for r in prepared))
         head = f"INSERT INTO {q(info.sql)} ({', '.join(q(c) for c in all_cols)}) VALUES "
         one = "(" + ", ".join("?" * len(all_cols)) + ")"
         with self._atomic(fname):
@@ -842,11 +1161,13 @@ class PluginDB:
         params = [row[c] for c in cols]
         sql = (f"INSERT INTO {q(info.sql)} ({', '.join(q(c) for c in cols)}) VALUES ({', '.join('?' * len(cols))}) "
                f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) ")
+        extra = 0  # what the update half of an upsert may write besides the row
         if do_nothing:
             sql += "DO NOTHING"
         else:
             if update_in not in (None, [], {}):
                 update = self._values(fname, info, update_in, "update")
+                extra = self._values_cost(info, update)
                 update.setdefault("updated_at", now)
                 sets = [f"{q(c)} = ?" for c in update]
                 params += list(update.values())
@@ -854,6 +1175,7 @@ class PluginDB:
                 keep = set(conflict) | {"id", "created_at"}
                 sets = [f"{q(c)} = excluded.{q(c)}" for c in cols if c not in keep]
             sql += "DO UPDATE SET " + ", ".join(sets)
+        self._charge(fname, self._row_cost(info, row) + extra)
         names, rows = self._rows(fname, sql + " RETURNING *", params)
         return self._decode_row(info, names, rows[0]) if rows else None
 
@@ -872,7 +1194,13 @@ class PluginDB:
                            f"(it protects against changing every row)")
         changes.setdefault("updated_at", utc_now())
         sql = (f"UPDATE {q(info.sql)} SET {', '.join(f'{q(c)} = ?' for c in changes)} WHERE {where}")
-        return self._sql(fname, sql, list(changes.values()) + wparams).rowcount
+        nbytes = self._values_cost(info, changes)
+        # how many rows it changes is known only afterwards: charged inside a savepoint, which the
+        # quota error rolls back
+        with self._atomic(fname):
+            count = self._sql(fname, sql, list(changes.values()) + wparams).rowcount
+            self._charge(fname, nbytes * count, written=True)
+        return count
 
     def delete(self, table=None, opts=None, *_):
         """Delete the rows matching where (required). Returns how many were deleted."""
@@ -884,7 +1212,10 @@ class PluginDB:
         if not where:
             raise ApiError(f"db.{fname}: 'where' is required and must not be empty "
                            f"(it protects against deleting every row)")
-        return self._sql(fname, f"DELETE FROM {q(info.sql)} WHERE {where}", params).rowcount
+        count = self._sql(fname, f"DELETE FROM {q(info.sql)} WHERE {where}", params).rowcount
+        if count:
+            self._uncharge()
+        return count
 
     # ---- transactions (the Lua side of db.transaction is in bootstrap.lua) -------------------
     def tx_begin(self, *_):
@@ -906,6 +1237,7 @@ class PluginDB:
     def tx_rollback(self, *_):
         tx, self._tx = self._tx, None
         if tx is not None:
+            self._uncharge()
             tx.rollback()
 
     def abandon(self):
@@ -941,7 +1273,7 @@ class PluginDB:
             raise ApiError(f"db.{op}: value must not be nil (use db.is_null())")
         if isinstance(value, (dict, list)):
             raise ApiError(f"db.{op}: value must be a string, number or boolean")
-        return {OP_KEY: op, VAL_KEY: value} if has_value else {OP_KEY: op}
+        return {OP_KEY: op, VAL_KEY: _raw(value)} if has_value else {OP_KEY: op}
 
     def eq(self, value=None, *_):
         return self._marker("eq", value)
@@ -964,11 +1296,13 @@ class PluginDB:
     def like(self, pattern=None, *_):
         if not isinstance(pattern, str):
             raise ApiError("db.like: pattern must be a string")
+        self._check_pattern("like", "pattern", pattern)
         return self._marker("like", pattern)
 
     def not_like(self, pattern=None, *_):
         if not isinstance(pattern, str):
             raise ApiError("db.not_like: pattern must be a string")
+        self._check_pattern("not_like", "pattern", pattern)
         return self._marker("not_like", pattern)
 
     @staticmethod
@@ -983,7 +1317,7 @@ class PluginDB:
             raise ApiError(f"db.{op}: at most {MAX_IN_VALUES} values")
         if any(v is None or isinstance(v, (dict, list)) for v in values):
             raise ApiError(f"db.{op}: values must be strings, numbers or booleans (no nil)")
-        return values
+        return [_raw(v) for v in values]
 
     def in_list(self, *values):
         return {OP_KEY: "in", VAL_KEY: self._values_list("in_list", values)}
@@ -996,7 +1330,7 @@ class PluginDB:
             raise ApiError("db.between: needs two values (low, high)")
         if isinstance(low, (dict, list)) or isinstance(high, (dict, list)):
             raise ApiError("db.between: values must be strings or numbers")
-        return {OP_KEY: "between", VAL_KEY: [low, high]}
+        return {OP_KEY: "between", VAL_KEY: [_raw(low), _raw(high)]}
 
     def is_null(self, *_):
         return {OP_KEY: "is_null"}
@@ -1035,17 +1369,21 @@ class PluginDB:
 class _Atomic:
     """peewee's atomic() entered and left by hand, with database errors turned into ApiError."""
 
-    def __init__(self, ctx, fname: str):
+    def __init__(self, ctx, fname: str, stack: list | None = None):
         self.ctx, self.fname = ctx, fname
+        self.stack = stack if stack is not None else []
 
     def __enter__(self):
         try:
             self.ctx.__enter__()
         except (peewee.DatabaseError, sqlite3.Error) as exc:
             raise ApiError(f"db.{self.fname}: {exc}") from None
+        self.stack.append(self)
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if self in self.stack:
+            self.stack.remove(self)
         try:
             self.ctx.__exit__(exc_type, exc, tb)
         except (peewee.DatabaseError, sqlite3.Error) as err:
@@ -1150,7 +1488,9 @@ class _Where:
         if raw:
             if not isinstance(value, str):
                 self.fail(f"LIKE on '{col}' needs a string pattern")
-            return value
+            self.db._check_pattern(self.fname, col, value)
+            return _blob(value) if ctype == "blob" else value
+        self.db._check_value(self.fname, col, value)
         if ctype in ("json", "boolean"):
             return self.db._encode(self.fname, self.info, col, value)
         if isinstance(value, (dict, list)):
@@ -1158,7 +1498,7 @@ class _Where:
         if isinstance(value, bool):
             return int(value)
         if ctype == "blob" and isinstance(value, str):
-            return value.encode("utf-8", "surrogateescape")
+            return _blob(value)
         return value
 
     def leaf(self, col: str, op: str, value, has_value: bool) -> str:
@@ -1215,6 +1555,19 @@ def _type_from_sql(decl: str) -> str:
     if "BLOB" in decl:
         return "blob"
     return "text"
+
+
+def _indexes(definition: dict) -> list:
+    return [i for i in definition.get("indexes", ()) if isinstance(i, dict)]
+
+
+def _index_weights(definition: dict) -> dict:
+    """Column -> how many of the table's declared indexes hold it (each stores the value again)."""
+    weights: dict = {}
+    for index in _indexes(definition):
+        for col in index.get("columns", ()):
+            weights[col] = weights.get(col, 0) + 1
+    return weights
 
 
 def _references(fk: dict) -> str:
@@ -1282,3 +1635,69 @@ def _quote(where: str, text: str) -> str:
     if "\x00" in text:
         raise ApiError(f"{where} must not contain NUL characters")
     return "'" + text.replace("'", "''") + "'"
+
+
+# ---- the namespace migration -----------------------------------------------------------------
+def migrate_namespace(database) -> list[tuple[str, str]]:
+    """Rename plugin tables registered under the old plugin_<plugin>_<table> names to
+    plugin_<plugin>__<table>, with the indexes named after them and the foreign keys that reference
+    them, in one transaction. Idempotent: a site already migrated costs one query. Returns the
+    (old, new) names renamed."""
+    exists = database.execute_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                  (REGISTRY,)).fetchone()
+    if exists is None:
+        return []
+    rows = database.execute_sql(f"SELECT table_name, plugin, name, definition FROM {q(REGISTRY)}").fetchall()
+    renames = {}
+    for old, plugin, short, _definition in rows:
+        try:
+            new = sql_table_name(plugin, short)
+        except ValueError:
+            # a name the new rule would refuse (a table holding "__"): it keeps working by its
+            # registry row under the name it has
+            if "__" not in short or not PLUGIN_RE.match(plugin):
+                log.warning("plugin table %s has a name this version cannot use; left as it is", old)
+                continue
+            new = f"plugin_{plugin}__{short}"
+        if new != old:
+            renames[old] = new
+    if not renames:
+        return []
+    done = []
+    with database.atomic():
+        taken = {r[0] for r in database.execute_sql("SELECT name FROM sqlite_master").fetchall()}
+        for old, new in renames.items():
+            if new in taken or old not in taken:
+                log.warning("cannot rename plugin table %s to %s (%s)", old, new,
+                            "the name is taken" if new in taken else "the table is missing")
+                continue
+            # SQLite (3.26+) rewrites the REFERENCES of other tables and the indexes' ON clauses
+            database.execute_sql(f"ALTER TABLE {q(old)} RENAME TO {q(new)}")
+            taken.discard(old)
+            taken.add(new)
+            old_prefix, new_prefix = f"idx_{old}_", f"idx_{new}_"
+            for name, sql in database.execute_sql(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
+                    (new,)).fetchall():
+                if not name.startswith(old_prefix) or f"{new_prefix}{name[len(old_prefix):]}" in taken:
+                    continue
+                renamed = new_prefix + name[len(old_prefix):]
+                database.execute_sql(f"DROP INDEX {q(name)}")
+                database.execute_sql(sql.replace(q(name), q(renamed), 1))
+                taken.discard(name)
+                taken.add(renamed)
+            database.execute_sql(f"UPDATE {q(REGISTRY)} SET table_name = ? WHERE table_name = ?", (new, old))
+            done.append((old, new))
+        moved = dict(done)
+        for table_name, definition in database.execute_sql(
+                f"SELECT table_name, definition FROM {q(REGISTRY)}").fetchall():
+            spec = json.loads(definition)
+            fks = spec.get("foreign_keys") or []
+            if any(fk.get("ref_table") in moved for fk in fks):
+                for fk in fks:
+                    fk["ref_table"] = moved.get(fk.get("ref_table"), fk.get("ref_table"))
+                database.execute_sql(f"UPDATE {q(REGISTRY)} SET definition = ? WHERE table_name = ?",
+                                     (json.dumps(spec, sort_keys=True), table_name))
+    for old, new in done:
+        log.info("renamed plugin table %s to %s", old, new)
+    return done

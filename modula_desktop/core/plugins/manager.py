@@ -556,6 +556,14 @@ class PluginManager:
                 gen.pool.give_back(vm)
         gen.pool.drain(self.settings.drain_timeout_s)
 
+    def _shutdown_behind(self, gen: Generation):
+        """on_shutdown and the drain of a generation already out of service, in the background: a
+        lifecycle command never waits on plugin code (shutdown() joins these threads)."""
+        t = threading.Thread(target=self._shutdown_generation, args=(gen,), name="modula-shutdown", daemon=True)
+        t.start()
+        with self._lock:
+            self._retiring = [x for x in self._retiring if x.is_alive()] + [t]
+
     def _clear_gauge(self, name: str):
         if self.metrics is not None:
             try:
@@ -585,9 +593,9 @@ class PluginManager:
             plugin.state = STOPPED
             self._notify(name)
             self._clear_gauge(name)
-            if gen is not None:
-                self._shutdown_generation(gen)
             self.logbook.write(name, "info", "disabled")
+        if gen is not None:
+            self._shutdown_behind(gen)
 
     def remove(self, name: str):
         """The plugin's folder is gone: stop it and forget its approvals."""

@@ -13,7 +13,7 @@ from ..settings import PluginSettings
 from .errors import ApiError, ConversionLimit, PluginCallError, PluginLoadError
 from .logbook import cap_entry, context_dropped
 from .manifest import Manifest, parse_manifest
-from .sandbox import Sandbox, lua_type
+from .sandbox import MAX_ITEMS, Sandbox, lua_type
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ _FIELD_KEYS = {k: k.encode() for k in ("method", "path", "body", "client_ip", "h
 _FLAT_MAPS = frozenset({"headers", "query", "params"})
 # (what, seconds) -> the message of a missed deadline; built once, not on every request
 _DEADLINE_MESSAGES: dict = {}
+LEFT_OPEN = "db.transaction was still open when the call ended: it was rolled back"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
 
@@ -202,13 +203,14 @@ class PluginVM:
             "log": sb.host_function(self._log, convert_args=False, name="log"),
             "json_encode": sb.host_function(self._json_encode, convert_args=False, name="json.encode"),
             "json_decode": sb.host_function(self._json_decode, convert_args=False, name="json.decode"),
-            "tx_begin": sb.host_function(self._db_call("tx_begin"), name="db.transaction"),
-            "tx_commit": sb.host_function(self._db_call("tx_commit"), name="db.transaction"),
-            "tx_rollback": sb.host_function(self._db_call("tx_rollback"), name="db.transaction"),
+            "tx_begin": sb.host_function(self._db_call("tx_begin"), convert_args=False, name="db.transaction"),
+            "tx_commit": sb.host_function(self._db_call("tx_commit"), convert_args=False, name="db.transaction"),
+            "tx_rollback": sb.host_function(self._db_call("tx_rollback"), convert_args=False, name="db.transaction"),
         }
         db_functions = {}
         for fname in self._db_function_names():
-            db_functions[fname] = sb.host_function(self._db_call(fname), name=f"db.{fname}")
+            # arguments converted in _db_call: a blob's bytes must arrive exactly
+            db_functions[fname] = sb.host_function(self._db_call(fname), convert_args=False, name=f"db.{fname}")
         py["db"] = sb.raw_host_table(db_functions)
         sb.fn("build_api")(sb.raw_host_table(py))
 
@@ -220,6 +222,9 @@ class PluginVM:
             return None
         api = PluginDB(self.name, self.ctx.database, self.ops, self.ctx.settings)
         api.warn = lambda message: self._emit("warn", message, None)
+        sandbox = self.sandbox
+        # the running call's deadline: SQL statements stop there (SQLite's progress handler)
+        api.deadline = lambda: sandbox._deadline if sandbox._armed else None
         return api
 
     def _db_function_names(self):
@@ -229,8 +234,12 @@ class PluginVM:
 
     def _db_call(self, fname):
         pure = self.db_api is not None and fname in self.db_api.PURE_FUNCTIONS
+        from .dbapi import lua_args
 
         def call(*args):
+            sb = self.sandbox
+            budget = [MAX_ITEMS, sb.memory_limit]  # one copy budget for all the arguments, as host_function's
+            args = [lua_args(sb.from_lua(a, binary=True, _budget=budget)) for a in args]
             if pure:
                 return getattr(self.db_api, fname)(*args)
             if self.db_api is None or self.ctx.database is None:
@@ -435,10 +444,24 @@ class PluginVM:
         try:
             result = fn(*args)
         except PluginCallError as exc:
+            self._close_leftovers()
             raise self._call_failed(exc) from None
+        if self._close_leftovers():
+            raise PluginCallError("error", LEFT_OPEN)
         if self.ops.exceeded:
             raise PluginCallError("ops", self.ops.message)
         return result
+
+    def _close_leftovers(self) -> bool:
+        """No lock outlives a call: a transaction still open when plugin code returns (the bootstrap
+        refuses to suspend one; this is the net below that rule) is rolled back here, on the thread
+        that opened it, and the VM is never reused. True when there was one."""
+        db = self.db_api
+        if db is None or not db.in_transaction:
+            return False
+        db.abandon()
+        self.broken = True
+        return True
 
     def _call_failed(self, exc: PluginCallError) -> PluginCallError:
         """The error to raise for a failed call (an exceeded db budget is reported as such)."""
@@ -495,13 +518,16 @@ class PluginVM:
             else:
                 result = self.sandbox.call_route(*head, self._request_table(request))
         except PluginCallError as exc:
+            self._close_leftovers()
             raise self._call_failed(exc) from None
+        db = self.db_api
+        if db is not None and db._tx is not None and self._close_leftovers():
+            raise PluginCallError("error", LEFT_OPEN)
         if self.ops.exceeded:
             raise PluginCallError("ops", self.ops.message)
         # route_call restored the globals itself before returning: the give-back need not call again
         # (after a failure it does, to be sure)
-        db = self.db_api
-        self.clean = db is None or not db.in_transaction
+        self.clean = True
         return result
 
     def _request_table(self, request: dict):

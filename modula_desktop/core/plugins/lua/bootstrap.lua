@@ -254,6 +254,22 @@ local function co_wrap(f)
   end
 end
 
+-- No lock outlives a call: the thread running db.transaction's function may not yield, since a
+-- suspended transaction would keep the site's write lock for as long as the coroutine lives.
+local tx_thread = nil
+
+local function safe_yield(...)
+  if tx_thread ~= nil and co_running() == tx_thread then
+    r_error("cannot yield inside db.transaction (a transaction cannot be suspended)", 2)
+  end
+  return co_yield(...)
+end
+
+local function safe_isyieldable()
+  if tx_thread ~= nil and co_running() == tx_thread then return false end
+  return co_isyieldable()
+end
+
 local function close(co)
   local r = t_pack(co_close(co))
   if not r[1] then note_failure(r[2]) end
@@ -604,7 +620,7 @@ local function new_env(name, lib_reader, log_print)
     string = library("string", copy(safe_string)), table = library("table", copy(safe_table)),
     math = library("math", copy(math)), utf8 = library("utf8", copy(utf8)),
     coroutine = library("coroutine", {create = co_new, resume = resume, wrap = co_wrap, status = co_status,
-                                      running = co_running, yield = co_yield, isyieldable = co_isyieldable,
+                                      running = co_running, yield = safe_yield, isyieldable = safe_isyieldable,
                                       close = close}),
     os = library("os", {time = os_time, clock = os_clock, date = safe_date}),
   }
@@ -666,6 +682,7 @@ local function arm(max_instr, deadline_at, name)
   if not sentinel_alive then new_sentinel() end
   tripped = nil
   own_memerr = 0
+  tx_thread = nil
   used = 0
   instr_limit = max_instr
   deadline = deadline_at
@@ -1095,7 +1112,9 @@ local function build_api(py)
   local transaction = function(fn)
     if r_type(fn) ~= "function" then r_error("db.transaction: argument must be a function", 2) end
     begin()
+    tx_thread = co_running()
     local r = t_pack(r_pcall(fn))
+    tx_thread = nil
     if r[1] and not tripped then
       commit()
       return true
