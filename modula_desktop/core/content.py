@@ -28,7 +28,7 @@ import re
 import unicodedata
 from typing import Callable
 
-from peewee import IntegrityError, fn
+from peewee import SQL, IntegrityError, fn
 from ulid import ULID
 
 from .errors import NotFound, ValidationError
@@ -52,6 +52,7 @@ MAX_AUTO_SLUG = 80  # leaves room for a "-N" suffix
 MAX_TITLE = 500
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+SORT_KEYS = ("title", "type", "status", "updated_at")  # the list's columns (list_sorted)
 
 Listener = Callable[[str, dict], None]
 
@@ -123,6 +124,28 @@ class ContentService:
 
     def count(self, type: str | None = None, status: str | None = None, search: str | None = None) -> int:
         return self._filtered(type, status, search).count()
+
+    def list_sorted(self, type: str | None = None, status: str | None = None, search: str | None = None,
+                    sort: str = "updated_at", descending: bool = True, limit: int = DEFAULT_LIMIT,
+                    after: dict | None = None) -> list[dict]:
+        """One page of entries in the order of a list column (title, type, status or updated_at), the id
+        breaking ties. after is the last entry of the previous page: keyset paging, so the 50th page costs
+        what the first does (an OFFSET walks every row before it). Each order has its index (storage)."""
+        if sort not in SORT_KEYS:
+            raise ValidationError(f"sort must be one of {', '.join(SORT_KEYS)}, not {sort!r}.")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise ValidationError(f"limit must be a whole number from 1 to {MAX_LIMIT}.")
+        column = getattr(Content, sort)
+        key = column.collate("NOCASE") if sort == "title" else column
+        query = self._filtered(type, status, search)
+        if after is not None:
+            mark = (after.get(sort) or "", after.get("id") or "")
+            # row values: (key, id) strictly beyond the last one shown, in the direction of the sort
+            before = SQL(f"({'title COLLATE NOCASE' if sort == 'title' else sort}, id) "
+                         f"{'<' if descending else '>'} (?, ?)", mark)
+            query = query.where(before)
+        order = (key.desc(), Content.id.desc()) if descending else (key.asc(), Content.id.asc())
+        return [_entry(row) for row in query.order_by(*order).limit(limit)]
 
     def _filtered(self, type, status, search):
         query = Content.select()

@@ -133,8 +133,16 @@ def _m1(db):
     db.create_tables([SchemaVersion, Content, Revision, PluginRecord, RouteApproval, HookApproval, PluginLog])
 
 
+def _m_list_indexes(db):
+    """One index per sort order of the content list (ContentService.list_sorted): each (column, id)
+    pair walks in either direction without a sort step, however many entries the site has."""
+    for name, key in (("updated", "updated_at"), ("title", "title COLLATE NOCASE"), ("type", "type"),
+                      ("status", "status")):
+        db.execute_sql(f"CREATE INDEX IF NOT EXISTS content_list_{name} ON content ({key}, id)")
+
+
 # Append only: a site created by an older version runs every migration it has not seen yet.
-MIGRATIONS = [_m1]
+MIGRATIONS = [_m1, _m_list_indexes]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

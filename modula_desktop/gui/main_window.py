@@ -63,7 +63,7 @@ class MainWindow(QMainWindow):
         split.addWidget(self.editor)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
-        split.setSizes([340, 900])
+        split.setSizes([440, 840])  # the list's titles need the room
         split.setChildrenCollapsible(False)
         self.setCentralWidget(split)
 
