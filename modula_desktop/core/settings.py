@@ -42,6 +42,8 @@ class PluginSettings:
     max_slow_reloads: int = 3
     max_checksum_files: int = 100
     max_checksum_bytes: int = 10 * 1024 * 1024
+    # how long an error keeps a plugin marked in the window's plugin list and status bar
+    recent_error_window_s: float = 600.0
 
 
 @dataclass(frozen=True)

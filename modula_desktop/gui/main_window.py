@@ -54,7 +54,9 @@ class MainWindow(QMainWindow):
         self._content_busy: str | None = None  # the content action running now, if any
         self._shut_down = False
 
-        self.setWindowTitle(f"{APP_TITLE} — {service.site.root.name}[*]")
+        # Qt adds " — <applicationDisplayName>" to a title that does not end with it already: ending with
+        # it ourselves gives one "site — Modula Desktop" whether or not the app set a display name.
+        self.setWindowTitle(f"{service.site.root.name}[*] — {APP_TITLE}")
         self.setWindowIcon(icon("app"))
         self.list = ContentList(self.content, self)
         self.editor = EntryEditor(self)
@@ -73,6 +75,10 @@ class MainWindow(QMainWindow):
 
         self.list.entry_activated.connect(self._entry_activated)
         self.editor.dirty_changed.connect(self._dirty_changed)
+        self._refused: dict | None = None  # what the editor held when a change was refused
+        for changed in (self.editor.title.textChanged, self.editor.slug.textChanged,
+                        self.editor.type.currentIndexChanged, self.editor.body.textChanged):
+            changed.connect(self._clear_fixed_error)
         self.editor.restore_requested.connect(self.restore_revision)
         self.bridge.content_changed.connect(self._content_changed)
         self.bridge.plugin_changed.connect(lambda _name: self._plugins_timer.start())
@@ -240,10 +246,31 @@ class MainWindow(QMainWindow):
 
     def open_preview_in_browser(self):
         url = self.preview_url()
-        if url:
-            QDesktopServices.openUrl(QUrl(url))
-            if self.editor.is_dirty():
-                self.statusBar().showMessage("The browser shows the last saved version", 4000)
+        if not url:
+            return
+        if not QDesktopServices.openUrl(QUrl(url)):
+            self.browser_failed(url)
+            return
+        if self.editor.is_dirty():
+            self.statusBar().showMessage("The browser shows the last saved version", 4000)
+
+    def browser_failed(self, url: str) -> QMessageBox:
+        """No browser could be started: say so and offer the link, so the author can paste it anywhere."""
+        box = QMessageBox(QMessageBox.Icon.Warning, APP_TITLE, "No web browser could be opened.", parent=self)
+        box.setObjectName("BrowserFailedBox")
+        box.setInformativeText(f"Open this address in a browser yourself:\n{url}")
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        copy = box.addButton("Copy Link", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Close)
+        box.setDefaultButton(copy)
+
+        def copied():
+            QGuiApplication.clipboard().setText(url)
+            self.statusBar().showMessage("Preview link copied", 3000)
+        copy.clicked.connect(copied)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()  # window-modal, not blocking: the event loop (and tests) go on
+        return box
 
     def _show_plugin_summary(self):
         states: dict[str, int] = {}
@@ -282,7 +309,7 @@ class MainWindow(QMainWindow):
     # ---- switching entries ---------------------------------------------------------------
     def ask_unsaved(self) -> str:
         """'save', 'discard' or 'cancel'. Tests replace this method."""
-        box = QMessageBox(QMessageBox.Icon.Warning, APP_TITLE, "This entry has unsaved changes.",
+        box = QMessageBox(QMessageBox.Icon.Warning, APP_TITLE, self.unsaved_text(),
                           QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
                           | QMessageBox.StandardButton.Cancel, self)
         box.setInformativeText("Save them before you leave it?")
@@ -290,6 +317,16 @@ class MainWindow(QMainWindow):
         answer = box.exec()
         return {QMessageBox.StandardButton.Save: "save",
                 QMessageBox.StandardButton.Discard: "discard"}.get(QMessageBox.StandardButton(answer), "cancel")
+
+    def unsaved_text(self) -> str:
+        """The unsaved-changes question, naming the entry it is about."""
+        entry = self.editor.entry
+        typed = self.editor.values().get("title", "").strip()
+        if entry is None:
+            kind = self.editor.values().get("type") or "page"
+            return f"The new {kind} “{typed}” is not saved yet." if typed else f"The new {kind} is not saved yet."
+        name = entry.get("title") or entry.get("slug") or "(untitled)"
+        return f"“{name}” has unsaved changes."
 
     def confirm(self, title: str, text: str) -> bool:
         """A yes/no question. Tests replace this method."""
@@ -361,6 +398,7 @@ class MainWindow(QMainWindow):
     def _run_content(self, action: str, fn, on_done):
         self._content_busy = VERBS.get(action, action)
         self.editor.message_bar.hide()
+        self._refused = None
         self.statusBar().showMessage(f"{self._content_busy}…")
         self._update_actions()
 
@@ -396,6 +434,17 @@ class MainWindow(QMainWindow):
             log.error("%s failed", action, exc_info=exc)
             self.editor.show_error(f"{type(exc).__name__}: {exc}", f"Could not {action}.")
         self.statusBar().showMessage(f"Could not {action}", 5000)
+        self._refused = self.editor.values()
+
+    def _clear_fixed_error(self, *_):
+        """A refusal is about what the editor held then: once the author edits it, the bar has said its
+        piece and would only stand over the fixed text (the next save says again if it still fails)."""
+        if self._refused is None:
+            return
+        if self.editor.values() != self._refused:
+            self._refused = None
+            if self.editor.message_bar.isVisible() and self.editor.message_bar.kind == "error":
+                self.editor.message_bar.hide()
 
     @staticmethod
     def _new_data(values: dict) -> dict:
