@@ -6,6 +6,7 @@ in the editor's message bar and the unsaved text stays where it is.
 """
 from __future__ import annotations
 
+import html
 import logging
 from urllib.parse import quote
 
@@ -19,14 +20,18 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QSplitter,
     QToolButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from ..core.errors import HookAbort, NotFound, ValidationError
+from . import plugin_health
 from .bridge import ServiceBridge
 from .content_list import ContentList
 from .editor import EntryEditor
 from .metrics_view import MetricsRecorder, MetricsView
-from .plugin_manager import PluginManagerDialog
+from .first_run import FirstRunBar
+from .plugin_manager import PluginManagerDialog, copy_example_plugins
 from .resources import icon
 from .tasks import TaskRunner
 
@@ -67,7 +72,18 @@ class MainWindow(QMainWindow):
         split.setStretchFactor(1, 1)
         split.setSizes([440, 840])  # the list's titles need the room
         split.setChildrenCollapsible(False)
-        self.setCentralWidget(split)
+        self.first_run: FirstRunBar | None = None
+        if getattr(service, "new", False):
+            self.first_run = FirstRunBar(service.site, self)
+            self.first_run.copy_requested.connect(self.copy_example_plugins)
+            central = QWidget(self)
+            box = QVBoxLayout(central)
+            box.setContentsMargins(8, 8, 8, 0)
+            box.addWidget(self.first_run)
+            box.addWidget(split, 1)
+            self.setCentralWidget(central)
+        else:
+            self.setCentralWidget(split)
 
         self._make_actions()
         self._make_menus_and_toolbar()
@@ -92,6 +108,11 @@ class MainWindow(QMainWindow):
         self._plugins_timer.setSingleShot(True)
         self._plugins_timer.setInterval(150)
         self._plugins_timer.timeout.connect(self._show_plugin_summary)
+        self.bridge.log_written.connect(self._plugin_log)
+        self._health_timer = QTimer(self)  # recent errors age out of the status bar's mark
+        self._health_timer.setInterval(30_000)
+        self._health_timer.timeout.connect(self._show_plugin_summary)
+        self._health_timer.start()
 
         self.resize(1280, 800)
         self.list.refresh()
@@ -273,20 +294,16 @@ class MainWindow(QMainWindow):
         return box
 
     def _show_plugin_summary(self):
-        states: dict[str, int] = {}
-        for name in self.service.plugins.names():
-            try:
-                state = self.service.plugins.summary(name)["state"]
-            except Exception:  # noqa: BLE001 - removed meanwhile
-                continue
-            states[state] = states.get(state, 0) + 1
-        if not states:
-            text = "no plugins"
-        else:
-            text = " · ".join(f"{n} {s}" for s, n in sorted(states.items()))
-        style = ' style="color:#cf222e"' if states.get("failed") else ""
-        self.plugin_label.setText(f'<a href="plugins"{style}>Plugins: {text}</a>')
-        self.plugin_label.setToolTip("Open the plugin manager")
+        text, tip, marked = plugin_health.status_summary(self.service)
+        style = ' style="color:#cf222e"' if marked else ""
+        self.plugin_label.setText(f'<a href="plugins"{style}>{html.escape(text)}</a>')
+        self.plugin_label.setToolTip(tip + "\n\nClick to open the plugin manager." if tip
+                                     else "Open the plugin manager")
+        self.plugin_label.setProperty("marked", marked)
+
+    def _plugin_log(self, entry):
+        if isinstance(entry, dict) and entry.get("level") == "error":
+            self._plugins_timer.start()  # an after-hook failure marks its plugin here too
 
     # ---- state -----------------------------------------------------------------------------
     def _update_actions(self, *_):
@@ -577,6 +594,27 @@ class MainWindow(QMainWindow):
             self._load_revisions()
         self._update_actions()
 
+    def copy_example_plugins(self):
+        """The first-run offer: copy the bundled example plugins in, off the GUI thread."""
+        bar = self.first_run
+        if bar is not None:
+            bar.copy_button.setEnabled(False)
+
+        def done(names):
+            if bar is not None:
+                bar.set_text(f"Copied {len(names)} example plugin{'s' if len(names) != 1 else ''}"
+                             + (f" ({', '.join(names)})" if names else "")
+                             + ". Open Plugins to approve what they may do.")
+            self._show_plugin_summary()
+            if self._plugins_dialog is not None:
+                self._plugins_dialog.refresh_list()
+
+        def failed(exc):
+            if bar is not None:
+                bar.copy_button.setEnabled(True)
+                bar.set_text(f"Could not copy the example plugins: {exc}")
+        self.tasks.run(lambda: copy_example_plugins(self.service), done, failed)
+
     # ---- other windows -------------------------------------------------------------------
     def show_plugins(self):
         if self._plugins_dialog is None:
@@ -621,6 +659,7 @@ class MainWindow(QMainWindow):
             return
         self._shut_down = True
         self.recorder.stop()
+        self._health_timer.stop()
         self.bridge.close()
         if self.tasks.busy:
             self.statusBar().showMessage("Waiting for background work to finish…")

@@ -105,3 +105,29 @@ def health(info: dict, window_s: float = 600.0, now: _dt.datetime | None = None)
         n = len(pending)
         return make(PENDING, f"running, {n} to approve", waiting.strip())
     return make(OK, "running", "Running.")
+
+
+def status_summary(service, log_limit: int = 500) -> tuple[str, str, bool]:
+    """The main window's status bar: (text, tooltip, marked). Names the plugin in trouble and why."""
+    window = getattr(getattr(getattr(service, "settings", None), "plugins", None), "recent_error_window_s", 600.0)
+    states: dict[str, int] = {}
+    troubled: list[tuple[str, Health]] = []
+    for name in service.plugins.names():
+        try:
+            info = service.plugins.info(name, log_limit=log_limit)
+        except Exception:  # noqa: BLE001 - removed meanwhile
+            continue
+        states[info["state"]] = states.get(info["state"], 0) + 1
+        h = health(info, window)
+        if h.marked:
+            troubled.append((name, h))
+    if not states:
+        return "Plugins: none", "This site has no plugins yet.", False
+    text = "Plugins: " + " · ".join(f"{n} {s}" for s, n in sorted(states.items()))
+    if not troubled:
+        return text, "", False
+    name, h = troubled[0]
+    more = f" (+{len(troubled) - 1} more)" if len(troubled) > 1 else ""
+    text += f" — ⚠ {name}: {h.short}{more}"
+    tip = "\n".join(f"{n}: {x.text}" for n, x in troubled)
+    return text, tip, True
