@@ -10,8 +10,11 @@ import datetime as _dt
 import re
 from dataclasses import dataclass, field
 
+from ..core.plugins.hooks import strip_location
+
 OK, PENDING, WARNING, FAILED, STOPPED = "ok", "pending", "warning", "failed", "stopped"
 _HOOK_FAILED = re.compile(r"^(\w+) hook failed \((\w+)\): (.*)$", re.S)
+_ROUTE_FAILED = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) (/\S*): (.*)$", re.S)
 _OUTCOME_WORDS = {"timeout": "ran out of time", "error": "failed"}
 
 
@@ -36,8 +39,18 @@ def plain_error(message: str) -> str:
     m = _HOOK_FAILED.match(message)
     if m:
         event, outcome, why = m.groups()
-        return f"its {event.replace('_', '-')} hook {_OUTCOME_WORDS.get(outcome, 'failed')}: {why}"
-    return message
+        return f"its {event.replace('_', '-')} hook {_OUTCOME_WORDS.get(outcome, 'failed')}: {strip_location(why)}"
+    m = _ROUTE_FAILED.match(message)
+    if m:
+        method, path, why = m.groups()
+        return f"its route {method} {path} failed: {strip_location(why)}"
+    return strip_location(message)
+
+
+def _end(text: str) -> str:
+    """text as a sentence: one full stop, not two."""
+    text = text.rstrip()
+    return text if text[-1:] in ".!?…" else text + "."
 
 
 def _parse(stamp: str | None) -> _dt.datetime | None:
@@ -89,18 +102,18 @@ def health(info: dict, window_s: float = 600.0, now: _dt.datetime | None = None)
         retry = breaker.get("retry_in_s") or 0
         again = f" It tries again in {retry:.0f} s." if retry >= 1 else " It tries again with the next request."
         return make(FAILED, f"stopped after {n} errors in a row",
-                    f"Stopped after {n} errors in a row — last error: {last or 'see the log'}.{again}{waiting}")
+                    f"Stopped after {n} errors in a row — last error: {_end(last or 'see the log')}{again}{waiting}")
     if disabled:
         hooks = ", ".join(d.split(":")[0] for d in disabled)
         return make(WARNING, "hook turned off",
                     f"{'Hook' if len(disabled) == 1 else 'Hooks'} {hooks} turned off after failing again and "
-                    f"again — last error: {last or 'see the log'}. Reload or enable the plugin to turn "
+                    f"again — last error: {_end(last or 'see the log')} Reload or enable the plugin to turn "
                     f"{'it' if len(disabled) == 1 else 'them'} on again.{waiting}")
     if recent:
         n = len(recent)
         return make(WARNING, f"{n} recent error{'s' if n != 1 else ''}",
                     f"{n} error{'s' if n != 1 else ''} in the last {_minutes(window_s)} — last error: "
-                    f"{plain_error(recent[-1].get('message', ''))}.{waiting}")
+                    f"{_end(plain_error(recent[-1].get('message', '')))}{waiting}")
     if pending:
         n = len(pending)
         return make(PENDING, f"running, {n} to approve", waiting.strip())

@@ -89,6 +89,10 @@ class EmptyPluginsPanel(QFrame):
         self.folder_url = QUrl.fromLocalFile(str(plugins_dir))
         heading = QLabel("No plugins in this site yet", self)
         heading.setObjectName("PluginTitle")
+        font = heading.font()
+        font.setPointSizeF(font.pointSizeF() * 1.4)
+        font.setBold(True)
+        heading.setFont(font)
         self.explain = QLabel(self)
         self.explain.setWordWrap(True)
         self.explain.setTextFormat(Qt.TextFormat.RichText)
@@ -279,6 +283,7 @@ class PluginManagerDialog(QDialog):
         lv.setContentsMargins(0, 0, 0, 0)
         lv.addWidget(self.list, 1)
         lv.addWidget(self.empty_hint)
+        self._left = left
 
         # --- details --------------------------------------------------------------------
         self.message_bar = MessageBar(self)
@@ -436,6 +441,7 @@ class PluginManagerDialog(QDialog):
             self.list.blockSignals(False)
         self.empty_hint.setVisible(not names)
         self.list.setVisible(bool(names))
+        self._left.setVisible(bool(names))  # the empty panel says it all, in the whole window
         self.details.setEnabled(bool(names))
         self.right_stack.setCurrentWidget(self.details if names else self.empty_panel)
         target = keep if keep in names else (names[0] if names else None)
