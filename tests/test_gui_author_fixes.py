@@ -151,7 +151,8 @@ def test_after_hook_failures_mark_the_plugin_in_the_list_and_the_status_bar(qtbo
         tip = w.plugin_label.toolTip()
         assert "3 errors in the last 10 minutes — last error: its after-create hook failed: no VM free within 5 s" \
             in tip, tip
-        w.grab().save(f"{SHOTS}/status_bar_marked.png")
+        qtbot.wait(100)
+        w.statusBar().grab().save(f"{SHOTS}/status_bar_marked.png")
         d = w.show_plugins()
         qtbot.waitExposed(d)
         item = d._item("auditor")

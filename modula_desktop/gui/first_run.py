@@ -47,6 +47,7 @@ class FirstRunBar(QFrame):
         self.copy_button.clicked.connect(self.copy_requested)
         self.open_button.clicked.connect(self.open_folder)
         self.set_text()
+        self.copy_button.setVisible(self.has_examples() and not self.examples_copied())
 
     def set_text(self, note: str = ""):
         self.label.setText(
@@ -57,6 +58,11 @@ class FirstRunBar(QFrame):
 
     def has_examples(self) -> bool:
         return BUNDLED_PLUGINS.is_dir() and any((p / "init.lua").is_file() for p in BUNDLED_PLUGINS.iterdir())
+
+    def examples_copied(self) -> bool:
+        """Every example is in the site already (the default site gets them on its first start)."""
+        return all((self.site.plugins_dir / p.name).exists() for p in BUNDLED_PLUGINS.iterdir()
+                   if (p / "init.lua").is_file())
 
     def open_folder(self) -> bool:
         self.site.plugins_dir.mkdir(parents=True, exist_ok=True)
