@@ -310,3 +310,30 @@ def test_a_new_site_folder_gets_a_welcome_entry_and_a_first_run_message(qtbot, t
         w.shutdown()
     finally:
         svc.close()
+
+
+def test_a_fixed_plugin_loses_its_mark_and_its_error_bar(qtbot, tmp_path):
+    write_plugin(tmp_path, "fragile", 'http.handle("GET", "/x", function(req) return {json = {}} end)')
+    svc = start_service(tmp_path)
+    try:
+        w = open_window(qtbot, svc)
+        d = w.show_plugins()
+        qtbot.waitExposed(d)
+        d.select("fragile")
+        broken = tmp_path / "plugins" / "fragile" / "init.lua"
+        good = broken.read_text()
+        broken.write_text(good + "\nthis is not lua(\n")
+        d.reload_button.click()
+        qtbot.waitUntil(lambda: not d.is_busy() and d.message_bar.isVisible(), timeout=15000)
+        assert d.message_bar.kind == "error"
+        qtbot.waitUntil(lambda: "fragile" in w.plugin_label.text(), timeout=3000)
+        assert d._item("fragile").text(2) != "running"
+        # the author fixes the file; the plugin loads again (as hot reload would load it)
+        broken.write_text(good)
+        assert svc.plugins.reload("fragile")
+        qtbot.waitUntil(lambda: not d.message_bar.isVisible(), timeout=5000)
+        qtbot.waitUntil(lambda: d._item("fragile").text(2).startswith("running"), timeout=3000)
+        qtbot.waitUntil(lambda: "fragile" not in w.plugin_label.text(), timeout=3000)
+        w.shutdown()
+    finally:
+        svc.close()

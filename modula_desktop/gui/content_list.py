@@ -285,8 +285,15 @@ class ContentList(QWidget):
     # ---- contents ------------------------------------------------------------------------
     def refresh(self):
         self._search_timer.stop()
-        self.model.filters = self.filters()
-        self.model.reload(keep=len(self.model.rows))
+        filters = self.filters()
+        keep = 0
+        if filters == self.model.filters:
+            # reload what is on screen and the selection, not every row ever scrolled past
+            bottom = self.tree.indexAt(self.tree.viewport().rect().bottomLeft()).row()
+            bottom = len(self.model.rows) - 1 if bottom < 0 and self.model.rows else bottom
+            keep = min(len(self.model.rows), max(bottom, self.model.row_of(self._current)) + 1)
+        self.model.filters = filters
+        self.model.reload(keep=keep)
 
     def _before_reset(self):
         self._refreshing = True

@@ -14,7 +14,9 @@ from ..core.plugins.hooks import strip_location
 
 OK, PENDING, WARNING, FAILED, STOPPED = "ok", "pending", "warning", "failed", "stopped"
 _HOOK_FAILED = re.compile(r"^(\w+) hook failed \((\w+)\): (.*)$", re.S)
+_HOOK_ABORTED = re.compile(r"^(\w+) hook aborted the change: (.*)$", re.S)
 _ROUTE_FAILED = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) (/\S*): (.*)$", re.S)
+_LOADED = re.compile(r"^(re)?loaded version ")
 _OUTCOME_WORDS = {"timeout": "ran out of time", "error": "failed"}
 
 
@@ -40,6 +42,10 @@ def plain_error(message: str) -> str:
     if m:
         event, outcome, why = m.groups()
         return f"its {event.replace('_', '-')} hook {_OUTCOME_WORDS.get(outcome, 'failed')}: {strip_location(why)}"
+    m = _HOOK_ABORTED.match(message)
+    if m:
+        event, why = m.groups()
+        return f"its {event.replace('_', '-')} hook refused: {strip_location(why)}"
     m = _ROUTE_FAILED.match(message)
     if m:
         method, path, why = m.groups()
@@ -63,8 +69,12 @@ def _parse(stamp: str | None) -> _dt.datetime | None:
 def recent_errors(info: dict, window_s: float, now: _dt.datetime | None = None) -> list[dict]:
     now = now or _dt.datetime.now(_dt.timezone.utc)
     out = []
-    logged = [e for e in info.get("logs") or [] if e.get("level") == "error"]
-    for e in logged or info.get("last_errors") or []:
+    logs = info.get("logs") or []
+    # a successful (re)load starts afresh: the errors before it were about the code it replaced
+    fresh = max((i for i, e in enumerate(logs) if e.get("level") == "info"
+                 and _LOADED.match(e.get("message") or "")), default=-1)
+    logged = [e for e in logs[fresh + 1:] if e.get("level") == "error"]
+    for e in logged if logs else info.get("last_errors") or []:
         t = _parse(e.get("time"))
         if t is not None and (now - t).total_seconds() <= window_s:
             out.append(e)
@@ -105,6 +115,10 @@ def health(info: dict, window_s: float = 600.0, now: _dt.datetime | None = None)
                     f"Stopped after {n} errors in a row — last error: {_end(last or 'see the log')}{again}{waiting}")
     if disabled:
         hooks = ", ".join(d.split(":")[0] for d in disabled)
+        # the reason the hook kept failing, not the line that says it was turned off
+        problems = [e for e in info.get("logs") or [] if _HOOK_FAILED.match(e.get("message") or "")
+                    or _HOOK_ABORTED.match(e.get("message") or "")]
+        last = plain_error(problems[-1]["message"]) if problems else last
         return make(WARNING, "hook turned off",
                     f"{'Hook' if len(disabled) == 1 else 'Hooks'} {hooks} turned off after failing again and "
                     f"again — last error: {_end(last or 'see the log')} Reload or enable the plugin to turn "
