@@ -133,3 +133,22 @@ def test_a_search_with_no_match_says_so(qtbot, service, window):
     window.list.search.clear()
     qtbot.waitUntil(lambda: window.list.tree.isVisibleTo(window), timeout=3000)
     assert not window.list.empty_label.isVisibleTo(window)
+
+
+def test_a_refresh_keeps_a_deep_selection_and_the_scroll(qtbot, many, window):
+    lst = window.list
+    lst.refresh()
+    bar = lst.tree.verticalScrollBar()
+    while len(lst.ids()) < 900:
+        bar.setValue(bar.maximum())
+        qtbot.wait(5)
+    target = lst.ids()[850]
+    lst.tree.setCurrentIndex(lst.index_of(target))
+    qtbot.waitUntil(lambda: window.editor.entry and window.editor.entry["id"] == target, timeout=3000)
+    lst.tree.scrollTo(lst.index_of(target))
+    scroll = bar.value()
+    many.content.create({"type": "page", "title": "Made elsewhere"})  # a change through the service
+    qtbot.waitUntil(lambda: lst.total() == N + 1, timeout=3000)
+    assert lst.current_id() == target and lst.tree.currentIndex().data(Qt.ItemDataRole.UserRole) == target
+    assert abs(bar.value() - scroll) <= 1  # the new entry on top moves the rows by one
+    assert lst.count_label.text() == f"{N + 1:,} entries"

@@ -291,7 +291,8 @@ class ContentList(QWidget):
             # reload what is on screen and the selection, not every row ever scrolled past
             bottom = self.tree.indexAt(self.tree.viewport().rect().bottomLeft()).row()
             bottom = len(self.model.rows) - 1 if bottom < 0 and self.model.rows else bottom
-            keep = min(len(self.model.rows), max(bottom, self.model.row_of(self._current)) + 1)
+            # (plus a batch: entries made meanwhile push the rows down)
+            keep = min(len(self.model.rows), max(bottom, self.model.row_of(self._current)) + 1) + self.model.batch
         self.model.filters = filters
         self.model.reload(keep=keep)
 
