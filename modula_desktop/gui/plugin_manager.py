@@ -293,7 +293,7 @@ class PluginManagerDialog(QDialog):
         policy.setRetainSizeWhenHidden(True)
         policy.setVerticalPolicy(QSizePolicy.Policy.Fixed)
         self.message_bar.setSizePolicy(policy)
-        self.message_bar.setFixedHeight(2 * self.fontMetrics().lineSpacing() + 18)
+        self.message_bar.setFixedHeight(2 * self.fontMetrics().lineSpacing() + 26)
         self.title = QLabel(self)
         self.title.setObjectName("PluginTitle")
         self.state_badge = QLabel(self)
@@ -500,7 +500,7 @@ class PluginManagerDialog(QDialog):
         try:
             info = self.plugins.info(name, log_limit=LOG_LIMIT)
         except Exception as exc:  # noqa: BLE001 - the plugin disappeared
-            self.message_bar.show_message(str(exc), "warning")
+            self.show_message(str(exc), "warning")
             return
         self._info = info
         self.title.setText(name)
@@ -657,11 +657,11 @@ class PluginManagerDialog(QDialog):
             self._show(name, keep_log=True)
             if result is False:
                 info = self._info
-                self.message_bar.show_message(info.get("error") or f"{action} failed; see the log.", "error",
+                self.show_message(info.get("error") or f"{action} failed; see the log.", "error",
                                               f"{action.capitalize()} of {name} failed")
             else:
                 done = {"enable": "enabled", "disable": "disabled", "reload": "reloaded"}[action]
-                self.message_bar.show_message(f"{name} {done}.", "info")
+                self.show_message(f"{name} {done}.", "info")
         self._update_buttons()
 
     def _lifecycle_failed(self, name: str, action: str, exc: BaseException):
@@ -669,8 +669,17 @@ class PluginManagerDialog(QDialog):
         log.warning("%s of plugin %s failed: %s", action, name, exc)
         if name == self.current:
             self._show(name, keep_log=True)
-            self.message_bar.show_message(str(exc), "error", f"{action.capitalize()} of {name} failed")
+            self.show_message(str(exc), "error", f"{action.capitalize()} of {name} failed")
         self._update_buttons()
+
+    def show_message(self, text: str, kind: str = "info", title: str = ""):
+        """The message bar, cut to the two lines its fixed slot holds (the tooltip has all of it)."""
+        fm = self.message_bar.fontMetrics()
+        # word wrap leaves ragged ends: a little under two full widths fits in two lines
+        room = int(max(200, self.message_bar.width() - 90) * 1.8) - fm.horizontalAdvance(title + "    ")
+        shown = fm.elidedText(" ".join(text.split()), Qt.TextElideMode.ElideRight, room)
+        self.message_bar.show_message(shown, kind, title)
+        self.message_bar.setToolTip(text if shown != " ".join(text.split()) else "")
 
     def copy_examples(self):
         """Copy the bundled example plugins in (off the GUI thread) and show them."""
