@@ -338,3 +338,12 @@ def test_a_fixed_plugin_loses_its_mark_and_its_error_bar(qtbot, tmp_path):
         w.shutdown()
     finally:
         svc.close()
+
+
+def test_the_server_address_link_without_a_browser_offers_the_link_too(qtbot, tmp_path):
+    with running_site(tmp_path, plugins=()) as r:
+        w = open_window(qtbot, r.service, r.handle)
+        w.server_label.linkActivated.emit(r.handle.url)  # the author clicks the address
+        qtbot.waitUntil(lambda: w.findChild(QMessageBox, "BrowserFailedBox") is not None, timeout=3000)
+        assert r.handle.url in w.findChild(QMessageBox, "BrowserFailedBox").informativeText()
+        w.shutdown()

@@ -213,7 +213,7 @@ class MainWindow(QMainWindow):
         self.server_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.server_label.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.server_label.customContextMenuRequested.connect(self._server_menu)
-        self.server_label.linkActivated.connect(lambda href: QDesktopServices.openUrl(QUrl(href)))
+        self.server_label.linkActivated.connect(self.open_in_browser)
         self.preview_button = QToolButton(self)
         self.preview_button.setDefaultAction(self.act_open_preview)
         self.preview_button.setAutoRaise(True)
@@ -250,7 +250,7 @@ class MainWindow(QMainWindow):
         menu = QMenu(self)
         menu.addAction(self.act_copy_address)
         if self.server is not None:
-            menu.addAction("Open in Browser", lambda: QDesktopServices.openUrl(QUrl(self.server_url())))
+            menu.addAction("Open in Browser", lambda: self.open_in_browser(self.server_url()))
         menu.exec(self.server_label.mapToGlobal(pos))
 
     def copy_server_address(self):
@@ -265,12 +265,16 @@ class MainWindow(QMainWindow):
         make = getattr(self.server, "preview_url", None)  # carries the preview key drafts need
         return make(entry["slug"]) if make else f"{self.server_url()}/preview/{quote(entry['slug'])}"
 
+    def open_in_browser(self, url: str) -> bool:
+        """Open url in the browser; when none can be started, say so and offer the link."""
+        if QDesktopServices.openUrl(QUrl(url)):
+            return True
+        self.browser_failed(url)
+        return False
+
     def open_preview_in_browser(self):
         url = self.preview_url()
-        if not url:
-            return
-        if not QDesktopServices.openUrl(QUrl(url)):
-            self.browser_failed(url)
+        if not url or not self.open_in_browser(url):
             return
         if self.editor.is_dirty():
             self.statusBar().showMessage("The browser shows the last saved version", 4000)
