@@ -60,7 +60,7 @@ def test_every_column_sorts_the_whole_table_both_ways(qtbot, many, window, colum
     assert len(everything) == N
     for order in (Qt.SortOrder.AscendingOrder, Qt.SortOrder.DescendingOrder):
         # a click on the header, as the author sorts
-        header = lst.tree.header()
+        header = lst.tree.horizontalHeader()
         header.setSortIndicator(column, order)
         qtbot.waitUntil(lambda: lst.model.sort_column == column, timeout=2000)
         scroll_to_end(qtbot, lst)
@@ -100,7 +100,7 @@ def test_list_sorted_refuses_an_unknown_column(service):
 
 
 def test_titles_get_the_width(qtbot, many, window):
-    header = window.list.tree.header()
+    header = window.list.tree.horizontalHeader()
     widths = [header.sectionSize(i) for i in range(4)]
     assert widths[0] >= 2 * max(widths[1:]), widths
     assert widths[0] >= 0.45 * window.list.tree.viewport().width(), widths
