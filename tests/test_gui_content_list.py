@@ -152,3 +152,16 @@ def test_a_refresh_keeps_a_deep_selection_and_the_scroll(qtbot, many, window):
     assert lst.current_id() == target and lst.tree.currentIndex().data(Qt.ItemDataRole.UserRole) == target
     assert abs(bar.value() - scroll) <= 1  # the new entry on top moves the rows by one
     assert lst.count_label.text() == f"{N + 1:,} entries"
+
+
+def test_a_new_order_starts_at_its_top(qtbot, many, window):
+    lst = window.list
+    lst.refresh()
+    scroll_to_end(qtbot, lst)
+    header = lst.tree.horizontalHeader()
+    header.setSortIndicator(0, Qt.SortOrder.AscendingOrder)
+    qtbot.waitUntil(lambda: lst.model.sort_column == 0, timeout=2000)
+    assert lst.tree.verticalScrollBar().value() == 0
+    assert len(lst.ids()) < N and lst.model.canFetchMore()  # not every row read again
+    first = lst.tree.indexAt(lst.tree.viewport().rect().topLeft())
+    assert first.row() == 0 and first.data() == "Entry 0000 Alpha"

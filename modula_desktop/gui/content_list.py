@@ -174,7 +174,7 @@ class ContentModel(QAbstractTableModel):
         if (column, descending) == (self.sort_column, self.descending) and self.rows:
             return
         self.sort_column, self.descending = column, descending
-        self.reload(keep=len(self.rows))
+        self.reload()  # a new order starts at its top: no need to read again every row scrolled past
 
     def row_of(self, entry_id: str | None) -> int:
         for i, e in enumerate(self.rows):
@@ -239,6 +239,9 @@ class ContentList(QWidget):
         for col, longest in ((1, "Type"), (2, "Published"), (3, "2026-12-31")):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Fixed)
             header.resizeSection(col, fm.horizontalAdvance(longest) + pad)
+        self._to_top = False
+        # connected before the view's own handler, so it is set when the new order loads
+        header.sortIndicatorChanged.connect(lambda *_: setattr(self, "_to_top", True))
         self.tree.setSortingEnabled(True)  # calls model.sort with the indicator: the first load
 
         self.empty_label = QLabel(self)
@@ -309,14 +312,18 @@ class ContentList(QWidget):
 
     def _before_reset(self):
         self._refreshing = True
-        self._scroll = self.tree.verticalScrollBar().value()
+        self._scroll = self.tree.verticalScrollBar().value() if self.model.rows else 0
 
     def _after_reset(self):
         try:
             row = self.model.row_of(self._current)
             if row >= 0:
                 self.tree.setCurrentIndex(self.model.index(row, 0))
-            self.tree.verticalScrollBar().setValue(self._scroll)
+            if self._to_top:
+                self._to_top = False
+                self.tree.scrollToTop()  # a new order is read from its top
+            else:
+                self.tree.verticalScrollBar().setValue(self._scroll)
         finally:
             self._refreshing = False
         self._show_counts()
