@@ -36,8 +36,11 @@ def test_session_window_and_server(qtbot, tmp_path):
         window = MainWindow(session.service, session.server, session.server_error)
         qtbot.addWidget(window)
         window.show()
-        assert window.list.ids() == []  # a --site folder is not seeded
+        # a new --site folder gets the welcome page, not the example plugins (the window offers them)
+        [welcome] = session.service.content.list()
+        assert window.list.ids() == [welcome["id"]] and welcome["slug"] == "welcome"
         assert session.service.plugins.wait_loaded(30)  # the plugins load behind the window
+        assert session.service.plugins.names() == ["pinger"]
         assert session.service.plugins.summary("pinger")["state"] == "running"
         if not HAVE_SERVER:
             assert session.server is None and "not available" in window.server_label.text()

@@ -168,12 +168,12 @@ def test_switching_with_unsaved_edits_asks(qtbot, window, service):
 
     window.editor.body.setPlainText("one, edited")
     answers.append("cancel")
-    window.list._current_changed(window.list.tree.topLevelItem(window.list.ids().index(second["id"])), None)
+    window.list._current_changed(window.list.index_of(second["id"]), None)
     assert window.editor.entry["id"] == first["id"] and window.editor.body.toPlainText() == "one, edited"
     qtbot.waitUntil(lambda: window.list.current_id() == first["id"])
 
     answers.append("save")
-    window.list._current_changed(window.list.tree.topLevelItem(window.list.ids().index(second["id"])), None)
+    window.list._current_changed(window.list.index_of(second["id"]), None)
     wait_idle(qtbot, window)
     qtbot.waitUntil(lambda: window.editor.entry["id"] == second["id"])
     assert service.content.get(first["id"])["body"] == "one, edited"
@@ -189,8 +189,7 @@ def test_switching_with_unsaved_edits_asks(qtbot, window, service):
 def test_clicking_an_entry_in_the_list_opens_it(qtbot, window, service):
     e = make(service, title="Clickable", body="text")
     window.list.refresh()
-    row = window.list.ids().index(e["id"])
-    rect = window.list.tree.visualItemRect(window.list.tree.topLevelItem(row))
+    rect = window.list.tree.visualRect(window.list.index_of(e["id"]))
     qtbot.mouseClick(window.list.tree.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     assert window.editor.entry["id"] == e["id"]
     assert window.editor.title.text() == "Clickable"

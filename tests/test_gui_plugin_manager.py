@@ -35,7 +35,7 @@ def routes_table(dialog):
 def test_lists_plugins_with_state_version_and_permissions(dialog, service):
     names = [dialog.list.topLevelItem(i).text(0) for i in range(dialog.list.topLevelItemCount())]
     assert names == ["guard", "pinger"]
-    assert [dialog.list.topLevelItem(i).text(2) for i in range(2)] == ["running", "running"]
+    assert all(dialog.list.topLevelItem(i).text(2).startswith("running") for i in range(2))
     dialog.select("guard")
     assert dialog.permissions.text() == "hooks, hooks:before"
     assert dialog.permissions.property("undeclared") is False
@@ -95,7 +95,7 @@ def test_disable_and_enable_change_the_state(qtbot, dialog, service):
     dialog.enable_button.click()
     qtbot.waitUntil(lambda: service.plugins.summary("pinger")["state"] == "running" and not dialog.is_busy(),
                     timeout=15000)
-    qtbot.waitUntil(lambda: dialog._item("pinger").text(2) == "running", timeout=3000)
+    qtbot.waitUntil(lambda: dialog._item("pinger").text(2).startswith("running"), timeout=3000)
 
 
 def test_reload_runs_off_the_gui_thread_with_a_busy_indicator(qtbot, tmp_path):
@@ -155,6 +155,6 @@ def test_the_log_is_live(qtbot, dialog, service):
 def test_health_shows_breaker_and_pool(dialog):
     dialog.select("pinger")
     text = {k: v.text() for k, v in dialog.health_labels.items()}
-    assert text["breaker"].startswith("closed")
+    assert text["breaker"] == "answering"  # plain words, not "closed"
     assert "idle" in text["pool"] and "reserved for hooks" in text["pool"]
     assert text["last_reload"].startswith("succeeded")

@@ -65,8 +65,10 @@ def test_delete_moves_to_the_trash_and_restore_brings_it_back(make_site):
     # back again: the create (and publish) hooks run, the revisions and published_at are kept
     back = content.restore_from_trash(e["id"], source="trash")
     content.wait_for_hooks(5)
-    assert fired(service, "rec")[before + 2:] == ["before_create:about-us", "before_publish:about-us",
-                                                  "after_create:about-us", "after_publish:about-us"]
+    restored = fired(service, "rec")[before + 2:]
+    # before-hooks run in order on this thread; after-hooks run concurrently, off it (SPEC 3.6)
+    assert restored[:2] == ["before_create:about-us", "before_publish:about-us"]
+    assert sorted(restored[2:]) == ["after_create:about-us", "after_publish:about-us"]
     assert back["slug"] == "about-us" and back["status"] == "published" and back["published_at"] == published_at
     assert content.get(e["id"])["body"] == "v2" and content.trash() == []
     revs = content.revisions(e["id"])

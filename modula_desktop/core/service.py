@@ -23,9 +23,13 @@ class SiteService:
     front ends make of it: every request thread may call it at once.
     """
 
-    def __init__(self, site: Site, settings: Settings | None = None, *, seed: bool = False):
+    def __init__(self, site: Site, settings: Settings | None = None, *, seed: bool = False,
+                 welcome: bool | None = None):
+        """seed: copy the bundled example plugins into a new site; welcome (default: as seed): give a new
+        site its welcome page."""
         self.site = site
         new = site.ensure()
+        self.new = new  # the site was created just now (the window shows a first-run message)
         self.settings = settings if settings is not None else site.settings()
         if new and seed:
             site.seed_bundled_plugins()
@@ -38,7 +42,7 @@ class SiteService:
         # an approval changed from any front end refreshes every view of that plugin
         self.approvals.add_listener(self.plugins.notify)
         self.content = self._make_content_service()
-        if new and seed and self.content is not None:
+        if new and (seed if welcome is None else welcome) and self.content is not None:
             self._seed_welcome()
         self.watcher = None
         self._watcher_lock = threading.Lock()
@@ -61,12 +65,13 @@ class SiteService:
 
     @classmethod
     def open(cls, path: Path | None, *, settings: Settings | None = None) -> "SiteService":
-        """Open the site at path; with None, the user's default site (created and seeded on first start)."""
+        """Open the site at path; with None, the user's default site (created and seeded on first start).
+        A new site at path gets the welcome page but no plugins: the window offers to copy the examples."""
         from .site import default_site_dir
 
         if path is None:
             return cls(Site(default_site_dir()), settings, seed=True)
-        return cls(Site(Path(path)), settings)
+        return cls(Site(Path(path)), settings, welcome=True)
 
     def start(self, hot_reload: bool | None = None, *, background: bool = False):
         """Load the plugins, then watch them (hot reload). background: find the plugins now (they

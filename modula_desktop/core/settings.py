@@ -54,6 +54,8 @@ class PluginSettings:
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 3
     error_max_bytes: int = 4096
+    # how long an error keeps a plugin marked in the window's plugin list and status bar
+    recent_error_window_s: float = 600.0
 
 
 # the server's loop uses select(), which cannot watch descriptors numbered 1024 or more; the rest are

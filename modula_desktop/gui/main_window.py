@@ -6,6 +6,7 @@ in the editor's message bar and the unsaved text stays where it is.
 """
 from __future__ import annotations
 
+import html
 import logging
 from urllib.parse import quote
 
@@ -20,15 +21,19 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QSplitter,
     QToolButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from ..core.errors import HookAbort, NotFound, ValidationError
+from . import plugin_health
 from .autosave import AutosaveController, DraftStore
 from .bridge import ServiceBridge
 from .content_list import ContentList
 from .editor import EntryEditor
 from .metrics_view import MetricsRecorder, MetricsView
-from .plugin_manager import PluginManagerDialog
+from .first_run import FirstRunBar
+from .plugin_manager import PluginManagerDialog, copy_example_plugins
 from .resources import icon
 from .tasks import TaskRunner
 from .theme import MODES, ThemeManager, style_chart, themed_icon
@@ -61,7 +66,9 @@ class MainWindow(QMainWindow):
         self._content_busy: str | None = None  # the content action running now, if any
         self._shut_down = False
 
-        self.setWindowTitle(f"{APP_TITLE} — {service.site.root.name}[*]")
+        # Qt adds " — <applicationDisplayName>" to a title that does not end with it already: ending with
+        # it ourselves gives one "site — Modula Desktop" whether or not the app set a display name.
+        self.setWindowTitle(f"{service.site.root.name}[*] — {APP_TITLE}")
         self.setWindowIcon(icon("app"))
         self.list = ContentList(self.content, self)
         self.editor = EntryEditor(self)
@@ -71,9 +78,20 @@ class MainWindow(QMainWindow):
         split.addWidget(self.editor)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
-        split.setSizes([340, 900])
+        split.setSizes([440, 840])  # the list's titles need the room
         split.setChildrenCollapsible(False)
-        self.setCentralWidget(split)
+        self.first_run: FirstRunBar | None = None
+        if getattr(service, "new", False):
+            self.first_run = FirstRunBar(service.site, self)
+            self.first_run.copy_requested.connect(self.copy_example_plugins)
+            central = QWidget(self)
+            box = QVBoxLayout(central)
+            box.setContentsMargins(8, 8, 8, 0)
+            box.addWidget(self.first_run)
+            box.addWidget(split, 1)
+            self.setCentralWidget(central)
+        else:
+            self.setCentralWidget(split)
 
         self._make_actions()
         self._make_menus_and_toolbar()
@@ -81,6 +99,10 @@ class MainWindow(QMainWindow):
 
         self.list.entry_activated.connect(self._entry_activated)
         self.editor.dirty_changed.connect(self._dirty_changed)
+        self._refused: dict | None = None  # what the editor held when a change was refused
+        for changed in (self.editor.title.textChanged, self.editor.slug.textChanged,
+                        self.editor.type.currentIndexChanged, self.editor.body.textChanged):
+            changed.connect(self._clear_fixed_error)
         self.editor.restore_requested.connect(self.restore_revision)
         self.bridge.content_changed.connect(self._content_changed)
         self.bridge.plugin_changed.connect(lambda _name: self._plugins_timer.start())
@@ -94,6 +116,11 @@ class MainWindow(QMainWindow):
         self._plugins_timer.setSingleShot(True)
         self._plugins_timer.setInterval(150)
         self._plugins_timer.timeout.connect(self._show_plugin_summary)
+        self.bridge.log_written.connect(self._plugin_log)
+        self._health_timer = QTimer(self)  # recent errors age out of the status bar's mark
+        self._health_timer.setInterval(30_000)
+        self._health_timer.timeout.connect(self._show_plugin_summary)
+        self._health_timer.start()
 
         self.resize(1280, 800)
         self.list.refresh()
@@ -214,7 +241,7 @@ class MainWindow(QMainWindow):
         self.server_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.server_label.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.server_label.customContextMenuRequested.connect(self._server_menu)
-        self.server_label.linkActivated.connect(lambda href: QDesktopServices.openUrl(QUrl(href)))
+        self.server_label.linkActivated.connect(self.open_in_browser)
         self.preview_button = QToolButton(self)
         self.preview_button.setDefaultAction(self.act_open_preview)
         self.preview_button.setAutoRaise(True)
@@ -251,7 +278,7 @@ class MainWindow(QMainWindow):
         menu = QMenu(self)
         menu.addAction(self.act_copy_address)
         if self.server is not None:
-            menu.addAction("Open in Browser", lambda: QDesktopServices.openUrl(QUrl(self.server_url())))
+            menu.addAction("Open in Browser", lambda: self.open_in_browser(self.server_url()))
         menu.exec(self.server_label.mapToGlobal(pos))
 
     def copy_server_address(self):
@@ -266,28 +293,49 @@ class MainWindow(QMainWindow):
         make = getattr(self.server, "preview_url", None)  # carries the preview key drafts need
         return make(entry["slug"]) if make else f"{self.server_url()}/preview/{quote(entry['slug'])}"
 
+    def open_in_browser(self, url: str) -> bool:
+        """Open url in the browser; when none can be started, say so and offer the link."""
+        if QDesktopServices.openUrl(QUrl(url)):
+            return True
+        self.browser_failed(url)
+        return False
+
     def open_preview_in_browser(self):
         url = self.preview_url()
-        if url:
-            QDesktopServices.openUrl(QUrl(url))
-            if self.editor.is_dirty():
-                self.statusBar().showMessage("The browser shows the last saved version", 4000)
+        if not url or not self.open_in_browser(url):
+            return
+        if self.editor.is_dirty():
+            self.statusBar().showMessage("The browser shows the last saved version", 4000)
+
+    def browser_failed(self, url: str) -> QMessageBox:
+        """No browser could be started: say so and offer the link, so the author can paste it anywhere."""
+        box = QMessageBox(QMessageBox.Icon.Warning, APP_TITLE, "No web browser could be opened.", parent=self)
+        box.setObjectName("BrowserFailedBox")
+        box.setInformativeText(f"Open this address in a browser yourself:\n{url}")
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        copy = box.addButton("Copy Link", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Close)
+        box.setDefaultButton(copy)
+
+        def copied():
+            QGuiApplication.clipboard().setText(url)
+            self.statusBar().showMessage("Preview link copied", 3000)
+        copy.clicked.connect(copied)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()  # window-modal, not blocking: the event loop (and tests) go on
+        return box
 
     def _show_plugin_summary(self):
-        states: dict[str, int] = {}
-        for name in self.service.plugins.names():
-            try:
-                state = self.service.plugins.summary(name)["state"]
-            except Exception:  # noqa: BLE001 - removed meanwhile
-                continue
-            states[state] = states.get(state, 0) + 1
-        if not states:
-            text = "no plugins"
-        else:
-            text = " · ".join(f"{n} {s}" for s, n in sorted(states.items()))
-        style = ' style="color:#cf222e"' if states.get("failed") else ""
-        self.plugin_label.setText(f'<a href="plugins"{style}>Plugins: {text}</a>')
-        self.plugin_label.setToolTip("Open the plugin manager")
+        text, tip, marked = plugin_health.status_summary(self.service)
+        style = ' style="color:#cf222e"' if marked else ""
+        self.plugin_label.setText(f'<a href="plugins"{style}>{html.escape(text)}</a>')
+        self.plugin_label.setToolTip(tip + "\n\nClick to open the plugin manager." if tip
+                                     else "Open the plugin manager")
+        self.plugin_label.setProperty("marked", marked)
+
+    def _plugin_log(self, entry):
+        if isinstance(entry, dict) and entry.get("level") == "error":
+            self._plugins_timer.start()  # an after-hook failure marks its plugin here too
 
     # ---- state -----------------------------------------------------------------------------
     def _update_actions(self, *_):
@@ -310,7 +358,7 @@ class MainWindow(QMainWindow):
     # ---- switching entries ---------------------------------------------------------------
     def ask_unsaved(self) -> str:
         """'save', 'discard' or 'cancel'. Tests replace this method."""
-        box = QMessageBox(QMessageBox.Icon.Warning, APP_TITLE, "This entry has unsaved changes.",
+        box = QMessageBox(QMessageBox.Icon.Warning, APP_TITLE, self.unsaved_text(),
                           QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
                           | QMessageBox.StandardButton.Cancel, self)
         box.setInformativeText("Save them before you leave it?")
@@ -318,6 +366,16 @@ class MainWindow(QMainWindow):
         answer = box.exec()
         return {QMessageBox.StandardButton.Save: "save",
                 QMessageBox.StandardButton.Discard: "discard"}.get(QMessageBox.StandardButton(answer), "cancel")
+
+    def unsaved_text(self) -> str:
+        """The unsaved-changes question, naming the entry it is about."""
+        entry = self.editor.entry
+        typed = self.editor.values().get("title", "").strip()
+        if entry is None:
+            kind = self.editor.values().get("type") or "page"
+            return f"The new {kind} “{typed}” is not saved yet." if typed else f"The new {kind} is not saved yet."
+        name = entry.get("title") or entry.get("slug") or "(untitled)"
+        return f"“{name}” has unsaved changes."
 
     def confirm(self, title: str, text: str) -> bool:
         """A yes/no question. Tests replace this method."""
@@ -389,6 +447,7 @@ class MainWindow(QMainWindow):
     def _run_content(self, action: str, fn, on_done):
         self._content_busy = VERBS.get(action, action)
         self.editor.message_bar.hide()
+        self._refused = None
         self.statusBar().showMessage(f"{self._content_busy}…")
         self._update_actions()
 
@@ -424,6 +483,17 @@ class MainWindow(QMainWindow):
             log.error("%s failed", action, exc_info=exc)
             self.editor.show_error(f"{type(exc).__name__}: {exc}", f"Could not {action}.")
         self.statusBar().showMessage(f"Could not {action}", 5000)
+        self._refused = self.editor.values()
+
+    def _clear_fixed_error(self, *_):
+        """A refusal is about what the editor held then: once the author edits it, the bar has said its
+        piece and would only stand over the fixed text (the next save says again if it still fails)."""
+        if self._refused is None:
+            return
+        if self.editor.values() != self._refused:
+            self._refused = None
+            if self.editor.message_bar.isVisible() and self.editor.message_bar.kind == "error":
+                self.editor.message_bar.hide()
 
     @staticmethod
     def _new_data(values: dict) -> dict:
@@ -557,6 +627,27 @@ class MainWindow(QMainWindow):
             self._load_revisions()
         self._update_actions()
 
+    def copy_example_plugins(self):
+        """The first-run offer: copy the bundled example plugins in, off the GUI thread."""
+        bar = self.first_run
+        if bar is not None:
+            bar.copy_button.setEnabled(False)
+
+        def done(names):
+            if bar is not None:
+                bar.set_text(f"Copied {len(names)} example plugin{'s' if len(names) != 1 else ''}"
+                             + (f" ({', '.join(names)})" if names else "")
+                             + ". Open Plugins to approve what they may do.")
+            self._show_plugin_summary()
+            if self._plugins_dialog is not None:
+                self._plugins_dialog.refresh_list()
+
+        def failed(exc):
+            if bar is not None:
+                bar.copy_button.setEnabled(True)
+                bar.set_text(f"Could not copy the example plugins: {exc}")
+        self.tasks.run(lambda: copy_example_plugins(self.service), done, failed)
+
     # ---- other windows -------------------------------------------------------------------
     def show_plugins(self):
         if self._plugins_dialog is None:
@@ -642,6 +733,7 @@ class MainWindow(QMainWindow):
         self.autosave.flush()  # the last seconds of typing, should the process not end cleanly
         self.autosave.stop()
         self.recorder.stop()
+        self._health_timer.stop()
         self.bridge.close()
         if self.tasks.busy:
             self.statusBar().showMessage("Waiting for background work to finish…")

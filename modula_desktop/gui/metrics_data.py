@@ -155,3 +155,31 @@ class MetricsHistory:
             for name, value in getattr(p, chart).items():
                 out.setdefault(name, []).append((p.time, value))
         return out
+
+
+def condense(data: dict[str, list[tuple[float, float]]], keep: int,
+             other: str = "mean of the other {n}") -> dict[str, list[tuple[float, float]]]:
+    """At most keep + 1 lines for a per-plugin chart: the keep plugins with the fewest idle VMs now (those
+    close to making callers wait), and the mean of the rest. Forty overlapping lines say nothing."""
+    if len(data) <= keep + 1:
+        return dict(data)
+    ranked = sorted(data, key=lambda n: (data[n][-1][1] if data[n] else float("inf"), n))
+    shown, rest = ranked[:keep], ranked[keep:]
+    by_time: dict[float, list[float]] = {}
+    for name in rest:
+        for t, v in data[name]:
+            by_time.setdefault(t, []).append(v)
+    out = {name: data[name] for name in sorted(shown)}
+    out[other.format(n=len(rest))] = [(t, sum(vs) / len(vs)) for t, vs in sorted(by_time.items())]
+    return out
+
+
+def isolated(points: list[tuple[float, float]], step: float) -> list[tuple[float, float]]:
+    """The points with no neighbour within 1.5 steps: a line cannot show them, a marker must."""
+    out = []
+    for i, (t, v) in enumerate(points):
+        before = i > 0 and t - points[i - 1][0] <= 1.5 * step
+        after = i + 1 < len(points) and points[i + 1][0] - t <= 1.5 * step
+        if not before and not after:
+            out.append((t, v))
+    return out

@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCharts import QChart, QChartView, QDateTimeAxis, QLineSeries, QValueAxis
+from PySide6.QtCharts import QChart, QChartView, QDateTimeAxis, QLineSeries, QScatterSeries, QValueAxis
 from PySide6.QtCore import QDateTime, QMargins, QObject, QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QDialog, QFormLayout, QGridLayout, QGroupBox, QLabel, QVBoxLayout
 
-from .metrics_data import MetricsHistory
+from .metrics_data import MetricsHistory, condense, isolated
 from .resources import icon
 
 WINDOW_S = 120  # seconds of history on screen
+# eight colours apart in hue and lightness; a chart never has more lines than this (PER_PLUGIN_LINES)
 PALETTE = ["#0a66c2", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#1b7c83", "#57606a"]
+PER_PLUGIN_LINES = 6  # a per-plugin chart shows this many plugins and the mean of the others
+OTHERS = "others (mean)"
 FIXED_COLORS = {"all": "#0a66c2", "4xx": "#9a6700", "5xx": "#cf222e", "ok": "#1a7f37", "success": "#1a7f37",
                 "abort": "#9a6700", "error": "#cf222e", "timeout": "#8250df", "errors": "#cf222e",
                 "breaker trips": "#8250df", "budget exhausted": "#9a6700",
@@ -26,8 +29,9 @@ CHARTS = (
     ("errors", "Errors", "per second", ("errors", "breaker trips", "budget exhausted")),
     ("vms", "VMs available", "idle VMs", ()),
 )
-# latency exists only in intervals with observations: draw the points, not only the lines between them
+# latency exists only in intervals with observations: a point without neighbours gets a marker
 SPARSE = {"latency_ms"}
+PER_PLUGIN = {"vms"}  # one line per plugin: condensed, legend on the side
 
 
 TOTALS = (("requests", "Plugin requests:"), ("latency", "Mean latency:"), ("hooks", "Hook runs:"),
@@ -61,7 +65,7 @@ class MetricsRecorder(QObject):
 
 
 class TimeChart(QChartView):
-    """One chart: a line series per name, x = wall-clock time, the last WINDOW_S seconds."""
+    """One chart: a line series per name, x = wall-clock time over the data of the last WINDOW_S seconds."""
 
     def __init__(self, key: str, title: str, unit: str, order=(), parent=None):
         chart = QChart()
@@ -70,7 +74,7 @@ class TimeChart(QChartView):
         font.setBold(True)
         chart.setTitleFont(font)
         chart.setAnimationOptions(QChart.AnimationOption.NoAnimation)
-        chart.legend().setAlignment(Qt.AlignmentFlag.AlignBottom)
+        chart.legend().setAlignment(Qt.AlignmentFlag.AlignRight if key in PER_PLUGIN else Qt.AlignmentFlag.AlignBottom)
         chart.setMargins(QMargins(4, 4, 4, 4))
         chart.setBackgroundRoundness(4)
         super().__init__(chart, parent)
@@ -83,7 +87,7 @@ class TimeChart(QChartView):
         self.x_axis.setTickCount(5)
         self.y_axis = QValueAxis()
         self.y_axis.setTitleText(unit)
-        self.y_axis.setLabelFormat("%.3g")
+        self.y_axis.setLabelFormat("%.2g")
         self.y_axis.setRange(0, 1)
         self.y_axis.setTickCount(5)
         for axis, side in ((self.x_axis, Qt.AlignmentFlag.AlignBottom), (self.y_axis, Qt.AlignmentFlag.AlignLeft)):
@@ -92,40 +96,110 @@ class TimeChart(QChartView):
             axis.setLabelsFont(font)
             chart.addAxis(axis, side)
         self.series: dict[str, QLineSeries] = {}
+        self.markers: dict[str, QScatterSeries] = {}  # SPARSE charts: the points a line cannot show
         for name in self.order:  # a stable legend from the first tick
             self._series(name)
+
+    def _attach(self, s):
+        self.chart().addSeries(s)
+        s.attachAxis(self.x_axis)
+        s.attachAxis(self.y_axis)
 
     def _series(self, name: str) -> QLineSeries:
         s = self.series.get(name)
         if s is None:
             s = QLineSeries()
             s.setName(name)
-            color = FIXED_COLORS.get(name) or PALETTE[len(self.series) % len(PALETTE)]
-            s.setPen(QPen(QColor(color), 2))
-            if self.key in SPARSE:
-                s.setPointsVisible(True)
-                s.setMarkerSize(5)
-            self.chart().addSeries(s)
-            s.attachAxis(self.x_axis)
-            s.attachAxis(self.y_axis)
+            self._attach(s)
             self.series[name] = s
+            if self.key in SPARSE:
+                dots = QScatterSeries()
+                dots.setName(name)
+                dots.setMarkerSize(7)
+                dots.setMarkerShape(QScatterSeries.MarkerShape.MarkerShapeCircle)
+                self._attach(dots)
+                for marker in self.chart().legend().markers(dots):
+                    marker.setVisible(False)  # the line's legend entry names it already
+                self.markers[name] = dots
         return s
 
-    def update_from(self, data: dict[str, list[tuple[float, float]]], now: float):
+    def _drop(self, name: str):
+        for table in (self.series, self.markers):
+            s = table.pop(name, None)
+            if s is not None:
+                self.chart().removeSeries(s)
+                s.deleteLater()
+
+    def colors(self) -> dict[str, str]:
+        """Each shown line's colour: fixed for the named series, else by its place in the legend."""
+        out, free = {}, [c for c in PALETTE if c not in FIXED_COLORS.values()] + PALETTE
+        used = set()
+        for name in self.series:
+            fixed = FIXED_COLORS.get(name)
+            if fixed:
+                out[name] = fixed
+                used.add(fixed)
+        pool = [c for c in dict.fromkeys(free) if c not in used] or PALETTE
+        i = 0
+        for name in self.series:
+            if name not in out:
+                out[name] = pool[i % len(pool)]
+                i += 1
+        return out
+
+    def update_from(self, data: dict[str, list[tuple[float, float]]], now: float, since: float | None = None):
+        """since: the first sample of the history, where every chart's time axis begins."""
         start = now - WINDOW_S
-        top = 0.0
+        if self.key in PER_PLUGIN:
+            data = condense(data, PER_PLUGIN_LINES, OTHERS)
+        for name in [n for n in self.series if n not in data and n not in self.order]:
+            self._drop(name)  # a plugin gone, or no longer among the ones shown
         known = [n for n in self.order if n in data]
-        for name in known + sorted(n for n in data if n not in known):
-            points = [QPointF(t * 1000.0, v) for t, v in data[name] if t >= start]
-            self._series(name).replace(points)
-            top = max([top] + [p.y() for p in points])
-        self.x_axis.setRange(_datetime(start), _datetime(now))
+        names = known + sorted(n for n in data if n not in known and n != OTHERS) + ([OTHERS] if OTHERS in data else [])
+        top, first = 0.0, None
+        for name in names:
+            kept = [(t, v) for t, v in data[name] if t >= start]
+            self._series(name).replace([QPointF(t * 1000.0, v) for t, v in kept])
+            if name in self.markers:
+                self.markers[name].replace([QPointF(t * 1000.0, v) for t, v in isolated(kept, _step(kept))])
+            if kept:
+                top = max(top, max(v for _, v in kept))
+                first = kept[0][0] if first is None else min(first, kept[0][0])
+        for name, color in self.colors().items():
+            pen = QPen(QColor(color), 2)
+            if name == OTHERS:
+                pen.setStyle(Qt.PenStyle.DashLine)
+            self.series[name].setPen(pen)
+            if name in self.markers:
+                self.markers[name].setColor(QColor(color))
+                self.markers[name].setBorderColor(QColor(color))
+        # the time axis spans the data, not an empty window before the first sample
+        begin = since if since is not None else first
+        left = start if begin is None else max(start, begin)
+        if now - left < 10:
+            left = now - 10
+        self.x_axis.setRange(_datetime(left), _datetime(now))
         ceiling = _nice_ceiling(top)
         self.y_axis.setRange(0, ceiling)
         self.y_axis.setTickCount(_ticks(ceiling))
+        self.y_axis.setLabelFormat(_label_format(ceiling / (_ticks(ceiling) - 1)))
 
     def point_count(self) -> int:
         return sum(s.count() for s in self.series.values())
+
+
+def _label_format(step: float) -> str:
+    """As many decimals as the tick step needs: 0, 2.5, 5 ... or 0, 25, 50 ..., never 3, 8."""
+    for decimals in (0, 1, 2):
+        if abs(step * 10 ** decimals - round(step * 10 ** decimals)) < 1e-9:
+            return f"%.{decimals}f"
+    return "%.3g"
+
+
+def _step(points: list[tuple[float, float]]) -> float:
+    """A series' own rhythm: the median gap between its points (a point far off it stands alone)."""
+    gaps = sorted(b[0] - a[0] for a, b in zip(points, points[1:]) if b[0] > a[0])
+    return gaps[len(gaps) // 2] if gaps else 1.0
 
 
 def _datetime(seconds: float) -> QDateTime:
@@ -192,8 +266,9 @@ class MetricsView(QDialog):
         if not self.isVisible() and history.points and self.property("_drawn"):
             return  # nothing to redraw while hidden; the next show() refreshes
         now = history.points[-1].time if history.points else (history.latest.time if history.latest else 0)
+        since = history.points[0].time if history.points else None
         for key, chart in self.charts.items():
-            chart.update_from(history.series(key), now)
+            chart.update_from(history.series(key), now, since)
         self.setProperty("_drawn", True)
         t = history.latest
         if t is not None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 
-from PySide6.QtCore import QTimer, Qt
-from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
+from PySide6.QtCore import QTimer, QUrl, Qt
+from PySide6.QtGui import QColor, QDesktopServices, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
+    QFrame,
     QFormLayout,
     QHBoxLayout,
     QHeaderView,
@@ -17,7 +18,9 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSplitter,
+    QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
@@ -28,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from .content_list import short_time
+from . import plugin_health
 from .message_bar import MessageBar
 from .resources import icon
 
@@ -38,18 +42,104 @@ STATE_COLORS = {"running": "#1a7f37", "failed": "#cf222e", "stopped": "#8c959f",
 DEFAULT_PERMISSIONS = "all (ModulaCMS default)"
 KEY_ROLE = Qt.ItemDataRole.UserRole
 LOG_LIMIT = 300
+HEALTH_LOG = 500  # log entries read to count a plugin's recent errors (the logbook keeps 500)
+HEALTH_COLORS = {plugin_health.OK: STATE_COLORS["running"], plugin_health.PENDING: "#9a6700",
+                 plugin_health.WARNING: "#bc4c00", plugin_health.FAILED: STATE_COLORS["failed"],
+                 plugin_health.STOPPED: STATE_COLORS["stopped"]}
 
 
-def state_icon(state: str) -> QIcon:
+def state_icon(state: str, color: str | None = None) -> QIcon:
     pix = QPixmap(12, 12)
     pix.fill(Qt.GlobalColor.transparent)
     p = QPainter(pix)
     p.setRenderHint(QPainter.RenderHint.Antialiasing)
     p.setPen(Qt.PenStyle.NoPen)
-    p.setBrush(QColor(STATE_COLORS.get(state, "#8c959f")))
+    p.setBrush(QColor(color or STATE_COLORS.get(state, "#8c959f")))
     p.drawEllipse(1, 1, 10, 10)
     p.end()
     return QIcon(pix)
+
+
+def copy_example_plugins(service) -> list[str]:
+    """Copy the bundled example plugins into the site (never over a folder it has) and start the new
+    ones. Returns their names. Runs on a worker thread: loading a plugin takes a moment."""
+    before = set(service.plugins.names())
+    service.site.seed_bundled_plugins()
+    from ..core.plugins.manager import discover
+
+    added = []
+    for root in discover(service.plugins.plugins_dir):
+        if root.name not in before and root.name not in service.plugins.names():
+            try:
+                service.plugins.add(root.name)
+            except Exception:  # noqa: BLE001 - hot reload may have added it meanwhile
+                log.warning("could not add plugin %s", root.name, exc_info=True)
+        if root.name not in before:
+            added.append(root.name)
+    return sorted(added)
+
+
+class EmptyPluginsPanel(QFrame):
+    """What a site without plugins shows instead of blank details: how to add one."""
+
+    def __init__(self, plugins_dir, parent=None):
+        super().__init__(parent)
+        self.setObjectName("EmptyPluginsPanel")
+        self.plugins_dir = plugins_dir
+        self.folder_url = QUrl.fromLocalFile(str(plugins_dir))
+        heading = QLabel("No plugins in this site yet", self)
+        heading.setObjectName("PluginTitle")
+        font = heading.font()
+        font.setPointSizeF(font.pointSizeF() * 1.4)
+        font.setBold(True)
+        heading.setFont(font)
+        self.explain = QLabel(self)
+        self.explain.setWordWrap(True)
+        self.explain.setTextFormat(Qt.TextFormat.RichText)
+        self.explain.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.explain.setText(
+            "A plugin is a folder with an <code>init.lua</code> in the site's plugins folder:"
+            f"<p><code>{_html(str(plugins_dir))}</code></p>"
+            "<p>Create one from a terminal with</p>"
+            f"<p><code>modula plugin init NAME --site {_html(str(plugins_dir.parent))}</code></p>"
+            "<p>or copy a plugin folder there. New folders load by themselves while hot reload is on; "
+            "nothing a plugin declares runs until you approve it here.</p>")
+        self.open_button = QPushButton(icon("plugins"), "Open Plugins Folder", self)
+        self.open_button.setObjectName("OpenPluginsFolder")
+        self.open_button.setProperty("url", self.folder_url.toString())
+        self.open_button.setToolTip(str(plugins_dir))
+        self.examples_button = QPushButton("Copy Example Plugins", self)
+        self.examples_button.setObjectName("CopyExamplePlugins")
+        self.examples_button.setToolTip("Copy the four example plugins that come with Modula Desktop into "
+                                        "this site")
+        self.status = QLabel(self)
+        self.status.setObjectName("MutedLabel")
+        self.status.setWordWrap(True)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.open_button)
+        buttons.addWidget(self.examples_button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(16, 16, 16, 16)
+        layout.addWidget(heading)
+        layout.addWidget(self.explain)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self.open_button.clicked.connect(self.open_folder)
+
+    def open_folder(self) -> bool:
+        self.plugins_dir.mkdir(parents=True, exist_ok=True)
+        ok = QDesktopServices.openUrl(self.folder_url)
+        if not ok:
+            self.status.setText(f"No file manager could be opened. The folder is {self.plugins_dir}")
+        return ok
+
+
+def _html(text: str) -> str:
+    import html
+
+    return html.escape(text)
 
 
 def permissions_text(info: dict) -> str:
@@ -185,8 +275,7 @@ class PluginManagerDialog(QDialog):
         self.list.header().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         self.list.header().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         self.list.header().setStretchLastSection(False)
-        self.empty_hint = QLabel("No plugins in this site. Add a folder with an init.lua to the site's "
-                                 "plugins/ folder.", self)
+        self.empty_hint = QLabel("No plugins yet.", self)
         self.empty_hint.setWordWrap(True)
         self.empty_hint.setObjectName("MutedLabel")
         left = QWidget(self)
@@ -195,9 +284,17 @@ class PluginManagerDialog(QDialog):
         lv.setContentsMargins(0, 0, 0, 0)
         lv.addWidget(self.list, 1)
         lv.addWidget(self.empty_hint)
+        self._left = left
 
         # --- details --------------------------------------------------------------------
         self.message_bar = MessageBar(self)
+        # a message must not push the controls below it down (the next click would miss): the bar
+        # keeps a fixed slot, shown or not, and a longer text wraps inside it (all of it in the tooltip)
+        policy = self.message_bar.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        policy.setVerticalPolicy(QSizePolicy.Policy.Fixed)
+        self.message_bar.setSizePolicy(policy)
+        self.message_bar.setFixedHeight(2 * self.fontMetrics().lineSpacing() + 26)
         self.title = QLabel(self)
         self.title.setObjectName("PluginTitle")
         self.state_badge = QLabel(self)
@@ -208,6 +305,12 @@ class PluginManagerDialog(QDialog):
         self.error.setObjectName("ErrorLabel")
         self.error.setWordWrap(True)
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error.hide()  # an empty error box is a pink bar saying nothing
+        self.pending_label = QLabel(self)
+        self.pending_label.setObjectName("PendingLabel")
+        self.pending_label.setWordWrap(True)
+        self.pending_label.hide()
+        self.health_state: dict[str, plugin_health.Health] = {}
         self.permissions = PermissionsLabel(self)
         self.author = QLabel(self)
         self.author.setObjectName("MutedLabel")
@@ -238,7 +341,8 @@ class PluginManagerDialog(QDialog):
         self.health_form = QFormLayout(self.health)
         self.health_form.setContentsMargins(10, 10, 10, 10)
         self.health_labels = {}
-        for key, label in (("breaker", "Circuit breaker"), ("hook_breaker", "Hook breaker"), ("pool", "VM pool"),
+        for key, label in (("summary", "Health"), ("breaker", "Requests"), ("hook_breaker", "Hooks"),
+                           ("pool", "VM pool"),
                            ("last_reload", "Last reload"), ("warnings", "Warnings"), ("last_errors", "Last errors")):
             value = QLabel(self.health)
             value.setWordWrap(True)
@@ -278,12 +382,18 @@ class PluginManagerDialog(QDialog):
         rv.addLayout(perms)
         rv.addLayout(actions)
         rv.addWidget(self.error)
+        rv.addWidget(self.pending_label)
         rv.addWidget(self.tabs, 1)
         self.details = right
+        self.empty_panel = EmptyPluginsPanel(service.plugins.plugins_dir, self)
+        self.empty_panel.examples_button.clicked.connect(self.copy_examples)
+        self.right_stack = QStackedWidget(self)
+        self.right_stack.addWidget(right)
+        self.right_stack.addWidget(self.empty_panel)
 
         split = QSplitter(Qt.Orientation.Horizontal, self)
         split.addWidget(left)
-        split.addWidget(right)
+        split.addWidget(self.right_stack)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
         split.setSizes([290, 730])
@@ -331,7 +441,10 @@ class PluginManagerDialog(QDialog):
         finally:
             self.list.blockSignals(False)
         self.empty_hint.setVisible(not names)
+        self.list.setVisible(bool(names))
+        self._left.setVisible(bool(names))  # the empty panel says it all, in the whole window
         self.details.setEnabled(bool(names))
+        self.right_stack.setCurrentWidget(self.details if names else self.empty_panel)
         target = keep if keep in names else (names[0] if names else None)
         if target:
             self.select(target)
@@ -345,16 +458,28 @@ class PluginManagerDialog(QDialog):
                 return item
         return None
 
+    def _health(self, info: dict) -> plugin_health.Health:
+        window = getattr(getattr(self.service, "settings", None), "plugins", None)
+        h = plugin_health.health(info, getattr(window, "recent_error_window_s", 600.0))
+        self.health_state[info.get("name", "")] = h
+        return h
+
     def _update_item(self, item):
         name = item.data(0, KEY_ROLE)
         try:
-            s = self.plugins.summary(name)
+            info = self.plugins.info(name, log_limit=HEALTH_LOG)
         except Exception:  # noqa: BLE001 - removed meanwhile
             return
-        item.setText(1, s.get("version") or "")
-        item.setText(2, s["state"])
-        item.setIcon(0, state_icon(s["state"]))
-        item.setToolTip(0, s.get("description") or "")
+        h = self._health(info)
+        item.setText(1, info.get("version") or "")
+        item.setText(2, h.short)
+        item.setIcon(0, state_icon(info["state"], HEALTH_COLORS.get(h.level)))
+        tip = (info.get("description") or "") + ("\n\n" if info.get("description") else "") + h.text
+        for col in range(3):
+            item.setToolTip(col, tip)
+        color = HEALTH_COLORS.get(h.level) if h.level in (plugin_health.WARNING, plugin_health.FAILED,
+                                                           plugin_health.PENDING) else None
+        item.setForeground(2, QColor(color) if color else self.list.palette().text())
 
     def select(self, name: str):
         item = self._item(name)
@@ -376,7 +501,7 @@ class PluginManagerDialog(QDialog):
         try:
             info = self.plugins.info(name, log_limit=LOG_LIMIT)
         except Exception as exc:  # noqa: BLE001 - the plugin disappeared
-            self.message_bar.show_message(str(exc), "warning")
+            self.show_message(str(exc), "warning")
             return
         self._info = info
         self.title.setText(name)
@@ -388,8 +513,16 @@ class PluginManagerDialog(QDialog):
         self.state_badge.style().polish(self.state_badge)
         self.description.setText(info.get("description") or "")
         self.description.setVisible(bool(info.get("description")))
-        self.error.setText(info.get("error") or "")
-        self.error.setVisible(bool(info.get("error")))
+        h = self._health(dict(info, logs=self.plugins.logbook.entries(name, HEALTH_LOG))
+                          if hasattr(self.plugins, "logbook") else info)
+        self.error.setText(h.text if h.marked else "")
+        self.error.setVisible(h.marked)
+        self.pending_label.setText("Waiting for your approval: " + ", ".join(h.pending) + ". Nothing of it runs "
+                                   "until you tick it below." if h.pending else "")
+        self.pending_label.setVisible(bool(h.pending))
+        if self.message_bar.isVisible() and self.message_bar.kind == "error" and state == "running" \
+                and not h.marked:
+            self.message_bar.hide()  # the failure it reported is over: the plugin runs again
         self.permissions.set_info(info)
         self.routes.permissions.set_info(info)
         self.hooks.permissions.set_info(info)
@@ -420,15 +553,25 @@ class PluginManagerDialog(QDialog):
         self._update_buttons()
 
     def _show_health(self, info: dict):
+        h = self.health_state.get(info.get("name", "")) or self._health(info)
+        self.health_labels["summary"].setText(h.text)
         b = info.get("breaker") or {}
-        breaker = f"{b.get('state', '?')} ({b.get('consecutive_failures', 0)} consecutive failures)"
+        n = b.get("consecutive_failures", 0)
+        if b.get("state") in ("open", "half_open"):
+            breaker = f"stopped after {b.get('max_failures', n)} errors in a row"
+            if b.get("retry_in_s", 0) >= 1:
+                breaker += f"; tries again in {b['retry_in_s']:.0f} s"
+        else:
+            breaker = "answering" + (f" ({n} error{'s' if n != 1 else ''} in a row; it stops after "
+                                     f"{b.get('max_failures', '?')})" if n else "")
         self.health_labels["breaker"].setText(breaker)
         hb = info.get("hook_breaker") or {}
         disabled = hb.get("disabled") or []
         aborts = hb.get("consecutive_aborts") or {}
         self.health_labels["hook_breaker"].setText(
-            ("disabled: " + ", ".join(disabled) if disabled else "no hook disabled")
-            + ("; consecutive aborts: " + ", ".join(f"{k} {v}" for k, v in aborts.items()) if aborts else ""))
+            ("turned off after failing again and again: " + ", ".join(disabled) if disabled else "all running")
+            + ("; refused or failed in a row: " + ", ".join(f"{k} {v} times" for k, v in aborts.items())
+               if aborts else ""))
         pool = info.get("pool")
         self.health_labels["pool"].setText(
             "no VMs (not running)" if not pool else
@@ -445,9 +588,13 @@ class PluginManagerDialog(QDialog):
         self.health_labels["warnings"].setText("\n".join(warnings) if warnings else "none")
         errors = info.get("last_errors") or []
         self.health_labels["last_errors"].setText(
-            "\n".join(f"{short_time(e.get('time'))}  {e.get('message')}" for e in errors) if errors else "none")
+            "\n".join(f"{short_time(e.get('time'))}  {plugin_health.plain_error(e.get('message'))}"
+                      for e in errors) if errors else "none")
 
     def _poll_health(self):
+        if self.isVisible():
+            for i in range(self.list.topLevelItemCount()):  # recent errors age out of the marks
+                self._update_item(self.list.topLevelItem(i))
         if self.current and self.isVisible():
             try:
                 info = self.plugins.info(self.current, log_limit=1)
@@ -516,11 +663,11 @@ class PluginManagerDialog(QDialog):
             self._show(name, keep_log=True)
             if result is False:
                 info = self._info
-                self.message_bar.show_message(info.get("error") or f"{action} failed; see the log.", "error",
+                self.show_message(info.get("error") or f"{action} failed; see the log.", "error",
                                               f"{action.capitalize()} of {name} failed")
             else:
                 done = {"enable": "enabled", "disable": "disabled", "reload": "reloaded"}[action]
-                self.message_bar.show_message(f"{name} {done}.", "info")
+                self.show_message(f"{name} {done}.", "info")
         self._update_buttons()
 
     def _lifecycle_failed(self, name: str, action: str, exc: BaseException):
@@ -528,8 +675,34 @@ class PluginManagerDialog(QDialog):
         log.warning("%s of plugin %s failed: %s", action, name, exc)
         if name == self.current:
             self._show(name, keep_log=True)
-            self.message_bar.show_message(str(exc), "error", f"{action.capitalize()} of {name} failed")
+            self.show_message(str(exc), "error", f"{action.capitalize()} of {name} failed")
         self._update_buttons()
+
+    def show_message(self, text: str, kind: str = "info", title: str = ""):
+        """The message bar, cut to the two lines its fixed slot holds (the tooltip has all of it)."""
+        fm = self.message_bar.fontMetrics()
+        # word wrap leaves ragged ends: a little under two full widths fits in two lines
+        room = int(max(200, self.message_bar.width() - 90) * 1.8) - fm.horizontalAdvance(title + "    ")
+        shown = fm.elidedText(" ".join(text.split()), Qt.TextElideMode.ElideRight, room)
+        self.message_bar.show_message(shown, kind, title)
+        self.message_bar.setToolTip(text if shown != " ".join(text.split()) else "")
+
+    def copy_examples(self):
+        """Copy the bundled example plugins in (off the GUI thread) and show them."""
+        panel = self.empty_panel
+        panel.examples_button.setEnabled(False)
+        panel.status.setText("Copying the example plugins…")
+
+        def done(names):
+            panel.examples_button.setEnabled(True)
+            panel.status.setText(f"Copied {len(names)} example plugin{'s' if len(names) != 1 else ''}: "
+                                 + ", ".join(names) + "." if names else "The example plugins are already here.")
+            self.refresh_list()
+
+        def failed(exc):
+            panel.examples_button.setEnabled(True)
+            panel.status.setText(f"Could not copy the example plugins: {exc}")
+        self.tasks.run(lambda: copy_example_plugins(self.service), done, failed)
 
     def is_busy(self, name: str | None = None) -> bool:
         return bool(self._busy) if name is None else name in self._busy
@@ -564,6 +737,8 @@ class PluginManagerDialog(QDialog):
             self._show(self.current, keep_log=True)
 
     def _log_written(self, entry: dict):
+        if entry.get("level") == "error" and entry.get("plugin"):
+            self._plugin_changed(entry["plugin"])  # an error marks the plugin in the list
         if entry.get("plugin") != self.current:
             return
         bar = self.log_view.verticalScrollBar()

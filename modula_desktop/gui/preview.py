@@ -1,12 +1,30 @@
-"""Live Markdown preview: markdown-it-py (CommonMark, raw HTML escaped) rendered into a QTextBrowser."""
+"""Live Markdown preview: the shared renderer (core.markdown: CommonMark, tables, strikethrough, task
+lists, raw HTML escaped) shown in a QTextBrowser."""
 from __future__ import annotations
 
-from markdown_it import MarkdownIt
+import re
+
 from PySide6.QtCore import QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QTextBrowser
 
-_md = MarkdownIt("commonmark", {"html": False})
+from ..core.markdown import render_markdown
+
+# Qt's rich text draws no border on a blockquote: a quote becomes a two-cell table, the first cell
+# being the bar. Raw HTML in the author's text is escaped, so these tags come only from the renderer.
+_QUOTE_OPEN = ('<table class="quote" cellspacing="0" cellpadding="0" width="100%"><tr>'
+               '<td class="bar" width="3" bgcolor="#d0d7de"></td><td class="quote">')
+_QUOTE_CLOSE = "</td></tr></table>"
+# an inline style on a cell makes Qt drop the stylesheet's border of that cell: use the align attribute
+_CELL_ALIGN = re.compile(r'<(td|th) style="text-align:(left|right|center)">')
+
+
+def preview_html(text: str) -> str:
+    """The shared renderer's HTML, adapted to what QTextBrowser can draw."""
+    out = render_markdown(text)
+    if "<blockquote>" in out:
+        out = out.replace("<blockquote>", _QUOTE_OPEN).replace("</blockquote>", _QUOTE_CLOSE)
+    return _CELL_ALIGN.sub(r'<\1 align="\2">', out)
 
 # QTextBrowser understands a subset of CSS 2.1; keep to what it renders.
 PREVIEW_CSS = """
@@ -18,15 +36,16 @@ p { margin-top: 0px; margin-bottom: 10px; line-height: 140%; }
 a { color: #0a66c2; }
 code { font-family: monospace; background-color: #eff1f3; }
 pre { font-family: monospace; background-color: #f4f5f7; padding: 8px; }
-blockquote { color: #57606a; margin-left: 12px; padding-left: 8px; }
-table { border-collapse: collapse; }
-th, td { border: 1px solid #d0d7de; padding: 4px; }
+table.quote { border: none; margin-top: 2px; margin-bottom: 10px; }
+td.quote { border: none; color: #57606a; padding: 0px 0px 0px 10px; }
+td.bar { border: none; padding: 0px; }
+li { margin-bottom: 2px; }
+li.task-list-item { list-style-type: none; }
+table { border-collapse: collapse; margin-bottom: 10px; }
+th { background-color: #f4f5f7; font-weight: 600; }
+th, td { border: 1px solid #d0d7de; padding: 4px 8px; }
+s { color: #57606a; }
 """
-
-
-def render_markdown(text: str) -> str:
-    """HTML for the author's Markdown body; raw HTML in it is shown as text, never interpreted."""
-    return _md.render(text or "")
 
 
 class MarkdownPreview(QTextBrowser):
@@ -40,6 +59,7 @@ class MarkdownPreview(QTextBrowser):
         self.anchorClicked.connect(self._open_link)
         self.document().setDefaultStyleSheet(PREVIEW_CSS)
         self.document().setDocumentMargin(14)
+        self.document().setIndentWidth(22)  # Qt's 40 px per list level is far wider than a web page's
         self._pending = ""
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -56,7 +76,7 @@ class MarkdownPreview(QTextBrowser):
         self._timer.stop()
         bar = self.verticalScrollBar()
         keep = bar.value()
-        self.setHtml(render_markdown(self._pending))
+        self.setHtml(preview_html(self._pending))
         bar.setValue(keep)
         self.rendered.emit()
 

@@ -1,7 +1,8 @@
 """GET /preview/<slug>: an entry's Markdown as a clean HTML page (SPEC 5).
 
-Raw HTML in the Markdown is escaped (markdown-it's commonmark preset with html off; its link check
-refuses javascript:, vbscript:, file: and non-image data: URLs). Published entries are open to the
+The Markdown is rendered by core.markdown, the renderer the editor's preview uses (tables,
+strikethrough, task lists; raw HTML escaped; its link check refuses javascript:, vbscript:, file: and
+non-image data: URLs). Published entries are open to the
 local browser; a draft needs the admin token or the preview key of its slug (``?key=``), so another
 user of the machine cannot read unpublished work. A draft without either answers exactly like an
 unknown slug.
@@ -13,9 +14,8 @@ from functools import lru_cache
 from string import Template
 from urllib.parse import quote
 
-from markdown_it import MarkdownIt
-
 from ..core.errors import NotFound
+from ..core.markdown import render_markdown
 from ..core.paths import RESOURCES
 from .auth import TokenAuth
 
@@ -50,7 +50,6 @@ class Preview:
     def __init__(self, service, auth: TokenAuth):
         self.service = service
         self.auth = auth
-        self.md = MarkdownIt("commonmark", {"html": False})
 
     def on_get(self, req, resp, slug):
         content = self.service.content
@@ -73,7 +72,7 @@ class Preview:
         meta = " · ".join(x for x in (entry.get("type", ""), entry.get("status", ""),
                                       (entry.get("published_at") or entry.get("updated_at") or "")[:10]) if x)
         resp.text = self.page(entry.get("title") or entry.get("slug") or "Untitled",
-                              self.md.render(entry.get("body") or ""), meta=meta, banner=banner)
+                              render_markdown(entry.get("body")), meta=meta, banner=banner)
 
     def _may_see_drafts(self, req, slug) -> bool:
         return self.auth.check(req.get_header("Authorization")) or \
