@@ -13,6 +13,7 @@ import logging
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QTimer, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QComboBox,
     QHBoxLayout,
     QHeaderView,
@@ -73,7 +74,7 @@ class ContentModel(QAbstractTableModel):
         self.filters = {"type": None, "status": None, "search": None}
         self.sort_column = UPDATED
         self.descending = True
-        self.muted = None  # brush for the status of drafts (set by the view from its palette)
+        self.muted = None  # brush for the status of drafts (None: the application palette's, when drawn)
 
     # ---- loading ---------------------------------------------------------------------------
     def reload(self, keep: int = 0):
@@ -158,7 +159,8 @@ class ContentModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             return f"{e.get('title') or '(untitled)'}\n/{e.get('slug', '')}\nupdated {short_time(e.get('updated_at'))}"
         if role == Qt.ItemDataRole.ForegroundRole and col == 2 and e.get("status") != "published":
-            return self.muted
+            # read when drawn, not when the list was made: the theme may have changed since
+            return self.muted if self.muted is not None else QApplication.palette().placeholderText()
         return None
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802 - Qt override
@@ -206,7 +208,6 @@ class ContentList(QWidget):
             self.status_filter.addItem(label, value)
 
         self.model = ContentModel(content, self)
-        self.model.muted = self.palette().placeholderText()
         # a table, not a tree view: QTreeView lays out every row again on each fetchMore (scrolling to
         # the end of 50,000 entries took seconds), a table's rows cost nothing until drawn
         self.tree = QTableView(self)

@@ -396,7 +396,7 @@ class PluginManagerDialog(QDialog):
         split.addWidget(self.right_stack)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
-        split.setSizes([290, 730])
+        split.setSizes([360, 660])  # room for a 32-character plugin name beside its state
         split.setChildrenCollapsible(False)
         layout = QVBoxLayout(self)
         layout.addWidget(split)

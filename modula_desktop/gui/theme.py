@@ -61,6 +61,7 @@ code { background-color: #2d333b; }
 pre { background-color: #22272e; }
 blockquote { color: #9198a1; }
 th, td { border: 1px solid #444c56; }
+th { background-color: #2d333b; color: #e6edf3; }
 """
 
 
