@@ -558,7 +558,8 @@ local function safe_unpack(t, i, j)
     local first, last = 1, nil
     if i ~= nil then first = to_int(i) end
     if j ~= nil then last = to_int(j) else last = to_int(#t) end
-    if first and last then walk(t, last + 0.0 - first + 1) end
+    -- more results than a Lua stack holds (1,000,000) are refused before any work
+    if first and last and last + 0.0 - first < 1000000 then walk(t, last + 0.0 - first + 1) end
   end
   return t_unpack(t, i, j)
 end
