@@ -577,7 +577,8 @@ static int pack_response(lua_State *L) {
 #define WATCH_KEY "modula.watch"
 #define WATCH_STACK 256          /* resumes nest at most LUAI_MAXCCALLS (200) deep */
 #define WATCH_POLL_NS 5000000L   /* 5 ms */
-#define GIL_POKE 0.005           /* a call holding the GIL this long is made to let it go */
+#define GIL_SLICE 0.002          /* a call lets the GIL go at its first hook after this long */
+#define GIL_POKE 0.005           /* a call holding the GIL this long gets its hook fired */
 #define REPOKE 0.05              /* a poke that found the wrong thread is repeated this often */
 #define WATCH_PARK 1.0           /* with nothing armed this long, the watchdog sleeps until an arm */
 
@@ -665,17 +666,26 @@ static void *watchdog(void *unused) {
 
 static Watch *watch_of(lua_State *L) { return (Watch *)api.touserdata(L, lua_upvalueindex(1)); }
 
-/* watch_arm(deadline, tick) -> whether the call holds the GIL (an entry made it). Called by the
-   bootstrap's arm(), right after it set the budget hook on the main state. */
-static int watch_arm(lua_State *L) {
+/* watch_prime(tick): called once with the budget hook set, to learn which C hook debug.sethook
+   installs (ldblib's dispatcher, the same for every thread) and the count it runs at. */
+static int watch_prime(lua_State *L) {
     Watch *w = watch_of(L);
-    double deadline = api.tonumberx(L, 1, NULL);
-    int tick = (int)api.tointegerx(L, 2, NULL);
     lua_Hook h = api.gethook(L);
-    double now = monotonic_now();
+    int tick = (int)api.tointegerx(L, 1, NULL);
     pthread_mutex_lock(&w->mutex);
     if (h != NULL && h != watch_hook) w->hookf = h;
     w->tick = tick > 0 ? tick : 1;
+    pthread_mutex_unlock(&w->mutex);
+    return 0;
+}
+
+/* watch_arm(deadline) -> false, or when the call holds the GIL (an entry made it) the time at which
+   it should let it go. Called by the bootstrap's arm(), before it sets the budget hook. */
+static int watch_arm(lua_State *L) {
+    Watch *w = watch_of(L);
+    double deadline = api.tonumberx(L, 1, NULL);
+    double now = monotonic_now();
+    pthread_mutex_lock(&w->mutex);
     w->deadline = deadline;
     w->started = now;
     w->poked_at = 0;
@@ -687,17 +697,22 @@ static int watch_arm(lua_State *L) {
         pthread_cond_signal(&watch_list_cond);
         pthread_mutex_unlock(&watch_list_mutex);
     }
-    api.pushboolean(L, w->gil_held);
+    if (w->gil_held) api.pushnumber(L, now + GIL_SLICE);
+    else api.pushboolean(L, 0);
     return 1;
 }
 
+/* watch_disarm() -> whether the watchdog poked this call (then the caller clears the main state's
+   hook again: the poke may have come after it did) */
 static int watch_disarm(lua_State *L) {
     Watch *w = watch_of(L);
     pthread_mutex_lock(&w->mutex);
+    int poked = w->poked_at != 0;
     w->active = 0;
     w->depth = 0;
     pthread_mutex_unlock(&w->mutex);
-    return 0;
+    api.pushboolean(L, poked);
+    return 1;
 }
 
 /* watch_push(co) -> the depth after it; the caller keeps co alive until the call ends */
@@ -755,7 +770,7 @@ static int watch_gc(lua_State *L) {
 }
 
 static const struct { const char *name; lua_CFunction fn; } WATCH_FUNCTIONS[] = {
-    {"modula.watch_arm", watch_arm}, {"modula.watch_disarm", watch_disarm}, {"modula.watch_push", watch_push},
+    {"modula.watch_prime", watch_prime}, {"modula.watch_arm", watch_arm}, {"modula.watch_disarm", watch_disarm}, {"modula.watch_push", watch_push},
     {"modula.watch_pop", watch_pop}, {"modula.drop_gil", watch_drop_gil}, {"modula.clock", watch_clock},
 };
 

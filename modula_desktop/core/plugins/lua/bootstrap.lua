@@ -67,12 +67,12 @@ end
 local c_watch_arm, c_watch_disarm, c_watch_push, c_watch_pop, c_drop_gil = nil, nil, nil, nil, nil
 -- coroutines resumed during the current call: the watchdog holds their addresses, so they are kept
 -- alive until the call ends
-local call_threads = {}
+local call_threads, threads_used = {}, false
 -- A route call through the bridge's entry starts holding the GIL (handing it back costs more than a
--- short handler). After GIL_SLICE, or before C work of HEAVY units, it lets the GIL go for the rest
--- of the call, so the host's other threads (the GUI, other requests) never wait behind a plugin.
+-- short handler). At its first hook after gil_release_at (2 ms in; the watchdog fires the hook of a
+-- call that holds it for 5 ms), or before C work of HEAVY units, it lets the GIL go for the rest of
+-- the call, so the host's other threads (the GUI, other requests) never wait behind a plugin.
 local gil_held, gil_release_at = false, 0
-local GIL_SLICE = 0.002
 
 local function release_gil()
   gil_held = false
@@ -210,7 +210,7 @@ end
 -- watchdog's stack of running threads; its results packed
 local function watched(run_co, co, ...)
   if not c_watch_push or r_type(co) ~= "thread" then return t_pack(run_co(co, ...)) end
-  if not call_threads[co] then call_threads[co] = true end
+  if not call_threads[co] then call_threads[co], threads_used = true, true end
   local depth = c_watch_push(co)
   local r = t_pack(run_co(co, ...))
   c_watch_pop(depth - 1)
@@ -737,11 +737,11 @@ local function arm(max_instr, deadline_at, name)
   deadline_name = name or "time budget exceeded"
   -- the count hook is on only while plugin code may run: a hooked interpreter runs every instruction
   -- on its slow path, and the trusted work between calls (snapshot restore) need not pay for that
-  sethook(hook, "", TICK)
   if c_watch_arm then
-    gil_held = c_watch_arm(deadline_at, TICK)
-    if gil_held then gil_release_at = clock() + GIL_SLICE end
+    local release_at = c_watch_arm(deadline_at)
+    gil_held, gil_release_at = release_at ~= false, release_at or 0
   end
+  sethook(hook, "", TICK)
   phase = "idle"
   active = true
   -- the host switched the memory limit on just before this call (it checked there is room for
@@ -762,20 +762,17 @@ local function failure(ok, err)
   end
 end
 
--- The end of an armed call: the watchdog lets go of its threads (before the hook goes off: it must
--- not set it again afterwards).
+-- The end of an armed call, after the hook went off: the watchdog lets go of its threads.
 local function unwatch()
-  if c_watch_disarm then
-    c_watch_disarm()
-    if r_next(call_threads) ~= nil then call_threads = {} end
-  end
   gil_held = false
+  if c_watch_disarm and c_watch_disarm() then sethook() end -- a late poke may have set it again
+  if threads_used then call_threads, threads_used = {}, false end
 end
 
 local function finish(r)
-  unwatch()
   active = false
   sethook()
+  unwatch()
   if tripped or not r[1] then return failure(r[1], r[2]) end
   return t_unpack(r, 1, r.n)
 end
@@ -944,9 +941,9 @@ local function route_call(max_instr, deadline_at, deadline_msg, index, req)
   phase = "handler"
   local ok, status, has_json, json, body, headers = r_pcall(route_body, registry.routes[index], req)
   phase = "idle"
-  unwatch()
   active = false
   sethook()
+  unwatch()
   if tripped or not ok then
     local r1, r2, r3 = failure(ok, status)
     restore_snapshot()
@@ -1215,6 +1212,9 @@ return {
     c_watch_push, c_watch_pop = registry_table["modula.watch_push"], registry_table["modula.watch_pop"]
     c_drop_gil = registry_table["modula.drop_gil"]
     clock = registry_table["modula.clock"] or clock
+    sethook(hook, "", TICK)
+    registry_table["modula.watch_prime"](TICK)
+    sethook()
   end,
   -- whether restore_snapshot has used the bridge's C check (tests)
   snapshot_check_in_c = function() return not not c_snapshot_clean end,
