@@ -18,6 +18,7 @@ from lupa.lua54 import lua_type
 
 from ..paths import LUA_DIR
 from .errors import ApiError, PluginCallError
+from .watchdog import WATCHDOG
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,12 @@ class Sandbox:
         self._route_inbox, self._route_results = self._t["route_inbox"], self._t["route_results"]
         self._route_caller = self._t["route_caller"]
         self._limit_off()
+        self._state = int(self._t["state_address"]().decode(), 16)
         self.watched = self._watch()
+        # without the bridge's watchdog, the Python one (the budget hook is still set from the bootstrap)
+        self._watchdog = None if self.watched else WATCHDOG
+        if self._watchdog is not None:
+            self._watchdog.learn_hook(self._state)
         self._entry = self._route_entry()
 
     def _watch(self) -> bool:
@@ -99,7 +105,7 @@ class Sandbox:
         if _luabridge is None:
             return False
         try:
-            _luabridge.watch(int(self._t["state_address"]().decode(), 16))
+            _luabridge.watch(self._state)
         except Exception as exc:  # noqa: BLE001
             log.warning("plugin deadlines rely on the count hook alone: %s", exc)
             return False
@@ -338,10 +344,14 @@ class Sandbox:
             self._deadline = deadline
             self._armed = True
             self._limit_on()
+            if self._watchdog is not None:
+                self._watchdog.arm(self._state, deadline)
         try:
             try:
                 return fn(*args)
             finally:
+                if deadline is not None and self._watchdog is not None:
+                    self._watchdog.disarm(self._state)
                 self._armed = False
                 self._limit_off()  # lupa's own allocations must not hit it
         except lupa.LuaMemoryError:
