@@ -23,9 +23,11 @@ from modula_desktop.core.plugins import sandbox as sandbox_module
 from modula_desktop.core.plugins.errors import PluginCallError
 from modula_desktop.core.settings import PluginSettings
 
-# the slack the issue allows past a deadline, and the longest another thread may wait for the GIL
+# the slack the issue allows past a deadline, and the longest another thread may wait for the GIL in
+# these in-process tests (a call holding it would show a gap of its whole 0.5 s deadline; the rest of
+# the margin is for a machine busy with other work; the server test asserts the issue's 100 ms p95)
 OVERRUN = 0.5
-MAX_GAP = 0.1
+MAX_GAP = 0.25
 
 # strings built inside the 32 MiB limit: 16 MiB and 8 MiB of ASCII, two distinct 6 MiB ones, 8 MiB of
 # spaces before a digit (tonumber and string arithmetic skip them one by one), a table of 200,000 strings
