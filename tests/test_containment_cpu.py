@@ -143,6 +143,23 @@ def test_c_work_ends_by_its_deadline_without_holding_the_gil(tmp_path, path, nam
     assert_recovers(vm, broken=True)
 
 
+def test_a_request_the_bridge_does_not_take_is_held_to_its_deadline_too(tmp_path, path):
+    # a JSON body goes to Lua as a table: the bridge's entry declines it and the call goes through lupa
+    vm = make_vm(tmp_path, handler(AB + "while true do local x = a8 < b8 end"), settings=PluginSettings())
+    index = next(r.index for r in vm.routes if r.path == "/x")
+    req = {"method": "POST", "path": "/x", "body": '{"a": [1]}', "client_ip": "127.0.0.1", "headers": {},
+           "query": {}, "params": {}, "json": {"a": [1]}}
+    with Ticker() as ticker:
+        start = time.monotonic()
+        with pytest.raises(PluginCallError) as info:
+            vm.call_route(index, req, timeout=0.5)
+        elapsed = time.monotonic() - start
+    assert info.value.message == "time budget exceeded (the handler ran longer than 0.5 s)"
+    assert elapsed < 0.5 + OVERRUN
+    assert max(ticker.gaps) < MAX_GAP
+    assert_recovers(vm, broken=True)
+
+
 # Library functions that do O(n) work in C charge the instruction budget for the bytes (or elements)
 # they touch: with a deadline far away, the 5 M instruction budget stops each loop within seconds.
 CHARGED = {
