@@ -22,9 +22,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct lua_State lua_State;
 typedef long long lua_Integer;
@@ -34,6 +36,8 @@ typedef intptr_t lua_KContext;
 typedef int (*lua_CFunction)(lua_State *L);
 typedef int (*lua_KFunction)(lua_State *L, int status, lua_KContext ctx);
 typedef void *(*lua_Alloc)(void *ud, void *ptr, size_t osize, size_t nsize);
+typedef struct lua_Debug lua_Debug;
+typedef void (*lua_Hook)(lua_State *L, lua_Debug *ar);
 
 #define LUA_REGISTRYINDEX (-1000000 - 1000)
 #define LUA_TNIL 0
@@ -44,6 +48,9 @@ typedef void *(*lua_Alloc)(void *ud, void *ptr, size_t osize, size_t nsize);
 #define LUA_TSTRING 4
 #define LUA_TUSERDATA 7
 #define LUA_ERRMEM 4
+#define LUA_TTHREAD 8
+#define LUA_MASKCOUNT (1 << 3)
+#define lua_upvalueindex(i) (LUA_REGISTRYINDEX - (i))
 /* the most arguments an entry takes, and the most pairs one map may hold (waitress bounds headers
    far below this) */
 #define MAX_ARGS 32
@@ -89,6 +96,9 @@ typedef struct {
     lua_Unsigned (*rawlen)(lua_State *, int);
     lua_Number (*tonumberx)(lua_State *, int, int *);
     int (*setiuservalue)(lua_State *, int, int);
+    void (*sethook)(lua_State *, lua_Hook, int, int);
+    lua_Hook (*gethook)(lua_State *);
+    lua_State *(*tothread)(lua_State *, int);
 } LuaApi;
 static LuaApi api;
 static int api_ready = 0;
@@ -109,6 +119,7 @@ static const struct { const char *name; size_t offset; } SYMBOLS[] = {
     SYM(topointer, "lua_topointer"), SYM(newuserdatauv, "lua_newuserdatauv"),
     SYM(setmetatable, "lua_setmetatable"), SYM(rawlen, "lua_rawlen"),
     SYM(tonumberx, "lua_tonumberx"), SYM(setiuservalue, "lua_setiuservalue"),
+    SYM(sethook, "lua_sethook"), SYM(gethook, "lua_gethook"), SYM(tothread, "lua_tothread"),
 #undef SYM
 };
 
@@ -549,6 +560,276 @@ static int pack_response(lua_State *L) {
     return 1;
 }
 
+/* ---- the watchdog: deadlines that do not wait for the count hook --------------------------------
+   The budget hook runs every TICK instructions, and one instruction can be milliseconds of C work
+   (comparing two long strings, a library function on a long string): the hook alone can fire
+   seconds late. One thread of ours, which never takes the GIL, looks at every armed call of every
+   VM each WATCH_POLL and, for a call past its deadline (or one that has held the GIL longer than
+   GIL_POKE), sets a count hook of 1 on the call's threads with lua_sethook, the one Lua call meant to
+   be made asynchronously. That hook (watch_hook) puts the budget hook back and runs it at once: it
+   reads the clock and trips the deadline, or lets the GIL go for the rest of the call.
+   The threads: the VM's main state and the coroutines being resumed inside each other (the
+   bootstrap's resume wrappers push and pop them here, and keep them alive until the call ends). All
+   of a watch's fields are read and written under its mutex, except gil_held and saved, which only
+   the thread running the call writes (the watchdog reads gil_held only to decide whether to poke).
+   The watch is a userdata of its state: its __gc (at lua_close) takes it out of the list, under the
+   list's mutex, which the watchdog holds while it pokes. */
+#define WATCH_KEY "modula.watch"
+#define WATCH_STACK 256          /* resumes nest at most LUAI_MAXCCALLS (200) deep */
+#define WATCH_POLL_NS 5000000L   /* 5 ms */
+#define GIL_SLICE 0.002          /* a call lets the GIL go at its first hook after this long */
+#define GIL_POKE 0.005           /* a call holding the GIL this long gets its hook fired */
+#define REPOKE 0.05              /* a poke that found the wrong thread is repeated this often */
+#define WATCH_PARK 1.0           /* with nothing armed this long, the watchdog sleeps until an arm */
+
+typedef struct Watch {
+    pthread_mutex_t mutex;
+    struct Watch *next;
+    lua_State *main;
+    lua_Hook hookf;              /* the hook debug.sethook installs (ldblib's dispatcher) */
+    int tick;
+    int active;
+    int depth;
+    double deadline, started, poked_at;
+    lua_State *stack[WATCH_STACK];
+    volatile int gil_held;       /* an entry holds the GIL for this call and may let it go */
+    PyThreadState *saved;        /* the entry's thread state while it does not hold the GIL */
+} Watch;
+
+static pthread_mutex_t watch_list_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t watch_list_cond = PTHREAD_COND_INITIALIZER;
+static Watch *watch_list = NULL;
+static int watchdog_running = 0;
+static int watchdog_parked = 0;  /* __atomic */
+
+static double monotonic_now(void) {  /* time.monotonic()'s clock */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void watch_hook(lua_State *L, lua_Debug *ar) {
+    Watch *w = api.getfield(L, LUA_REGISTRYINDEX, WATCH_KEY) == LUA_TUSERDATA ? (Watch *)api.touserdata(L, -1) : NULL;
+    api.settop(L, -2);
+    if (w == NULL || w->hookf == NULL) {
+        api.sethook(L, NULL, 0, 0);
+        return;
+    }
+    api.sethook(L, w->hookf, LUA_MASKCOUNT, w->tick);
+    w->hookf(L, ar);  /* the budget hook: may raise (a Lua error unwinds through here, nothing to undo) */
+}
+
+static void watch_poke(Watch *w) {  /* w->mutex held */
+    api.sethook(w->main, watch_hook, LUA_MASKCOUNT, 1);
+    for (int i = 0; i < w->depth; i++) api.sethook(w->stack[i], watch_hook, LUA_MASKCOUNT, 1);
+}
+
+/* Scans the list once; 1 when some call is armed. The list's mutex is held. */
+static int watch_scan(double now, int poke) {
+    int any = 0;
+    for (Watch *w = watch_list; w != NULL; w = w->next) {
+        pthread_mutex_lock(&w->mutex);
+        if (w->active) {
+            any = 1;
+            int due = now >= w->deadline || (w->gil_held && now - w->started >= GIL_POKE);
+            if (poke && due && now - w->poked_at >= REPOKE) {
+                watch_poke(w);
+                w->poked_at = now;
+            }
+        }
+        pthread_mutex_unlock(&w->mutex);
+    }
+    return any;
+}
+
+static void *watchdog(void *unused) {
+    double busy_at = monotonic_now();
+    pthread_mutex_lock(&watch_list_mutex);
+    for (;;) {
+        double now = monotonic_now();
+        if (watch_scan(now, 1)) busy_at = now;
+        if (now - busy_at > WATCH_PARK) {
+            /* parked first, then scanned again: an arm either is seen here or sees the flag and wakes us */
+            __atomic_store_n(&watchdog_parked, 1, __ATOMIC_SEQ_CST);
+            if (!watch_scan(now, 0)) pthread_cond_wait(&watch_list_cond, &watch_list_mutex);
+            __atomic_store_n(&watchdog_parked, 0, __ATOMIC_SEQ_CST);
+            busy_at = monotonic_now();
+            continue;
+        }
+        pthread_mutex_unlock(&watch_list_mutex);
+        struct timespec pause = {0, WATCH_POLL_NS};
+        nanosleep(&pause, NULL);
+        pthread_mutex_lock(&watch_list_mutex);
+    }
+    return NULL;
+}
+
+static Watch *watch_of(lua_State *L) { return (Watch *)api.touserdata(L, lua_upvalueindex(1)); }
+
+/* watch_prime(tick): called once with the budget hook set, to learn which C hook debug.sethook
+   installs (ldblib's dispatcher, the same for every thread) and the count it runs at. */
+static int watch_prime(lua_State *L) {
+    Watch *w = watch_of(L);
+    lua_Hook h = api.gethook(L);
+    int tick = (int)api.tointegerx(L, 1, NULL);
+    pthread_mutex_lock(&w->mutex);
+    if (h != NULL && h != watch_hook) w->hookf = h;
+    w->tick = tick > 0 ? tick : 1;
+    pthread_mutex_unlock(&w->mutex);
+    return 0;
+}
+
+/* watch_arm(deadline) -> false, or when the call holds the GIL (an entry made it) the time at which
+   it should let it go. Called by the bootstrap's arm(), before it sets the budget hook. */
+static int watch_arm(lua_State *L) {
+    Watch *w = watch_of(L);
+    double deadline = api.tonumberx(L, 1, NULL);
+    double now = monotonic_now();
+    pthread_mutex_lock(&w->mutex);
+    w->deadline = deadline;
+    w->started = now;
+    w->poked_at = 0;
+    w->depth = 0;
+    w->active = 1;
+    pthread_mutex_unlock(&w->mutex);
+    if (__atomic_load_n(&watchdog_parked, __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&watch_list_mutex);
+        pthread_cond_signal(&watch_list_cond);
+        pthread_mutex_unlock(&watch_list_mutex);
+    }
+    if (w->gil_held) api.pushnumber(L, now + GIL_SLICE);
+    else api.pushboolean(L, 0);
+    return 1;
+}
+
+/* watch_disarm() -> whether the watchdog poked this call (then the caller clears the main state's
+   hook again: the poke may have come after it did) */
+static int watch_disarm(lua_State *L) {
+    Watch *w = watch_of(L);
+    pthread_mutex_lock(&w->mutex);
+    int poked = w->poked_at != 0;
+    w->active = 0;
+    w->depth = 0;
+    pthread_mutex_unlock(&w->mutex);
+    api.pushboolean(L, poked);
+    return 1;
+}
+
+/* watch_push(co) -> the depth after it; the caller keeps co alive until the call ends */
+static int watch_push(lua_State *L) {
+    Watch *w = watch_of(L);
+    lua_State *co = api.type(L, 1) == LUA_TTHREAD ? api.tothread(L, 1) : NULL;
+    pthread_mutex_lock(&w->mutex);
+    if (co != NULL && w->depth < WATCH_STACK) w->stack[w->depth++] = co;
+    int depth = w->depth;
+    pthread_mutex_unlock(&w->mutex);
+    api.pushinteger(L, depth);
+    return 1;
+}
+
+/* watch_pop(depth): back to that depth (what the matching push returned, minus one) */
+static int watch_pop(lua_State *L) {
+    Watch *w = watch_of(L);
+    lua_Integer depth = api.tointegerx(L, 1, NULL);
+    pthread_mutex_lock(&w->mutex);
+    if (depth >= 0 && depth < w->depth) w->depth = (int)depth;
+    pthread_mutex_unlock(&w->mutex);
+    return 0;
+}
+
+/* The rest of the call runs without the GIL (host functions take it back through lupa's callbacks,
+   which do that themselves); the entry takes it again when the protected call returns. */
+static int watch_drop_gil(lua_State *L) {
+    Watch *w = watch_of(L);
+    if (w->gil_held && w->saved == NULL) {
+        w->gil_held = 0;
+        w->saved = PyEval_SaveThread();
+    }
+    return 0;
+}
+
+static int watch_clock(lua_State *L) {
+    api.pushnumber(L, monotonic_now());
+    return 1;
+}
+
+static int watch_gc(lua_State *L) {
+    Watch *w = (Watch *)api.touserdata(L, 1);
+    if (w == NULL || w->main == NULL) return 0;
+    pthread_mutex_lock(&watch_list_mutex);
+    for (Watch **p = &watch_list; *p != NULL; p = &(*p)->next) {
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&watch_list_mutex);
+    w->main = NULL;
+    pthread_mutex_destroy(&w->mutex);
+    return 0;
+}
+
+static const struct { const char *name; lua_CFunction fn; } WATCH_FUNCTIONS[] = {
+    {"modula.watch_prime", watch_prime}, {"modula.watch_arm", watch_arm}, {"modula.watch_disarm", watch_disarm}, {"modula.watch_push", watch_push},
+    {"modula.watch_pop", watch_pop}, {"modula.drop_gil", watch_drop_gil}, {"modula.clock", watch_clock},
+};
+
+/* watch(state_address): the watchdog for the runtime whose main state is there (called once, right
+   after the bootstrap ran, with the memory limit off and the runtime used by this thread only). */
+static PyObject *bridge_watch(PyObject *self, PyObject *arg) {
+    if (!api_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "bind() has not been called");
+        return NULL;
+    }
+    unsigned long long address = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    lua_State *L = (lua_State *)(uintptr_t)address;
+    if (!api.checkstack(L, 4)) {
+        PyErr_SetString(PyExc_MemoryError, "no Lua stack left");
+        return NULL;
+    }
+    int top = api.gettop(L);
+    if (api.getfield(L, LUA_REGISTRYINDEX, WATCH_KEY) != LUA_TNIL) {
+        api.settop(L, top);
+        PyErr_SetString(PyExc_RuntimeError, "this state has a watch already");
+        return NULL;
+    }
+    api.settop(L, top);
+    if (!watchdog_running) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int failed = pthread_create(&thread, &attr, watchdog, NULL);
+        pthread_attr_destroy(&attr);
+        if (failed) {
+            PyErr_SetString(PyExc_RuntimeError, "cannot start the watchdog thread");
+            return NULL;
+        }
+        watchdog_running = 1;
+    }
+    Watch *w = (Watch *)api.newuserdatauv(L, sizeof(Watch), 0);
+    memset(w, 0, sizeof(*w));
+    pthread_mutex_init(&w->mutex, NULL);
+    w->main = L;
+    api.createtable(L, 0, 1);
+    api.pushcclosure(L, watch_gc, 0);
+    api.setfield(L, -2, "__gc");
+    api.setmetatable(L, -2);
+    for (size_t i = 0; i < sizeof(WATCH_FUNCTIONS) / sizeof(WATCH_FUNCTIONS[0]); i++) {
+        api.pushvalue(L, -1);
+        api.pushcclosure(L, WATCH_FUNCTIONS[i].fn, 1);
+        api.setfield(L, LUA_REGISTRYINDEX, WATCH_FUNCTIONS[i].name);
+    }
+    api.setfield(L, LUA_REGISTRYINDEX, WATCH_KEY);  /* pops the userdata */
+    api.settop(L, top);
+    pthread_mutex_lock(&watch_list_mutex);
+    w->next = watch_list;
+    watch_list = w;
+    pthread_mutex_unlock(&watch_list_mutex);
+    Py_RETURN_NONE;
+}
+
 /* ---- an entry: one Lua function of one state ---------------------------------------------- */
 typedef struct {
     PyObject_HEAD
@@ -560,6 +841,7 @@ typedef struct {
     int ref;               /* the function, in the registry */
     size_t limit;          /* the memory limit while the entry runs (bytes above lupa's base) */
     size_t room;           /* memory that must be free before the call */
+    Watch *watch;          /* the state's watch (it lives as long as the state), or NULL */
     vectorcallfunc vectorcall;
 } Entry;
 
@@ -670,7 +952,17 @@ static PyObject *entry_vectorcall(PyObject *callable, PyObject *const *args, siz
     api.pushlightuserdata(L, &c);
     size_t outer_limit = m->limit;  /* off (0) when the host calls: lupa's own conversions never meet it */
     m->limit = m->base_usage + e->limit;
+    Watch *w = e->watch;
+    if (w != NULL) w->gil_held = 1;  /* a long call may let the GIL go (watch_drop_gil) */
     int status = api.pcallk(L, 1, 1, 0, 0, NULL);
+    if (w != NULL) {
+        w->gil_held = 0;
+        if (w->saved != NULL) {
+            PyThreadState *saved = w->saved;
+            w->saved = NULL;
+            PyEval_RestoreThread(saved);
+        }
+    }
     m->limit = outer_limit;
 
     PyObject *result;
@@ -785,6 +1077,8 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     int ref = api.ref(L, LUA_REGISTRYINDEX);  /* pops it */
+    Watch *watch = api.getfield(L, LUA_REGISTRYINDEX, WATCH_KEY) == LUA_TUSERDATA ? (Watch *)api.touserdata(L, -1) : NULL;
+    api.settop(L, top);
     api.pushcclosure(L, snapshot_clean, 0);
     api.setfield(L, LUA_REGISTRYINDEX, "modula.snapshot_clean");
     api.pushcclosure(L, snapshot_save, 0);
@@ -807,6 +1101,7 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     e->ref = ref;
     e->limit = (size_t)limit;
     e->room = (size_t)room;
+    e->watch = watch;
     e->vectorcall = entry_vectorcall;
     return (PyObject *)e;
 }
@@ -875,6 +1170,7 @@ python:
 
 static PyMethodDef methods[] = {
     {"bind", bridge_bind, METH_O, "bind(path): use the Lua C API of lupa's loaded module at path"},
+    {"watch", bridge_watch, METH_O, "watch(state_address): deadlines for the state's calls, kept by a thread of ours"},
     {"flat_headers", (PyCFunction)(void (*)(void))flat_headers, METH_FASTCALL,
      "flat_headers(environ, drop_authorization): the request headers as a flat list of bytes, or None"},
     {NULL, NULL, 0, NULL},

@@ -19,6 +19,7 @@ from lupa.lua54 import lua_type
 
 from ..paths import LUA_DIR
 from .errors import ApiError, ConversionLimit, PluginCallError, RequestDataError
+from .watchdog import WATCHDOG
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,6 @@ def _lua_source(name: str) -> bytes | None:
     return path.read_bytes() if path.exists() else None
 
 
-def _yield_gil():
-    """Called by a route handler that has held the GIL for a while: releases it for a moment, so the
-    other threads waiting for it (the GUI, other requests) get their turn."""
-    time.sleep(0)
-
-
 def _deny_attribute(obj, name, *value):
     raise AttributeError("Python objects are not accessible from plugins")
 
@@ -113,7 +108,7 @@ class Sandbox:
         # Python frames with the GIL held (the process deadlocks). Conversions made while the
         # limit is off are bounded by an estimate instead (to_lua with a budget).
         host = self.lua.table_from({b"clock": time.monotonic, b"mem_on": self._limit_on,
-                                    b"mem_off": self._limit_off, b"yield_gil": _yield_gil})
+                                    b"mem_off": self._limit_off})
         bootstrap = _lua_source("bootstrap.lua")
         self.trusted = self.lua.execute(bootstrap, host, limits, _lua_source("patterns.lua"),
                                         name="=bootstrap", mode="t")
@@ -122,7 +117,26 @@ class Sandbox:
         self._route_inbox, self._route_results = self._t["route_inbox"], self._t["route_results"]
         self._route_caller = self._t["route_caller"]
         self._limit_off()
+        self._state = int(self._t["state_address"]().decode(), 16)
+        self.watched = self._watch()
+        # without the bridge's watchdog, the Python one (the budget hook is still set from the bootstrap)
+        self._watchdog = None if self.watched else WATCHDOG
+        if self._watchdog is not None:
+            self._watchdog.learn_hook(self._state)
         self._entry = self._route_entry()
+
+    def _watch(self) -> bool:
+        """Installs the C bridge's watchdog for this runtime (its deadlines then hold even when one
+        instruction is milliseconds of C work); False without the bridge."""
+        if _luabridge is None:
+            return False
+        try:
+            _luabridge.watch(self._state)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("plugin deadlines rely on the count hook alone: %s", exc)
+            return False
+        self._t["use_watch"]()
+        return True
 
     def _route_entry(self):
         """The C bridge's entry for route calls, or None (not built, or it does not recognise this
@@ -363,8 +377,8 @@ class Sandbox:
             return 0
 
     def call_route(self, *args):
-        """The bootstrap's route_entry, without releasing the GIL (see bootstrap.lua): through the C
-        bridge when it is there and takes these arguments, else through lupa (route_caller).
+        """The bootstrap's route_entry: through the C bridge when it is there and takes these arguments
+        (holding the GIL while the call is short, see bootstrap.lua), else through lupa (route_caller).
         args: max_instructions, deadline, message, index, then the request as a table, or flat:
         method, path, body, client_ip (bytes), json (a Lua value or None), query, params and headers
         (each a flat list of names and values as bytes, or None).
@@ -386,9 +400,9 @@ class Sandbox:
             table_from = self.lua.table_from
             args = (*args[:9], *(table_from(dict(zip(m[::2], m[1::2]))) if m else None for m in args[9:]))
         self._route_inbox[1] = self.lua.table_from(args)
-        packed = self._call_lua(str, (self._route_caller,), deadline=args[1])
+        packed = self._call_lua(self._route_caller, (), deadline=args[1])
         if packed:
-            return packed.encode("ascii")
+            return packed
         return self._route_outcome()
 
     def _route_outcome(self):
@@ -414,10 +428,14 @@ class Sandbox:
             self._deadline = deadline
             self._armed = True
             self._limit_on()
+            if self._watchdog is not None:
+                self._watchdog.arm(self._state, deadline)
         try:
             try:
                 return fn(*args)
             finally:
+                if deadline is not None and self._watchdog is not None:
+                    self._watchdog.disarm(self._state)
                 self._armed = False
                 self._limit_off()  # lupa's own allocations must not hit it
         except lupa.LuaMemoryError:

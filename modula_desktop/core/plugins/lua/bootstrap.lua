@@ -61,9 +61,24 @@ local function raise_trip()
   r_error(tripped, 0)
 end
 
+-- The C bridge's watchdog (_luabridge.c: watch; the sandbox installs it right after this chunk ran,
+-- use_watch below picks it up): it fires the hook of a call past its deadline even when instructions
+-- are milliseconds apart, and of a call that has held the GIL too long. Without the bridge these stay
+-- nil and the count hook alone keeps the deadlines.
+local c_watch_arm, c_watch_disarm, c_watch_push, c_watch_pop, c_drop_gil = nil, nil, nil, nil, nil
+-- coroutines resumed during the current call: the watchdog holds their addresses, so they are kept
+-- alive until the call ends
+local call_threads, threads_used = {}, false
+-- A route call through the bridge's entry starts holding the GIL (handing it back costs more than a
+-- short handler). At its first hook after gil_release_at (2 ms in; the watchdog fires the hook of a
+-- call that holds it for 5 ms), or before C work of HEAVY units, it lets the GIL go for the rest of
+-- the call, so the host's other threads (the GUI, other requests) never wait behind a plugin.
 local gil_held, gil_release_at = false, 0
-local GIL_SLICE = 0.002
-local yield_gil = host.yield_gil
+
+local function release_gil()
+  gil_held = false
+  c_drop_gil()
+end
 
 local hook
 hook = function()
@@ -91,16 +106,7 @@ hook = function()
     raise_trip() -- not a tail call: raise_trip inspects the stack level below the hook
     return
   end
-  -- a route handler runs holding Python's GIL (see route_caller): every GIL_SLICE seconds it lets
-  -- the host's other threads (the GUI, other requests) have it for a moment
-  if gil_held then
-    if gil_release_at == 0 then -- the call's first tick starts its slice (no clock read per call)
-      gil_release_at = now + GIL_SLICE
-    elseif now > gil_release_at then
-      yield_gil()
-      gil_release_at = clock() + GIL_SLICE
-    end
-  end
+  if gil_held and now > gil_release_at then release_gil() end
 end
 sethook(hook, "", TICK)
 
@@ -138,7 +144,10 @@ local function check_deadline()
 end
 
 local function heavy(units)
-  if units >= HEAVY then check_deadline() end
+  if units >= HEAVY then
+    if gil_held then release_gil() end
+    check_deadline()
+  end
 end
 
 local function charge(units)
@@ -237,8 +246,19 @@ local function co_new(f)
   return co
 end
 
+-- co_resume (or co_close, which runs the coroutine's pending __close handlers in it) with co on the
+-- watchdog's stack of running threads; its results packed
+local function watched(run_co, co, ...)
+  if not c_watch_push or r_type(co) ~= "thread" then return t_pack(run_co(co, ...)) end
+  if not call_threads[co] then call_threads[co], threads_used = true, true end
+  local depth = c_watch_push(co)
+  local r = t_pack(run_co(co, ...))
+  c_watch_pop(depth - 1)
+  return r
+end
+
 local function resume(co, ...)
-  local r = t_pack(co_resume(co, ...))
+  local r = watched(co_resume, co, ...)
   if not r[1] then note_failure(r[2]) end
   check_tripped()
   return t_unpack(r, 1, r.n)
@@ -247,7 +267,7 @@ end
 local function co_wrap(f)
   local co = co_new(f)
   return function(...)
-    local r = t_pack(co_resume(co, ...))
+    local r = watched(co_resume, co, ...)
     if not r[1] then note_failure(r[2]); check_tripped(); rethrow(r[2]) end
     check_tripped()
     return t_unpack(r, 2, r.n)
@@ -271,7 +291,7 @@ local function safe_isyieldable()
 end
 
 local function close(co)
-  local r = t_pack(co_close(co))
+  local r = watched(co_close, co)
   if not r[1] then note_failure(r[2]) end
   check_tripped()
   return t_unpack(r, 1, r.n)
@@ -302,9 +322,8 @@ local function safe_rep(s, n, sep)
   local total = s_len(s) * n + (sep and s_len(r_tostring(sep)) * (n - 1) or 0)
   check_size(total, "string.rep")
   if n > MAX_STRING then r_error("string.rep: count too large", 2) end
-  local r = s_rep(s, n, sep)
-  heavy(n + total)
-  return r
+  charge(n + total) -- before: a one-byte string is copied one byte at a time (80 ms for 8 MB)
+  return s_rep(s, n, sep)
 end
 
 local function safe_move(a1, f, e, t, a2)
@@ -389,7 +408,7 @@ local function pattern_fn(native, name)
       return lua_patterns[name](s, p, ...)
     end
     if cost < HEAVY then return native(s, p, ...) end
-    check_deadline()
+    heavy(cost)
     -- a gmatch iterator's steps together do at most `cost` work; the next heavy call checks again
     if name == "gmatch" then return native(s, p, ...) end
     local r = t_pack(native(s, p, ...))
@@ -407,22 +426,105 @@ local function safe_gsub(s, p, repl, n)
   return native_gsub(s, p, repl, n)
 end
 
--- These build their result in a buffer the garbage collector does not see (so the GC sentinel
--- does not fire either): check the clock after a large result.
-local function sized(f)
-  return function(...)
-    local r = f(...)
-    if s_len(r) >= HEAVY then check_deadline() end
+-- O(n) C work charged to the instruction budget: one instruction per byte or element a library
+-- function touches. Charged before the call wherever the size is known then, so that a large one
+-- also lets the GIL go first (heavy); after it otherwise, the work being bounded by the memory limit.
+-- Strings up to SMALL bytes pass straight through (their work is below a microsecond).
+local SMALL = 1024
+local m_abs = math.abs
+
+local function to_int(v)
+  local n = r_tonumber(v)
+  return n and m_tointeger(n)
+end
+
+local safe_string, safe_utf8, safe_tonumber, safe_tostring
+do
+  -- the number of bytes from i to j of a string of length len, as string.sub counts them
+  local function span(len, i, j)
+    i, j = to_int(i), to_int(j)
+    if not i or not j then return 0 end -- the C function raises the argument error
+    if i < 0 then i = len + i + 1 end
+    if i < 1 then i = 1 end
+    if j < 0 then j = len + j + 1 elseif j > len then j = len end
+    return j >= i and j - i + 1 or 0
+  end
+
+  local function charged_range(native, default_j)
+    return function(s, i, j, ...)
+      if r_type(s) == "string" and s_len(s) > SMALL then
+        local first = i == nil and 1 or i
+        charge(span(s_len(s), first, j == nil and (default_j or first) or j))
+      end
+      return native(s, i, j, ...)
+    end
+  end
+
+  local function charged_whole(native)
+    return function(s, ...)
+      if r_type(s) == "string" and s_len(s) > SMALL then charge(s_len(s)) end
+      return native(s, ...)
+    end
+  end
+
+  local function charged_args(native)
+    return function(...)
+      local n = r_select("#", ...)
+      if n > SMALL then charge(n) end
+      return native(...)
+    end
+  end
+
+  -- string.format: the result's bytes, after (a %s of a long string is one copy)
+  local function safe_format(...)
+    local r = s_format(...)
+    if s_len(r) > SMALL then charge(s_len(r)) end
+    return r
+  end
+
+  safe_string = {
+    byte = charged_range(s_byte), char = charged_args(s_char), format = safe_format, len = s_len,
+    lower = charged_whole(s_lower), upper = charged_whole(s_upper), reverse = charged_whole(s_reverse),
+    sub = charged_range(s_sub, -1), rep = safe_rep,
+    find = pattern_fn(s_find, "find"), match = pattern_fn(s_match, "match"),
+    gmatch = pattern_fn(s_gmatch, "gmatch"), gsub = safe_gsub,
+  }
+
+  local u_len, u_offset, u_codes = utf8.len, utf8.offset, utf8.codes
+
+  -- utf8.offset scans from i until it has counted n characters (a run of continuation bytes is one
+  -- step): charged for the bytes between i and where it stopped
+  local function safe_offset(s, n, i)
+    if r_type(s) ~= "string" or s_len(s) <= SMALL then return u_offset(s, n, i) end
+    if gil_held and s_len(s) >= HEAVY then release_gil() end
+    local r = u_offset(s, n, i)
+    local len, k = s_len(s), to_int(n)
+    local from = to_int(i) or ((k and k >= 0) and 1 or len + 1)
+    if from < 0 then from = len + from + 1 end
+    local to = r or ((k and k >= 0) and len or 1)
+    charge(m_abs(to - from) + 1)
+    return r
+  end
+
+  safe_utf8 = {
+    char = charged_args(utf8.char), charpattern = utf8.charpattern, codepoint = charged_range(utf8.codepoint),
+    len = charged_range(u_len, -1), offset = safe_offset,
+    -- the iteration touches every byte (and one step skips a whole run of continuation bytes)
+    codes = charged_whole(u_codes),
+  }
+
+  -- tonumber reads a string to its end; tostring copies a __name metafield into its result
+  safe_tonumber = function(v, ...)
+    if r_type(v) == "string" and s_len(v) > SMALL then charge(s_len(v)) end
+    return r_tonumber(v, ...)
+  end
+
+  safe_tostring = function(v)
+    local r = r_tostring(v)
+    if r_type(v) ~= "string" and s_len(r) > SMALL then charge(s_len(r)) end
     return r
   end
 end
-
-local safe_string = {
-  byte = s_byte, char = s_char, format = sized(s_format), len = s_len, lower = sized(s_lower),
-  upper = sized(s_upper), reverse = sized(s_reverse), sub = s_sub, rep = safe_rep,
-  find = pattern_fn(s_find, "find"), match = pattern_fn(s_match, "match"),
-  gmatch = pattern_fn(s_gmatch, "gmatch"), gsub = safe_gsub,
-}
 
 -- Lock the shared string metatable: method calls on strings reach a private copy of the safe
 -- functions, and getmetatable("") returns a string instead of the metatable.
@@ -432,6 +534,17 @@ do
   for k, v in r_next, safe_string do private[k] = v end
   smt.__index = private
   smt.__metatable = "string"
+  -- arithmetic on strings ("10" + 1) converts them in C, reading each to its end: charged
+  for _, event in r_ipairs({"__add", "__sub", "__mul", "__div", "__mod", "__pow", "__unm", "__idiv"}) do
+    local native = smt[event]
+    if native then
+      smt[event] = function(a, b)
+        local n = (r_type(a) == "string" and s_len(a) or 0) + (r_type(b) == "string" and s_len(b) or 0)
+        if n > SMALL then charge(n) end
+        return native(a, b)
+      end
+    end
+  end
 end
 
 local function copy(t)
@@ -442,18 +555,13 @@ end
 
 -- The C table functions walk #t or i..j elements, through __index/__newindex/__len when the value
 -- has a metatable; a C function as metamethod (__index = tostring, __newindex = assert) would make that
--- walk invisible to the hook, for up to 2^63 steps. Charge the walk before it starts (plain tables are
--- bounded by their real size: only the clock is checked when they are large).
+-- walk invisible to the hook, for up to 2^63 steps. Charge the walk before it starts: an instruction per
+-- element of a plain table, META_STEP through metamethods.
 local t_remove, m_log = table.remove, math.log
-
-local function to_int(v)
-  local n = r_tonumber(v)
-  return n and m_tointeger(n)
-end
 
 local function walk(t, count)
   if count == nil or count <= 0 then return end
-  if r_type(t) ~= "table" or d_getmetatable(t) ~= nil then charge(count * META_STEP) else heavy(count) end
+  if r_type(t) ~= "table" or d_getmetatable(t) ~= nil then charge(count * META_STEP) else charge(count) end
 end
 
 local function safe_concat(t, sep, i, j)
@@ -464,7 +572,7 @@ local function safe_concat(t, sep, i, j)
     if first and last then walk(t, last + 0.0 - first + 1) end
   end
   local r = t_concat(t, sep, i, j)
-  heavy(s_len(r))
+  if s_len(r) > SMALL then charge(s_len(r)) end
   return r
 end
 
@@ -498,7 +606,6 @@ local function safe_sort(t, comp)
     comp = function(a, b) return f(a, b) end
   end
   t_sort(t, comp)
-  if n > 1 then heavy(n) end
 end
 
 local function safe_unpack(t, i, j)
@@ -507,7 +614,8 @@ local function safe_unpack(t, i, j)
     local first, last = 1, nil
     if i ~= nil then first = to_int(i) end
     if j ~= nil then last = to_int(j) else last = to_int(#t) end
-    if first and last then walk(t, last + 0.0 - first + 1) end
+    -- more results than a Lua stack holds (1,000,000) are refused before any work
+    if first and last and last + 0.0 - first < 1000000 then walk(t, last + 0.0 - first + 1) end
   end
   return t_unpack(t, i, j)
 end
@@ -614,11 +722,11 @@ local function new_env(name, lib_reader, log_print)
   plugin_name = name
   local e = {
     assert = sandbox_assert, error = sandbox_error, ipairs = r_ipairs, next = r_next, pairs = r_pairs,
-    pcall = safe_pcall, xpcall = safe_xpcall, select = r_select, tonumber = r_tonumber,
-    tostring = r_tostring, type = r_type, getmetatable = r_getmetatable, setmetatable = safe_setmetatable,
+    pcall = safe_pcall, xpcall = safe_xpcall, select = r_select, tonumber = safe_tonumber,
+    tostring = safe_tostring, type = r_type, getmetatable = r_getmetatable, setmetatable = safe_setmetatable,
     _VERSION = _VERSION,
     string = library("string", copy(safe_string)), table = library("table", copy(safe_table)),
-    math = library("math", copy(math)), utf8 = library("utf8", copy(utf8)),
+    math = library("math", copy(math)), utf8 = library("utf8", copy(safe_utf8)),
     coroutine = library("coroutine", {create = co_new, resume = resume, wrap = co_wrap, status = co_status,
                                       running = co_running, yield = safe_yield, isyieldable = safe_isyieldable,
                                       close = close}),
@@ -689,6 +797,10 @@ local function arm(max_instr, deadline_at, name)
   deadline_name = name or "time budget exceeded"
   -- the count hook is on only while plugin code may run: a hooked interpreter runs every instruction
   -- on its slow path, and the trusted work between calls (snapshot restore) need not pay for that
+  if c_watch_arm then
+    local release_at = c_watch_arm(deadline_at)
+    gil_held, gil_release_at = release_at ~= false, release_at or 0
+  end
   sethook(hook, "", TICK)
   phase = "idle"
   active = true
@@ -713,9 +825,17 @@ local function failure(ok, err)
   end
 end
 
+-- The end of an armed call, after the hook went off: the watchdog lets go of its threads.
+local function unwatch()
+  gil_held = false
+  if c_watch_disarm and c_watch_disarm() then sethook() end -- a late poke may have set it again
+  if threads_used then call_threads, threads_used = {}, false end
+end
+
 local function finish(r)
   active = false
   sethook()
+  unwatch()
   if tripped or not r[1] then return failure(r[1], r[2]) end
   return t_unpack(r, 1, r.n)
 end
@@ -764,12 +884,11 @@ end
 
 local restore_snapshot, restore_globals
 
--- Route calls never leave Python's GIL. lupa releases the GIL around every call into Lua; on a
--- busy server getting it back costs more than the whole handler (other threads hold it by then).
--- The host calls route_entry through its C bridge (_luabridge.c, Sandbox.call_route), which keeps the
--- GIL; or, without the bridge, through lupa's str() of a table, which runs the table's __tostring in a
--- protected call and keeps the GIL too: the host puts the arguments into route_inbox[1] and calls
--- str(route_caller).
+-- Route calls through the C bridge (_luabridge.c, Sandbox.call_route) keep Python's GIL: lupa releases
+-- it around every call into Lua, and on a busy server getting it back costs more than a short handler
+-- (other threads hold it by then). A long one lets it go (release_gil). Without the bridge, or with
+-- arguments the bridge does not take, the host puts the arguments into route_inbox[1] and calls
+-- route_caller through lupa, which releases the GIL for the whole call.
 -- Either returns the packed answer (below) or "", and then the host reads route_results (true,
 -- status, has_json, json, body, headers; or false, kind, message; nils left out).
 local route_inbox, route_results = {}, {}
@@ -781,6 +900,9 @@ local route_inbox, route_results = {}, {}
 -- integers, booleans, and printable-ASCII strings with no quote or backslash. Anything else (a
 -- float, other text, headers, a large answer) goes through route_results and the host, which
 -- encodes it to the same bytes (tests/test_packed_responses.py compares the two).
+-- the packer keeps its state in a block of its own (the chunk is near Lua's 200 locals)
+local pack_response
+do
 local PACK_MAX_BYTES, PACK_MAX_ITEMS, PACK_MAX_DEPTH = 65536, 512, 16
 local UNSAFE_TEXT = "[%c\"\\\128-\255]"
 -- the pieces of the answer being packed, reused (entries past pack_n are stale and never read)
@@ -853,7 +975,7 @@ pack_json = function(v, depth)
 end
 
 -- the packed answer, or nil when the host must read route_results
-local function pack_response(status, has_json, json, body)
+function pack_response(status, has_json, json, body)
   if m_type(status) ~= "integer" or status < 200 or status > 599 then return nil end
   if not has_json then
     if r_type(body) ~= "string" or #body > PACK_MAX_BYTES or s_find(body, "[\128-\255]") then return nil end
@@ -863,6 +985,7 @@ local function pack_response(status, has_json, json, body)
   pack_parts[1] = "J" .. status
   if not pack_json(json, 0) then return nil end
   return t_concat(pack_parts, "", 1, pack_n)
+end
 end
 
 -- The bridge's C versions of three functions here (_luabridge.c registers them when the sandbox makes
@@ -881,14 +1004,13 @@ local function route_call(max_instr, deadline_at, deadline_msg, index, req)
   if route_results[1] ~= nil then -- what the host read last time: not kept alive
     for i = 1, 6 do route_results[i] = nil end
   end
-  gil_held, gil_release_at = true, 0
   arm(max_instr, deadline_at, deadline_msg)
   phase = "handler"
   local ok, status, has_json, json, body, headers = r_pcall(route_body, registry.routes[index], req)
   phase = "idle"
   active = false
   sethook()
-  gil_held = false
+  unwatch()
   if tripped or not ok then
     local r1, r2, r3 = failure(ok, status)
     restore_snapshot()
@@ -925,11 +1047,11 @@ local function route_entry(max_instr, deadline_at, deadline_msg, index, method, 
 end
 registry_table["modula.route_entry"] = route_entry
 
-local route_caller = r_setmetatable({}, {__tostring = function()
+local route_caller = function()
   local a = route_inbox[1]
   route_inbox[1] = nil
   return route_entry(t_unpack(a, 1, 12))
-end})
+end
 
 local function run_hook(max_instr, deadline_at, deadline_msg, index, data)
   local h = registry.hooks[index]
@@ -1038,6 +1160,7 @@ end
 
 -- for the host, should an error ever escape run(): stop enforcing the budget
 local function disarm()
+  unwatch()
   active = false
 end
 
@@ -1045,6 +1168,7 @@ trusted_fn[run] = true
 trusted_fn[finish] = true
 trusted_fn[failure] = true
 trusted_fn[disarm] = true
+trusted_fn[unwatch] = true
 
 local function get_global(name)
   return r_rawget(env, name)
@@ -1151,6 +1275,16 @@ return {
   registry = registry, tripped = get_memory_note, disarm = disarm,
   -- the address of the main thread's lua_State (route_entry's C bridge needs it)
   state_address = function() return s_format("%p", (co_running())) end,
+  -- after the sandbox installed the bridge's watch (_luabridge.c: watch)
+  use_watch = function()
+    c_watch_arm, c_watch_disarm = registry_table["modula.watch_arm"], registry_table["modula.watch_disarm"]
+    c_watch_push, c_watch_pop = registry_table["modula.watch_push"], registry_table["modula.watch_pop"]
+    c_drop_gil = registry_table["modula.drop_gil"]
+    clock = registry_table["modula.clock"] or clock
+    sethook(hook, "", TICK)
+    registry_table["modula.watch_prime"](TICK)
+    sethook()
+  end,
   -- whether restore_snapshot has used the bridge's C check (tests)
   snapshot_check_in_c = function() return not not c_snapshot_clean end,
   -- whether the globals have an image the check compares with first (tests)
