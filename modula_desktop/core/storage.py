@@ -129,12 +129,29 @@ class PluginLog(BaseModel):
         table_name = "plugin_log"
 
 
+class DomainApproval(BaseModel):
+    """An outbound domain (the request module) the author approved for a plugin."""
+
+    plugin = TextField()
+    domain = TextField()
+    approved_at = TextField()
+
+    class Meta:
+        table_name = "plugin_domain_approval"
+        primary_key = CompositeKey("plugin", "domain")
+
+
 def _m1(db):
     db.create_tables([SchemaVersion, Content, Revision, PluginRecord, RouteApproval, HookApproval, PluginLog])
 
 
+def _m_domain_approvals(db):
+    # a table of its own (CREATE TABLE IF NOT EXISTS): safe whatever number the migration gets
+    db.create_tables([DomainApproval])
+
+
 # Append only: a site created by an older version runs every migration it has not seen yet.
-MIGRATIONS = [_m1]
+MIGRATIONS = [_m1, _m_domain_approvals]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
