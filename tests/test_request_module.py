@@ -277,3 +277,33 @@ end
                                      f"http://127.0.0.1:{upstream.port}/echo".encode())
     assert status == 200 and n == 3 and body == b"xxx"
     assert upstream.requests[0]["body"] == b"\x00\xff\x01"
+
+
+# ---- the CLI ------------------------------------------------------------------------------------
+def test_cli_shows_and_approves_domains(tmp_path):
+    from test_cli_online import Served, modula
+
+    from _server_fixtures import make_site
+
+    site = tmp_path / "site"
+    make_site(site, plugins=())
+    write_plugin(site, "fetcher", FETCHER, info_extra=INFO)
+    served = Served(site)
+    try:
+        r = modula("plugin", "info", "fetcher", "--site", site)
+        assert "outbound domains (2):" in r.stdout and "[unapproved] 127.0.0.1  the upstream test server" in r.stdout
+        r = modula("plugin", "approve", "fetcher", "--domain", "127.0.0.1", "--yes", "--site", site)
+        assert r.returncode == 0, r.stderr
+        assert "1 domain of fetcher" in r.stdout
+        info = served.client.get("/api/v1/admin/plugins/fetcher").json()
+        assert {d["domain"]: d["approved"] for d in info["domains"]} == {"127.0.0.1": True, "api.example.test": False}
+        r = modula("plugin", "approve", "fetcher", "--all-domains", "--yes", "--site", site)
+        assert r.returncode == 0 and "1 domain of fetcher" in r.stdout
+        r = modula("plugin", "revoke", "fetcher", "--domain", "api.example.test", "--site", site)
+        assert r.returncode == 0
+        r = modula("plugin", "info", "fetcher", "--site", site)
+        assert "[approved  ] 127.0.0.1" in r.stdout and "[unapproved] api.example.test" in r.stdout
+        r = modula("plugin", "approve", "fetcher", "--domain", "evil.example.com", "--yes", "--site", site)
+        assert r.returncode == 1 and "has no outbound domain evil.example.com" in r.stderr
+    finally:
+        served.stop()
