@@ -307,3 +307,39 @@ def test_cli_shows_and_approves_domains(tmp_path):
         assert r.returncode == 1 and "has no outbound domain evil.example.com" in r.stderr
     finally:
         served.stop()
+
+
+# ---- the GUI plugin manager -----------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_gui_lists_domains_with_approve_and_revoke(qtbot, tmp_path):
+    from PySide6.QtCore import Qt
+    from test_gui_support import start_service
+
+    from modula_desktop.gui.main_window import MainWindow
+
+    write_plugin(tmp_path, "fetcher", FETCHER, info_extra=INFO)
+    service = start_service(tmp_path)
+    w = MainWindow(service)
+    try:
+        w.show()
+        d = w.show_plugins()
+        qtbot.waitExposed(d)
+        d.select("fetcher")
+        table = d.domains.table
+        assert table.rowCount() == 2
+        assert [table.item(r, 1).text() for r in range(2)] == ["127.0.0.1", "api.example.test"]
+        assert table.item(0, 2).text() == "the upstream test server"
+        assert d.tabs.tabText(d.tabs.indexOf(d.domains)) == "Domains (2)"
+        assert "request" in d.domains.permissions.text()
+        table.item(0, 0).setCheckState(Qt.CheckState.Checked)
+        assert service.approvals.domain_approved("fetcher", "127.0.0.1")
+        assert not service.approvals.domain_approved("fetcher", "api.example.test")
+        d.domains.approve_all.click()
+        assert service.approvals.domains_of("fetcher") == {"127.0.0.1", "api.example.test"}
+        d.domains.revoke_all.click()
+        assert service.approvals.domains_of("fetcher") == set()
+        assert not d.domains.is_checked(0)
+    finally:
+        w.shutdown()
+        w.close()
+        service.close()
