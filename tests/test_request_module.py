@@ -237,13 +237,19 @@ def test_register_needs_the_permission(tmp_path):
     vm = vm_for(tmp_path, "request.register('a.example.com')", perms='{"http"}')
     with pytest.raises(PluginLoadError, match="did not declare the 'request' permission"):
         vm.load()
-    # the ModulaCMS default (no permissions field) does not include request: the module is absent
-    d = tmp_path / "q"
-    d.mkdir()
-    (d / "init.lua").write_text('plugin_info = {name="q", version="1", description="d"}\nhas = request ~= nil\n')
-    vm = PluginVM(VMContext("q", d, PluginSettings()))
+    # declared permissions without request: the module is absent
+    vm = vm_for(tmp_path, "has = request ~= nil", perms='{"http"}')
     vm.load()
     assert vm.sandbox.fn("get_global")(b"request") is None
+    # the ModulaCMS default (no permissions field) does not include request: every call says so
+    d = tmp_path / "q"
+    d.mkdir()
+    (d / "init.lua").write_text('plugin_info = {name="q", version="1", description="d"}\n'
+                                'function try() local ok, e = pcall(request.get, "https://a.example.com/"); return e end\n')
+    vm = PluginVM(VMContext("q", d, PluginSettings()))
+    vm.load()
+    err = vm.sandbox.call("run", *vm._budget_args(5, "t"), b"handler", vm.sandbox.fn("get_global")(b"try"))[0]
+    assert b"did not declare the 'request' permission" in err
 
 
 def test_not_allowed_in_on_shutdown(tmp_path):

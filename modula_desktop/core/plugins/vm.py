@@ -377,9 +377,13 @@ class PluginVM:
             raise PluginLoadError("registers before-hooks but did not declare the 'hooks:before' permission")
         if self.domains and not m.allows("request"):
             raise PluginLoadError("registers domains but did not declare the 'request' permission")
-        for module, perm in (("db", "db"), ("http", "http"), ("hooks", "hooks"), ("request", "request")):
+        for module, perm in (("db", "db"), ("http", "http"), ("hooks", "hooks")):
             if not m.allows(perm):
                 sb.fn("remove_module")(module.encode())
+        if m.permissions is not None and not m.allows("request"):
+            sb.fn("remove_module")(b"request")
+        # without declared permissions (the ModulaCMS default) request stays, every call refusing with
+        # "did not declare the 'request' permission": a ModulaCMS plugin learns what to add
         return self.manifest
 
     def _read_registry(self):
