@@ -58,6 +58,8 @@ class _Handler(BaseHTTPRequestHandler):
         p = parts.path
         if p == "/ok":
             self._answer(200, json.dumps({"ok": True, "server": self.server.label}).encode(), "application/json")
+        elif p == "/v1/today":
+            self._answer(200, json.dumps({"sky": "clear"}).encode(), "application/json")
         elif p == "/text":
             self._answer(200, b"plain text", "text/plain", {"X-Test": "yes"})
         elif p == "/big":

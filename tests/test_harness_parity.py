@@ -24,7 +24,8 @@ request.register("api.weather.example", {description = "forecasts"})
 http.handle("GET", "/ping", function(req) return {status = 200, json = {pong = true}} end, {public = true})
 http.handle("POST", "/echo", function(req) return {status = 200, json = req.json} end)
 http.handle("GET", "/forecast", function(req)
-  local r = request.get("https://api.weather.example/v1/today", {parse_json = true})
+  local port = req.query.port and (":" .. req.query.port) or ""
+  local r = request.get("https://api.weather.example" .. port .. "/v1/today", {parse_json = true})
   if r.error then return {status = 502, json = {error = r.error}} end
   return {json = {sky = r.json.sky, status = r.status}}
 end)
@@ -176,3 +177,46 @@ def test_no_test_folder_exits_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "modula_desktop", "plugin", "test", str(path)], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "no test/ directory found" in r.stdout
+
+
+def test_the_same_plugin_served(tmp_path):
+    """The fixture plugin above, served by a real site: the routes, the hooks, and its outbound request
+    to a real https server (on loopback, under the host name it registered)."""
+    import shutil
+    import ssl
+
+    import pytest
+    from _outbound_servers import LoopbackServer, make_cert
+    from _server_fixtures import running_site
+
+    from modula_desktop.core.plugins.outbound import OutboundClient
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl makes the test certificate")
+    site = tmp_path / "site"
+    (site / "plugins").mkdir(parents=True)
+    make_plugin(site / "plugins", {"basic.test.lua": BASIC})
+    cert, key = make_cert(tmp_path, "api.weather.example")
+    with LoopbackServer(tls=(cert, key)) as upstream, \
+            running_site(site, {"allow_localhost": True}, plugins=()) as r:
+        svc, c = r.service, r.client
+        svc.plugins.outbound = OutboundClient(svc.settings.plugins, resolver=lambda h, p: ["127.0.0.1"],
+                                              ssl_context=ssl.create_default_context(cafile=cert))
+        assert c.post("/api/v1/admin/plugins/harness_demo/reload").status == 200
+        c.approve_all("harness_demo")
+        info = c.get("/api/v1/admin/plugins/harness_demo").json()
+        assert c.post("/api/v1/admin/plugins/hooks/approve", json={"hooks": [
+            {"plugin": "harness_demo", "event": h["event"], "table": h["table"]} for h in info["hooks"]]}).status == 200
+        assert c.get("/api/v1/plugins/harness_demo/ping", token=False).json() == {"pong": True}
+        assert c.post("/api/v1/plugins/harness_demo/echo", json={"msg": "hi"}).json() == {"msg": "hi"}
+        assert c.post("/api/v1/plugins/harness_demo/echo", json={}, token=False).status == 401
+        # the domain is not approved yet: nothing reaches the upstream
+        res = c.get(f"/api/v1/plugins/harness_demo/forecast?port={upstream.port}")
+        assert res.status == 502 and res.json()["error"] == "domain not approved: api.weather.example"
+        assert upstream.requests == []
+        c.post("/api/v1/admin/plugins/domains/approve",
+               json={"domains": [{"plugin": "harness_demo", "domain": "api.weather.example"}]})
+        res = c.get(f"/api/v1/plugins/harness_demo/forecast?port={upstream.port}")
+        assert res.json() == {"sky": "clear", "status": 200}
+        assert c.post("/api/v1/admin/content", json={"type": "post", "title": "forbidden", "slug": "f"}).status == 422
+        assert c.post("/api/v1/admin/content", json={"type": "post", "title": "fine", "slug": "g"}).status == 201
