@@ -140,6 +140,20 @@ def test_one_internal_address_in_the_answer_refuses_the_name(server):
     assert server.requests == []
 
 
+def test_a_hanging_dns_lookup_cannot_outlive_the_deadline():
+    release = threading.Event()
+
+    def stuck(host, port):
+        release.wait(10)
+        return ["93.184.216.34"]
+
+    try:
+        ans = send(client(stuck), "GET", "https://slow-dns.example.com/", deadline=time.monotonic() + 0.5)
+        assert ans["error"] == "request timed out: dns lookup of slow-dns.example.com took too long"
+    finally:
+        release.set()
+
+
 def test_dns_failure_is_an_answer():
     ans = send(client(Resolver({})), "GET", "https://nowhere.example.com/")
     assert ans == {"error": "dns lookup failed: nowhere.example.com"}

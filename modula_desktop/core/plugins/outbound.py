@@ -40,6 +40,9 @@ RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "co
 # dropped when a redirect leaves the host they were meant for
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 CHUNK = 64 * 1024
+# lookups run here so a resolver that hangs cannot hold the caller past its deadline (getaddrinfo has
+# no timeout of its own); a lookup abandoned at the deadline finishes in the background
+_DNS_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="outbound-dns")
 
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 # named for the error message; anything else that is not globally routable is refused too
@@ -332,7 +335,7 @@ class OutboundClient:
             return answer
         raise _Refused(f"too many redirects (more than {self.settings.request_max_redirects})", "redirects")
 
-    def _check_target(self, parts, host, approved) -> tuple[list[str], int]:
+    def _check_target(self, parts, host, approved, end) -> tuple[list[str], int]:
         """Scheme, approval and addresses of one hop: the checked addresses to connect to, and the port."""
         allow_local = self.settings.allow_localhost
         if parts.scheme not in ("https", "http"):
@@ -340,7 +343,7 @@ class OutboundClient:
         if not approved(host):
             raise _Refused(f"domain not approved: {host}", "not_approved")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        addresses = self._resolve(host, port)
+        addresses = self._resolve(host, port, end)
         for address in addresses:
             why = refusal(address, allow_local)
             if why is not None:
@@ -353,7 +356,7 @@ class OutboundClient:
                            "allow_localhost is enabled)", "blocked")
         return addresses, port
 
-    def _resolve(self, host: str, port: int) -> list[str]:
+    def _resolve(self, host: str, port: int, end: float) -> list[str]:
         literal = host[1:-1] if host.startswith("[") else host
         try:
             ipaddress.ip_address(literal.split("%", 1)[0])
@@ -361,7 +364,10 @@ class OutboundClient:
         except ValueError:
             pass
         try:
-            addresses = list(self.resolver(host, port))
+            future = _DNS_POOL.submit(self.resolver, host, port)
+            addresses = list(future.result(timeout=max(0.0, end - self.clock())))
+        except concurrent.futures.TimeoutError:
+            raise _Refused(f"request timed out: dns lookup of {host} took too long", "timeout") from None
         except (OSError, UnicodeError):
             raise _Refused(f"dns lookup failed: {host}", "dns_error") from None
         if not addresses:
@@ -369,7 +375,7 @@ class OutboundClient:
         return [str(a) for a in addresses]
 
     def _exchange(self, parts, host, method, headers, body, approved, seconds, end):
-        addresses, port = self._check_target(parts, host, approved)
+        addresses, port = self._check_target(parts, host, approved, end)
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
