@@ -32,6 +32,7 @@ end)
 
 hooks.on("before_create", "content_data", function(data)
   if data.title == "forbidden" then error("title not allowed") end
+  if data.title == "call out" then request.get("https://api.weather.example/v1/today") end
 end)
 hooks.on("after_create", "content_data", function(data)
   db.insert("seen", {title = data.title})
@@ -91,6 +92,9 @@ function test_fire_hook()
   test.assert_nil(test.fire_hook("after_create", "content_data", {title = "x"}))
   test.assert_eq(db.count("seen", {}), 1)
   test.assert_error(function() test.fire_hook("before_sneeze", "content_data", {}) end)
+  -- as when served, a before-hook may not wait on the network
+  test.assert_contains(test.fire_hook("before_create", "content_data", {title = "call out"}),
+                       "cannot be called inside a before-hook handler")
 end
 
 function test_mock_request()

@@ -429,7 +429,7 @@ class PluginManager:
                 m = gen.manifest
                 if self.approvals.check_identity(name, m.version, m.permissions_key):
                     self.logbook.write(name, "warn", f"version {m.version} or permissions changed: "
-                                                     "all route and hook approvals were revoked")
+                                                     "all route, hook and domain approvals were revoked")
         except Exception as exc:  # noqa: BLE001 - a failing plugin never stops the app
             if gen is not None:
                 plugin.manifest = gen.manifest

@@ -74,7 +74,7 @@ class RequestModule:
         if phase == "init":
             where = "on_shutdown()" if vm.current_call == "on_shutdown" else "on_init()"
             raise ApiError(f"request.send() cannot be called inside {where}")
-        if phase == "hook" and vm.in_before_hook():
+        if (phase == "hook" and vm.in_before_hook()) or vm.current_call == "test:before_hook":
             raise ApiError("request.send() cannot be called inside a before-hook handler "
                            "(would hold DB transaction locks)")
         if phase not in ("handler", "hook"):

@@ -194,6 +194,8 @@ def _install_test_module(vm: PluginVM, routes, hooks, mock: "MockOutbound"):
         "hooks_for": sb.fn("bind")(sb.host_function(hooks_for, name="test.fire")),
         "prefix": f"/api/v1/plugins/{vm.name}".encode(),
         "mock": sb.fn("bind")(sb.host_function(mock.add_rule, name="test.mock_request")),
+        "in_before_hook": sb.fn("bind")(sb.host_function(
+            lambda on: setattr(vm, "current_call", TEST_BEFORE_HOOK if on else None), name="test.fire")),
         "events": sb.to_lua(list(EVENTS)),
     })
     env = sb.fn("get_global")(b"_G")
@@ -201,6 +203,10 @@ def _install_test_module(vm: PluginVM, routes, hooks, mock: "MockOutbound"):
                                          mode="t")
     sb.fn("install_module")(b"test", test_module)
     return runner
+
+
+# PluginVM.current_call while test.fire runs a before-hook (request_api refuses outbound calls there)
+TEST_BEFORE_HOOK = "test:before_hook"
 
 
 class MockOutbound:

@@ -167,7 +167,10 @@ function test.fire(event, tbl, data)
     local h = registry.hooks[indices[i]]
     data._table = (tbl == "content_data") and "content" or tbl
     data._event = event
+    -- as when served: the request module refuses inside a before-hook
+    if before then host.in_before_hook(true) end
     local ok, ret = pcall_(h.fn, data)
+    if before then host.in_before_hook(false) end
     if not ok then
       result.ok = false
       result.error = tostring_(ret)
