@@ -187,9 +187,15 @@ class OutboundClient:
         self.settings = settings
         self.metrics = metrics
         self.resolver = resolver or default_resolver
-        self.ssl_context = ssl_context or ssl.create_default_context()
+        self._ssl_context = ssl_context  # the system's trust store, loaded on the first https request
         self.clock = clock
         self.limiter = RateLimiter(settings.request_rate_per_min, settings.request_rate_burst, clock)
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
 
     # ---- the public entry points -------------------------------------------------------------
     def prepare(self, method, url, opts: dict | None) -> dict:
