@@ -309,6 +309,8 @@ def test_cli_shows_and_approves_domains(tmp_path):
         assert r.returncode == 0
         r = modula("plugin", "info", "fetcher", "--site", site)
         assert "[approved  ] 127.0.0.1" in r.stdout and "[unapproved] api.example.test" in r.stdout
+        r = modula("plugin", "validate", site / "plugins" / "fetcher")
+        assert r.returncode == 0 and "  outbound requests to api.example.test" in r.stdout
         r = modula("plugin", "approve", "fetcher", "--domain", "evil.example.com", "--yes", "--site", site)
         assert r.returncode == 1 and "has no outbound domain evil.example.com" in r.stderr
     finally:
