@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from modula_desktop.core.plugins.manifest import PERMISSIONS
+from modula_desktop.core.plugins.manifest import KNOWN_PERMISSIONS as PERMISSIONS
 from modula_desktop.core.plugins.vm import EVENTS, PluginVM, VMContext
 from modula_desktop.core.settings import PluginSettings
 
@@ -19,7 +19,7 @@ def api(tmp_path_factory):
     (d / "init.lua").write_text(
         'plugin_info = {name="probe", version="1", description="d"}\n'
         "local out = {}\n"
-        "for _, m in ipairs({'db', 'http', 'hooks', 'log', 'json'}) do\n"
+        "for _, m in ipairs({'db', 'http', 'hooks', 'log', 'json', 'request'}) do\n"
         "  for k in pairs(_G[m]) do out[#out + 1] = m .. '.' .. k end\n"
         "end\n"
         "api_names = table.concat(out, ' ')\n")

@@ -463,7 +463,7 @@ def test_operation_budget_is_sticky(tmp_path):
 # ---- 2. escapes: nothing of Python, nothing removed, nothing shared --------------------------------
 
 REMOVED = ["dofile", "loadfile", "load", "loadstring", "rawget", "rawset", "rawequal", "rawlen", "collectgarbage",
-           "getfenv", "setfenv", "io", "package", "debug", "python", "module", "newproxy", "unpack", "gcinfo",
+           "getfenv", "setfenv", "io", "package", "debug", "python", "module", "newproxy", "gcinfo",
            "string.dump", "os.execute", "os.exit", "os.getenv", "os.remove", "os.rename", "os.tmpname",
            "os.setlocale", "os.difftime", "coroutine.running_python", "_G.python", "_ENV.python", "_G.load"]
 

@@ -96,13 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name")
 
     for name in ("approve", "revoke"):
-        p = psub.add_parser(name, help=f"{name} routes and hooks (online)")
+        p = psub.add_parser(name, help=f"{name} routes, hooks and outbound domains (online)")
         _online(p)
         p.add_argument("name")
         p.add_argument("--route", action="append", default=[], metavar='"METHOD /path"')
         p.add_argument("--hook", action="append", default=[], metavar='"event:table"')
         p.add_argument("--all-routes", action="store_true")
         p.add_argument("--all-hooks", action="store_true")
+        p.add_argument("--domain", action="append", default=[], metavar="DOMAIN",
+                       help="an outbound domain of the request module")
+        p.add_argument("--all-domains", action="store_true")
         p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     return parser
 

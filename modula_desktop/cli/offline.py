@@ -45,7 +45,7 @@ def inspect_plugin(root: Path, settings: PluginSettings) -> dict:
     out.update(version=m.version, description=m.description, routes=len(vm.routes), hooks=len(vm.hooks),
                warnings=vm.warnings, permissions=m.to_dict()["permissions"], dependencies=list(m.dependencies),
                route_list=[f"{r.method} {r.path}" + (" (public)" if r.public else "") for r in vm.routes],
-               hook_list=[f"{h.event}:{h.table}" for h in vm.hooks])
+               hook_list=[f"{h.event}:{h.table}" for h in vm.hooks], domain_list=list(vm.domains))
     out["_manifest"] = m
     return out
 
@@ -129,6 +129,8 @@ def cmd_validate(args) -> int:
         print(f"  route {r}")
     for h in info.get("hook_list", []):
         print(f"  hook  {h}")
+    for d in info.get("domain_list", []):
+        print(f"  outbound requests to {d}")
     return 0
 
 

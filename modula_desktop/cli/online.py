@@ -131,6 +131,13 @@ def format_info(info: dict) -> str:
         off = "  DISABLED (too many aborts)" if h.get("disabled") else ""
         prio = f"  priority {h['priority']}" if h.get("priority") is not None else ""
         lines.append(f"    [{mark}] {h['event']}:{h['table']}{prio}{off}")
+    domains = info.get("domains") or []
+    if domains or "request" in (info.get("effective_permissions") or []):
+        lines.append(f"  outbound domains ({len(domains)}):")
+    for d in domains:
+        mark = "approved  " if d.get("approved") else "unapproved"
+        desc = f"  {d['description']}" if d.get("description") else ""
+        lines.append(f"    [{mark}] {d['domain']}{desc}")
     last = info.get("last_reload") or {}
     if last.get("ok") is not None:
         secs = last.get("seconds") or 0
@@ -220,7 +227,21 @@ def _shown_public(info: dict, method: str, path: str) -> dict:
     return {}
 
 
-def _confirm(info: dict, routes, hooks) -> bool:
+def _domain_selection(args, info: dict, approving: bool) -> list[str]:
+    declared = {d["domain"]: d for d in info.get("domains") or []}
+    domains = []
+    if getattr(args, "all_domains", False):
+        domains = [k for k, d in declared.items() if d.get("approved") != approving]
+    for text in getattr(args, "domain", None) or []:
+        key = text.strip().lower()
+        if key not in declared and approving:
+            raise CliError(f"plugin '{info['name']}' has no outbound domain {key}", EXIT_ERROR)
+        if key not in domains:
+            domains.append(key)
+    return domains
+
+
+def _confirm(info: dict, routes, hooks, domains=()) -> bool:
     declared = info.get("permissions")
     perms = ", ".join(info.get("effective_permissions") or [])
     print(f"Approve for {info['name']} {info.get('version')}"
@@ -231,6 +252,8 @@ def _confirm(info: dict, routes, hooks) -> bool:
         print(f"  route {m} /api/v1/plugins/{info['name']}{p if p != '/' else ''}{note}")
     for e, t in hooks:
         print(f"  hook  {e}:{t}")
+    for d in domains:
+        print(f"  outbound requests to {d}")
     print("Proceed? [y/N] ", end="", flush=True)
     answer = sys.stdin.readline().strip().lower()
     return answer in ("y", "yes")
@@ -245,6 +268,7 @@ def _standing(info: dict) -> str:
     routes, hooks = info.get("routes") or [], info.get("hooks") or []
     waiting = [f"route {r['method']} {r['path']}" for r in routes if not r.get("approved")]
     waiting += [f"hook {h['event']}:{h['table']}" for h in hooks if not h.get("approved")]
+    waiting += [f"domain {d['domain']}" for d in info.get("domains") or [] if not d.get("approved")]
     line = f"{info['name']} declares {_plural(len(routes), 'route')} and {_plural(len(hooks), 'hook')}"
     if not waiting:
         return line + "; all of them are approved"
@@ -254,13 +278,16 @@ def _standing(info: dict) -> str:
 
 def _approvals(args, approving: bool) -> int:
     verb = "approve" if approving else "revoke"
-    if not (args.route or args.hook or args.all_routes or args.all_hooks):
-        raise CliError(f"nothing to {verb}: pass --route, --hook, --all-routes or --all-hooks", EXIT_USAGE_OR_OFFLINE)
+    if not (args.route or args.hook or args.all_routes or args.all_hooks or getattr(args, "domain", None)
+            or getattr(args, "all_domains", False)):
+        raise CliError(f"nothing to {verb}: pass --route, --hook, --domain, --all-routes, --all-hooks or "
+                       "--all-domains", EXIT_USAGE_OR_OFFLINE)
     inst = _instance(args)
     info = inst.loaded_plugin(args.name)
     routes, hooks = _selection(args, info, approving)
+    domains = _domain_selection(args, info, approving)
     name = info["name"]
-    if not routes and not hooks:
+    if not routes and not hooks and not domains:
         state = "approved" if approving else "unapproved"
         print(f"nothing to {verb}: the selected routes and hooks of {name} are already {state}")
         print(_standing(info))
@@ -269,7 +296,7 @@ def _approvals(args, approving: bool) -> int:
         if not sys.stdin or not sys.stdin.isatty():
             raise CliError("refusing to approve without confirmation: stdin is not a terminal (pass --yes)",
                            EXIT_USAGE_OR_OFFLINE)
-        if not _confirm(info, routes, hooks):
+        if not _confirm(info, routes, hooks, domains):
             print("nothing approved")
             return 1
     if routes:
@@ -279,9 +306,12 @@ def _approvals(args, approving: bool) -> int:
     if hooks:
         inst.call("POST", f"{ADMIN}/hooks/{verb}",
                   {"hooks": [{"plugin": name, "event": e, "table": t} for e, t in hooks]})
+    if domains:
+        inst.call("POST", f"{ADMIN}/domains/{verb}", {"domains": [{"plugin": name, "domain": d} for d in domains]})
     done = "approved" if approving else "revoked"
-    print(f"{done} {len(routes)} route{'s' if len(routes) != 1 else ''} and "
-          f"{len(hooks)} hook{'s' if len(hooks) != 1 else ''} of {name}")
+    tail = f" and {_plural(len(domains), 'domain')}" if domains else ""
+    print(f"{done} {len(routes)} route{'s' if len(routes) != 1 else ''}{',' if domains else ' and'} "
+          f"{len(hooks)} hook{'s' if len(hooks) != 1 else ''}{tail} of {name}")
     return 0
 
 

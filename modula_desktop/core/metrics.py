@@ -56,6 +56,12 @@ class Metrics:
         self.vms_available = Gauge("modula_plugin_vms_available", "Idle VMs per plugin", ["plugin"], registry=r)
         self.budget_exhaustions = Counter("modula_plugin_budget_exhaustions", "Budget exhaustions",
                                           ["plugin", "kind"], registry=r)
+        # the request module (outbound HTTP): domain is an approved domain or "(unapproved)"
+        self.outbound_requests = Counter("modula_plugin_outbound_requests", "Plugin outbound HTTP requests",
+                                         ["plugin", "domain", "outcome"], registry=r)
+        self.outbound_duration = Histogram("modula_plugin_outbound_request_duration_seconds",
+                                           "Plugin outbound HTTP request duration", ["plugin"],
+                                           buckets=LATENCY_BUCKETS, registry=r)
 
     # ---- plugin HTTP requests: the hot path --------------------------------------------------
     def observe_http(self, plugin: str, route: str, status: int, seconds: float):

@@ -36,6 +36,17 @@ class PluginSettings:
     storage_quota_mb: int = 256  # bytes of row data in a plugin's tables; 0: no quota
     db_max_like_chars: int = 100  # a LIKE pattern's length (SQLite's LIKE costs pattern x value)
     db_max_value_bytes: int = 2 * 1024 * 1024  # one value written or compared by db.*
+    # outbound HTTP (the request module, SPEC 3.11); allow_localhost lifts only the loopback rule
+    allow_localhost: bool = False
+    request_timeout_s: float = 10.0
+    request_max_response: int = 1024 * 1024
+    request_max_body: int = 1024 * 1024
+    request_rate_per_min: float = 60.0
+    request_rate_burst: int = 8
+    request_max_redirects: int = 5
+    request_concurrency: int = 8
+    request_max_domains: int = 50
+    request_deadline_margin_ms: int = 50
     # Not in the SPEC table but numbers all the same; kept here so none is a scattered literal.
     checkout_wait_ms: int = 100
     max_routes: int = 50

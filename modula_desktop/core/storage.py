@@ -141,6 +141,18 @@ class PluginLog(BaseModel):
         table_name = "plugin_log"
 
 
+class DomainApproval(BaseModel):
+    """An outbound domain (the request module) the author approved for a plugin."""
+
+    plugin = TextField()
+    domain = TextField()
+    approved_at = TextField()
+
+    class Meta:
+        table_name = "plugin_domain_approval"
+        primary_key = CompositeKey("plugin", "domain")
+
+
 def _m1(db):
     db.create_tables([SchemaVersion, Content, Revision, PluginRecord, RouteApproval, HookApproval, PluginLog])
 
@@ -179,8 +191,13 @@ def add_list_indexes(db):
         db.execute_sql(f"CREATE INDEX IF NOT EXISTS content_list_{name} ON content ({key}, id)")
 
 
+def add_domain_approvals(db):
+    # a table of its own (CREATE TABLE IF NOT EXISTS): safe whatever number the migration gets
+    db.create_tables([DomainApproval])
+
+
 # Append only: a site created by an older version runs every migration it has not seen yet.
-MIGRATIONS = [_m1, add_route_public, add_trash_and_revision_source, add_list_indexes]
+MIGRATIONS = [_m1, add_route_public, add_trash_and_revision_source, add_list_indexes, add_domain_approvals]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

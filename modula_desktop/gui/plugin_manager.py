@@ -355,6 +355,14 @@ class PluginManagerDialog(QDialog):
         self.tabs.addTab(self.hooks, "Hooks")
         self.tabs.addTab(self.log_view, "Log")
         self.tabs.addTab(self.health, "Health")
+        # the request module's outbound domains, after Hooks (SPEC 3.11)
+        self.domains = ApprovalTable(["Domain", "Description"], "domains", 2, self)
+        self.domains.explain.setText("The plugin may send HTTP requests only to approved domains "
+                                     "(never to private or local addresses).")
+        self.tabs.insertTab(2, self.domains, "Domains")
+        self.domains.table.itemChanged.connect(self._domain_toggled)
+        self.domains.approve_all.clicked.connect(lambda: self._set_all_domains(True))
+        self.domains.revoke_all.clicked.connect(lambda: self._set_all_domains(False))
 
         head = QHBoxLayout()
         head.addWidget(self.title)
@@ -546,6 +554,10 @@ class PluginManagerDialog(QDialog):
             for h in info.get("hooks", [])])
         self.tabs.setTabText(0, f"Routes ({len(info.get('routes', []))})")
         self.tabs.setTabText(1, f"Hooks ({len(info.get('hooks', []))})")
+        self.domains.permissions.set_info(info)
+        self.domains.set_rows([(("domain", d["domain"]), d["approved"], [d["domain"], d.get("description") or ""], "")
+                               for d in info.get("domains", [])])
+        self.tabs.setTabText(self.tabs.indexOf(self.domains), f"Domains ({len(info.get('domains', []))})")
         if changed or not keep_log:
             self.log_view.setPlainText("\n".join(format_log_entry(e) for e in info.get("logs", [])))
             self.log_view.verticalScrollBar().setValue(self.log_view.verticalScrollBar().maximum())
@@ -625,6 +637,20 @@ class PluginManagerDialog(QDialog):
             return
         _, a, b = item.data(KEY_ROLE)
         setter(self.current, a, b, item.checkState() == Qt.CheckState.Checked)
+        self._show(self.current, keep_log=True)
+
+    def _domain_toggled(self, item):
+        if item.column() != 0 or self.current is None:
+            return
+        _, domain = item.data(KEY_ROLE)
+        self.approvals.set_domain(self.current, domain, item.checkState() == Qt.CheckState.Checked)
+        self._show(self.current, keep_log=True)
+
+    def _set_all_domains(self, approve: bool):
+        if self.current is None:
+            return
+        for _, domain in list(self.domains.keys()):
+            self.approvals.set_domain(self.current, domain, approve)
         self._show(self.current, keep_log=True)
 
     def set_all_routes(self, approve: bool):

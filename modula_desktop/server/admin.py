@@ -215,3 +215,39 @@ class HookApprovals(_Approvals):
 
     def _set(self, it, approved: bool):
         self.approvals.set_hook(it["plugin"], it["event"], it["table"], approved)
+
+
+class DomainApprovals(_Approvals):
+    """Outbound domains of the request module. ModulaCMS calls these "requests"
+    (/api/v1/admin/plugins/requests, body {"requests": [...]}); both spellings are served."""
+
+    KEY = "domains"
+    FIELDS = ("plugin", "domain")
+
+    def _declared_rows(self, name, plugin):
+        if plugin.current is not None:
+            return [{"domain": d, "description": desc, "approved": self.approvals.domain_approved(name, d)}
+                    for d, desc in plugin.current.domains.items()]
+        return [{"domain": d, "description": "", "approved": True} for d in sorted(self.approvals.domains_of(name))]
+
+    def _check_item(self, i, it, raw: dict):
+        it["domain"] = it["domain"].lower()
+
+    @staticmethod
+    def _item_key(it):
+        return it["domain"]
+
+    @staticmethod
+    def _declared(gen):
+        return set(gen.domains)
+
+    @staticmethod
+    def _describe(it):
+        return it["domain"]
+
+    def _set(self, it, approved: bool):
+        self.approvals.set_domain(it["plugin"], it["domain"], approved)
+
+
+class RequestApprovals(DomainApprovals):
+    KEY = "requests"

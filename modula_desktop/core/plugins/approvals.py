@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 
-from ..storage import HookApproval, PluginRecord, RouteApproval, utc_now
+from ..storage import DomainApproval, HookApproval, PluginRecord, RouteApproval, utc_now
 
 
 class Approvals:
@@ -17,6 +17,7 @@ class Approvals:
         # public is part of what was approved: a route made public since is not covered by it.
         self.approved_routes: set[tuple[str, str, str, bool]] = set()
         self._hooks: set[tuple[str, str, str]] = set()
+        self._domains: set[tuple[str, str]] = set()  # (plugin, domain): the request module
         self._listeners = []
         self.refresh()
 
@@ -36,8 +37,9 @@ class Approvals:
     def refresh(self):
         routes = {(r.plugin, r.method, r.path, bool(r.public)) for r in RouteApproval.select()}
         hooks = {(h.plugin, h.event, h.table) for h in HookApproval.select()}
+        domains = {(d.plugin, d.domain) for d in DomainApproval.select()}
         with self._lock:
-            self.approved_routes, self._hooks = routes, hooks
+            self.approved_routes, self._hooks, self._domains = routes, hooks, domains
 
     # ---- reads (hot path) --------------------------------------------------------------------
     def route_approved(self, plugin: str, method: str, path: str, public: bool = False) -> bool:
@@ -108,9 +110,11 @@ class Approvals:
         with self.db.atomic():
             RouteApproval.delete().where(RouteApproval.plugin == plugin).execute()
             HookApproval.delete().where(HookApproval.plugin == plugin).execute()
+            DomainApproval.delete().where(DomainApproval.plugin == plugin).execute()
         with self._lock:
             self.approved_routes = {k for k in self.approved_routes if k[0] != plugin}
             self._hooks = {k for k in self._hooks if k[0] != plugin}
+            self._domains = {k for k in self._domains if k[0] != plugin}
         if notify:
             self._changed(plugin)
 
@@ -134,7 +138,7 @@ class Approvals:
                 PluginRecord.create(name=plugin, version=version, permissions=permissions_key,
                                     enabled=True, updated_at=utc_now())
                 # approvals left behind by an earlier plugin of the same name are not inherited
-                stale = bool(self.routes_of(plugin) or self.hooks_of(plugin))
+                stale = bool(self.routes_of(plugin) or self.hooks_of(plugin) or self.domains_of(plugin))
                 if stale:
                     self.revoke_all(plugin, notify=False)
                 return stale
@@ -160,7 +164,24 @@ class Approvals:
     def clean_orphans(self, present: set[str]):
         names = {r.plugin for r in RouteApproval.select(RouteApproval.plugin).distinct()}
         names |= {h.plugin for h in HookApproval.select(HookApproval.plugin).distinct()}
+        names |= {d.plugin for d in DomainApproval.select(DomainApproval.plugin).distinct()}
         names |= {p.name for p in PluginRecord.select(PluginRecord.name)}
         for name in names - present:
             self.forget(name)
 
+
+    # ---- outbound domains (the request module) -----------------------------------------------
+    def domain_approved(self, plugin: str, domain: str) -> bool:
+        return (plugin, domain) in self._domains
+
+    def domains_of(self, plugin: str) -> set:
+        return {d for (pl, d) in self._domains if pl == plugin}
+
+    def set_domain(self, plugin: str, domain: str, approved: bool):
+        self._set(DomainApproval, "_domains", ("plugin", "domain"), (plugin, domain.lower()), approved)
+
+    def approve_domain(self, plugin: str, domain: str):
+        self.set_domain(plugin, domain, True)
+
+    def revoke_domain(self, plugin: str, domain: str):
+        self.set_domain(plugin, domain, False)

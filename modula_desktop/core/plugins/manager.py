@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 from typing import Callable
@@ -85,6 +85,7 @@ class Generation:
     loaded_at: float
     load_seconds: float
     table: "RouteTable" = None
+    domains: dict = field(default_factory=dict)  # request.register: {domain: description}
 
     def __post_init__(self):
         self.table = RouteTable(self.routes)
@@ -225,6 +226,10 @@ class PluginManager:
         # once every plugin found at start-up was tried; _stopping ends it early when the app closes
         self.loaded = threading.Event()
         self._stopping = threading.Event()
+        # the request module's client, shared by every plugin (a test may replace it before loading)
+        from .outbound import OutboundClient
+
+        self.outbound = OutboundClient(settings, metrics)
 
     # ---- listeners (GUI refresh, watchers) ---------------------------------------------------
     def add_listener(self, fn: Callable[[str], None]):
@@ -348,7 +353,11 @@ class PluginManager:
     # ---- building a generation ---------------------------------------------------------------
     def _context(self, plugin: Plugin) -> VMContext:
         return VMContext(plugin.name, plugin.root, self.settings, database=self.database,
-                         log_sink=self.logbook.write)
+                         log_sink=self.logbook.write, outbound=self.outbound,
+                         domain_approved=self.domain_approved)
+
+    def domain_approved(self, plugin: str, domain: str) -> bool:
+        return self.approvals is None or self.approvals.domain_approved(plugin, domain)
 
     def _build(self, plugin: Plugin, sources: Sources) -> Generation:
         """Load the plugin's sources into a new pool and run on_init once. Raises PluginLoadError."""
@@ -382,7 +391,8 @@ class PluginManager:
             pool.drain(0)
             raise
         return Generation(manifest, pool, list(first.routes), list(first.hooks), list(first.warnings),
-                          loaded_at=time.time(), load_seconds=time.monotonic() - started)
+                          loaded_at=time.time(), load_seconds=time.monotonic() - started,
+                          domains=dict(first.domains))
 
     def _check_dependencies(self, manifest: Manifest):
         for dep in manifest.dependencies:
@@ -462,7 +472,7 @@ class PluginManager:
                 m = gen.manifest
                 if self.approvals.check_identity(name, m.version, m.permissions_key):
                     self.logbook.write(name, "warn", f"version {m.version} or permissions changed: "
-                                                     "all route and hook approvals were revoked")
+                                                     "all route, hook and domain approvals were revoked")
                 public = {r.key: r.public for r in gen.routes}
                 for method, path in self.approvals.revoke_changed_routes(
                         name, [(*key, pub) for key, pub in public.items()]):
@@ -891,6 +901,13 @@ class PluginManager:
                              for m, p, public in sorted(appr.route_approvals_of(name) if appr else ())]
             out["hooks"] = [{"event": e, "table": t, "priority": None, "approved": True, "disabled": False}
                             for e, t in sorted(appr.hooks_of(name) if appr else ())]
+        if gen is not None:
+            out["domains"] = [{"domain": d, "description": desc,
+                               "approved": bool(appr is None or appr.domain_approved(name, d))}
+                              for d, desc in gen.domains.items()]
+        else:
+            out["domains"] = [{"domain": d, "description": "", "approved": True}
+                              for d in sorted(appr.domains_of(name) if appr else ())]
         out["warnings"] = gen.warnings if gen else []
         out["breaker"] = plugin.breaker.to_dict()
         out["hook_breaker"] = plugin.hook_breaker.to_dict()

@@ -9,9 +9,12 @@ from .errors import PluginLoadError
 
 NAME_RE = re.compile(r"^[a-z0-9_]{1,32}$")
 PERMISSIONS = ("db", "http", "hooks", "hooks:before")
+# permissions a plugin gets only when it declares them (never part of the default above)
+EXPLICIT_PERMISSIONS = ("request",)
+KNOWN_PERMISSIONS = PERMISSIONS + EXPLICIT_PERMISSIONS
 OPTIONAL_TEXT = ("author", "license", "min_cms_version")
 # names the admin API uses beside plugin names (/api/v1/admin/plugins/routes, .../hooks)
-RESERVED_NAMES = ("routes", "hooks")
+RESERVED_NAMES = ("routes", "hooks", "domains", "requests")
 
 
 def check_name(name: str) -> str | None:
@@ -100,10 +103,10 @@ def parse_manifest(info, folder_name: str) -> tuple[Manifest, list[str]]:
         raw = info["permissions"]
         if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
             raise PluginLoadError('plugin_info.permissions must be a list such as {"db", "http"}')
-        unknown = [p for p in raw if p not in PERMISSIONS]
+        unknown = [p for p in raw if p not in KNOWN_PERMISSIONS]
         if unknown:
             raise PluginLoadError(f"plugin_info.permissions: unknown permission '{unknown[0]}' "
-                                  f"(known: {', '.join(PERMISSIONS)})")
+                                  f"(known: {', '.join(KNOWN_PERMISSIONS)})")
         perms = tuple(sorted(set(raw)))
     known = {"name", "version", "description", "dependencies", "permissions", *OPTIONAL_TEXT}
     for key in info:

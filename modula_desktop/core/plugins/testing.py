@@ -5,7 +5,9 @@ rolled back afterwards, with the VM's globals reset to the post-init snapshot be
 """
 from __future__ import annotations
 
+import json
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,10 +15,11 @@ from peewee import SqliteDatabase
 
 from ..settings import PluginSettings
 from ..storage import PRAGMAS
-from .errors import PluginCallError, PluginLoadError
+from .errors import ApiError, PluginCallError, PluginLoadError
 from .manager import RouteTable
 from .sandbox import _lua_source
-from .vm import HOOK_TABLES, PluginVM, VMContext
+from .outbound import OutboundClient
+from .vm import EVENTS, HOOK_TABLES, PluginVM, VMContext
 
 
 @dataclass
@@ -36,6 +39,8 @@ class TestRun:
     plugin: str
     load_error: str | None = None
     results: list[TestResult] = field(default_factory=list)
+    # ModulaCMS's harness refuses a plugin without test/ (exit 2) rather than passing with no tests
+    missing_tests: str | None = None
     logs: list[dict] = field(default_factory=list)
 
     @property
@@ -48,12 +53,13 @@ class TestRun:
 
     @property
     def exit_code(self) -> int:
-        if self.load_error:
+        if self.load_error or self.missing_tests:
             return 2
         return 1 if self.failed else 0
 
     def to_dict(self):
-        return {"plugin": self.plugin, "load_error": self.load_error, "passed": self.passed,
+        return {"plugin": self.plugin, "load_error": self.load_error, "missing_tests": self.missing_tests,
+                "passed": self.passed,
                 "failed": self.failed, "tests": [r.to_dict() for r in self.results]}
 
 
@@ -77,7 +83,8 @@ def _run_in(database, path: Path, settings: PluginSettings, name_filter, timeout
     def sink(plugin, level, message, context=None):
         run.logs.append({"level": level, "message": message, "context": context})
 
-    ctx = VMContext(path.name, path, settings, database=database, log_sink=sink)
+    mock = MockOutbound(settings)
+    ctx = VMContext(path.name, path, settings, database=database, log_sink=sink, outbound=mock)
     first = None
     try:
         first = PluginVM(ctx)
@@ -92,7 +99,11 @@ def _run_in(database, path: Path, settings: PluginSettings, name_filter, timeout
     routes, hooks = first.routes, first.hooks
     first.close()
     seconds = settings.timeout_s if timeout is None else timeout
-    files = sorted((path / "test").glob("*.test.lua")) if (path / "test").is_dir() else []
+    test_dir = path / "test"
+    if test_dir.is_symlink() or not test_dir.is_dir():
+        run.missing_tests = f"no test/ directory found in {path}"
+        return run
+    files = sorted(test_dir.glob("*.test.lua"))
     for f in files:
         if f.is_symlink() or not f.is_file():
             continue
@@ -104,7 +115,7 @@ def _run_in(database, path: Path, settings: PluginSettings, name_filter, timeout
             run.load_error = str(exc)
             return run
         sb = vm.sandbox
-        _install_test_module(vm, routes, hooks)
+        runner = _install_test_module(vm, routes, hooks, mock)
         rel = f"test/{f.name}"
         chunk = sb.fn("load_main")(f.read_bytes(), f"={rel}".encode())
         if isinstance(chunk, tuple):
@@ -132,7 +143,9 @@ def _run_in(database, path: Path, settings: PluginSettings, name_filter, timeout
                 with database.atomic() as savepoint:
                     try:
                         vm.ops.reset(settings.max_ops, "test")
-                        sb.call("run", *vm._budget_args(seconds, name), b"handler", fn)
+                        mock.clear()
+                        # setup, the test, teardown (test.setup/test.teardown or global functions)
+                        sb.call("run", *vm._budget_args(seconds, name), b"handler", runner, fn)
                         if vm.ops.exceeded:
                             error = vm.ops.message
                     except PluginCallError as exc:
@@ -149,7 +162,7 @@ def _run_in(database, path: Path, settings: PluginSettings, name_filter, timeout
                     vm = PluginVM(ctx)
                     vm.load()
                     sb = vm.sandbox
-                    _install_test_module(vm, routes, hooks)
+                    runner = _install_test_module(vm, routes, hooks, mock)
                     sb.call("run", *vm._budget_args(seconds, rel), b"module",
                             sb.fn("load_main")(f.read_bytes(), f"={rel}".encode()))
                     vm.snapshot()
@@ -159,7 +172,8 @@ def _run_in(database, path: Path, settings: PluginSettings, name_filter, timeout
     return run
 
 
-def _install_test_module(vm: PluginVM, routes, hooks):
+def _install_test_module(vm: PluginVM, routes, hooks, mock: "MockOutbound"):
+    """Install the test module in vm; returns the trusted runner that calls setup, a test, teardown."""
     sb = vm.sandbox
     table = RouteTable(routes)
 
@@ -179,10 +193,69 @@ def _install_test_module(vm: PluginVM, routes, hooks):
         "match": sb.fn("bind")(sb.host_function(match, name="test.request")),
         "hooks_for": sb.fn("bind")(sb.host_function(hooks_for, name="test.fire")),
         "prefix": f"/api/v1/plugins/{vm.name}".encode(),
+        "mock": sb.fn("bind")(sb.host_function(mock.add_rule, name="test.mock_request")),
+        "in_before_hook": sb.fn("bind")(sb.host_function(
+            lambda on: setattr(vm, "current_call", TEST_BEFORE_HOOK if on else None), name="test.fire")),
+        "events": sb.to_lua(list(EVENTS)),
     })
     env = sb.fn("get_global")(b"_G")
-    test_module = sb.lua.execute(_lua_source("testing.lua"), sb.trusted, env, host, name="=testing", mode="t")
+    test_module, runner = sb.lua.execute(_lua_source("testing.lua"), sb.trusted, env, host, name="=testing",
+                                         mode="t")
     sb.fn("install_module")(b"test", test_module)
+    return runner
+
+
+# PluginVM.current_call while test.fire runs a before-hook (request_api refuses outbound calls there)
+TEST_BEFORE_HOOK = "test:before_hook"
+
+
+class MockOutbound:
+    """The request module under `modula plugin test`, as in ModulaCMS's harness: nothing goes to the
+    network; test.mock_request(method, "host/path", {status=, json= | body=, headers=}) rules answer,
+    first match wins, cleared before every test. Arguments are checked as the real client does."""
+
+    def __init__(self, settings: PluginSettings):
+        self._real = OutboundClient(settings)
+        self.rules: list[tuple[str, str, dict]] = []
+
+    def clear(self):
+        self.rules = []
+
+    def add_rule(self, method, pattern, response):
+        if not isinstance(method, str) or not isinstance(pattern, str):
+            raise ApiError("test.mock_request(method, url, response): method and url must be strings")
+        if not isinstance(response, dict):
+            response = {}
+        self.rules.append((method.upper(), pattern, response))
+
+    def prepare(self, method, url, opts):
+        return self._real.prepare(method, url, opts)
+
+    def send(self, plugin, request, approved, deadline=None):
+        parts = urllib.parse.urlsplit(request["url"])
+        host = (parts.hostname or "").lower()
+        if not approved(host):
+            return {"error": f"domain not approved: {host}"}
+        host_path = parts.netloc.lower() + parts.path
+        for method, pattern, response in self.rules:
+            if method == request["method"] and pattern == host_path:
+                return self._answer(response)
+        return {"error": f"mock: no rule matched {request['method']} {request['url']}"}
+
+    def send_all(self, plugin, requests, approved, deadline=None):
+        return [self.send(plugin, r, approved, deadline) for r in requests]
+
+    @staticmethod
+    def _answer(response: dict) -> dict:
+        status = response.get("status", 200)
+        out = {"status": int(status) if isinstance(status, (int, float)) else 200,
+               "headers": response.get("headers") if isinstance(response.get("headers"), dict) else {}}
+        if "json" in response:
+            out["json"] = response["json"]
+            out["body"] = json.dumps(response["json"])
+        else:
+            out["body"] = response.get("body", "")
+        return out
 
 
 def _global_names(env) -> list[str]:
@@ -207,7 +280,9 @@ def format_run(run: TestRun, verbose: bool = False) -> str:
     if verbose and run.logs:
         lines.append("log:")
         lines.extend(f"  [{e['level']}] {e['message']}" for e in run.logs[-50:])
-    if not run.results and not run.load_error:
+    if run.missing_tests:
+        lines.append(run.missing_tests)
+    elif not run.results and not run.load_error:
         lines.append("no tests found (add test/*.test.lua files with test_* functions)")
     lines.append(f"{run.passed} passed, {run.failed} failed")
     return "\n".join(lines)

@@ -172,6 +172,10 @@ class VMContext:
     database: object | None = None  # peewee database; None when offline (validate/list)
     log_sink: Callable[[str, str, str, dict | None], None] | None = None
     extra_db: dict = field(default_factory=dict)
+    # the request module: the outbound client (None: "outbound requests not configured") and
+    # domain_approved(plugin, domain) -> bool (None: every registered domain may be contacted)
+    outbound: object | None = None
+    domain_approved: Callable[[str, str], bool] | None = None
 
 
 class PluginVM:
@@ -191,6 +195,9 @@ class PluginVM:
         self.routes: list[RouteSpec] = []
         self.hooks: list[HookSpec] = []
         self.ops = OpBudget()
+        # what runs now: "on_init"/"on_shutdown", or a hook's registry index (the request module's
+        # phase checks read it)
+        self.current_call = None
         self.sandbox = Sandbox(s.memory_limit_mb, s.error_max_bytes)
         self.db_api = self._make_db_api()
         sb = self.sandbox
@@ -213,6 +220,19 @@ class PluginVM:
             db_functions[fname] = sb.host_function(self._db_call(fname), convert_args=False, name=f"db.{fname}")
         py["db"] = sb.raw_host_table(db_functions)
         sb.fn("build_api")(sb.raw_host_table(py))
+        from .request_api import RequestModule
+
+        self.request_module = RequestModule(self)
+        self.request_module.install()
+
+    @property
+    def domains(self) -> dict:
+        """Outbound domains registered with request.register: {domain: description}."""
+        return self.request_module.domains
+
+    def in_before_hook(self) -> bool:
+        index = self.current_call
+        return isinstance(index, int) and any(h.index == index and h.is_before for h in self.hooks)
 
     # ---- the db module -----------------------------------------------------------------------
     def _make_db_api(self):
@@ -387,9 +407,15 @@ class PluginVM:
             raise PluginLoadError("registers hooks but did not declare the 'hooks' permission")
         if any(h.is_before for h in self.hooks) and m.permissions is not None and "hooks:before" not in m.permissions:
             raise PluginLoadError("registers before-hooks but did not declare the 'hooks:before' permission")
+        if self.domains and not m.allows("request"):
+            raise PluginLoadError("registers domains but did not declare the 'request' permission")
         for module, perm in (("db", "db"), ("http", "http"), ("hooks", "hooks")):
             if not m.allows(perm):
                 sb.fn("remove_module")(module.encode())
+        if m.permissions is not None and not m.allows("request"):
+            sb.fn("remove_module")(b"request")
+        # without declared permissions (the ModulaCMS default) request stays, every call refusing with
+        # "did not declare the 'request' permission": a ModulaCMS plugin learns what to add
         return self.manifest
 
     def _read_registry(self):
@@ -422,6 +448,7 @@ class PluginVM:
             self._emit("error", f"on_shutdown failed: {exc.message}", None)
 
     def _call_global(self, name, seconds, what):
+        self.current_call = name
         self._checked(self.sandbox.call, "call_global", *self._budget_args(seconds, what), name.encode())
 
     def snapshot(self):
@@ -562,6 +589,7 @@ class PluginVM:
     def call_hook(self, index: int, data: dict, timeout: float, max_ops: int | None = None):
         """Run one hook. Returns what it returned, converted to Python (None, or a dict of changes)."""
         self.ops.reset(self.settings.hook_max_ops if max_ops is None else max_ops, "hook invocation")
+        self.current_call = index
         try:
             payload = self.sandbox.to_lua(data)
         except ApiError as exc:

@@ -624,6 +624,16 @@ local safe_table = {
   concat = safe_concat, insert = safe_insert, pack = t_pack, remove = safe_remove, sort = safe_sort,
   unpack = safe_unpack, move = safe_move,
 }
+-- Lua 5.1 names that ModulaCMS plugins use (its runtime is 5.1): aliases, no new behaviour
+safe_table.getn = function(t)
+  if r_type(t) ~= "table" then r_error("bad argument #1 to 'getn' (table expected)", 2) end
+  return #t
+end
+local safe_math = copy(math)
+safe_math.pow = function(x, y)
+  if r_type(x) ~= "number" or r_type(y) ~= "number" then r_error("bad argument to 'pow' (number expected)", 2) end
+  return x ^ y
+end
 
 local function safe_date(fmt, t)
   if fmt ~= nil and r_type(fmt) ~= "string" then r_error("bad argument #1 to 'date' (string expected)", 2) end
@@ -726,7 +736,7 @@ local function new_env(name, lib_reader, log_print)
     tostring = safe_tostring, type = r_type, getmetatable = r_getmetatable, setmetatable = safe_setmetatable,
     _VERSION = _VERSION,
     string = library("string", copy(safe_string)), table = library("table", copy(safe_table)),
-    math = library("math", copy(math)), utf8 = library("utf8", copy(safe_utf8)),
+    math = library("math", copy(safe_math)), unpack = safe_unpack, utf8 = library("utf8", copy(safe_utf8)),
     coroutine = library("coroutine", {create = co_new, resume = resume, wrap = co_wrap, status = co_status,
                                       running = co_running, yield = safe_yield, isyieldable = safe_isyieldable,
                                       close = close}),
