@@ -10,6 +10,7 @@ from .errors import JSON, add_error_handlers, serialize_error
 from .middleware import RequestGuard
 from .plugin_routes import PREFIX, PluginDispatcher
 from .preview import Preview
+from .site_files import SiteFiles
 
 HEALTH_BODY = b'{"status":"ok"}'
 PREFIX_LEN = len(PREFIX)
@@ -81,6 +82,7 @@ def create_app(service, *, port: int, token: str | None = None) -> SiteApp:
     app.add_route("/api/v1/admin/content/{id}/unpublish", item, suffix="unpublish")
 
     app.add_route("/preview/{slug}", Preview(service, auth))
+    app.add_route("/site/{path:path}", SiteFiles(service))
 
     # every plugin route, behind one dispatcher over the plugin manager's own table
     return SiteApp(app, PluginDispatcher(service, auth, guard))
