@@ -82,7 +82,9 @@ def create_app(service, *, port: int, token: str | None = None) -> SiteApp:
     app.add_route("/api/v1/admin/content/{id}/unpublish", item, suffix="unpublish")
 
     app.add_route("/preview/{slug}", Preview(service, auth))
-    app.add_route("/site/{path:path}", SiteFiles(service))
+    site_files = SiteFiles(service)
+    app.add_route("/site", site_files)
+    app.add_route("/site/{path:path}", site_files)
 
     # every plugin route, behind one dispatcher over the plugin manager's own table
     return SiteApp(app, PluginDispatcher(service, auth, guard))
