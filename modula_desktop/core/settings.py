@@ -70,6 +70,7 @@ class BuildSettings:
     feed_items: int = 20
     image_widths: tuple = (480, 960, 1600)
     image_quality: int = 85
+    menu_pages: int = 8  # pages in the header menu when none says menu = true
 
 
 PUBLISH_TYPES = ("folder", "git")
