@@ -47,7 +47,7 @@ The closing paragraph of entry {i}.
 """
 
 PLUGIN = """plugin_info = {name = "bench_render", version = "1.0.0", description = "bench", author = "b",
-  license = "MIT", permissions = {"hooks"}}
+  license = "MIT", permissions = {"hooks", "hooks:before"}}
 hooks.on("before_render", "content", function(entry)
   return {html = entry.html .. "<p>rendered by a plugin</p>"}
 end)
@@ -86,24 +86,20 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="bench-build-"))
     try:
         service = make_site(tmp / "site", args.entries, args.plugin)
-        hooks = None
         if args.plugin:
             service.start(hot_reload=False)
             service.approvals.approve_hook("bench_render", "before_render", "content")
-            from modula_desktop.core.build.hooks import RenderHooks
-
-            hooks = RenderHooks(service)
         fulls, incs, result = [], [], None
         for r in range(args.rounds):
             out = tmp / f"out-{r}"
             t = time.perf_counter()
-            result = build_site(service, out, clean=True, hooks=hooks)
+            result = build_site(service, out, clean=True)
             fulls.append(time.perf_counter() - t)
             for k in range(3):
                 service.content.update(f"{(r * 3 + k) * 10:026d}", {"body": f"Changed {r} {k}.\n\nMore."},
                                        run_hooks=False)
                 t = time.perf_counter()
-                inc = build_site(service, out, hooks=hooks)
+                inc = build_site(service, out)
                 incs.append(time.perf_counter() - t)
         full, one = statistics.median(fulls), statistics.median(incs)
         print(f"entries: {args.entries} ({'with' if args.plugin else 'without'} a before_render plugin)")

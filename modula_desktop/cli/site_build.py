@@ -31,7 +31,9 @@ def cmd_build(args) -> int:
     from ..core.build import build_site
 
     with _open(args) as service:
+        service.start(hot_reload=False)  # the approved plugins' render hooks take part
         result = build_site(service, args.out, clean=args.clean)
+        result.wait_for_plugins(service.settings.plugins.after_hook_timeout_ms / 1000.0)
     print(result.summary())
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 EVENTS = ("before_create", "after_create", "before_update", "after_update", "before_delete", "after_delete",
-          "before_publish", "after_publish", "before_unpublish", "after_unpublish")
+          "before_publish", "after_publish", "before_unpublish", "after_unpublish", "before_render", "after_build")
 HOOK_TABLES = {"content": "content", "content_data": "content", "*": "*"}
 MAX_PATH = 256
 SEGMENT_RE = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]{0,63}\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)$")

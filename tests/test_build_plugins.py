@@ -1,0 +1,127 @@
+"""Plugins in the build (SPEC 9): before_render filters a rendering, after_build hears the written paths;
+both need approval; a failing plugin stops the build (naming plugin and entry) unless allowed."""
+from __future__ import annotations
+
+import pytest
+
+from build_helpers import add_posts, leftovers, snapshot
+from helpers import write_plugin
+from modula_desktop.core.build import BuildError, build_site
+from modula_desktop.core.service import SiteService
+from modula_desktop.core.settings import Settings
+from modula_desktop.core.site import Site
+
+PERMS = 'permissions = {"hooks", "hooks:before"}'
+
+SHORTCODES = """
+hooks.on("before_render", "content", function(entry)
+  local html = string.gsub(entry.html, "%[year%]", "2026")
+  return {html = html .. "<p class=\\"by-plugin\\">" .. entry.slug .. "</p>", title = entry.title .. " (filtered)"}
+end)
+"""
+
+FAILING = """
+hooks.on("before_render", "content", function(entry)
+  if entry.slug == "post-1" then error("cannot render this one") end
+  return {html = entry.html .. "<p>ok</p>"}
+end)
+"""
+
+AFTER = """
+hooks.on("after_build", "*", function(data)
+  log.info("built " .. #data.paths .. " files into " .. data.out)
+  for _, p in ipairs(data.paths) do
+    if p == "index.html" then log.info("home was written") end
+  end
+end)
+"""
+
+
+def _service(root, plugins: dict, approve=True, **build) -> SiteService:
+    for name, body in plugins.items():
+        write_plugin(root, name, body, info_extra=PERMS)
+    settings = Settings().replace(plugins={"hot_reload": False}, build=build)
+    service = SiteService(Site(root), settings).start(hot_reload=False)
+    if approve:
+        for name in plugins:
+            for h in service.plugins.info(name)["hooks"]:
+                service.approvals.approve_hook(name, h["event"], h["table"])
+    return service
+
+
+@pytest.fixture
+def services():
+    made = []
+    yield made
+    for s in made:
+        s.close()
+
+
+def test_before_render_filters_the_rendering_only(tmp_path, services):
+    svc = _service(tmp_path / "site", {"shortcodes": SHORTCODES})
+    services.append(svc)
+    post = svc.content.create({"type": "post", "title": "Dated", "slug": "dated", "status": "published",
+                               "body": "Written in [year]."}, run_hooks=False)
+    out = build_site(svc).out
+    page = (out / "dated/index.html").read_text()
+    assert "Written in 2026." in page and '<p class="by-plugin">dated</p>' in page
+    assert "<h1>Dated (filtered)</h1>" in page
+    assert "Written in 2026." in (out / "feed.xml").read_text()
+    assert svc.content.get(post["id"])["body"] == "Written in [year]."  # nothing saved
+
+
+def test_before_render_needs_approval(tmp_path, services):
+    svc = _service(tmp_path / "site", {"shortcodes": SHORTCODES}, approve=False)
+    services.append(svc)
+    add_posts(svc, 2)
+    out = build_site(svc).out
+    assert "by-plugin" not in (out / "post-1/index.html").read_text()
+    # approving it changes every page: the build renders them all again
+    svc.approvals.approve_hook("shortcodes", "before_render", "content")
+    result = build_site(svc)
+    assert {"post-0/index.html", "post-1/index.html"} <= set(result.written)
+    assert "by-plugin" in (out / "post-1/index.html").read_text()
+
+
+def test_a_failing_plugin_stops_the_build_and_names_plugin_and_entry(tmp_path, services):
+    svc = _service(tmp_path / "site", {"fragile": FAILING})
+    services.append(svc)
+    add_posts(svc, 3)
+    svc.approvals.revoke_hook("fragile", "before_render", "content")
+    out = build_site(svc).out
+    before = snapshot(out)
+    svc.approvals.approve_hook("fragile", "before_render", "content")
+    with pytest.raises(BuildError) as info:
+        build_site(svc)
+    message = str(info.value)
+    assert "fragile" in message and "'post-1'" in message and "cannot render this one" in message
+    assert snapshot(out) == before and leftovers(out) == []
+
+
+def test_continue_on_plugin_error_builds_without_its_changes(tmp_path, services):
+    svc = _service(tmp_path / "site", {"fragile": FAILING}, continue_on_plugin_error=True)
+    services.append(svc)
+    add_posts(svc, 3)
+    result = build_site(svc)
+    assert any("fragile" in w and "'post-1'" in w for w in result.warnings)
+    assert "<p>ok</p>" not in (result.out / "post-1/index.html").read_text()
+    assert "<p>ok</p>" in (result.out / "post-2/index.html").read_text()
+
+
+def test_after_build_gets_the_written_paths(tmp_path, services):
+    svc = _service(tmp_path / "site", {"indexer": AFTER})
+    services.append(svc)
+    add_posts(svc, 2)
+    result = build_site(svc)
+    assert result.wait_for_plugins(10)
+    messages = [e["message"] for e in svc.logbook.entries("indexer", 50)]
+    assert f"built {len(result.written)} files into {result.out}" in messages
+    assert "home was written" in messages
+
+
+def test_after_build_needs_approval(tmp_path, services):
+    svc = _service(tmp_path / "site", {"indexer": AFTER}, approve=False)
+    services.append(svc)
+    add_posts(svc, 1)
+    assert build_site(svc).wait_for_plugins(10)
+    assert not [e for e in svc.logbook.entries("indexer", 50) if e["message"].startswith("built")]
