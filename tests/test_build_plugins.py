@@ -125,3 +125,68 @@ def test_after_build_needs_approval(tmp_path, services):
     add_posts(svc, 1)
     assert build_site(svc).wait_for_plugins(10)
     assert not [e for e in svc.logbook.entries("indexer", 50) if e["message"].startswith("built")]
+
+
+SEARCH = """
+http.handle("GET", "/search.json", function(req)
+  local rows = {}
+  rows[1] = {title = "indexed"}
+  return {json = {entries = rows}}
+end, {public = true, build = true})
+http.handle("GET", "/info.html", function(req) return {body = "<p>plugin page</p>"} end, {public = true, build = true})
+http.handle("GET", "/not-built", function(req) return {body = "x"} end, {public = true})
+http.handle("GET", "/private", function(req) return {body = "x"} end, {build = true})
+http.handle("GET", "/item/{id}", function(req) return {body = "x"} end, {public = true, build = true})
+"""
+
+BROKEN_ROUTE = """
+http.handle("GET", "/data.json", function(req) error("no data today") end, {public = true, build = true})
+"""
+
+
+def _route_service(root, body, **build):
+    write_plugin(root, "search", body, info_extra='permissions = {"http"}')
+    settings = Settings().replace(plugins={"hot_reload": False}, build=build)
+    return SiteService(Site(root), settings).start(hot_reload=False)
+
+
+def _approve_routes(svc, name="search"):
+    for r in svc.plugins.info(name)["routes"]:
+        svc.approvals.approve_route(name, r["method"], r["path"])
+
+
+def test_build_routes_are_fetched_and_written_once_approved(tmp_path, services):
+    svc = _route_service(tmp_path / "site", SEARCH)
+    services.append(svc)
+    add_posts(svc, 1)
+    out = build_site(svc).out
+    assert not (out / "plugins").exists()  # nothing approved yet
+    _approve_routes(svc)
+    build_site(svc)
+    assert (out / "plugins/search/search.json").read_text() == '{"entries":[{"title":"indexed"}]}'
+    assert (out / "plugins/search/info.html").read_text() == "<p>plugin page</p>"
+    files = sorted(p.relative_to(out).as_posix() for p in (out / "plugins").rglob("*") if p.is_file())
+    assert files == ["plugins/search/info.html", "plugins/search/search.json"]
+    assert build_site(svc).written == []  # the same answers: nothing written again
+
+
+def test_a_failing_build_route_stops_the_build(tmp_path, services):
+    svc = _route_service(tmp_path / "site", BROKEN_ROUTE)
+    services.append(svc)
+    add_posts(svc, 1)
+    out = build_site(svc).out
+    before = snapshot(out)
+    _approve_routes(svc)
+    with pytest.raises(BuildError, match="The search plugin's build route GET /data.json failed"):
+        build_site(svc)
+    assert snapshot(out) == before and leftovers(out) == []
+
+
+def test_a_failing_build_route_is_left_out_when_allowed(tmp_path, services):
+    svc = _route_service(tmp_path / "site", BROKEN_ROUTE, continue_on_plugin_error=True)
+    services.append(svc)
+    add_posts(svc, 1)
+    _approve_routes(svc)
+    result = build_site(svc)
+    assert any("GET /data.json" in w for w in result.warnings)
+    assert not (result.out / "plugins").exists()

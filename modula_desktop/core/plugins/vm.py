@@ -104,6 +104,7 @@ class RouteSpec:
     method: str
     path: str
     public: bool
+    build: bool = False  # {build = true}: the site build fetches it (SPEC 9)
     # "METHOD /path", as the metrics label the route (made once, not on every request)
     label: str = field(init=False, compare=False, repr=False)
 
@@ -364,7 +365,7 @@ class PluginVM:
         reg = self.sandbox.fn("registry")
         routes, seen = [], set()
         for i, r in sorted(reg[b"routes"].items()):
-            spec = RouteSpec(i, r[b"method"].decode(), r[b"path"].decode(), bool(r[b"public"]))
+            spec = RouteSpec(i, r[b"method"].decode(), r[b"path"].decode(), bool(r[b"public"]), bool(r[b"build"]))
             if spec.key in seen:
                 raise PluginLoadError(f"route {spec.method} {spec.path} is registered twice")
             seen.add(spec.key)
