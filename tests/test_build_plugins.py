@@ -190,3 +190,18 @@ def test_a_failing_build_route_is_left_out_when_allowed(tmp_path, services):
     result = build_site(svc)
     assert any("GET /data.json" in w for w in result.warnings)
     assert not (result.out / "plugins").exists()
+
+
+def test_the_preview_runs_the_same_before_render_hooks(tmp_path):
+    from _server_fixtures import running_site
+
+    with running_site(tmp_path / "site", plugins=()) as running:
+        svc = running.service
+        write_plugin(running.path, "shortcodes", SHORTCODES, info_extra=PERMS)
+        svc.plugins.load_all()
+        svc.content.create({"type": "post", "title": "Dated", "slug": "dated", "status": "published",
+                            "body": "Written in [year]."}, run_hooks=False)
+        assert b"Written in [year]." in running.client.get("/preview/dated", token=False).body
+        svc.approvals.approve_hook("shortcodes", "before_render", "content")
+        body = running.client.get("/preview/dated", token=False).body
+        assert b"Written in 2026." in body and b"Dated (filtered)" in body

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from markdown_it import MarkdownIt
 
+from ..core.build.hooks import filter_preview
 from ..core.errors import NotFound
 from ..core.paths import RESOURCES
 from .auth import TokenAuth
@@ -72,8 +73,9 @@ class Preview:
         banner = '<p class="draft">Draft: not published yet. Only you can see this preview.</p>' if draft else ""
         meta = " · ".join(x for x in (entry.get("type", ""), entry.get("status", ""),
                                       (entry.get("published_at") or entry.get("updated_at") or "")[:10]) if x)
-        resp.text = self.page(entry.get("title") or entry.get("slug") or "Untitled",
-                              self.md.render(entry.get("body") or ""), meta=meta, banner=banner)
+        # the plugins' before_render hooks, as in the build (SPEC 9)
+        body_html, title = filter_preview(self.service, entry, self.md.render(entry.get("body") or ""))
+        resp.text = self.page(title or entry.get("slug") or "Untitled", body_html, meta=meta, banner=banner)
 
     def _may_see_drafts(self, req, slug) -> bool:
         return self.auth.check(req.get_header("Authorization")) or \
