@@ -59,6 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=None, help="port (default 8642; 0 picks a free one)")
 
+    b = sub.add_parser("build", help="build the static site (offline)")
+    _site_arg(b)
+    b.add_argument("--out", metavar="DIR", type=Path, default=None, help="output folder (default: <site>/build)")
+    b.add_argument("--clean", action="store_true", help="build everything again, ignoring the last build")
+    b.add_argument("-v", "--verbose", action="store_true", help="list the files written and removed")
+
+    b = sub.add_parser("publish", help="send the last build to the targets in modula.toml (offline)")
+    _site_arg(b)
+    b.add_argument("--target", metavar="NAME", default=None, help="one [publish.NAME] target (default: all)")
+    b.add_argument("--out", metavar="DIR", type=Path, default=None, help="the build folder (default: <site>/build)")
+    b.add_argument("-v", "--verbose", action="store_true", help="list every file sent and deleted")
+
+    media = sub.add_parser("media", help="the site's media folder (offline)")
+    msub = media.add_subparsers(dest="media_command", parser_class=_Parser, required=True)
+    m = msub.add_parser("add", help="copy images into media/ and print their Markdown")
+    _site_arg(m)
+    m.add_argument("files", nargs="+", type=Path)
+    m = msub.add_parser("unused", help="list media no entry or revision uses")
+    _site_arg(m)
+    m.add_argument("--remove", action="store_true", help="delete them")
+
     plugin = sub.add_parser("plugin", help="manage plugins")
     psub = plugin.add_subparsers(dest="plugin_command", parser_class=_Parser, required=True)
 
@@ -152,6 +173,10 @@ def _dispatch(args) -> int:
         from ..server.runner import serve_forever
 
         return serve_forever(args.site, host=args.host, port=args.port)
+    if cmd in ("build", "publish", "media"):
+        from . import site_build
+
+        return getattr(site_build, f"cmd_{cmd}")(args)
     pc = args.plugin_command
     if pc in ("list", "init", "validate", "test"):
         from . import offline

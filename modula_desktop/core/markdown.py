@@ -8,6 +8,7 @@ than mdit-py-plugins, to stay within the stack.
 from __future__ import annotations
 
 import re
+import threading
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -46,9 +47,21 @@ def make_renderer() -> MarkdownIt:
     return md
 
 
-_md = make_renderer()
+_local = threading.local()
+
+
+def _renderer() -> MarkdownIt:
+    # a MarkdownIt instance is not documented as thread-safe: one per thread (the server has many)
+    md = getattr(_local, "md", None)
+    if md is None:
+        md = _local.md = make_renderer()
+    return md
 
 
 def render_markdown(text: str | None) -> str:
     """HTML for an author's Markdown body; raw HTML in it is shown as text, never interpreted."""
-    return _md.render(text or "")
+    return _renderer().render(text or "")
+
+
+def render_inline(text: str | None) -> str:
+    return _renderer().renderInline(text or "")

@@ -1,4 +1,4 @@
-"""One settings object holding every number of SPEC sections 3.3 and 6, overridable from modula.toml."""
+"""One settings object holding every number of SPEC sections 3.3, 6 and 9, overridable from modula.toml."""
 from __future__ import annotations
 
 import dataclasses
@@ -101,10 +101,50 @@ class WindowSettings:
 
 
 @dataclass(frozen=True)
+class SiteSettings:
+    """[site]: what the static build says about the site (SPEC 9)."""
+    title: str = "My site"
+    description: str = ""
+    base_url: str = "https://example.com/"
+    language: str = "en"
+    author: str = ""
+    theme: str = "default"
+    posts_per_page: int = 10
+    permalink: str = "/<slug>/"
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    continue_on_plugin_error: bool = False
+    feed_items: int = 20
+    image_widths: tuple = (480, 960, 1600)
+    image_quality: int = 85
+    menu_pages: int = 8  # pages in the header menu when none says menu = true
+
+
+PUBLISH_TYPES = ("folder", "git")
+
+
+@dataclass(frozen=True)
+class PublishTarget:
+    """[publish.<name>]: a folder to copy the build into, or a git remote to push a branch of it to."""
+    name: str = ""
+    type: str = "folder"
+    path: str = ""          # folder: where the site goes
+    remote: str = ""        # git: the URL or path pushed to
+    branch: str = "gh-pages"
+    repo: str = ""          # git: the local repository the commits are made in (default under .modula/)
+    message: str = "Publish the site"
+
+
+@dataclass(frozen=True)
 class Settings:
     plugins: PluginSettings = field(default_factory=PluginSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     window: WindowSettings = field(default_factory=WindowSettings)
+    site: SiteSettings = field(default_factory=SiteSettings)
+    build: BuildSettings = field(default_factory=BuildSettings)
+    publish: dict = field(default_factory=dict)  # name -> PublishTarget
 
     def replace(self, **sections) -> "Settings":
         """Return a copy with keys of sections changed, e.g. replace(plugins={"max_vms": 2})."""
@@ -136,10 +176,60 @@ def _check_type(section: str, key: str, default, value):
         if not isinstance(value, str):
             raise SettingsError(f"{where} must be a string, not {value!r}")
         return value
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                    for v in value):
+            raise SettingsError(f"{where} must be a list of positive integers, not {value!r}")
+        return tuple(value)
     raise SettingsError(f"{where} cannot be set")  # pragma: no cover
 
 
+def _apply_publish(current: dict, values: dict, section: str) -> dict:
+    targets = dict(current)
+    for name, table in values.items():
+        if not isinstance(table, dict):
+            raise SettingsError(f"modula.toml: [{section}.{name}] must be a table")
+        if "name" in table:  # the table's own name is the target's name
+            raise SettingsError(f"modula.toml: unknown key [{section}.{name}] name")
+        targets[name] = _apply(PublishTarget(name=name), table, f"{section}.{name}")
+    return targets
+
+
+PERMALINK_PARTS = ("<slug>", "<year>", "<month>", "<day>")
+
+
+def _check_site(new: SiteSettings):
+    if new.posts_per_page < 1:
+        raise SettingsError("modula.toml: [site] posts_per_page must be at least 1")
+    link = new.permalink
+    rest = link
+    for part in PERMALINK_PARTS:
+        rest = rest.replace(part, "x")
+    if (not link.startswith("/") or "<slug>" not in link or not (link.endswith("/") or link.endswith(".html"))
+            or "<" in rest or ">" in rest or "//" in link or "/../" in link + "/" or "/./" in link + "/"):
+        raise SettingsError("modula.toml: [site] permalink must start with '/', contain <slug>, end with '/' "
+                            "or '.html', and use only <slug>, <year>, <month> and <day>, such as "
+                            "'/<year>/<slug>/'")
+    if not (new.base_url.startswith("https://") or new.base_url.startswith("http://")):
+        raise SettingsError("modula.toml: [site] base_url must start with http:// or https://")
+    if not new.theme or "/" in new.theme or "\\" in new.theme or new.theme.startswith("."):
+        raise SettingsError(f"modula.toml: [site] theme must be a folder name, not {new.theme!r}")
+
+
+def _check_target(section: str, new: PublishTarget):
+    if new.type not in PUBLISH_TYPES:
+        raise SettingsError(f"modula.toml: [{section}] type must be \"folder\" or \"git\", not {new.type!r}")
+    if new.type == "folder" and not new.path:
+        raise SettingsError(f"modula.toml: [{section}] needs a path (the folder to publish into)")
+    if new.type == "git" and not new.remote:
+        raise SettingsError(f"modula.toml: [{section}] needs a remote (the repository to push to)")
+    if new.type == "git" and not new.branch:
+        raise SettingsError(f"modula.toml: [{section}] branch must not be empty")
+
+
 def _apply(obj, values: dict, section: str):
+    if section == "publish":
+        return _apply_publish(obj, values, section)
     known = {f.name: f for f in dataclasses.fields(obj)}
     changes = {}
     for key, value in values.items():
@@ -164,6 +254,13 @@ def _apply(obj, values: dict, section: str):
     if section == "window" and (new.words_per_minute < 1 or new.autosave_interval_s < 0.5):
         raise SettingsError("modula.toml: [window] words_per_minute must be at least 1 and autosave_interval_s "
                             "at least 0.5")
+    if section == "site":
+        _check_site(new)
+    if section == "build" and (not new.image_widths or not 1 <= new.image_quality <= 100):
+        raise SettingsError("modula.toml: [build] image_widths must not be empty and image_quality must be "
+                            "from 1 to 100")
+    if section.startswith("publish."):
+        _check_target(section, new)
     return new
 
 

@@ -11,6 +11,7 @@ from .openapi import OpenApiDocument
 from .middleware import RequestGuard
 from .plugin_routes import PREFIX, PluginDispatcher
 from .preview import Preview
+from .site_files import SiteFiles
 
 HEALTH_BODY = b'{"status":"ok"}'
 PREFIX_LEN = len(PREFIX)
@@ -82,8 +83,19 @@ def create_app(service, *, port: int, token: str | None = None) -> SiteApp:
     app.add_route("/api/v1/admin/content/{id}", item)
     app.add_route("/api/v1/admin/content/{id}/publish", item, suffix="publish")
     app.add_route("/api/v1/admin/content/{id}/unpublish", item, suffix="unpublish")
+    revisions = content.Revisions(service)
+    app.add_route("/api/v1/admin/content/{id}/revisions", revisions)
+    app.add_route("/api/v1/admin/content/{id}/revisions/{number}", revisions, suffix="one")
+    app.add_route("/api/v1/admin/content/{id}/revisions/{number}/restore", revisions, suffix="restore")
+    trash = content.Trash(service)
+    app.add_route("/api/v1/admin/trash", trash)
+    app.add_route("/api/v1/admin/trash/{id}", trash, suffix="item")
+    app.add_route("/api/v1/admin/trash/{id}/restore", trash, suffix="restore")
 
     app.add_route("/preview/{slug}", Preview(service, auth))
+    site_files = SiteFiles(service)
+    app.add_route("/site", site_files)
+    app.add_route("/site/{path:path}", site_files)
 
     # every plugin route, behind one dispatcher over the plugin manager's own table
     return SiteApp(app, PluginDispatcher(service, auth, guard))

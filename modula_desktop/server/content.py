@@ -71,3 +71,51 @@ class ContentItem(_Content):
 
     def on_post_unpublish(self, req, resp, id):
         send_json(resp, self.content.unpublish(id, source=SOURCE))
+
+
+def _revision_number(number: str) -> int:
+    try:
+        value = int(number)
+    except ValueError:
+        raise falcon.HTTPBadRequest(description=f"revision number must be a whole number, not {number!r}") from None
+    if value < 1:
+        raise falcon.HTTPBadRequest(description="revision numbers start at 1")
+    return value
+
+
+class Revisions(_Content):
+    """An entry's revisions: every save keeps one; a restore saves the old text as a new revision."""
+
+    def on_get(self, req, resp, id):
+        send_json(resp, {"items": self.content.revisions(id)})
+
+    def on_get_one(self, req, resp, id, number):
+        n = _revision_number(number)
+        for rev in self.content.revisions(id):
+            if rev["number"] == n:
+                send_json(resp, rev)
+                return
+        raise falcon.HTTPNotFound(description=f"entry '{id}' has no revision {n}")
+
+    def on_post_restore(self, req, resp, id, number):
+        send_json(resp, self.content.restore(id, _revision_number(number), source=SOURCE))
+
+
+class Trash(_Content):
+    """Deleted entries: restorable (with the create hooks) or removed for good (no hooks)."""
+
+    def on_get(self, req, resp):
+        items = self.content.trash()
+        send_json(resp, {"items": items, "total": len(items), "next": None})
+
+    def on_delete(self, req, resp):
+        send_json(resp, {"removed": self.content.empty_trash()})
+
+    def on_get_item(self, req, resp, id):
+        send_json(resp, self.content.get_trashed(id))
+
+    def on_delete_item(self, req, resp, id):
+        send_json(resp, self.content.purge(id))
+
+    def on_post_restore(self, req, resp, id):
+        send_json(resp, self.content.restore_from_trash(id, source=SOURCE))

@@ -85,6 +85,25 @@ SCHEMAS = {
     "HookState": _obj({"plugin": {"type": S}, "state": {"type": S}, "event": {"type": S}, "table": {"type": S},
                        "priority": {"type": ["integer", "null"]}, "approved": {"type": "boolean"},
                        "disabled": {"type": "boolean"}}, ["event", "table", "approved"], extra=True),
+    "DomainState": _obj({"plugin": {"type": S}, "state": {"type": S}, "domain": {"type": S},
+                         "description": {"type": S}, "approved": {"type": "boolean"}},
+                        ["domain", "approved"], extra=True),
+    "DomainList": _obj({"domains": _list_of("DomainState")}, ["domains"]),
+    "DomainSelection": _obj({"domains": {"type": "array", "minItems": 1, "items": _obj(
+        {"plugin": {"type": S}, "domain": {"type": S}}, ["plugin", "domain"])}}, ["domains"]),
+    "Revision": _obj({"number": {"type": "integer"}, "type": {"type": S}, "title": {"type": S},
+                      "slug": {"type": S}, "body": {"type": S}, "status": {"type": S}, "fields": {"type": "object"},
+                      "created_at": {"type": S},
+                      "source": {"type": S, "description": "who saved it: editor, api, restore, trash, app"},
+                      "changed_by": {"type": "array", "items": {"type": S},
+                                     "description": "plugins whose before-hook filters changed what was saved"}},
+                     ["number", "title", "body", "created_at", "source"], extra=True),
+    "RevisionList": _obj({"items": _list_of("Revision")}, ["items"],
+                         description="Newest first."),
+    "TrashedEntry": {"allOf": [_ref("Entry"), _obj({"deleted_at": {"type": S}}, ["deleted_at"], extra=True)]},
+    "TrashList": _obj({"items": _list_of("TrashedEntry"), "total": {"type": "integer"}, "next": {"type": "null"}},
+                      ["items", "total", "next"]),
+    "Emptied": _obj({"removed": {"type": "integer"}}, ["removed"]),
     "RouteList": _obj({"routes": _list_of("RouteState")}, ["routes"]),
     "HookList": _obj({"hooks": _list_of("HookState")}, ["hooks"]),
     "RouteSelection": _obj({"routes": {"type": "array", "minItems": 1, "items": _obj(
@@ -177,18 +196,23 @@ def _paths() -> dict:
         "/api/v1/admin/plugins/{name}/disable": {"post": _op(
             "Disable (stop) a plugin", ("200", "disabled", "PluginSummary"), params=("name",), errors=NOT_PLUGIN)},
     }
-    for kind, item, sel in (("routes", "RouteList", "RouteSelection"), ("hooks", "HookList", "HookSelection")):
+    for kind, item, sel in (("routes", "RouteList", "RouteSelection"), ("hooks", "HookList", "HookSelection"),
+                            ("domains", "DomainList", "DomainSelection"), ("requests", "DomainList", "DomainSelection")):
         one = kind[:-1]
+        alias = kind == "requests"
+        what = "outbound domains" if kind in ("domains", "requests") else kind
+        note = " ModulaCMS's spelling of `/domains`: the same endpoint." if alias else ""
         paths[f"/api/v1/admin/plugins/{kind}"] = {"get": _op(
-            f"Every plugin's declared {kind} with their approval", ("200", "the list", item))}
+            f"Every plugin's declared {what} with their approval", ("200", "the list", item),
+            description=note.strip() or None)}
         for verb in ("approve", "revoke"):
             paths[f"/api/v1/admin/plugins/{kind}/{verb}"] = {"post": _op(
-                f"{verb.capitalize()} {kind}", ("200", f"what was {verb}d", item), body=sel,
+                f"{verb.capitalize()} {what}", ("200", f"what was {verb}d", item), body=sel,
                 errors={**BAD, "409": "the plugin is not running", **TOO_LARGE},
                 description=f"Each {one} is named by its plugin and key; approving needs the {one} to be "
                             "declared by the running plugin." + (
                                 " A route is approved as public or not: an approval whose `public` differs from "
-                                "the declaration is refused." if kind == "routes" else ""))}
+                                "the declaration is refused." if kind == "routes" else "") + note)}
     filters = (("type", {"type": S, "enum": ["page", "post"]}, "only this type"),
                ("status", {"type": S, "enum": ["draft", "published"]}, "only this status"),
                ("search", {"type": S}, "words in the title or body"),
@@ -203,13 +227,42 @@ def _paths() -> dict:
         "get": _op("One entry", ("200", "the entry", "Entry"), params=("id",), errors=NO_ENTRY),
         "put": _op("Change an entry (runs before/after_update hooks)", ("200", "the changed entry", "Entry"),
                    params=("id",), body="EntryInput", errors={**NO_ENTRY, **BAD, **ABORT, **TOO_LARGE}),
-        "delete": _op("Delete an entry (runs before/after_delete hooks)", ("200", "the deleted entry", "Entry"),
+        "delete": _op("Move an entry to the Trash (runs before/after_delete hooks)", ("200", "the entry", "Entry"),
                       params=("id",), errors={**NO_ENTRY, **ABORT}),
     }
     for verb in ("publish", "unpublish"):
         paths[f"/api/v1/admin/content/{{id}}/{verb}"] = {"post": _op(
             f"{verb.capitalize()} an entry (runs before/after_{verb} hooks)", ("200", "the entry", "Entry"),
             params=("id",), errors={**NO_ENTRY, **ABORT})}
+    rev = ("id",)
+    paths["/api/v1/admin/content/{id}/revisions"] = {"get": _op(
+        "An entry's revisions, newest first", ("200", "the revisions", "RevisionList"), params=rev, errors=NO_ENTRY)}
+    paths["/api/v1/admin/content/{id}/revisions/{number}"] = {"get": _op(
+        "One revision", ("200", "the revision", "Revision"), params=("id", "number"),
+        errors={**NO_ENTRY, "400": "number is not a whole number from 1"})}
+    paths["/api/v1/admin/content/{id}/revisions/{number}/restore"] = {"post": _op(
+        "Restore a revision (saved as a new revision; runs the update hooks)", ("200", "the entry", "Entry"),
+        params=("id", "number"), errors={**NO_ENTRY, **ABORT, "400": "number is not a whole number from 1"})}
+    paths["/api/v1/admin/trash"] = {
+        "get": _op("Entries in the Trash, most recently deleted first", ("200", "the Trash", "TrashList")),
+        "delete": _op("Empty the Trash (for good; no hooks)", ("200", "how many were removed", "Emptied")),
+    }
+    not_trashed = {"404": "no entry with that id in the Trash"}
+    paths["/api/v1/admin/trash/{id}"] = {
+        "get": _op("One entry in the Trash", ("200", "the entry", "TrashedEntry"), params=rev, errors=not_trashed),
+        "delete": _op("Delete an entry in the Trash for good (no hooks)", ("200", "the entry", "TrashedEntry"),
+                      params=rev, errors=not_trashed),
+    }
+    paths["/api/v1/admin/trash/{id}/restore"] = {"post": _op(
+        "Bring an entry back (runs the create hooks; the slug gets a free variant if taken)",
+        ("200", "the entry", "Entry"), params=rev, errors={**not_trashed, **ABORT})}
+    site = ("the last build of the site (`modula build`), with a sandboxing Content-Security-Policy; a "
+            "folder's address serves its index.html")
+    paths["/site"] = {"get": _op("The built site's home page", ("200", "a file of the build", None), tag="server",
+                                 auth=False, description=site, errors={"404": "no build yet"})}
+    paths["/site/{path}"] = {"get": _op("A file of the built site", ("200", "the file", None), params=("path",),
+                                        tag="server", auth=False, description=site,
+                                        errors={"404": "no such file in the build"})}
     paths["/api/v1/plugins/{plugin}/{path}"] = {
         method: {**_op(f"A plugin's own route ({method.upper()})", ("200", "what the handler answers", None),
                        tag="plugins", params=("plugin", "path"), auth=False),

@@ -14,6 +14,7 @@ from functools import lru_cache
 from string import Template
 from urllib.parse import quote
 
+from ..core.build.hooks import filter_preview
 from ..core.errors import NotFound
 from ..core.markdown import render_markdown
 from ..core.paths import RESOURCES
@@ -71,8 +72,9 @@ class Preview:
         banner = '<p class="draft">Draft: not published yet. Only you can see this preview.</p>' if draft else ""
         meta = " · ".join(x for x in (entry.get("type", ""), entry.get("status", ""),
                                       (entry.get("published_at") or entry.get("updated_at") or "")[:10]) if x)
-        resp.text = self.page(entry.get("title") or entry.get("slug") or "Untitled",
-                              render_markdown(entry.get("body")), meta=meta, banner=banner)
+        # the plugins' before_render hooks, as in the build (SPEC 9)
+        body_html, title = filter_preview(self.service, entry, render_markdown(entry.get("body")))
+        resp.text = self.page(title or entry.get("slug") or "Untitled", body_html, meta=meta, banner=banner)
 
     def _may_see_drafts(self, req, slug) -> bool:
         return self.auth.check(req.get_header("Authorization")) or \

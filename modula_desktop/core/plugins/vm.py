@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 EVENTS = ("before_create", "after_create", "before_update", "after_update", "before_delete", "after_delete",
-          "before_publish", "after_publish", "before_unpublish", "after_unpublish")
+          "before_publish", "after_publish", "before_unpublish", "after_unpublish", "before_render", "after_build")
 HOOK_TABLES = {"content": "content", "content_data": "content", "*": "*"}
 MAX_PATH = 256
 SEGMENT_RE = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]{0,63}\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)$")
@@ -106,6 +106,7 @@ class RouteSpec:
     method: str
     path: str
     public: bool
+    build: bool = False  # {build = true}: the site build fetches it (SPEC 9)
     # "METHOD /path", as the metrics label the route (made once, not on every request)
     label: str = field(init=False, compare=False, repr=False)
 
@@ -422,7 +423,7 @@ class PluginVM:
         reg = self.sandbox.fn("registry")
         routes, seen = [], set()
         for i, r in sorted(reg[b"routes"].items()):
-            spec = RouteSpec(i, r[b"method"].decode(), r[b"path"].decode(), bool(r[b"public"]))
+            spec = RouteSpec(i, r[b"method"].decode(), r[b"path"].decode(), bool(r[b"public"]), bool(r[b"build"]))
             if spec.key in seen:
                 raise PluginLoadError(f"route {spec.method} {spec.path} is registered twice")
             seen.add(spec.key)

@@ -1208,8 +1208,9 @@ local function build_api(py)
     if r_type(fn) ~= "function" then r_error("http.handle: handler must be a function", 2) end
     if opts ~= nil and r_type(opts) ~= "table" then r_error("http.handle: options must be a table", 2) end
     local public = opts ~= nil and r_rawget(opts, "public") == true
+    local build = opts ~= nil and r_rawget(opts, "build") == true  -- fetched by the site build (SPEC 9)
     local m, p = validate_route(method, path, #registry.routes)
-    registry.routes[#registry.routes + 1] = {method = m, path = p, public = public, fn = fn}
+    registry.routes[#registry.routes + 1] = {method = m, path = p, public = public, build = build, fn = fn}
   end
   http.use = function(fn)
     module_scope_only("http.use")

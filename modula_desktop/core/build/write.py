@@ -1,0 +1,111 @@
+"""Step 3, write: files go to a staging folder beside the output; only when every page rendered are they
+moved into place with renames. A failed or cancelled build removes its staging folder and leaves the last
+good output as it was.
+
+A full build swaps the whole folder (the old one renamed aside, the new one renamed in); an incremental
+build renames each changed file over its old copy and deletes what disappeared. The manifest is written
+last, so a build interrupted between the renames is finished by the next one."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import BuildError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = ".modula-build.json"
+FORMAT = 2
+
+
+def read_manifest(out: Path) -> dict | None:
+    try:
+        data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("outputs"), dict):
+        return None
+    return data
+
+
+def check_output_folder(out: Path) -> dict | None:
+    """Refuse to replace a folder that is not a build: --out pointed at ~/Documents must not empty it.
+    Returns the manifest of the build there, if any."""
+    if out.exists() and not out.is_dir():
+        raise BuildError(f"The output {out} exists and is not a folder.")
+    manifest = read_manifest(out) if out.is_dir() else None
+    if out.is_dir() and manifest is None and any(out.iterdir()):
+        raise BuildError(f"The output folder {out} is not empty and holds no earlier build; choose an empty "
+                         f"or new folder.")
+    return manifest
+
+
+class Staging:
+    def __init__(self, out: Path, full: bool):
+        self.out = out
+        self.full = full
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+        except OSError as exc:
+            raise BuildError(f"Cannot write beside the output folder {out}: {exc.strerror}.") from None
+        self.staged: list[str] = []
+        self._dirs: set[str] = set()
+
+    def write(self, path: str, data: bytes):
+        target = self.root / path
+        parent = path.rpartition("/")[0]
+        if parent and parent not in self._dirs:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(parent)
+        with open(target, "wb") as f:
+            f.write(data)
+        self.staged.append(path)
+
+    def commit(self, manifest: dict, removed: list[str]):
+        text = json.dumps(manifest, separators=(",", ":"))
+        if self.full:
+            (self.root / MANIFEST).write_text(text, encoding="utf-8")
+            aside = None
+            if self.out.exists():
+                aside = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
+                os.rename(self.out, aside / "old")
+            os.rename(self.root, self.out)
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
+            return
+        made = set()
+        for path in self.staged:
+            parent = path.rpartition("/")[0]
+            if parent and parent not in made:
+                (self.out / parent).mkdir(parents=True, exist_ok=True)
+                made.add(parent)
+            os.replace(self.root / path, self.out / path)
+        for path in removed:
+            try:
+                (self.out / path).unlink()
+            except FileNotFoundError:
+                pass
+            _prune(self.out, path)
+        tmp = self.root / MANIFEST
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.out / MANIFEST)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def abort(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _prune(out: Path, path: str):
+    parts = path.split("/")[:-1]
+    while parts:
+        folder = out.joinpath(*parts)
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            return
+        parts.pop()
