@@ -273,9 +273,12 @@ def main(argv=None) -> int:
                     return 1
                 time.sleep(0.1)
             routes = [{"plugin": name, "method": r.split()[0], "path": r.split()[1]} for name, (_, r) in ATTACKS.items()]
-            if post_json(port, "/api/v1/admin/plugins/routes/approve", token, {"routes": routes}) != 200:
-                print("could not approve the attack routes", file=sys.stderr)
-                return 1
+            # the plugins load behind the server: their routes can be approved once they run
+            while post_json(port, "/api/v1/admin/plugins/routes/approve", token, {"routes": routes}) != 200:
+                if time.monotonic() > deadline:
+                    print("could not approve the attack routes", file=sys.stderr)
+                    return 1
+                time.sleep(0.2)
             print(f"server pid {server.pid} on 127.0.0.1:{port}; {args.cap:g} s per attack, handler deadline "
                   f"{DEADLINE:g} s")
             with HealthProbe(port) as probe:

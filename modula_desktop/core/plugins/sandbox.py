@@ -370,6 +370,15 @@ class Sandbox:
             return text[:cap] + "… (error message truncated)"
         return text
 
+    def close(self):
+        """Let the runtime go now. The sandbox and its LuaRuntime refer to each other (the host callables
+        inside Lua are the sandbox's methods), so without this a closed VM, with everything its plugin
+        allocated, waited for Python's cycle collector: a route that builds a 16 MB string and is
+        stopped by its budget left one such VM behind per request, about a gigabyte under a few clients.
+        Dropping every reference the sandbox holds frees the runtime by reference counting, here."""
+        self.__dict__.clear()
+        release_memory()
+
     def memory_used(self) -> int:
         try:
             return self.lua.get_memory_used()
@@ -461,6 +470,30 @@ class Sandbox:
             return result[1:]
         kind = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
         raise PluginCallError(kind, self.error_text(result[2]))
+
+
+_libc_trim = None
+_trimmed_at = 0.0
+TRIM_INTERVAL_S = 1.0
+
+
+def release_memory():
+    """Give freed heap back to the system (glibc keeps what a closed VM freed in its arenas, one per
+    thread, so the server's RSS stayed at its peak). At most once a second: malloc_trim walks the heap."""
+    global _libc_trim, _trimmed_at
+    now = time.monotonic()
+    if now - _trimmed_at < TRIM_INTERVAL_S:
+        return
+    _trimmed_at = now
+    if _libc_trim is None:
+        try:
+            import ctypes
+
+            _libc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc: nothing to do
+            _libc_trim = False
+    if _libc_trim:
+        _libc_trim(0)
 
 
 def runtime_lock(runtime):

@@ -641,4 +641,6 @@ class PluginVM:
         return RouteResponse(status=status, json=js, body=body, headers=headers, has_json=has_json, encoded=None)
 
     def close(self):
-        self.sandbox = None
+        sandbox, self.sandbox = self.sandbox, None
+        if sandbox is not None:
+            sandbox.close()
