@@ -72,6 +72,8 @@ def table(results: dict) -> str:
         if problem:
             lines.append(f"| {name} | — | not run: {problem} | | |")
             continue
+        if not rows:
+            lines.append(f"| {name} | — | ran, reported no figures | | |")
         for r in rows:
             base = (f"{fmt(r['baseline'], r['unit'])} ({r['baseline_label']})" if r.get("baseline") is not None
                     else (f"goal {r['goal']}" if r.get("goal") else ""))

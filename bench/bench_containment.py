@@ -229,6 +229,12 @@ def report(name, peak, probe, durations=None, statuses=None, extra=""):
         counts = {s: statuses.count(s) for s in sorted(set(statuses))}
         line += f"   worst overrun {overrun:5.2f} s   requests {len(durations)} {counts}"
     print(line + extra, flush=True)
+    from _report import result
+    result(f"{name.strip()}: peak RSS growth", peak.growth_mib, "MiB")
+    result(f"{name.strip()}: health p95 under attack", p95, "ms", goal="< 100 ms")
+    if durations:
+        result(f"{name.strip()}: worst overrun past the deadline", max(0.0, max(durations) - DEADLINE), "s",
+               goal="<= 0.5 s")
 
 
 def main(argv=None) -> int:

@@ -102,7 +102,7 @@ def main(argv=None):
                 for name, b in order:
                     thr[name].append(b.burst(args.saves))
             hooked.activate()
-            audit = hooked.service.db.execute_sql("SELECT COUNT(*) FROM plugin_hooks_plugin_audit").fetchone()[0]
+            audit = hooked.service.db.execute_sql("SELECT COUNT(*) FROM plugin_hooks_plugin__audit").fetchone()[0]
             fields = hooked.service.content.get(hooked.entry["id"])["fields"]
         finally:
             for b in (plain, hooked):
