@@ -61,7 +61,3 @@ def _renderer() -> MarkdownIt:
 def render_markdown(text: str | None) -> str:
     """HTML for an author's Markdown body; raw HTML in it is shown as text, never interpreted."""
     return _renderer().render(text or "")
-
-
-def render_inline(text: str | None) -> str:
-    return _renderer().renderInline(text or "")

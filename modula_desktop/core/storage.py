@@ -157,21 +157,18 @@ def _m1(db):
     db.create_tables([SchemaVersion, Content, Revision, PluginRecord, RouteApproval, HookApproval, PluginLog])
 
 
-def add_route_public(db):
-    # approvals given before this column existed were of routes the author saw needing the token as far
-    # as we can tell: they stay approvals of non-public routes, and a public route needs approving again
-    # (_m1 creates the table from today's model, with the column already there)
-    columns = {row[1] for row in db.execute_sql("PRAGMA table_info(plugin_route_approval)").fetchall()}
-    if "public" not in columns:
-        db.execute_sql("ALTER TABLE plugin_route_approval ADD COLUMN public INTEGER NOT NULL DEFAULT 0")
-
-
 def _add_columns(db, table: str, columns: dict[str, str]):
     # _m1 creates the tables from today's models, so a new site already has every column
     have = {c.name for c in db.get_columns(table)}
     for name, sql in columns.items():
         if name not in have:
             db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {sql}')
+
+
+def add_route_public(db):
+    # approvals given before this column existed were of routes the author saw needing the token as far
+    # as we can tell: they stay approvals of non-public routes, and a public route needs approving again
+    _add_columns(db, "plugin_route_approval", {"public": "INTEGER NOT NULL DEFAULT 0"})
 
 
 def add_trash_and_revision_source(db):

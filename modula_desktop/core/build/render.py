@@ -12,7 +12,7 @@ from xml.sax.saxutils import escape as xml_escape
 from markupsafe import Markup
 
 from .collect import Entry, SiteModel, Tag, digest
-from .markdown import render_markdown
+from ..markdown import render_markdown  # the renderer of the previews too
 from .media import MediaSet, localize
 
 # Bump when the build's own code changes what it writes: every key changes with it.
