@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from modula_desktop.core.plugins.manager import RouteFailure  # noqa: E402
+from modula_desktop.core.plugins.lifecycle.manager import RouteFailure  # noqa: E402
 from modula_desktop.core.service import SiteService  # noqa: E402
 from modula_desktop.core.settings import PluginSettings, Settings  # noqa: E402
 from modula_desktop.core.site import Site  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from modula_desktop.core.plugins.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from modula_desktop.core.plugins.lifecycle.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from test_manager import add, approve, call, svc  # noqa: F401 - svc is a fixture
 
 

@@ -19,7 +19,7 @@ from _server_fixtures import running_site
 from helpers import write_plugin as write_site_plugin
 from test_sandbox_adversarial import OK_JSON, assert_recovers, call, call_json, handler, make_vm
 
-from modula_desktop.core.plugins import sandbox as sandbox_module
+from modula_desktop.core.plugins.runtime import sandbox as sandbox_module
 from modula_desktop.core.plugins.errors import PluginCallError
 from modula_desktop.core.settings import PluginSettings
 

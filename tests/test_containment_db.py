@@ -10,11 +10,11 @@ import pytest
 
 from _server_fixtures import running_site
 
-from modula_desktop.core.plugins.dbapi import sql_table_name
+from modula_desktop.core.plugins.api.db import sql_table_name
 from modula_desktop.core.plugins.errors import PluginCallError
-from modula_desktop.core.plugins.logbook import Logbook
-from modula_desktop.core.plugins.manager import PluginManager
-from modula_desktop.core.plugins.manifest import NAME_RE, check_name
+from modula_desktop.core.plugins.api.log import Logbook
+from modula_desktop.core.plugins.lifecycle.manager import PluginManager
+from modula_desktop.core.plugins.lifecycle.manifest import NAME_RE, check_name
 from modula_desktop.core.settings import PluginSettings
 from modula_desktop.core.storage import open_database
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from _server_fixtures import Client, make_site, running_site, wait_for, wait_until_loaded
-from modula_desktop.core.plugins.manifest import Manifest
+from modula_desktop.core.plugins.lifecycle.manifest import Manifest
 from modula_desktop.core.service import SiteService
 from modula_desktop.core.settings import Settings
 from modula_desktop.core.site import Site

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from modula_desktop.core.plugins.dbapi import PluginDB
+from modula_desktop.core.plugins.api.db import PluginDB
 from modula_desktop.core.plugins.errors import ApiError, PluginCallError, PluginLoadError
-from modula_desktop.core.plugins.vm import OpBudget, PluginVM, VMContext
+from modula_desktop.core.plugins.runtime.vm import OpBudget, PluginVM, VMContext
 from modula_desktop.core.settings import PluginSettings
 from modula_desktop.core.storage import open_database
 
@@ -896,7 +896,7 @@ def test_task_tracker_example_plugin(database):
 
 
 def test_task_tracker_lua_tests_pass():
-    from modula_desktop.core.plugins.testing import run_plugin_tests
+    from modula_desktop.core.plugins.authoring.testrunner import run_plugin_tests
 
     run = run_plugin_tests(REPO / "plugins" / "task_tracker")
     assert run.load_error is None

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from modula_desktop.core.plugins.errors import PluginCallError, PluginLoadError
-from modula_desktop.core.plugins.vm import PluginVM, VMContext
+from modula_desktop.core.plugins.runtime.vm import PluginVM, VMContext
 from modula_desktop.core.settings import PluginSettings
 from modula_desktop.core.storage import open_database, utc_now
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from modula_desktop.core.plugins.manifest import KNOWN_PERMISSIONS as PERMISSIONS
-from modula_desktop.core.plugins.vm import EVENTS, PluginVM, VMContext
+from modula_desktop.core.plugins.lifecycle.manifest import KNOWN_PERMISSIONS as PERMISSIONS
+from modula_desktop.core.plugins.runtime.vm import EVENTS, PluginVM, VMContext
 from modula_desktop.core.settings import PluginSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from modula_desktop.core.plugins import sandbox as sandbox_module
+from modula_desktop.core.plugins.runtime import sandbox as sandbox_module
 from modula_desktop.core.plugins.errors import PluginCallError
 from test_sandbox_adversarial import OK_JSON, call, call_json, make_vm
 
@@ -350,7 +350,7 @@ import sys
 sys.path[:0] = [{tests!r}, {root!r}]
 from pathlib import Path
 from test_sandbox_adversarial import call_json, make_vm
-from modula_desktop.core.plugins import sandbox
+from modula_desktop.core.plugins.runtime import sandbox
 if not {bridge!r}:
     sandbox._luabridge = None
 vm = make_vm(Path({tmp!r}), '''

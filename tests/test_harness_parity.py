@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from modula_desktop.core.plugins.testing import format_run, run_plugin_tests
+from modula_desktop.core.plugins.authoring.testrunner import format_run, run_plugin_tests
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,7 +193,7 @@ def test_the_same_plugin_served(tmp_path):
     from _outbound_servers import LoopbackServer, make_cert
     from _server_fixtures import running_site
 
-    from modula_desktop.core.plugins.outbound import OutboundClient
+    from modula_desktop.core.plugins.api.outbound import OutboundClient
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl makes the test certificate")

@@ -11,8 +11,8 @@ import pytest
 
 from conftest_content import MARK, add_plugin, approve_all, fired, hook_runs, make_site, rows, table_count  # noqa: F401
 from modula_desktop.core.errors import HookAbort, ValidationError
-from modula_desktop.core.plugins.hooks import HookDispatcher, strip_location
-from modula_desktop.core.plugins.vm import EVENTS
+from modula_desktop.core.plugins.runtime.dispatch import HookDispatcher, strip_location
+from modula_desktop.core.plugins.runtime.vm import EVENTS
 
 REPO = Path(__file__).resolve().parents[1]
 

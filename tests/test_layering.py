@@ -27,3 +27,17 @@ def test_core_runs_without_qt_or_falcon():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_the_plugin_package_is_split_by_role():
+    """Issue 15, layout: the Lua API modules, the runtime, the lifecycle and the authoring tools each have
+    their own package; only the shared errors module sits at the top of core/plugins."""
+    plugins = ROOT / "modula_desktop" / "core" / "plugins"
+    top = sorted(p.name for p in plugins.glob("*.py"))
+    assert top == ["__init__.py", "errors.py"]
+    api = {p.stem for p in (plugins / "api").glob("*.py")}
+    assert {"db", "http", "hooks", "log", "json", "request", "test"} <= api
+    assert {"sandbox", "vm", "pool", "dispatch"} <= {p.stem for p in (plugins / "runtime").glob("*.py")}
+    assert {"manager", "reload", "manifest", "approvals", "breaker"} <= \
+        {p.stem for p in (plugins / "lifecycle").glob("*.py")}
+    assert {"scaffold", "testrunner"} <= {p.stem for p in (plugins / "authoring").glob("*.py")}

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from modula_desktop.core.plugins.manifest import parse_manifest
+from modula_desktop.core.plugins.lifecycle.manifest import parse_manifest
 from modula_desktop.core.plugins.errors import PluginLoadError
 from modula_desktop.core.service import SiteService
 from modula_desktop.core.site import Site

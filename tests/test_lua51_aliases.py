@@ -1,7 +1,7 @@
 """The Lua 5.1 globals ModulaCMS plugins rely on exist as aliases (issue 15, item 5)."""
 from __future__ import annotations
 
-from modula_desktop.core.plugins.vm import PluginVM, VMContext
+from modula_desktop.core.plugins.runtime.vm import PluginVM, VMContext
 from modula_desktop.core.settings import PluginSettings
 
 

@@ -1,4 +1,4 @@
-"""The C bridge for route calls (core/plugins/_luabridge.c, Sandbox.call_route).
+"""The C bridge for route calls (core/plugins/runtime/_luabridge.c, Sandbox.call_route).
 
 Route calls go through the bridge when it is built, else through lupa. Both must answer the same for
 every request and every failure, the bridge must refuse what it cannot push (lupa takes over), and it
@@ -10,9 +10,9 @@ import os
 
 import pytest
 
-from modula_desktop.core.plugins import sandbox as sandbox_module
+from modula_desktop.core.plugins.runtime import sandbox as sandbox_module
 from modula_desktop.core.plugins.errors import PluginCallError
-from modula_desktop.core.plugins.sandbox import ARGUMENT_ROOM, ROUTE_ENTRY_KEY, Sandbox, runtime_lock
+from modula_desktop.core.plugins.runtime.sandbox import ARGUMENT_ROOM, ROUTE_ENTRY_KEY, Sandbox, runtime_lock
 
 from test_sandbox_adversarial import (FILL, GLOBAL_CHANGES, MEMORY, OK_JSON, SEEN_BEFORE, call_json, handler,
                                       make_vm, request)

@@ -13,7 +13,7 @@ from _server_fixtures import wait_for
 
 from helpers import write_plugin
 from modula_desktop.core.plugins.errors import PluginLoadError
-from modula_desktop.core.plugins.manager import FAILED, RUNNING, STOPPED, RouteFailure
+from modula_desktop.core.plugins.lifecycle.manager import FAILED, RUNNING, STOPPED, RouteFailure
 from modula_desktop.core.service import SiteService
 from modula_desktop.core.settings import Settings
 from modula_desktop.core.site import Site

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from modula_desktop.core.metrics import Metrics
-from modula_desktop.core.plugins.outbound import OutboundArgumentError, OutboundClient, refusal
+from modula_desktop.core.plugins.api.outbound import OutboundArgumentError, OutboundClient, refusal
 from modula_desktop.core.settings import PluginSettings
 
 from _outbound_servers import LoopbackServer, make_cert

@@ -11,7 +11,7 @@ import pytest
 
 from _server_fixtures import running_site
 
-from modula_desktop.core.plugins import sandbox as sandbox_module
+from modula_desktop.core.plugins.runtime import sandbox as sandbox_module
 
 # Lua expressions, each the json of a response. Some are packed, some are not (floats, non-ASCII
 # or escaped text, mixed or sparse keys, too deep, too large), and some are errors.

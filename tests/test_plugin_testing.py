@@ -1,5 +1,5 @@
 """`modula plugin test` semantics (SPEC 3.9): savepoint per test, globals reset, test module API."""
-from modula_desktop.core.plugins.testing import format_run, run_plugin_tests
+from modula_desktop.core.plugins.authoring.testrunner import format_run, run_plugin_tests
 from modula_desktop.core.settings import PluginSettings
 
 from helpers import write_plugin

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from modula_desktop.core.plugins.errors import PluginLoadError
-from modula_desktop.core.plugins.pool import PoolClosed, VMPool
+from modula_desktop.core.plugins.runtime.pool import PoolClosed, VMPool
 from test_manager import approve, call, svc, wait_until  # noqa: F401 - svc is a fixture
 
 

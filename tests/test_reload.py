@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from modula_desktop.core.plugins.manager import FAILED, RUNNING
-from modula_desktop.core.plugins.reload import HotReloader, read_sources
+from modula_desktop.core.plugins.lifecycle.manager import FAILED, RUNNING
+from modula_desktop.core.plugins.lifecycle.reload import HotReloader, read_sources
 from modula_desktop.core.storage import PluginRecord
 from test_manager import PERMS, add, approve, call, svc, versioned, wait_until  # noqa: F401 - svc is a fixture
 

@@ -11,8 +11,8 @@ from _server_fixtures import running_site
 from helpers import write_plugin
 
 from modula_desktop.core.plugins.errors import PluginLoadError
-from modula_desktop.core.plugins.outbound import OutboundClient
-from modula_desktop.core.plugins.vm import PluginVM, VMContext
+from modula_desktop.core.plugins.api.outbound import OutboundClient
+from modula_desktop.core.plugins.runtime.vm import PluginVM, VMContext
 from modula_desktop.core.settings import PluginSettings
 
 FETCHER = """

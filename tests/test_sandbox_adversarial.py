@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from modula_desktop.core.plugins.sandbox import ARGUMENT_ROOM
+from modula_desktop.core.plugins.runtime.sandbox import ARGUMENT_ROOM
 
-from modula_desktop.core.plugins import sandbox as sandbox_module
+from modula_desktop.core.plugins.runtime import sandbox as sandbox_module
 from modula_desktop.core.plugins.errors import PluginCallError, PluginLoadError
-from modula_desktop.core.plugins.vm import PluginVM, VMContext
+from modula_desktop.core.plugins.runtime.vm import PluginVM, VMContext
 from modula_desktop.core.settings import PluginSettings
 
 FAST = dataclasses.replace(PluginSettings(), max_instructions=5_000_000)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from ..core.errors import ValidationError
 from ..core.plugins.errors import PluginLoadError
-from ..core.plugins.manager import dependency_order, discover
-from ..core.plugins.manifest import check_name
-from ..core.plugins.vm import PluginVM, VMContext
+from ..core.plugins.lifecycle.manager import dependency_order, discover
+from ..core.plugins.lifecycle.manifest import check_name
+from ..core.plugins.runtime.vm import PluginVM, VMContext
 from ..core.settings import PluginSettings
 from ..core.site import Site, default_site_dir
 from .main import CliError, EXIT_USAGE_OR_OFFLINE
@@ -99,7 +99,7 @@ def cmd_init(args) -> int:
     if not args.site:
         site.ensure()
     site.plugins_dir.mkdir(parents=True, exist_ok=True)
-    from ..core.plugins.scaffold import scaffold_plugin
+    from ..core.plugins.authoring.scaffold import scaffold_plugin
 
     try:
         target = scaffold_plugin(site.plugins_dir, args.name, version=args.plugin_version,
@@ -135,7 +135,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_test(args) -> int:
-    from ..core.plugins.testing import format_run, run_plugin_tests
+    from ..core.plugins.authoring.testrunner import format_run, run_plugin_tests
 
     root = Path(args.path).resolve()
     if not root.is_dir():

@@ -45,7 +45,7 @@ from peewee import SQL, IntegrityError, fn
 from ulid import ULID
 
 from .errors import NotFound, ValidationError
-from .plugins.hooks import HookDispatcher
+from .plugins.runtime.dispatch import HookDispatcher
 from .settings import PluginSettings
 from .storage import Content, Revision, utc_now
 

@@ -6,9 +6,9 @@ import threading
 from pathlib import Path
 
 from .metrics import Metrics
-from .plugins.approvals import Approvals
-from .plugins.logbook import Logbook
-from .plugins.manager import PluginManager
+from .plugins.lifecycle.approvals import Approvals
+from .plugins.api.log import Logbook
+from .plugins.lifecycle.manager import PluginManager
 from .settings import Settings
 from .site import Site, WELCOME_BODY
 from .storage import open_database
@@ -99,7 +99,7 @@ class SiteService:
         if not enabled:
             return
         try:
-            from .plugins.reload import HotReloader
+            from .plugins.lifecycle.reload import HotReloader
         except ImportError:  # pragma: no cover - during bring-up
             return
         with self._watcher_lock:

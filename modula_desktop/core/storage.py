@@ -210,7 +210,7 @@ def open_database(path) -> SqliteDatabase:
     try:
         db.connect(reuse_if_open=True)
         migrate(db)
-        from .plugins.dbapi import migrate_namespace  # here: dbapi imports this module
+        from .plugins.api.db import migrate_namespace  # here: dbapi imports this module
 
         migrate_namespace(db)
     except DatabaseError as exc:

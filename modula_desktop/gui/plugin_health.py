@@ -10,7 +10,7 @@ import datetime as _dt
 import re
 from dataclasses import dataclass, field
 
-from ..core.plugins.hooks import strip_location
+from ..core.plugins.runtime.dispatch import strip_location
 
 OK, PENDING, WARNING, FAILED, STOPPED = "ok", "pending", "warning", "failed", "stopped"
 _HOOK_FAILED = re.compile(r"^(\w+) hook failed \((\w+)\): (.*)$", re.S)

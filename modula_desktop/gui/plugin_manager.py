@@ -65,7 +65,7 @@ def copy_example_plugins(service) -> list[str]:
     ones. Returns their names. Runs on a worker thread: loading a plugin takes a moment."""
     before = set(service.plugins.names())
     service.site.seed_bundled_plugins()
-    from ..core.plugins.manager import discover
+    from ..core.plugins.lifecycle.manager import discover
 
     added = []
     for root in discover(service.plugins.plugins_dir):

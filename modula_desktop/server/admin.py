@@ -5,8 +5,9 @@ from __future__ import annotations
 import falcon
 
 from ..core.plugins.errors import PluginLoadError
-from ..core.plugins.manager import LOADING, RUNNING, STOPPED
-from ..core.plugins.vm import EVENTS, HOOK_TABLES, METHODS
+from ..core.plugins.lifecycle.manager import LOADING, RUNNING, STOPPED
+from ..core.plugins.api.hooks import EVENTS, HOOK_TABLES
+from ..core.plugins.api.http import METHODS
 from .bodies import read_json_object
 from .responses import send_json
 

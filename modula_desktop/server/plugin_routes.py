@@ -21,8 +21,8 @@ from urllib.parse import parse_qsl
 import falcon
 
 from ..core.plugins.errors import ApiError
-from ..core.plugins.manager import RouteFailure
-from ..core.plugins.vm import METHODS, unpack_response
+from ..core.plugins.lifecycle.manager import RouteFailure
+from ..core.plugins.api.http import METHODS, unpack_response
 from .auth import TokenAuth
 from .bodies import is_json_type, parse_json, read_body_env
 from .errors import JSON, error_json, error_message
@@ -30,7 +30,7 @@ from .middleware import SECURITY_HEADERS_WSGI, RequestGuard
 from .ratelimit import RateLimiter
 
 try:  # the C version of wsgi_headers' common case, built with the route bridge (sandbox.py)
-    from ..core.plugins._luabridge import flat_headers as _flat_headers
+    from ..core.plugins.runtime._luabridge import flat_headers as _flat_headers
 except ImportError:  # pragma: no cover - built without a compiler
     _flat_headers = None
 

@@ -7,7 +7,7 @@ import json
 import logging
 
 from ..errors import HookAbort, ValidationError
-from ..plugins.hooks import HookDispatcher
+from ..plugins.runtime.dispatch import HookDispatcher
 from .collect import Entry, digest
 from .errors import BuildError
 
@@ -90,7 +90,7 @@ class RenderHooks:
 
     @staticmethod
     def _fetch(manager, match, path: str) -> bytes:
-        from ..plugins.manager import RouteFailure
+        from ..plugins.lifecycle.manager import RouteFailure
 
         name = match.plugin.name
         request = {"method": "GET", "path": path, "body": b"", "client_ip": "127.0.0.1", "headers": {},

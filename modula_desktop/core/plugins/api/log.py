@@ -15,8 +15,11 @@ import time
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-from ..settings import PluginSettings
-from ..storage import utc_now
+from lupa.lua54 import lua_type
+
+from ...settings import PluginSettings
+from ...storage import utc_now
+from ..errors import ApiError, ConversionLimit
 
 log = logging.getLogger("modula.plugins")
 
@@ -146,3 +149,23 @@ class Logbook:
             if self._file:
                 self._file.close()
                 self._file = None
+
+
+def lua_log(vm, level, msg, ctx):
+    """log.debug/info/warn/error from Lua."""
+    # converted here, not by host_function: an entry is capped (log_entry_max_bytes), so neither the
+    # message nor the context is copied past the cap, however large it is in the VM
+    limit = vm.settings.log_entry_max_bytes
+    sb = vm.sandbox
+    level = sb.from_lua(level)
+    msg = sb.from_lua(msg[:limit + 1] if type(msg) is bytes else msg)
+    if ctx is not None:
+        if lua_type(ctx) != "table":
+            raise ApiError("log: context must be a table")
+        try:
+            ctx = sb.from_lua(ctx, max_bytes=max(0, limit - len(msg)))
+        except ConversionLimit:
+            ctx = context_dropped(limit)
+    if isinstance(ctx, list) and not ctx:
+        ctx = None
+    vm._emit(level, msg, ctx)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ValidationError
-from .manifest import check_name
+from ...errors import ValidationError
+from ..lifecycle.manifest import check_name
 
 
 def _lua_string(s: str) -> str:

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Callable
 
-from .errors import PluginLoadError
+from ..errors import PluginLoadError
 from .vm import PluginVM
 
 log = logging.getLogger(__name__)

@@ -24,9 +24,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from typing import Callable, Iterable
 
-from ..errors import HookAbort, ValidationError
-from ..settings import PluginSettings
-from .errors import PluginCallError
+from ...errors import HookAbort, ValidationError
+from ...settings import PluginSettings
+from ..errors import PluginCallError
 
 log = logging.getLogger(__name__)
 trace_log = logging.getLogger("modula.hooks.trace")

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import PluginLoadError
+from ..errors import PluginLoadError
 
 log = logging.getLogger(__name__)
 

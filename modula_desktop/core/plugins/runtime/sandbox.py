@@ -17,8 +17,8 @@ from functools import lru_cache
 import lupa.lua54 as lupa
 from lupa.lua54 import lua_type
 
-from ..paths import LUA_DIR
-from .errors import ApiError, ConversionLimit, PluginCallError, RequestDataError
+from ...paths import LUA_DIR
+from ..errors import ApiError, ConversionLimit, PluginCallError, RequestDataError
 from .watchdog import WATCHDOG
 
 log = logging.getLogger(__name__)

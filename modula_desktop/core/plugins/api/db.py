@@ -33,8 +33,8 @@ from typing import Callable
 import peewee
 from ulid import ULID
 
-from ..storage import utc_now
-from .errors import ApiError
+from ...storage import utc_now
+from ..errors import ApiError
 
 log = logging.getLogger(__name__)
 

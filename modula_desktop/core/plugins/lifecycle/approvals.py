@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 
-from ..storage import DomainApproval, HookApproval, PluginRecord, RouteApproval, utc_now
+from ...storage import DomainApproval, HookApproval, PluginRecord, RouteApproval, utc_now
 
 
 class Approvals:

@@ -1,30 +1,27 @@
 """A plugin VM: one sandboxed runtime with the plugin's code loaded and its API modules installed."""
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..settings import PluginSettings
-from .errors import ApiError, ConversionLimit, PluginCallError, PluginLoadError
-from .logbook import cap_entry, context_dropped
-from .manifest import Manifest, parse_manifest
+from ...settings import PluginSettings
+from ..errors import ApiError, ConversionLimit, PluginCallError, PluginLoadError
+from ..api.log import cap_entry
+from ..api import hooks as hooks_api
+from ..api import http as http_api
+from ..api import json as json_api
+from ..api import log as log_api
+from ..api.hooks import EVENTS, HOOK_TABLES, HookSpec  # noqa: F401 - re-exported for the runtime
+from ..api.http import METHODS, RouteResponse, RouteSpec, unpack_response, validate_route_path  # noqa: F401
+from ..lifecycle.manifest import Manifest, parse_manifest
 from .sandbox import MAX_ITEMS, Sandbox, lua_type
 
 log = logging.getLogger(__name__)
 
-METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
-EVENTS = ("before_create", "after_create", "before_update", "after_update", "before_delete", "after_delete",
-          "before_publish", "after_publish", "before_unpublish", "after_unpublish", "before_render", "after_build")
-HOOK_TABLES = {"content": "content", "content_data": "content", "*": "*"}
-MAX_PATH = 256
-SEGMENT_RE = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]{0,63}\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)$")
 MAX_SOURCE_BYTES = 1024 * 1024
-MAX_JSON_BYTES = 4 * 1024 * 1024
 # the request fields the server sends (a request with others goes to Lua as a table)
 _FIELD_KEYS = {k: k.encode() for k in ("method", "path", "body", "client_ip", "headers", "query", "params", "json")}
 # request fields that are maps of strings; route_entry gives each an empty table when it is left out
@@ -51,93 +48,6 @@ def _deadline_message(seconds, what) -> bytes:
         if len(_DEADLINE_MESSAGES) < 256:
             _DEADLINE_MESSAGES[(what, seconds)] = message
     return message
-
-
-def validate_route_path(path) -> str:
-    if not isinstance(path, str) or not path:
-        raise ApiError("http.handle: path must be a non-empty string")
-    if not path.startswith("/"):
-        raise ApiError(f"http.handle: path '{path}' must start with /")
-    if len(path) > MAX_PATH:
-        raise ApiError(f"http.handle: path longer than {MAX_PATH} characters")
-    for bad in ("..", "?", "#", "\\", "//"):
-        if bad in path:
-            raise ApiError(f"http.handle: path '{path}' must not contain '{bad}'")
-    if path != "/":
-        params = set()
-        for seg in path.strip("/").split("/"):
-            if not SEGMENT_RE.match(seg):
-                raise ApiError(f"http.handle: invalid path segment '{seg}' in '{path}'")
-            if seg.startswith("{"):
-                if seg in params:
-                    raise ApiError(f"http.handle: parameter {seg} used twice in '{path}'")
-                params.add(seg)
-    return path.rstrip("/") or "/"
-
-
-class RouteResponse(dict):
-    """A handler's response: status, json, body (bytes), headers, has_json, and encoded: the JSON text
-    as bytes when the VM's bootstrap encoded it already (most answers, see route_caller). The json
-    value is then decoded from that text only if something asks for it (the server never does)."""
-
-    __slots__ = ()
-
-    def __missing__(self, key):
-        if key == "json" and self.get("encoded") is not None:
-            value = self["json"] = json.loads(self["encoded"])
-            return value
-        raise KeyError(key)
-
-
-def unpack_response(packed: bytes) -> RouteResponse:
-    """The response packed by the bootstrap (route_call): "J" or "B", a status from 200 to 599, then
-    the JSON text or the body, all ASCII. (The server reads the bytes itself: PluginDispatcher.)"""
-    payload = packed[4:]
-    if packed[0] == 74:  # "J"
-        return RouteResponse({"status": int(packed[1:4]), "body": b"", "headers": {}, "has_json": True,
-                              "encoded": payload})
-    return RouteResponse({"status": int(packed[1:4]), "json": None, "body": payload, "headers": {},
-                          "has_json": False, "encoded": None})
-
-
-@dataclass(frozen=True)
-class RouteSpec:
-    index: int
-    method: str
-    path: str
-    public: bool
-    build: bool = False  # {build = true}: the site build fetches it (SPEC 9)
-    # "METHOD /path", as the metrics label the route (made once, not on every request)
-    label: str = field(init=False, compare=False, repr=False)
-
-    def __post_init__(self):
-        object.__setattr__(self, "label", f"{self.method} {self.path}")
-
-    @property
-    def key(self):
-        return (self.method, self.path)
-
-
-@dataclass(frozen=True)
-class HookSpec:
-    index: int
-    event: str
-    table: str
-    priority: int
-
-    @property
-    def key(self):
-        return (self.event, self.table)
-
-    @property
-    def is_before(self) -> bool:
-        return self.event.startswith("before_")
-
-    @property
-    def rank(self) -> tuple:
-        """SPEC 3.6 ordering within one plugin: lower priority first, then table-specific before "*"
-        (then registration order, which callers add: across plugins, load order comes first)."""
-        return (self.priority, self.table == "*")
 
 
 @dataclass
@@ -221,7 +131,7 @@ class PluginVM:
             db_functions[fname] = sb.host_function(self._db_call(fname), convert_args=False, name=f"db.{fname}")
         py["db"] = sb.raw_host_table(db_functions)
         sb.fn("build_api")(sb.raw_host_table(py))
-        from .request_api import RequestModule
+        from ..api.request import RequestModule
 
         self.request_module = RequestModule(self)
         self.request_module.install()
@@ -238,7 +148,7 @@ class PluginVM:
     # ---- the db module -----------------------------------------------------------------------
     def _make_db_api(self):
         try:
-            from .dbapi import PluginDB
+            from ..api.db import PluginDB
         except ImportError:  # pragma: no cover - during bring-up
             return None
         api = PluginDB(self.name, self.ctx.database, self.ops, self.ctx.settings)
@@ -255,7 +165,7 @@ class PluginVM:
 
     def _db_call(self, fname):
         pure = self.db_api is not None and fname in self.db_api.PURE_FUNCTIONS
-        from .dbapi import lua_args
+        from ..api.db import lua_args
 
         def call(*args):
             sb = self.sandbox
@@ -292,22 +202,7 @@ class PluginVM:
         self._emit("info", str(text), None)
 
     def _log(self, level, msg, ctx):
-        # converted here, not by host_function: an entry is capped (log_entry_max_bytes), so neither the
-        # message nor the context is copied past the cap, however large it is in the VM
-        limit = self.settings.log_entry_max_bytes
-        sb = self.sandbox
-        level = sb.from_lua(level)
-        msg = sb.from_lua(msg[:limit + 1] if type(msg) is bytes else msg)
-        if ctx is not None:
-            if lua_type(ctx) != "table":
-                raise ApiError("log: context must be a table")
-            try:
-                ctx = sb.from_lua(ctx, max_bytes=max(0, limit - len(msg)))
-            except ConversionLimit:
-                ctx = context_dropped(limit)
-        if isinstance(ctx, list) and not ctx:
-            ctx = None
-        self._emit(level, msg, ctx)
+        log_api.lua_log(self, level, msg, ctx)
 
     def _emit(self, level, msg, ctx):
         msg, ctx = cap_entry(msg, ctx, self.settings.log_entry_max_bytes)
@@ -317,48 +212,16 @@ class PluginVM:
             log.log(_LEVELS.get(level, logging.INFO), "[%s] %s", self.name, msg)
 
     def _json_encode(self, value):
-        sb = self.sandbox
-        # at most the memory limit of JSON text (its result must fit in the VM): ConversionLimit, which
-        # the host call raises as the memory budget's error
-        value = sb.from_lua(value, max_bytes=sb.memory_limit, json_text=True)
-        try:
-            return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        except (ValueError, TypeError) as exc:
-            raise ApiError(f"json.encode: {exc}") from None
+        return json_api.encode(self.sandbox, value)
 
     def _json_decode(self, text):
-        if not isinstance(text, bytes):
-            raise ApiError("json.decode: argument must be a string")
-        if len(text) > MAX_JSON_BYTES:
-            # Python builds the whole value before the VM's memory limit can see it
-            raise ApiError(f"json.decode: input larger than {MAX_JSON_BYTES // 2**20} MiB")
-        try:
-            return json.loads(text.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(f"json.decode: invalid JSON ({exc})") from None
-        except RecursionError:
-            raise ApiError("json.decode: nested too deeply") from None
+        return json_api.decode(text)
 
     def _validate_route(self, method, path, count):
-        if count >= self.settings.max_routes:
-            raise ApiError(f"http.handle: at most {self.settings.max_routes} routes per plugin")
-        if not isinstance(method, str) or method.upper() not in METHODS:
-            raise ApiError(f"http.handle: method must be one of {', '.join(METHODS)}")
-        method = method.upper()
-        path = validate_route_path(path)
-        return method, path
+        return http_api.validate_route(method, path, count, self.settings.max_routes)
 
     def _validate_hook(self, event, table, priority, count):
-        if count >= self.settings.max_hooks:
-            raise ApiError(f"hooks.on: at most {self.settings.max_hooks} hooks per plugin")
-        if event not in EVENTS:
-            raise ApiError(f"hooks.on: unknown event '{event}'")
-        if table not in HOOK_TABLES:
-            raise ApiError(f"hooks.on: unknown table '{table}' (use \"content\" or \"*\")")
-        if isinstance(priority, bool) or not isinstance(priority, (int, float)) or priority != int(priority) \
-                or not 1 <= priority <= 1000:
-            raise ApiError("hooks.on: priority must be an integer from 1 to 1000")
-        return event, HOOK_TABLES[table], int(priority)
+        return hooks_api.validate_hook(event, table, priority, count, self.settings.max_hooks)
 
     # ---- loading -----------------------------------------------------------------------------
     def _budget_args(self, seconds, what):

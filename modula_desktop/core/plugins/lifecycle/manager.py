@@ -10,15 +10,16 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Callable
 
-from ..settings import PluginSettings
+from ...settings import PluginSettings
 from .approvals import Approvals
 from .breaker import CircuitBreaker, HookBreaker
-from .errors import ApiError, PluginCallError, PluginLoadError
-from .logbook import Logbook
+from ..errors import ApiError, PluginCallError, PluginLoadError
+from ..api.log import Logbook
 from .manifest import Manifest, check_name
-from .pool import PoolClosed, VMPool
+from ..runtime.pool import PoolClosed, VMPool
 from .reload import Sources, is_plugin_folder, read_sources
-from .vm import MAX_SOURCE_BYTES, HookSpec, PluginVM, RouteSpec, VMContext, unpack_response
+from ..api.http import RouteTable
+from ..runtime.vm import MAX_SOURCE_BYTES, HookSpec, PluginVM, RouteSpec, VMContext, unpack_response
 
 log = logging.getLogger(__name__)
 
@@ -37,40 +38,6 @@ def discover(plugins_dir: Path) -> list[Path]:
         if init.is_file() and not init.is_symlink():
             out.append(p)
     return out
-
-
-class RouteTable:
-    """Route lookup: static paths by (method, path); parameterised ones segment by segment."""
-
-    def __init__(self, routes):
-        self.static: dict = {}
-        self.dynamic: list = []
-        for r in routes:
-            if "{" in r.path:
-                self.dynamic.append((r.method, r.path.strip("/").split("/"), r))
-            else:
-                self.static[(r.method, r.path)] = r
-
-    def match(self, method: str, path: str):
-        """(spec, params) or None."""
-        spec = self.static.get((method, path))
-        if spec is not None:
-            return spec, {}
-        segs = path.strip("/").split("/")
-        for m, pattern, spec in self.dynamic:
-            if m != method or len(pattern) != len(segs):
-                continue
-            params = {}
-            for pat, seg in zip(pattern, segs):
-                if pat.startswith("{"):
-                    if not seg:
-                        break
-                    params[pat[1:-1]] = seg
-                elif pat != seg:
-                    break
-            else:
-                return spec, params
-        return None
 
 
 @dataclass
@@ -227,7 +194,7 @@ class PluginManager:
         self.loaded = threading.Event()
         self._stopping = threading.Event()
         # the request module's client, shared by every plugin (a test may replace it before loading)
-        from .outbound import OutboundClient
+        from ..api.outbound import OutboundClient
 
         self.outbound = OutboundClient(settings, metrics)
 

@@ -29,7 +29,7 @@ import time
 import urllib.parse
 from typing import Callable
 
-from ..settings import PluginSettings
+from ...settings import PluginSettings
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
 REDIRECTS = (301, 302, 303, 307, 308)

@@ -5,9 +5,9 @@ phases that must not wait on the network, and hands the request to the applicati
 (outbound.py), or, under `modula plugin test`, to the test's mock rules."""
 from __future__ import annotations
 
-from .errors import ApiError
+from ..errors import ApiError
 from .outbound import OutboundArgumentError
-from .sandbox import _lua_source, lua_type
+from ..runtime.sandbox import _lua_source, lua_type
 
 ALLOWED_DOMAIN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
 

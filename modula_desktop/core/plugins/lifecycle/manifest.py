@@ -5,7 +5,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from .errors import PluginLoadError
+from ..errors import PluginLoadError
 
 NAME_RE = re.compile(r"^[a-z0-9_]{1,32}$")
 PERMISSIONS = ("db", "http", "hooks", "hooks:before")

@@ -1,0 +1,121 @@
+"""The `http` module of the plugin API (SPEC 3.5): route declarations (http.handle) and handler responses.
+The Lua half (http.handle, the request table, packing a response) is in ../lua/bootstrap.lua."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from ..errors import ApiError
+
+METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
+MAX_PATH = 256
+SEGMENT_RE = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]{0,63}\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)$")
+
+
+def validate_route_path(path) -> str:
+    if not isinstance(path, str) or not path:
+        raise ApiError("http.handle: path must be a non-empty string")
+    if not path.startswith("/"):
+        raise ApiError(f"http.handle: path '{path}' must start with /")
+    if len(path) > MAX_PATH:
+        raise ApiError(f"http.handle: path longer than {MAX_PATH} characters")
+    for bad in ("..", "?", "#", "\\", "//"):
+        if bad in path:
+            raise ApiError(f"http.handle: path '{path}' must not contain '{bad}'")
+    if path != "/":
+        params = set()
+        for seg in path.strip("/").split("/"):
+            if not SEGMENT_RE.match(seg):
+                raise ApiError(f"http.handle: invalid path segment '{seg}' in '{path}'")
+            if seg.startswith("{"):
+                if seg in params:
+                    raise ApiError(f"http.handle: parameter {seg} used twice in '{path}'")
+                params.add(seg)
+    return path.rstrip("/") or "/"
+
+
+def validate_route(method, path, count: int, max_routes: int):
+    """The checked (METHOD, path) of the count-th http.handle call."""
+    if count >= max_routes:
+        raise ApiError(f"http.handle: at most {max_routes} routes per plugin")
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        raise ApiError(f"http.handle: method must be one of {', '.join(METHODS)}")
+    return method.upper(), validate_route_path(path)
+
+
+class RouteResponse(dict):
+    """A handler's response: status, json, body (bytes), headers, has_json, and encoded: the JSON text
+    as bytes when the VM's bootstrap encoded it already (most answers, see route_caller). The json
+    value is then decoded from that text only if something asks for it (the server never does)."""
+
+    __slots__ = ()
+
+    def __missing__(self, key):
+        if key == "json" and self.get("encoded") is not None:
+            value = self["json"] = json.loads(self["encoded"])
+            return value
+        raise KeyError(key)
+
+
+def unpack_response(packed: bytes) -> RouteResponse:
+    """The response packed by the bootstrap (route_call): "J" or "B", a status from 200 to 599, then
+    the JSON text or the body, all ASCII. (The server reads the bytes itself: PluginDispatcher.)"""
+    payload = packed[4:]
+    if packed[0] == 74:  # "J"
+        return RouteResponse({"status": int(packed[1:4]), "body": b"", "headers": {}, "has_json": True,
+                              "encoded": payload})
+    return RouteResponse({"status": int(packed[1:4]), "json": None, "body": payload, "headers": {},
+                          "has_json": False, "encoded": None})
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    index: int
+    method: str
+    path: str
+    public: bool
+    build: bool = False  # {build = true}: the site build fetches it (SPEC 9)
+    # "METHOD /path", as the metrics label the route (made once, not on every request)
+    label: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "label", f"{self.method} {self.path}")
+
+    @property
+    def key(self):
+        return (self.method, self.path)
+
+
+class RouteTable:
+    """Route lookup: static paths by (method, path); parameterised ones segment by segment."""
+
+    def __init__(self, routes):
+        self.static: dict = {}
+        self.dynamic: list = []
+        for r in routes:
+            if "{" in r.path:
+                self.dynamic.append((r.method, r.path.strip("/").split("/"), r))
+            else:
+                self.static[(r.method, r.path)] = r
+
+    def match(self, method: str, path: str):
+        """(spec, params) or None."""
+        spec = self.static.get((method, path))
+        if spec is not None:
+            return spec, {}
+        segs = path.strip("/").split("/")
+        for m, pattern, spec in self.dynamic:
+            if m != method or len(pattern) != len(segs):
+                continue
+            params = {}
+            for pat, seg in zip(pattern, segs):
+                if pat.startswith("{"):
+                    if not seg:
+                        break
+                    params[pat[1:-1]] = seg
+                elif pat != seg:
+                    break
+            else:
+                return spec, params
+        return None

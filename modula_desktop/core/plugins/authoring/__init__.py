@@ -1,0 +1,1 @@
+"""Tools for plugin authors: `modula plugin init` (scaffold) and `modula plugin test` (the test runner)."""

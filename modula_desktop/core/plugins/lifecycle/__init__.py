@@ -1,0 +1,1 @@
+"""A plugin's life: the manifest, discovery and loading (manager), hot reload, approvals, circuit breakers."""
