@@ -142,6 +142,10 @@ def format_info(info: dict) -> str:
     if last.get("ok") is not None:
         secs = last.get("seconds") or 0
         lines.append(f"  last load: {'ok' if last['ok'] else 'FAILED'} in {secs * 1000:.0f} ms")
+    schema = info.get("schema_errors") or []
+    if schema:
+        lines.append(f"  table definition errors ({len(schema)}):")
+        lines.extend(f"    {problem}" for problem in schema)
     errors = info.get("last_errors") or []
     lines.append(f"  last errors ({len(errors)}):" if errors else "  last errors: none")
     for e in errors:

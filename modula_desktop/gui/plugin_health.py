@@ -123,6 +123,12 @@ def health(info: dict, window_s: float = 600.0, now: _dt.datetime | None = None)
                     f"{'Hook' if len(disabled) == 1 else 'Hooks'} {hooks} turned off after failing again and "
                     f"again — last error: {_end(last or 'see the log')} Reload or enable the plugin to turn "
                     f"{'it' if len(disabled) == 1 else 'them'} on again.{waiting}")
+    schema = info.get("schema_errors") or []
+    if schema:
+        n = len(schema)
+        return make(WARNING, f"{n} table definition error{'s' if n != 1 else ''}",
+                    f"Its tables do not match its define_table: {_end(plain_error(schema[0]))}"
+                    f"{f' (and {n - 1} more)' if n > 1 else ''}{waiting}")
     if recent:
         n = len(recent)
         return make(WARNING, f"{n} recent error{'s' if n != 1 else ''}",

@@ -343,7 +343,8 @@ class PluginManagerDialog(QDialog):
         self.health_labels = {}
         for key, label in (("summary", "Health"), ("breaker", "Requests"), ("hook_breaker", "Hooks"),
                            ("pool", "VM pool"),
-                           ("last_reload", "Last reload"), ("warnings", "Warnings"), ("last_errors", "Last errors")):
+                           ("last_reload", "Last reload"), ("warnings", "Warnings"), ("schema_errors", "Table errors"),
+                           ("last_errors", "Last errors")):
             value = QLabel(self.health)
             value.setWordWrap(True)
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -598,6 +599,8 @@ class PluginManagerDialog(QDialog):
         self.health_labels["last_reload"].setText(reload_text)
         warnings = info.get("warnings") or []
         self.health_labels["warnings"].setText("\n".join(warnings) if warnings else "none")
+        schema = info.get("schema_errors") or []
+        self.health_labels["schema_errors"].setText("\n".join(schema) if schema else "none")
         errors = info.get("last_errors") or []
         self.health_labels["last_errors"].setText(
             "\n".join(f"{short_time(e.get('time'))}  {plugin_health.plain_error(e.get('message'))}"

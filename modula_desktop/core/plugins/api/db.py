@@ -276,6 +276,13 @@ class _Result:
         return self.rows
 
 
+def _constraint(col: dict) -> str:
+    """How a column's NOT NULL and default read in a schema message."""
+    parts = ["NOT NULL" if col.get("not_null") else "nullable"]
+    parts.append(f"default {col['default']}" if col.get("default") is not None else "no default")
+    return ", ".join(parts)
+
+
 class PluginDB:
     """db.* for one plugin. Every method named in LUA_FUNCTIONS is called from Lua with Python values."""
 
@@ -305,6 +312,9 @@ class PluginDB:
         self.settings = settings
         # Set by the host to show schema warnings in the plugin's own log; defaults to the app log.
         self.warn: Callable[[str], None] | None = None
+        # define_table declarations the existing tables do not follow (a NOT NULL or default change: SQLite
+        # cannot alter a column, so the old constraint stays). The plugin's state shows them as errors.
+        self.schema_problems: list[str] = []
         # Set by the host: the running call's deadline (time.monotonic()), or None outside a call.
         self.deadline: Callable[[], float | None] | None = None
         self._tx = None
@@ -321,6 +331,11 @@ class PluginDB:
     def _spend(self, n: int = 1):
         if self.ops is not None and n > 0:
             self.ops.spend(n)
+
+    def _schema_problem(self, msg: str):
+        if msg not in self.schema_problems and len(self.schema_problems) < 50:
+            self.schema_problems.append(msg)
+        self._warn(msg)
 
     def _warn(self, msg: str):
         if self.warn is not None:
@@ -959,13 +974,22 @@ class PluginDB:
                                    f"changing it to {col['type']} is not supported (add a new column instead)")
                 if before is not None and (before["not_null"], before.get("default")) != \
                         (col["not_null"], col.get("default")):
-                    self._warn(f"db.{fname}: '{short}'.{name}: NOT NULL/default changed; existing tables keep "
-                               f"the old constraint")
+                    self._schema_problem(
+                        f"db.{fname}: column '{name}' of '{short}' is declared "
+                        f"{_constraint(col)} but the existing table has it {_constraint(before)}; SQLite cannot "
+                        f"change a column, so the old constraint stays (add a new column instead)")
+                    # the registry records what the table has, so declaring it as it is again is clean
+                    col.update(not_null=before["not_null"])
+                    col.pop("default", None)
+                    if before.get("default") is not None:
+                        col["default"] = before["default"]
                 if new_fks.get(name) != old_fks.get(name):
                     self._warn(f"db.{fname}: '{short}'.{name}: a foreign key cannot be changed on an existing "
                                f"table; the old one stays")
                 continue
             if col["not_null"] and "default" not in col:
+                self._schema_problem(f"db.{fname}: cannot add NOT NULL column '{name}' to the existing table "
+                                     f"'{short}' without a default (give it a default, or drop not_null)")
                 raise ApiError(f"db.{fname}: cannot add NOT NULL column '{name}' without a default to the "
                                f"existing table '{short}'")
             fk = new_fks.get(name)

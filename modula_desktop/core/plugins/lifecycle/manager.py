@@ -79,6 +79,8 @@ class Plugin:
         self.last_reload_at: float | None = None  # time.monotonic() when the last (re)load attempt ended
         self.source_digest: str | None = None     # checksum of the files the last attempt read
         self.slow_reloads = 0                     # consecutive reloads slower than slow_reload_s
+        # define_table declarations the tables do not follow, found by the latest load (PluginDB)
+        self.schema_errors: list[str] = []
 
 
 class _GenerationSources:
@@ -337,8 +339,10 @@ class PluginManager:
             first.call_init()
             first.snapshot()
         except BaseException:
+            plugin.schema_errors = first.schema_problems()
             first.close()
             raise
+        plugin.schema_errors = first.schema_problems()
         expected = (first.routes, first.hooks)
 
         def factory():
@@ -876,6 +880,7 @@ class PluginManager:
             out["domains"] = [{"domain": d, "description": "", "approved": True}
                               for d in sorted(appr.domains_of(name) if appr else ())]
         out["warnings"] = gen.warnings if gen else []
+        out["schema_errors"] = list(plugin.schema_errors)
         out["breaker"] = plugin.breaker.to_dict()
         out["hook_breaker"] = plugin.hook_breaker.to_dict()
         out["pool"] = gen.pool.stats() if gen else None

@@ -141,6 +141,10 @@ class PluginVM:
         """Outbound domains registered with request.register: {domain: description}."""
         return self.request_module.domains
 
+    def schema_problems(self) -> list[str]:
+        """define_table declarations the existing tables do not follow (shown in the plugin's state)."""
+        return list(self.db_api.schema_problems) if self.db_api is not None else []
+
     def in_before_hook(self) -> bool:
         index = self.current_call
         return isinstance(index, int) and any(h.index == index and h.is_before for h in self.hooks)
