@@ -1,6 +1,9 @@
-"""`modula plugin init NAME`: a new plugin folder with a manifest, an example route and hook, lib/, test/."""
+"""`modula plugin init NAME`: a new plugin folder with a manifest, an example route and hook, lib/, test/, and
+the editor annotations of the plugin API (types/ and .luarc.json, for lua-language-server)."""
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 from ...errors import ValidationError
@@ -74,6 +77,29 @@ end
 """
 
 
+TYPES_DIR = Path(__file__).resolve().parent / "types"
+
+# lua-language-server's settings: Lua 5.4, the API annotations in types/, and the API's globals known
+LUARC = {
+    "$schema": "https://raw.githubusercontent.com/LuaLS/vscode-lua/master/setting/schema.json",
+    "runtime.version": "Lua 5.4",
+    "workspace.library": ["types"],
+    "workspace.checkThirdParty": False,
+    "diagnostics.globals": ["plugin_info", "on_init", "on_shutdown", "db", "http", "hooks", "log", "json",
+                            "request", "core", "test", "tui", "screen", "interface", "unpack"],
+    "diagnostics.disable": ["lowercase-global"],
+}
+
+
+def write_editor_support(target: Path):
+    """types/*.lua (the API's annotations) and .luarc.json into a plugin folder; existing files are replaced."""
+    types = target / "types"
+    types.mkdir(exist_ok=True)
+    for stub in sorted(TYPES_DIR.glob("*.lua")):
+        shutil.copyfile(stub, types / stub.name)
+    (target / ".luarc.json").write_text(json.dumps(LUARC, indent=2) + "\n", encoding="utf-8")
+
+
 def scaffold_plugin(plugins_dir: Path, name: str, version="0.1.0", description="", author="", license="MIT") -> Path:
     reason = check_name(name)
     if reason:
@@ -89,4 +115,5 @@ def scaffold_plugin(plugins_dir: Path, name: str, version="0.1.0", description="
     (target / "init.lua").write_text(INIT.format(**values), encoding="utf-8")
     (target / "lib" / "greeting.lua").write_text(LIB, encoding="utf-8")
     (target / "test" / f"{name}.test.lua").write_text(TEST.format(**values), encoding="utf-8")
+    write_editor_support(target)
     return target

@@ -1013,7 +1013,7 @@ static void entry_dealloc(PyObject *self) {
 
 static PyTypeObject EntryType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "modula_desktop.core.plugins._luabridge.Entry",
+    .tp_name = "modula_desktop.core.plugins.runtime._luabridge.Entry",
     .tp_basicsize = sizeof(Entry),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_HAVE_GC,
     .tp_traverse = entry_traverse,
