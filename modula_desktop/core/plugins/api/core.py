@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ...errors import HookAbort, ModulaError, NotFound, ValidationError
+from ...errors import ModulaError
 from ..errors import ApiError
 from ..runtime import nesting
 from ..runtime.sandbox import MAX_ITEMS, _lua_source
@@ -82,6 +82,10 @@ class _Refused(Exception):
     """A call answered nil, err (ModulaCMS's data-error convention)."""
 
 
+class CoreArgumentError(ApiError):
+    """A call the plugin got wrong (or may not make here): raised, as ModulaCMS raises these."""
+
+
 class CoreDB(PluginDB):
     """The read side: db's query builders over the fixed subqueries of CORE_TABLES."""
 
@@ -104,6 +108,10 @@ class CoreDB(PluginDB):
 
     def scalar(self, fname: str, table: CoreTable, opts: dict, what: str):
         info = TableInfo(table.name, table.sql, types=dict(table.types))
+        # columns, order_by, limit and offset do not change a count, but are checked all the same
+        self._select_parts(fname, info, opts)
+        self._limit(fname, opts.get("limit"), DEFAULT_LIMIT)
+        self._offset(fname, opts.get("offset"))
         where, params = self._filter(fname, info, opts)
         inner = f"SELECT 1 FROM {table.sql} AS t" + (f" WHERE {where}" if where else "")
         sql = f"SELECT COUNT(*) FROM ({inner})" if what == "count" else f"SELECT EXISTS ({inner})"
@@ -142,8 +150,8 @@ class CoreModule:
             except _Refused as exc:
                 return None, str(exc)
             except ApiError as exc:
-                if self.vm.ops.exceeded or self._late():
-                    raise  # budgets raise
+                if isinstance(exc, CoreArgumentError) or self.vm.ops.exceeded or self._late():
+                    raise  # argument errors and budgets raise
                 return None, _renamed(fname, str(exc))
         return call
 
@@ -173,7 +181,7 @@ class CoreModule:
     def _table(self, fname: str, table, access: str) -> CoreTable:
         """The table's policy after every check: accessible, allowed, declared, approved."""
         if not isinstance(table, str):
-            raise ApiError(f"bad argument #1 to '{fname}' (table name expected)")
+            raise CoreArgumentError(f"bad argument #1 to '{fname}' (table name expected)")
         policy = CORE_TABLES.get(table)
         shown = table if len(table) <= 80 else table[:80] + "…"
         if policy is None:
@@ -255,22 +263,21 @@ class CoreModule:
         (the content service commits on its own) and beyond core_max_depth nested writes."""
         vm = self.vm
         if vm.db_api is not None and vm.db_api.in_transaction:
-            raise ApiError(f"core.{fname} cannot be called inside db.transaction (a content change commits, "
+            raise CoreArgumentError(f"core.{fname} cannot be called inside db.transaction (a content change commits, "
                            "runs hooks and records a revision on its own)")
         limit = vm.settings.core_max_depth
         depth = nesting.depth()
         if depth >= limit:
-            raise ApiError(f"core.{fname}: content writes nested {limit} deep (a hook writing content that "
+            raise CoreArgumentError(f"core.{fname}: content writes nested {limit} deep (a hook writing content that "
                            "fires hooks writing content, ...): stopped here so it cannot recurse without end "
                            "([plugins] core_max_depth)")
         service = self._content(fname)
         try:
             with nesting.at_depth(depth + 1):
                 return work(service)
-        except (ValidationError, HookAbort, NotFound) as exc:
-            raise _Refused(f"core.{fname}: {exc}") from None
-        except ModulaError as exc:  # e.g. a database error the service turned into a sentence
-            raise _Refused(f"core.{fname}: {exc}") from None
+        except ModulaError as exc:  # ValidationError, HookAbort, NotFound: one sentence for the plugin
+            text = str(exc)
+            raise _Refused(text if text.startswith("core.") else f"core.{fname}: {text}") from None
 
     def _source(self) -> str:
         return f"plugin:{self.vm.name}"
@@ -280,13 +287,13 @@ class CoreModule:
         if values is None or values == []:
             return {}
         if not isinstance(values, dict) or any(not isinstance(k, str) for k in values):
-            raise ApiError(f"core.{fname}: {what} must be a table of column names and values")
+            raise CoreArgumentError(f"core.{fname}: {what} must be a table of column names and values")
         # ModulaCMS's names for the read-only columns: dropped, as the content service drops ours
         return {k: v for k, v in values.items() if k not in MODULA_ALIASES}
 
     def _insert(self, fname, table=None, values=None, *_):
         if not isinstance(values, (dict, list)):
-            raise ApiError(f"bad argument #2 to '{fname}' (table of values expected)")
+            raise CoreArgumentError(f"bad argument #2 to '{fname}' (table of values expected)")
         policy = self._table(fname, table, "write")
         values = self._values(fname, values, "values")
         entry = self._write(fname, lambda service: service.create(values, source=self._source()))
@@ -297,7 +304,7 @@ class CoreModule:
         where = opts.get("where")
         where_or = opts.get("where_or")
         if where in (None, [], {}) and where_or in (None, [], {}):
-            raise ApiError(f"core.{fname} requires non-empty where or where_or "
+            raise CoreArgumentError(f"core.{fname} requires non-empty where or where_or "
                            "(it protects against changing every entry)")
         limit = self.vm.settings.core_max_write_rows
         read = {k: v for k, v in opts.items() if k in ("where", "where_or")}
@@ -308,12 +315,13 @@ class CoreModule:
         return [r[0] for r in rows]
 
     def _update(self, fname, table=None, opts=None, *_):
+        opts = {} if opts == [] else opts  # an empty Lua table
         if not isinstance(opts, dict):
-            raise ApiError(f"core.{fname} requires a table with 'set' and 'where'")
+            raise CoreArgumentError(f"core.{fname} requires a table with 'set' and 'where'")
         opts = self._opts(fname, opts, WRITE_OPTIONS)
         changes = self._values(fname, opts.get("set"), "set")
         if not changes:
-            raise ApiError(f"core.{fname} requires a non-empty 'set' table")
+            raise CoreArgumentError(f"core.{fname} requires a non-empty 'set' table")
         policy = self._table(fname, table, "write")
         ids = self._matching(fname, policy, opts)
         if len(ids) > 1:
@@ -327,8 +335,9 @@ class CoreModule:
         return self._write(fname, work)
 
     def _delete(self, fname, table=None, opts=None, *_):
+        opts = {} if opts == [] else opts
         if not isinstance(opts, dict):
-            raise ApiError(f"core.{fname} requires a table with 'where'")
+            raise CoreArgumentError(f"core.{fname} requires a table with 'where'")
         opts = self._opts(fname, opts, WRITE_OPTIONS - {"set"})
         policy = self._table(fname, table, "write")
         ids = self._matching(fname, policy, opts)
