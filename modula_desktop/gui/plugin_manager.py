@@ -370,10 +370,9 @@ class PluginManagerDialog(QDialog):
         self.domains.approve_all.clicked.connect(lambda: self._set_all_domains(True))
         self.domains.revoke_all.clicked.connect(lambda: self._set_all_domains(False))
         # the core module's content access, after Domains (SPEC 3.10)
-        self.core = ApprovalTable(["Access", "What it allows"], "content access", 2, self)
-        self.core.explain.setText("The plugin may read (core:read) or create, change and delete (core:write) "
-                                  "the site's pages and posts once approved; its changes run every plugin's "
-                                  "hooks and are kept as revisions.")
+        self.core = ApprovalTable(["Access", "What it allows"], "access", 2, self)
+        self.core.explain.setText("What the plugin may do with your pages and posts. Its changes run every "
+                                  "plugin's hooks and are kept as revisions.")
         self.tabs.insertTab(3, self.core, "Content")
         self.core.table.itemChanged.connect(self._core_toggled)
         self.core.approve_all.clicked.connect(lambda: self._set_all_core(True))
