@@ -628,3 +628,53 @@ def test_cli_approves_and_revokes_core_access(tmp_path):
         assert not any(c["approved"] for c in info["core"])
     finally:
         served.stop()
+
+
+def test_a_slow_core_query_stops_at_the_callers_deadline(tmp_path):
+    write_plugin(tmp_path, "slow", """
+http.handle("GET", "/slow", function()
+  -- substring search with backtracking: about 7 ms per entry, one SQLite step each (only the
+  -- watchdog's interrupt stops it; the progress handler never runs inside a step)
+  local n = core.count("content", {where = {{"body", "LIKE", "%" .. string.rep("a", 80) .. "b%"}}})
+  return {json = {n = n}}
+end)
+""", info_extra='permissions = {"http", "core:read"}')
+    with running_site(tmp_path, plugins=(), plugin_settings={"timeout_s": 1.0}) as run:
+        run.client.approve_all("slow")
+        run.service.approvals.approve_core("slow", "read")
+        db = run.service.db
+        with db.atomic():
+            db.connection().executemany(
+                'INSERT INTO content (id, type, title, slug, body, status, fields, created_at, updated_at) '
+                "VALUES (?, 'page', 't', ?, ?, 'draft', '{}', '2026-01-01', '2026-01-01')",
+                [(f"id{i:05d}", f"s{i}", "a" * 20000) for i in range(1500)])
+        r = run.client.get("/api/v1/plugins/slow/slow", timeout=60)
+        assert r.status == 504, (r.status, r.body)
+        assert "time budget exceeded" in plugin_log(run, "slow")
+        # the app stays healthy: the next content change goes through
+        run.service.content.create({"title": "after"})
+
+
+def test_core_reads_use_the_callers_deadline(site):
+    """The wiring the test above relies on: core's SQL runs under the running call's deadline, through
+    db's _sql (progress handler and watchdog, tested with db in test_containment_db)."""
+    import time
+
+    from modula_desktop.core.plugins.api.core import CORE_TABLES
+    from modula_desktop.core.plugins.errors import ApiError
+
+    gen = site.service.plugins.get("caller").current
+    vm = gen.pool.checkout(5, for_hook=True)
+    try:
+        reader = vm.core_module._reader()
+        assert reader.deadline() is None  # outside a call
+        sb = vm.sandbox
+        sb._armed, sb._deadline = True, time.monotonic() - 1
+        try:
+            with pytest.raises(ApiError, match="time budget exceeded"):
+                reader.scalar("count", CORE_TABLES["content"], {}, "count")
+        finally:
+            sb._armed = False
+        assert reader.scalar("count", CORE_TABLES["content"], {}, "count") == 3
+    finally:
+        gen.pool.give_back(vm)
