@@ -678,3 +678,87 @@ def test_core_reads_use_the_callers_deadline(site):
         assert reader.scalar("count", CORE_TABLES["content"], {}, "count") == 3
     finally:
         gen.pool.give_back(vm)
+
+
+# ---- a plugin written as for ModulaCMS, unchanged ------------------------------------------------
+MODULA_STYLE = """
+plugin_info = {
+    name        = "content_stats",
+    version     = "0.1.0",
+    description = "counts and lists published content",
+    author      = "ModulaCMS",
+    license     = "MIT",
+    core_access = {
+        content_data = {"read", "write"},
+    },
+}
+
+http.handle("GET", "/stats", function(req)
+    local total, err = core.count("content_data", {})
+    if err then return {status = 500, json = {error = err}} end
+    local published = core.count("content_data", {where = {status = "published"}})
+    local latest = core.query("content_data", {
+        where = {status = "published"}, order_by = "date_created", desc = true, limit = 5,
+    })
+    local ids = {}
+    for _, row in ipairs(latest) do ids[#ids + 1] = row.content_data_id end
+    return {status = 200, json = {total = total, published = published, latest = ids,
+                                  has_drafts = core.exists("content_data", {where = {status = "draft"}})}}
+end)
+
+http.handle("POST", "/archive/{id}", function(req)
+    local row = core.query_one("content_data", {where = {content_data_id = req.params.id}})
+    if not row then return {status = 404, json = {error = "not found"}} end
+    local _, err = core.update("content_data", {
+        set = {status = "draft", date_modified = "2030-01-01T00:00:00Z", author_id = "someone"},
+        where = {content_data_id = req.params.id},
+    })
+    if err then return {status = 422, json = {error = err}} end
+    return {status = 200, json = {archived = req.params.id}}
+end)
+"""
+
+MODULA_STYLE_TEST = """
+function test_counts_what_exists()
+    local _, err = core.insert("content_data", {content_data_id = "ignored", status = "published",
+                                                route_id = "r", datatype_id = "d", author_id = "a"})
+    test.assert_nil(err)
+    local r = test.request("GET", "/api/v1/plugins/content_stats/stats")
+    test.assert_eq(200, r.status)
+    test.assert_eq(1, r.json.total)
+    test.assert_eq(1, r.json.published)
+    test.assert_eq(false, r.json.has_drafts)
+end
+
+function test_archive_unknown_is_404()
+    local r = test.request("POST", "/archive/nope")
+    test.assert_eq(404, r.status)
+end
+"""
+
+
+def test_a_modulacms_style_plugin_runs_served_and_under_plugin_test(tmp_path):
+    from modula_desktop.core.plugins.authoring.testrunner import run_plugin_tests
+
+    root = tmp_path / "plugins" / "content_stats"
+    (root / "test").mkdir(parents=True)
+    (root / "init.lua").write_text(MODULA_STYLE)
+    (root / "test" / "stats.test.lua").write_text(MODULA_STYLE_TEST)
+    run = run_plugin_tests(root)
+    assert run.load_error is None and run.failed == 0 and run.passed == 2, [r.error for r in run.results]
+
+    with running_site(tmp_path, plugins=()) as served:
+        c = served.client
+        c.approve_all("content_stats")
+        approve_core(c, "content_stats", "read", "write")
+        svc = served.service.content
+        one = svc.create({"title": "One", "status": "published"})
+        svc.create({"title": "Two"})
+        stats = c.get("/api/v1/plugins/content_stats/stats").json()
+        assert stats == {"total": 2, "published": 1, "latest": [one["id"]], "has_drafts": True}
+        r = c.post(f"/api/v1/plugins/content_stats/archive/{one['id']}")
+        assert r.status == 200, r.body
+        after = svc.get(one["id"])
+        assert after["status"] == "draft" and after["updated_at"] != "2030-01-01T00:00:00Z"
+        assert "content_data.author_id has no equivalent" in plugin_log(served, "content_stats")
+        assert c.post("/api/v1/plugins/content_stats/archive/nope").status == 404

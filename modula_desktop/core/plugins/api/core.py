@@ -36,6 +36,10 @@ REVISION_TYPES = {"id": "text", "content_id": "text", "number": "integer", "type
                   "source": "text", "changed_by": "json"}
 # ModulaCMS's content_data names for the columns both models have (content_data_id is a ULID there too)
 MODULA_ALIASES = {"content_data_id": "id", "date_created": "created_at", "date_modified": "updated_at"}
+# ModulaCMS's content_data columns this model has no equivalent of (no routes, datatypes, authors or
+# content tree here): on content_data they read as nil and are ignored in writes
+MODULA_ONLY = ("parent_id", "first_child_id", "next_sibling_id", "prev_sibling_id", "route_id", "datatype_id",
+               "author_id")
 # ModulaCMS's core.* options (no joins, group_by, having, distinct there either)
 CORE_OPTIONS = {"where", "where_or", "columns", "order_by", "desc", "limit", "offset"}
 WRITE_OPTIONS = {"set", "where", "where_or"}
@@ -60,7 +64,9 @@ def _content_table(name: str, aliases: bool) -> CoreTable:
     cols = _columns(CONTENT_TYPES)
     if aliases:
         cols += ", " + ", ".join(f"{q(ours)} AS {q(theirs)}" for theirs, ours in MODULA_ALIASES.items())
+        cols += ", " + ", ".join(f"NULL AS {q(c)}" for c in MODULA_ONLY)
         types.update({theirs: CONTENT_TYPES[ours] for theirs, ours in MODULA_ALIASES.items()})
+        types.update({c: "text" for c in MODULA_ONLY})
     return CoreTable(name, f"(SELECT {cols} {LIVE})", types, write=True, aliases=aliases)
 
 
@@ -282,20 +288,27 @@ class CoreModule:
     def _source(self) -> str:
         return f"plugin:{self.vm.name}"
 
-    @staticmethod
-    def _values(fname: str, values, what: str) -> dict:
+    def _values(self, fname: str, policy: CoreTable, values, what: str) -> dict:
         if values is None or values == []:
             return {}
         if not isinstance(values, dict) or any(not isinstance(k, str) for k in values):
             raise CoreArgumentError(f"core.{fname}: {what} must be a table of column names and values")
         # ModulaCMS's names for the read-only columns: dropped, as the content service drops ours
-        return {k: v for k, v in values.items() if k not in MODULA_ALIASES}
+        out = {k: v for k, v in values.items() if k not in MODULA_ALIASES}
+        if policy.aliases:
+            ignored = sorted(k for k in out if k in MODULA_ONLY)
+            if ignored:
+                self._tell("modula:" + ",".join(ignored),
+                           f"core.{fname}: content_data.{', content_data.'.join(ignored)} "
+                           "has no equivalent in this app and is ignored")
+                out = {k: v for k, v in out.items() if k not in MODULA_ONLY}
+        return out
 
     def _insert(self, fname, table=None, values=None, *_):
         if not isinstance(values, (dict, list)):
             raise CoreArgumentError(f"bad argument #2 to '{fname}' (table of values expected)")
         policy = self._table(fname, table, "write")
-        values = self._values(fname, values, "values")
+        values = self._values(fname, policy, values, "values")
         entry = self._write(fname, lambda service: service.create(values, source=self._source()))
         return self._row(policy, entry)
 
@@ -319,10 +332,13 @@ class CoreModule:
         if not isinstance(opts, dict):
             raise CoreArgumentError(f"core.{fname} requires a table with 'set' and 'where'")
         opts = self._opts(fname, opts, WRITE_OPTIONS)
-        changes = self._values(fname, opts.get("set"), "set")
-        if not changes:
+        if not opts.get("set"):
             raise CoreArgumentError(f"core.{fname} requires a non-empty 'set' table")
         policy = self._table(fname, table, "write")
+        changes = self._values(fname, policy, opts.get("set"), "set")
+        if not changes:
+            raise _Refused(f"core.{fname}: nothing to change (the columns in 'set' are set by the content "
+                           "service or have no equivalent here)")
         ids = self._matching(fname, policy, opts)
         if len(ids) > 1:
             self.vm.ops.spend(len(ids) - 1)  # one operation per entry written
