@@ -762,3 +762,40 @@ def test_a_modulacms_style_plugin_runs_served_and_under_plugin_test(tmp_path):
         assert after["status"] == "draft" and after["updated_at"] != "2030-01-01T00:00:00Z"
         assert "content_data.author_id has no equivalent" in plugin_log(served, "content_stats")
         assert c.post("/api/v1/plugins/content_stats/archive/nope").status == 404
+
+
+def test_core_is_a_frozen_module(tmp_path):
+    from modula_desktop.core.plugins.runtime.vm import PluginVM, VMContext
+    from modula_desktop.core.settings import PluginSettings
+
+    root = write_plugin(tmp_path, "frozen", """
+local ok1, e1 = pcall(function() core.query = function() return {} end end)
+local ok2 = pcall(setmetatable, core, {})
+result = {ok1, e1, ok2, type(getmetatable(core)), rawequal == nil}
+""", info_extra='permissions = {"core:read"}')
+    vm = PluginVM(VMContext("frozen", root, PluginSettings()))
+    try:
+        vm.load()
+        got = vm.sandbox.from_lua(vm.sandbox.fn("get_global")(b"result"))
+        assert got[0] is False and "cannot modify frozen module 'core'" in got[1]
+        assert got[2] is False and got[3] == "string"
+    finally:
+        vm.close()
+
+
+def test_rows_larger_than_the_memory_limit_are_refused_before_the_host_holds_them(tmp_path):
+    write_plugin(tmp_path, "caller", CALLER, info_extra=CORE_PERMS)
+    with running_site(tmp_path, plugins=(), plugin_settings={"memory_limit_mb": 8}) as run:
+        c = run.client
+        c.approve_all("caller")
+        approve_core(c, "caller", "read")
+        db = run.service.db
+        with db.atomic():
+            db.connection().executemany(
+                'INSERT INTO content (id, type, title, slug, body, status, fields, created_at, updated_at) '
+                "VALUES (?, 'page', ?, ?, ?, 'draft', '{}', '2026-01-01', '2026-01-01')",
+                [(f"id{i:03d}", f"T{i}", f"s{i}", "x" * 1_000_000) for i in range(20)])
+        out = call(c, "query", "content", {"limit": 100})
+        assert out["ok"] is None and "larger than 8388608 bytes" in out["err"]
+        titles = call(c, "query", "content", {"columns": ["title"], "limit": 100})["ok"]
+        assert len(titles) == 20

@@ -95,6 +95,23 @@ class CoreArgumentError(ApiError):
 class CoreDB(PluginDB):
     """The read side: db's query builders over the fixed subqueries of CORE_TABLES."""
 
+    # bytes of rows one call may read: the site's content is not bounded by a plugin's quota, and what
+    # the VM's memory limit cannot hold is refused before the host holds all of it
+    max_bytes: int = 32 * 1024 * 1024
+
+    def _fetch(self, fname: str, cursor) -> list:
+        rows, total = [], 0
+        while True:
+            chunk = cursor.fetchmany(64)
+            if not chunk:
+                return rows
+            for row in chunk:
+                total += sum(len(v) + 16 if isinstance(v, (str, bytes)) else 16 for v in row)
+            if total > self.max_bytes:
+                raise ApiError(f"core.{fname}: the rows asked for are larger than {self.max_bytes} bytes "
+                               "(the plugin's memory limit): ask for fewer rows or columns")
+            rows.extend(chunk)
+
     def select(self, fname: str, table: CoreTable, opts: dict, limit: int, offset: int = 0,
                columns: str | None = None):
         info = TableInfo(table.name, table.sql, types=dict(table.types))
@@ -181,6 +198,7 @@ class CoreModule:
             sandbox = vm.sandbox
             db.deadline = lambda: sandbox._deadline if sandbox._armed else None
             db.warn = lambda message: vm._emit("warn", message, None)
+            db.max_bytes = sandbox.memory_limit or CoreDB.max_bytes
             self._db = db
         return self._db
 
