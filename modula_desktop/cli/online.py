@@ -338,7 +338,11 @@ def _approvals(args, approving: bool) -> int:
     done = "approved" if approving else "revoked"
     tail = f" and {_plural(len(domains), 'domain')}" if domains else ""
     if core:
-        tail += f"{',' if domains else ''} and {' and '.join(core)} access to the content"
+        access = f"{' and '.join(core)} access to the content"
+        if not (routes or hooks or domains):
+            print(f"{done} {access} of {name}")
+            return 0
+        tail += f"{',' if domains else ''} and {access}"
     print(f"{done} {len(routes)} route{'s' if len(routes) != 1 else ''}{',' if domains else ' and'} "
           f"{len(hooks)} hook{'s' if len(hooks) != 1 else ''}{tail} of {name}")
     return 0
