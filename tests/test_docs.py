@@ -19,7 +19,7 @@ def api(tmp_path_factory):
     (d / "init.lua").write_text(
         'plugin_info = {name="probe", version="1", description="d"}\n'
         "local out = {}\n"
-        "for _, m in ipairs({'db', 'http', 'hooks', 'log', 'json', 'request'}) do\n"
+        "for _, m in ipairs({'db', 'http', 'hooks', 'log', 'json', 'request', 'core'}) do\n"
         "  for k in pairs(_G[m]) do out[#out + 1] = m .. '.' .. k end\n"
         "end\n"
         "api_names = table.concat(out, ' ')\n")

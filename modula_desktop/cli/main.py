@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name")
 
     for name in ("approve", "revoke"):
-        p = psub.add_parser(name, help=f"{name} routes, hooks and outbound domains (online)")
+        p = psub.add_parser(name, help=f"{name} routes, hooks, outbound domains and content access (online)")
         _online(p)
         p.add_argument("name")
         p.add_argument("--route", action="append", default=[], metavar='"METHOD /path"')
@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--domain", action="append", default=[], metavar="DOMAIN",
                        help="an outbound domain of the request module")
         p.add_argument("--all-domains", action="store_true")
+        p.add_argument("--core", nargs="?", const="all", default=None, choices=("read", "write", "all"),
+                       help="content access of the core module: read, write, or (no value) all it declares")
         p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     return parser
 

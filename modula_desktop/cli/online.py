@@ -138,6 +138,12 @@ def format_info(info: dict) -> str:
         mark = "approved  " if d.get("approved") else "unapproved"
         desc = f"  {d['description']}" if d.get("description") else ""
         lines.append(f"    [{mark}] {d['domain']}{desc}")
+    core = info.get("core") or []
+    if core:
+        lines.append("  content access (core):")
+    for c in core:
+        mark = "approved  " if c.get("approved") else "unapproved"
+        lines.append(f"    [{mark}] {c['access']}")
     last = info.get("last_reload") or {}
     if last.get("ok") is not None:
         secs = last.get("seconds") or 0
@@ -245,7 +251,21 @@ def _domain_selection(args, info: dict, approving: bool) -> list[str]:
     return domains
 
 
-def _confirm(info: dict, routes, hooks, domains=()) -> bool:
+def _core_selection(args, info: dict, approving: bool) -> list[str]:
+    """The content access --core names ("all": whatever the plugin declares and is not so already)."""
+    wanted = getattr(args, "core", None)
+    if wanted is None:
+        return []
+    declared = {c["access"]: c for c in info.get("core") or []}
+    if wanted == "all":
+        return [a for a, c in declared.items() if c.get("approved") != approving]
+    if wanted not in declared and approving:
+        raise CliError(f"plugin '{info['name']}' does not declare {wanted} access to the content "
+                       f"(permission core:{wanted})", EXIT_ERROR)
+    return [wanted]
+
+
+def _confirm(info: dict, routes, hooks, domains=(), core=()) -> bool:
     declared = info.get("permissions")
     perms = ", ".join(info.get("effective_permissions") or [])
     print(f"Approve for {info['name']} {info.get('version')}"
@@ -258,6 +278,9 @@ def _confirm(info: dict, routes, hooks, domains=()) -> bool:
         print(f"  hook  {e}:{t}")
     for d in domains:
         print(f"  outbound requests to {d}")
+    for a in core:
+        print(f"  {a} access to the site's pages and posts (core:{a})"
+              + ("  it may create, change and delete them" if a == "write" else ""))
     print("Proceed? [y/N] ", end="", flush=True)
     answer = sys.stdin.readline().strip().lower()
     return answer in ("y", "yes")
@@ -273,6 +296,7 @@ def _standing(info: dict) -> str:
     waiting = [f"route {r['method']} {r['path']}" for r in routes if not r.get("approved")]
     waiting += [f"hook {h['event']}:{h['table']}" for h in hooks if not h.get("approved")]
     waiting += [f"domain {d['domain']}" for d in info.get("domains") or [] if not d.get("approved")]
+    waiting += [f"core:{c['access']}" for c in info.get("core") or [] if not c.get("approved")]
     line = f"{info['name']} declares {_plural(len(routes), 'route')} and {_plural(len(hooks), 'hook')}"
     if not waiting:
         return line + "; all of them are approved"
@@ -283,15 +307,16 @@ def _standing(info: dict) -> str:
 def _approvals(args, approving: bool) -> int:
     verb = "approve" if approving else "revoke"
     if not (args.route or args.hook or args.all_routes or args.all_hooks or getattr(args, "domain", None)
-            or getattr(args, "all_domains", False)):
-        raise CliError(f"nothing to {verb}: pass --route, --hook, --domain, --all-routes, --all-hooks or "
+            or getattr(args, "all_domains", False) or getattr(args, "core", None)):
+        raise CliError(f"nothing to {verb}: pass --route, --hook, --domain, --core, --all-routes, --all-hooks or "
                        "--all-domains", EXIT_USAGE_OR_OFFLINE)
     inst = _instance(args)
     info = inst.loaded_plugin(args.name)
     routes, hooks = _selection(args, info, approving)
     domains = _domain_selection(args, info, approving)
+    core = _core_selection(args, info, approving)
     name = info["name"]
-    if not routes and not hooks and not domains:
+    if not routes and not hooks and not domains and not core:
         state = "approved" if approving else "unapproved"
         print(f"nothing to {verb}: the selected routes and hooks of {name} are already {state}")
         print(_standing(info))
@@ -300,7 +325,7 @@ def _approvals(args, approving: bool) -> int:
         if not sys.stdin or not sys.stdin.isatty():
             raise CliError("refusing to approve without confirmation: stdin is not a terminal (pass --yes)",
                            EXIT_USAGE_OR_OFFLINE)
-        if not _confirm(info, routes, hooks, domains):
+        if not _confirm(info, routes, hooks, domains, core):
             print("nothing approved")
             return 1
     if routes:
@@ -312,8 +337,16 @@ def _approvals(args, approving: bool) -> int:
                   {"hooks": [{"plugin": name, "event": e, "table": t} for e, t in hooks]})
     if domains:
         inst.call("POST", f"{ADMIN}/domains/{verb}", {"domains": [{"plugin": name, "domain": d} for d in domains]})
+    if core:
+        inst.call("POST", f"{ADMIN}/core/{verb}", {"core": [{"plugin": name, "access": a} for a in core]})
     done = "approved" if approving else "revoked"
     tail = f" and {_plural(len(domains), 'domain')}" if domains else ""
+    if core:
+        access = f"{' and '.join(core)} access to the content"
+        if not (routes or hooks or domains):
+            print(f"{done} {access} of {name}")
+            return 0
+        tail += f"{',' if domains else ''} and {access}"
     print(f"{done} {len(routes)} route{'s' if len(routes) != 1 else ''}{',' if domains else ' and'} "
           f"{len(hooks)} hook{'s' if len(hooks) != 1 else ''}{tail} of {name}")
     return 0

@@ -38,13 +38,16 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import unicodedata
+from contextlib import contextmanager
 from typing import Callable
 
 from peewee import SQL, IntegrityError, fn
 from ulid import ULID
 
 from .errors import NotFound, ValidationError
+from .plugins.runtime import nesting
 from .plugins.runtime.dispatch import HookDispatcher
 from .settings import PluginSettings
 from .storage import Content, Revision, utc_now
@@ -116,6 +119,9 @@ class ContentService:
         self.db = db
         self.hooks = HookDispatcher(plugins, settings, logbook, metrics, editable=EDITABLE)
         self._listeners: list[Listener] = []
+        # per thread: the listener calls and after-hooks of changes made inside an operation's
+        # transaction (a plugin's hook writing content, core.update's rows), held until it commits
+        self._local = threading.local()
 
     # ---- listeners -------------------------------------------------------------------------
     def add_listener(self, fn: Listener):
@@ -346,10 +352,36 @@ class ContentService:
         return self.update(id, {k: revision[k] for k in RESTORED}, run_hooks=run_hooks, source=source)
 
     # ---- the machinery ---------------------------------------------------------------------
+    @contextmanager
     def _transaction(self):
-        # IMMEDIATE takes the write lock up front: a deferred transaction that reads, runs hooks and
-        # then writes could fail with "database is locked" when another thread committed meanwhile.
-        return self.db.atomic("IMMEDIATE")
+        """One operation's transaction. Inside another one (a plugin's hook writing content) it is a
+        savepoint of it, and the listeners and after-hooks of what it changed wait until the outermost
+        transaction commits: they never hear of a change that is rolled back after all."""
+        local = self._local
+        outer = getattr(local, "pending", None)
+        if outer is not None:
+            mark = len(outer)
+            try:
+                with self.db.atomic("IMMEDIATE"):
+                    yield
+            except BaseException:
+                del outer[mark:]  # what committed inside this block rolled back with it
+                raise
+            return
+        local.pending = pending = []
+        try:
+            # IMMEDIATE takes the write lock up front: a deferred transaction that reads, runs hooks and
+            # then writes could fail with "database is locked" when another thread committed meanwhile.
+            with self.db.atomic("IMMEDIATE"):
+                yield
+        finally:
+            local.pending = None
+        for effect in pending:  # committed: the changes made inside it, in the order they were made
+            self._fire(*effect)
+
+    def batch(self):
+        """Several changes in one transaction: all or none (core.update / core.delete over many entries)."""
+        return self._transaction()
 
     def _settle(self, old: dict | None, entry: dict, values: dict, *, auto_slug: bool, primary: str,
                 run_hooks: bool) -> tuple[dict, list[str], list[str]]:
@@ -412,11 +444,20 @@ class ContentService:
                         changed_by=list(dict.fromkeys(changed_by))).execute()
 
     def _committed(self, events: list[str], entry: dict, run_hooks: bool) -> dict:
+        effect = (events, dict(entry), run_hooks, nesting.depth())
+        pending = getattr(self._local, "pending", None)
+        if pending is not None:  # inside another operation's transaction: once that commits
+            pending.append(effect)
+        else:
+            self._fire(*effect)
+        return entry
+
+    def _fire(self, events: list[str], entry: dict, run_hooks: bool, depth: int):
         self._notify(events[0], entry)
         if run_hooks:
-            for event in events:
-                self.hooks.run_after(f"after_{event}", entry)
-        return entry
+            with nesting.at_depth(depth):  # the after-hooks carry the depth of the write that caused them
+                for event in events:
+                    self.hooks.run_after(f"after_{event}", entry)
 
     # ---- validation ------------------------------------------------------------------------
     @staticmethod

@@ -42,6 +42,7 @@ class SiteService:
         # an approval changed from any front end refreshes every view of that plugin
         self.approvals.add_listener(self.plugins.notify)
         self.content = self._make_content_service()
+        self.plugins.content = self.content  # the core module writes through it
         if new and (seed if welcome is None else welcome) and self.content is not None:
             self._seed_welcome()
         self.watcher = None

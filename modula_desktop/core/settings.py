@@ -47,6 +47,10 @@ class PluginSettings:
     request_concurrency: int = 8
     request_max_domains: int = 50
     request_deadline_margin_ms: int = 50
+    # content access (the core module, SPEC 3.10): entries one core.update/core.delete may change (as
+    # ModulaCMS's maxWriteRows), and how deep hooks writing content may nest before the write is refused
+    core_max_write_rows: int = 100
+    core_max_depth: int = 3
     # Not in the SPEC table but numbers all the same; kept here so none is a scattered literal.
     checkout_wait_ms: int = 100
     max_routes: int = 50

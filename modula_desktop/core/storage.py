@@ -153,6 +153,18 @@ class DomainApproval(BaseModel):
         primary_key = CompositeKey("plugin", "domain")
 
 
+class CoreApproval(BaseModel):
+    """Content access (the core module) the author approved for a plugin: access is "read" or "write"."""
+
+    plugin = TextField()
+    access = TextField()
+    approved_at = TextField()
+
+    class Meta:
+        table_name = "plugin_core_approval"
+        primary_key = CompositeKey("plugin", "access")
+
+
 def _m1(db):
     db.create_tables([SchemaVersion, Content, Revision, PluginRecord, RouteApproval, HookApproval, PluginLog])
 
@@ -193,8 +205,14 @@ def add_domain_approvals(db):
     db.create_tables([DomainApproval])
 
 
+def add_core_approvals(db):
+    # a table of its own (CREATE TABLE IF NOT EXISTS): safe whatever number the migration gets
+    db.create_tables([CoreApproval])
+
+
 # Append only: a site created by an older version runs every migration it has not seen yet.
-MIGRATIONS = [_m1, add_route_public, add_trash_and_revision_source, add_list_indexes, add_domain_approvals]
+MIGRATIONS = [_m1, add_route_public, add_trash_and_revision_source, add_list_indexes, add_domain_approvals,
+              add_core_approvals]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

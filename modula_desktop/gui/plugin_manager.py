@@ -145,9 +145,15 @@ def _html(text: str) -> str:
 def permissions_text(info: dict) -> str:
     """Declared permissions as shown to the user; undeclared means the ModulaCMS default of everything."""
     declared = info.get("permissions")
+    core = [f"core:{a} (core_access)" for a in info.get("core_access") or []
+            if declared is None or f"core:{a}" not in declared]
     if declared is None:
-        return DEFAULT_PERMISSIONS
-    return ", ".join(declared) if declared else "none"
+        return ", ".join([DEFAULT_PERMISSIONS] + core)
+    return ", ".join(list(declared) + core) if declared or core else "none"
+
+
+CORE_ACCESS_TEXT = {"read": "read pages, posts and their revisions (drafts too)",
+                    "write": "create, change and delete pages and posts"}
 
 
 def format_log_entry(entry: dict) -> str:
@@ -364,6 +370,14 @@ class PluginManagerDialog(QDialog):
         self.domains.table.itemChanged.connect(self._domain_toggled)
         self.domains.approve_all.clicked.connect(lambda: self._set_all_domains(True))
         self.domains.revoke_all.clicked.connect(lambda: self._set_all_domains(False))
+        # the core module's content access, after Domains (SPEC 3.10)
+        self.core = ApprovalTable(["Access", "What it allows"], "access", 2, self)
+        self.core.explain.setText("What the plugin may do with your pages and posts. Its changes run every "
+                                  "plugin's hooks and are kept as revisions.")
+        self.tabs.insertTab(3, self.core, "Content")
+        self.core.table.itemChanged.connect(self._core_toggled)
+        self.core.approve_all.clicked.connect(lambda: self._set_all_core(True))
+        self.core.revoke_all.clicked.connect(lambda: self._set_all_core(False))
 
         head = QHBoxLayout()
         head.addWidget(self.title)
@@ -559,6 +573,10 @@ class PluginManagerDialog(QDialog):
         self.domains.set_rows([(("domain", d["domain"]), d["approved"], [d["domain"], d.get("description") or ""], "")
                                for d in info.get("domains", [])])
         self.tabs.setTabText(self.tabs.indexOf(self.domains), f"Domains ({len(info.get('domains', []))})")
+        self.core.permissions.set_info(info)
+        self.core.set_rows([(("core", c["access"]), c["approved"], [c["access"], CORE_ACCESS_TEXT[c["access"]]], "")
+                            for c in info.get("core", [])])
+        self.tabs.setTabText(self.tabs.indexOf(self.core), f"Content ({len(info.get('core', []))})")
         if changed or not keep_log:
             self.log_view.setPlainText("\n".join(format_log_entry(e) for e in info.get("logs", [])))
             self.log_view.verticalScrollBar().setValue(self.log_view.verticalScrollBar().maximum())
@@ -654,6 +672,20 @@ class PluginManagerDialog(QDialog):
             return
         for _, domain in list(self.domains.keys()):
             self.approvals.set_domain(self.current, domain, approve)
+        self._show(self.current, keep_log=True)
+
+    def _core_toggled(self, item):
+        if item.column() != 0 or self.current is None:
+            return
+        _, access = item.data(KEY_ROLE)
+        self.approvals.set_core(self.current, access, item.checkState() == Qt.CheckState.Checked)
+        self._show(self.current, keep_log=True)
+
+    def _set_all_core(self, approve: bool):
+        if self.current is None:
+            return
+        for _, access in list(self.core.keys()):
+            self.approvals.set_core(self.current, access, approve)
         self._show(self.current, keep_log=True)
 
     def set_all_routes(self, approve: bool):

@@ -252,3 +252,38 @@ class DomainApprovals(_Approvals):
 
 class RequestApprovals(DomainApprovals):
     KEY = "requests"
+
+
+class CoreApprovals(_Approvals):
+    """Content access of the core module: "read" and "write" per plugin, as the plugin declares them
+    (permissions core:read / core:write, or ModulaCMS's core_access)."""
+
+    KEY = "core"
+    FIELDS = ("plugin", "access")
+
+    def _declared_rows(self, name, plugin):
+        if plugin.current is not None:
+            return [{"access": a, "approved": self.approvals.core_approved(name, a)}
+                    for a in plugin.current.manifest.core]
+        return [{"access": a, "approved": True} for a in sorted(self.approvals.core_of(name))]
+
+    def _check_item(self, i, it, raw: dict):
+        it["access"] = it["access"].lower()
+        if it["access"] not in ("read", "write"):
+            raise falcon.HTTPBadRequest(description=f'core[{i}].access must be "read" or "write"')
+
+    @staticmethod
+    def _item_key(it):
+        return it["access"]
+
+    @staticmethod
+    def _declared(gen):
+        return set(gen.manifest.core)
+
+    @staticmethod
+    def _describe(it):
+        return f"{it['access']} access to the site's content (core:{it['access']})"
+
+    def _set(self, it, approved: bool):
+        self.approvals.set_core(it["plugin"], it["access"], approved)
+

@@ -75,6 +75,10 @@ SCHEMAS = {
         "effective_permissions": {"type": "array", "items": {"type": S}},
         "routes": {"type": "array", "items": _ref("RouteState")},
         "hooks": {"type": "array", "items": _ref("HookState")},
+        "core": {"type": "array", "items": _ref("CoreState"),
+                 "description": "content access (core:read / core:write) it declares, with its approval"},
+        "core_access": {"type": "array", "items": {"type": S},
+                        "description": "what ModulaCMS's plugin_info.core_access asks for (read, write)"},
         "breaker": {"type": "object"}, "hook_breaker": {"type": "object"}, "pool": {"type": ["object", "null"]},
         "logs": {"type": "array", "items": {"type": "object"}},
         "last_errors": {"type": "array", "items": {"type": "object"}},
@@ -91,6 +95,13 @@ SCHEMAS = {
     "DomainList": _obj({"domains": _list_of("DomainState")}, ["domains"]),
     "DomainSelection": _obj({"domains": {"type": "array", "minItems": 1, "items": _obj(
         {"plugin": {"type": S}, "domain": {"type": S}}, ["plugin", "domain"])}}, ["domains"]),
+    "CoreState": _obj({"plugin": {"type": S}, "state": {"type": S},
+                       "access": {"type": S, "enum": ["read", "write"]}, "approved": {"type": "boolean"}},
+                      ["access", "approved"], extra=True),
+    "CoreList": _obj({"core": _list_of("CoreState")}, ["core"]),
+    "CoreSelection": _obj({"core": {"type": "array", "minItems": 1, "items": _obj(
+        {"plugin": {"type": S}, "access": {"type": S, "enum": ["read", "write"]}}, ["plugin", "access"])}},
+        ["core"]),
     "Revision": _obj({"number": {"type": "integer"}, "type": {"type": S}, "title": {"type": S},
                       "slug": {"type": S}, "body": {"type": S}, "status": {"type": S}, "fields": {"type": "object"},
                       "created_at": {"type": S},
@@ -197,10 +208,12 @@ def _paths() -> dict:
             "Disable (stop) a plugin", ("200", "disabled", "PluginSummary"), params=("name",), errors=NOT_PLUGIN)},
     }
     for kind, item, sel in (("routes", "RouteList", "RouteSelection"), ("hooks", "HookList", "HookSelection"),
-                            ("domains", "DomainList", "DomainSelection"), ("requests", "DomainList", "DomainSelection")):
-        one = kind[:-1]
+                            ("domains", "DomainList", "DomainSelection"), ("requests", "DomainList", "DomainSelection"),
+                            ("core", "CoreList", "CoreSelection")):
+        one = "access" if kind == "core" else kind[:-1]
         alias = kind == "requests"
-        what = "outbound domains" if kind in ("domains", "requests") else kind
+        what = {"domains": "outbound domains", "requests": "outbound domains",
+                "core": "content access (core:read / core:write)"}.get(kind, kind)
         note = " ModulaCMS's spelling of `/domains`: the same endpoint." if alias else ""
         paths[f"/api/v1/admin/plugins/{kind}"] = {"get": _op(
             f"Every plugin's declared {what} with their approval", ("200", "the list", item),
@@ -209,8 +222,11 @@ def _paths() -> dict:
             paths[f"/api/v1/admin/plugins/{kind}/{verb}"] = {"post": _op(
                 f"{verb.capitalize()} {what}", ("200", f"what was {verb}d", item), body=sel,
                 errors={**BAD, "409": "the plugin is not running", **TOO_LARGE},
-                description=f"Each {one} is named by its plugin and key; approving needs the {one} to be "
-                            "declared by the running plugin." + (
+                description=("Each item is a plugin and an access, \"read\" or \"write\"; approving needs the "
+                             "running plugin to declare it (permissions core:read / core:write, or ModulaCMS's "
+                             "core_access)." if kind == "core" else
+                             f"Each {one} is named by its plugin and key; approving needs the {one} to be "
+                             "declared by the running plugin.") + (
                                 " A route is approved as public or not: an approval whose `public` differs from "
                                 "the declaration is refused." if kind == "routes" else "") + note)}
     filters = (("type", {"type": S, "enum": ["page", "post"]}, "only this type"),

@@ -360,7 +360,7 @@ class PluginDB:
                 token = _WATCHDOG.watch(conn, deadline)
             cursor = self.database.execute_sql(sql, tuple(params))
             try:
-                return _Result(cursor.fetchall(), cursor.description, cursor.rowcount)
+                return _Result(self._fetch(fname, cursor), cursor.description, cursor.rowcount)
             finally:
                 cursor.close()
         except (peewee.IntegrityError, sqlite3.IntegrityError) as exc:
@@ -377,6 +377,10 @@ class PluginDB:
                 if token is not None:
                     _WATCHDOG.unwatch(token)
                 conn.set_progress_handler(None, 0)
+
+    def _fetch(self, fname: str, cursor) -> list:
+        """A statement's rows (the core module reads them within a byte budget)."""
+        return cursor.fetchall()
 
     def _reopen_after_interrupt(self, conn):
         """An interrupted INSERT, UPDATE or DELETE makes SQLite roll back the whole transaction: the

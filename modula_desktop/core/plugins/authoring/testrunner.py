@@ -75,16 +75,62 @@ def run_plugin_tests(path: Path, settings: PluginSettings | None = None, name_fi
         database.close()
 
 
+class _TestContent:
+    """The core module under `modula plugin test`: the site's tables in the in-memory database and a
+    content service over them (no plugin hooks run; each test's savepoint rolls its changes back), with
+    the content access the plugin declares approved, as ModulaCMS's harness approves its core_access.
+    Built only for a plugin that declares core access: the site's models are bound to the test database
+    for the run."""
+
+    def __init__(self, database):
+        self.database = database
+        self.granted: set[str] = set()
+        self.service = None
+        self._binding = None
+
+    def start(self, manifest):
+        self.granted = set(manifest.core)
+        if not self.granted or self.service is not None:
+            return
+        from ... import storage
+        from ...content import ContentService
+
+        models = [m for m in vars(storage).values()
+                  if isinstance(m, type) and issubclass(m, storage.BaseModel) and m is not storage.BaseModel]
+        self._binding = self.database.bind_ctx(models, bind_refs=False, bind_backrefs=False)
+        self._binding.__enter__()
+        storage.migrate(self.database)
+        self.service = ContentService(self.database)
+
+    def stop(self):
+        if self._binding is not None:
+            self._binding.__exit__(None, None, None)
+            self._binding = None
+
+    def approved(self, plugin: str, access: str) -> bool:
+        return access in self.granted
+
+
 def _run_in(database, path: Path, settings: PluginSettings, name_filter, timeout, run: TestRun) -> TestRun:
     def sink(plugin, level, message, context=None):
         run.logs.append({"level": level, "message": message, "context": context})
 
     mock = MockOutbound(settings)
-    ctx = VMContext(path.name, path, settings, database=database, log_sink=sink, outbound=mock)
+    content = _TestContent(database)
+    try:
+        return _run_with(content, database, path, settings, name_filter, timeout, run, sink, mock)
+    finally:
+        content.stop()
+
+
+def _run_with(content, database, path, settings, name_filter, timeout, run, sink, mock) -> TestRun:
+    ctx = VMContext(path.name, path, settings, database=database, log_sink=sink, outbound=mock,
+                    content=lambda: content.service, core_approved=content.approved)
     first = None
     try:
         first = PluginVM(ctx)
         first.load()
+        content.start(first.manifest)
         first.call_init()
     except PluginLoadError as exc:
         run.load_error = str(exc)

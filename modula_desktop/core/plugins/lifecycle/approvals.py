@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import threading
 
-from ...storage import DomainApproval, HookApproval, PluginRecord, RouteApproval, utc_now
+from ...storage import CoreApproval, DomainApproval, HookApproval, PluginRecord, RouteApproval, utc_now
+
+CORE_ACCESS = ("read", "write")
 
 
 class Approvals:
@@ -18,6 +20,7 @@ class Approvals:
         self.approved_routes: set[tuple[str, str, str, bool]] = set()
         self._hooks: set[tuple[str, str, str]] = set()
         self._domains: set[tuple[str, str]] = set()  # (plugin, domain): the request module
+        self._core: set[tuple[str, str]] = set()  # (plugin, "read" | "write"): the core module
         self._listeners = []
         self.refresh()
 
@@ -38,8 +41,9 @@ class Approvals:
         routes = {(r.plugin, r.method, r.path, bool(r.public)) for r in RouteApproval.select()}
         hooks = {(h.plugin, h.event, h.table) for h in HookApproval.select()}
         domains = {(d.plugin, d.domain) for d in DomainApproval.select()}
+        core = {(c.plugin, c.access) for c in CoreApproval.select()}
         with self._lock:
-            self.approved_routes, self._hooks, self._domains = routes, hooks, domains
+            self.approved_routes, self._hooks, self._domains, self._core = routes, hooks, domains, core
 
     # ---- reads (hot path) --------------------------------------------------------------------
     def route_approved(self, plugin: str, method: str, path: str, public: bool = False) -> bool:
@@ -111,10 +115,12 @@ class Approvals:
             RouteApproval.delete().where(RouteApproval.plugin == plugin).execute()
             HookApproval.delete().where(HookApproval.plugin == plugin).execute()
             DomainApproval.delete().where(DomainApproval.plugin == plugin).execute()
+            CoreApproval.delete().where(CoreApproval.plugin == plugin).execute()
         with self._lock:
             self.approved_routes = {k for k in self.approved_routes if k[0] != plugin}
             self._hooks = {k for k in self._hooks if k[0] != plugin}
             self._domains = {k for k in self._domains if k[0] != plugin}
+            self._core = {k for k in self._core if k[0] != plugin}
         if notify:
             self._changed(plugin)
 
@@ -138,7 +144,8 @@ class Approvals:
                 PluginRecord.create(name=plugin, version=version, permissions=permissions_key,
                                     enabled=True, updated_at=utc_now())
                 # approvals left behind by an earlier plugin of the same name are not inherited
-                stale = bool(self.routes_of(plugin) or self.hooks_of(plugin) or self.domains_of(plugin))
+                stale = bool(self.routes_of(plugin) or self.hooks_of(plugin) or self.domains_of(plugin)
+                             or self.core_of(plugin))
                 if stale:
                     self.revoke_all(plugin, notify=False)
                 return stale
@@ -165,6 +172,7 @@ class Approvals:
         names = {r.plugin for r in RouteApproval.select(RouteApproval.plugin).distinct()}
         names |= {h.plugin for h in HookApproval.select(HookApproval.plugin).distinct()}
         names |= {d.plugin for d in DomainApproval.select(DomainApproval.plugin).distinct()}
+        names |= {c.plugin for c in CoreApproval.select(CoreApproval.plugin).distinct()}
         names |= {p.name for p in PluginRecord.select(PluginRecord.name)}
         for name in names - present:
             self.forget(name)
@@ -185,3 +193,21 @@ class Approvals:
 
     def revoke_domain(self, plugin: str, domain: str):
         self.set_domain(plugin, domain, False)
+
+    # ---- content access (the core module) ----------------------------------------------------
+    def core_approved(self, plugin: str, access: str) -> bool:
+        return (plugin, access) in self._core
+
+    def core_of(self, plugin: str) -> set:
+        return {a for (pl, a) in self._core if pl == plugin}
+
+    def set_core(self, plugin: str, access: str, approved: bool):
+        if access not in CORE_ACCESS:
+            raise ValueError(f"core access must be one of {', '.join(CORE_ACCESS)}, not {access!r}")
+        self._set(CoreApproval, "_core", ("plugin", "access"), (plugin, access), approved)
+
+    def approve_core(self, plugin: str, access: str):
+        self.set_core(plugin, access, True)
+
+    def revoke_core(self, plugin: str, access: str):
+        self.set_core(plugin, access, False)

@@ -199,6 +199,8 @@ class PluginManager:
         from ..api.outbound import OutboundClient
 
         self.outbound = OutboundClient(settings, metrics)
+        # the core module's content service (SiteService sets it once it exists)
+        self.content = None
 
     # ---- listeners (GUI refresh, watchers) ---------------------------------------------------
     def add_listener(self, fn: Callable[[str], None]):
@@ -323,10 +325,14 @@ class PluginManager:
     def _context(self, plugin: Plugin) -> VMContext:
         return VMContext(plugin.name, plugin.root, self.settings, database=self.database,
                          log_sink=self.logbook.write, outbound=self.outbound,
-                         domain_approved=self.domain_approved)
+                         domain_approved=self.domain_approved,
+                         content=lambda: self.content, core_approved=self.core_approved)
 
     def domain_approved(self, plugin: str, domain: str) -> bool:
         return self.approvals is None or self.approvals.domain_approved(plugin, domain)
+
+    def core_approved(self, plugin: str, access: str) -> bool:
+        return self.approvals is None or self.approvals.core_approved(plugin, access)
 
     def _build(self, plugin: Plugin, sources: Sources) -> Generation:
         """Load the plugin's sources into a new pool and run on_init once. Raises PluginLoadError."""
@@ -879,6 +885,12 @@ class PluginManager:
         else:
             out["domains"] = [{"domain": d, "description": "", "approved": True}
                               for d in sorted(appr.domains_of(name) if appr else ())]
+        # content access (the core module): as the manifest asks for it, or what stays approved
+        if m is not None and gen is not None:
+            out["core"] = [{"access": a, "approved": bool(appr is None or appr.core_approved(name, a))}
+                           for a in m.core]
+        else:
+            out["core"] = [{"access": a, "approved": True} for a in sorted(appr.core_of(name) if appr else ())]
         out["warnings"] = gen.warnings if gen else []
         out["schema_errors"] = list(plugin.schema_errors)
         out["breaker"] = plugin.breaker.to_dict()

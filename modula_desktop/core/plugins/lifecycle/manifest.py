@@ -10,11 +10,15 @@ from ..errors import PluginLoadError
 NAME_RE = re.compile(r"^[a-z0-9_]{1,32}$")
 PERMISSIONS = ("db", "http", "hooks", "hooks:before")
 # permissions a plugin gets only when it declares them (never part of the default above)
-EXPLICIT_PERMISSIONS = ("request",)
+EXPLICIT_PERMISSIONS = ("request", "core:read", "core:write")
 KNOWN_PERMISSIONS = PERMISSIONS + EXPLICIT_PERMISSIONS
 OPTIONAL_TEXT = ("author", "license", "min_cms_version")
 # names the admin API uses beside plugin names (/api/v1/admin/plugins/routes, .../hooks)
-RESERVED_NAMES = ("routes", "hooks", "domains", "requests")
+RESERVED_NAMES = ("routes", "hooks", "domains", "requests", "core")
+# ModulaCMS's plugin_info.core_access = {content_data = {"read", "write"}}: the tables this app has and
+# what each allows (SPEC 3.10); core_access is read as the permissions core:read / core:write
+CORE_ACCESS_TABLES = {"content": ("read", "write"), "content_data": ("read", "write"),
+                      "revisions": ("read",), "content_revision": ("read",)}
 
 
 def check_name(name: str) -> str | None:
@@ -38,10 +42,14 @@ class Manifest:
     min_cms_version: str = ""
     dependencies: tuple = ()
     permissions: tuple | None = None  # None: not declared, ModulaCMS default of everything
+    # ("read", "write") as ModulaCMS's plugin_info.core_access asks for them (beside permissions)
+    core_access: tuple = ()
 
     @property
     def effective_permissions(self) -> tuple:
-        return PERMISSIONS if self.permissions is None else self.permissions
+        base = PERMISSIONS if self.permissions is None else self.permissions
+        extra = tuple(f"core:{a}" for a in self.core_access if f"core:{a}" not in base)
+        return tuple(sorted(base + extra)) if extra else base
 
     def allows(self, permission: str) -> bool:
         perms = self.effective_permissions
@@ -52,7 +60,16 @@ class Manifest:
     @property
     def permissions_key(self) -> str:
         """Canonical text of the declared permissions: a change of it resets approvals."""
-        return json.dumps(None if self.permissions is None else sorted(self.permissions))
+        declared = None if self.permissions is None else sorted(self.permissions)
+        if self.core_access:  # only then: the key of a plugin without core_access stays as it was
+            return json.dumps({"permissions": declared, "core_access": sorted(self.core_access)})
+        return json.dumps(declared)
+
+    @property
+    def core(self) -> tuple:
+        """The core access asked for, "read" and/or "write" (permissions core:* or core_access)."""
+        perms = self.effective_permissions
+        return tuple(a for a in ("read", "write") if f"core:{a}" in perms)
 
     def to_dict(self) -> dict:
         return {
@@ -61,6 +78,7 @@ class Manifest:
             "dependencies": list(self.dependencies),
             "permissions": None if self.permissions is None else list(self.permissions),
             "effective_permissions": list(self.effective_permissions),
+            "core_access": list(self.core_access),
         }
 
 
@@ -108,7 +126,8 @@ def parse_manifest(info, folder_name: str) -> tuple[Manifest, list[str]]:
             raise PluginLoadError(f"plugin_info.permissions: unknown permission '{unknown[0]}' "
                                   f"(known: {', '.join(KNOWN_PERMISSIONS)})")
         perms = tuple(sorted(set(raw)))
-    known = {"name", "version", "description", "dependencies", "permissions", *OPTIONAL_TEXT}
+    core_access = _core_access(info.get("core_access"), warnings) if "core_access" in info else ()
+    known = {"name", "version", "description", "dependencies", "permissions", "core_access", *OPTIONAL_TEXT}
     for key in info:
         if key not in known:
             warnings.append(f"plugin_info.{key} is not a known field and is ignored")
@@ -117,4 +136,30 @@ def parse_manifest(info, folder_name: str) -> tuple[Manifest, list[str]]:
     if "license" not in info:
         warnings.append("plugin_info.license is not set")
     return Manifest(name=name, version=info["version"], description=info["description"],
-                    dependencies=tuple(deps), permissions=perms, **extra), warnings
+                    dependencies=tuple(deps), permissions=perms, core_access=core_access, **extra), warnings
+
+
+def _core_access(raw, warnings: list) -> tuple:
+    """ModulaCMS's core_access table ({content_data = {"read", "write"}}) as the access it asks for here.
+    A table this app does not have is a warning (a call on it answers nil, err), not a failure."""
+    if isinstance(raw, list) and not raw:
+        return ()
+    if not isinstance(raw, dict):
+        raise PluginLoadError('plugin_info.core_access must be a table such as {content_data = {"read"}}')
+    wanted = set()
+    if not all(isinstance(t, str) for t in raw):
+        raise PluginLoadError('plugin_info.core_access must map table names to lists, such as {content_data = {"read"}}')
+    for table, ops in sorted(raw.items()):
+        if not isinstance(ops, list) or not all(o in ("read", "write") for o in ops):
+            raise PluginLoadError(f'plugin_info.core_access.{table} must be a list of "read" and "write"')
+        allowed = CORE_ACCESS_TABLES.get(table)
+        if allowed is None:
+            warnings.append(f"plugin_info.core_access.{table}: this app has no core table '{table}' "
+                            "(only content, content_data and revisions); ignored")
+            continue
+        for op in ops:
+            if op not in allowed:
+                warnings.append(f"plugin_info.core_access.{table}: '{op}' is not allowed on {table}; ignored")
+            else:
+                wanted.add(op)
+    return tuple(a for a in ("read", "write") if a in wanted)

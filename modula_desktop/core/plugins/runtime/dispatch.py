@@ -27,6 +27,7 @@ from typing import Callable, Iterable
 from ...errors import HookAbort, ValidationError
 from ...settings import PluginSettings
 from ..errors import PluginCallError
+from . import nesting
 
 log = logging.getLogger(__name__)
 trace_log = logging.getLogger("modula.hooks.trace")
@@ -204,7 +205,7 @@ class HookDispatcher:
             return None
         data = dict(entry, _table=table, _event=event)
         try:
-            future = self._pool().submit(self._after_chain, event, chain, data)
+            future = self._pool().submit(self._after_chain, event, chain, data, nesting.depth())
         except RuntimeError:  # shut down between the check and the submit
             log.warning("content service closed: %s hooks for %s not run", event, entry.get("id"))
             return None
@@ -226,7 +227,12 @@ class HookDispatcher:
         with self._pending_lock:
             self._pending.discard(future)
 
-    def _after_chain(self, event: str, chain: list, data: dict):
+    def _after_chain(self, event: str, chain: list, data: dict, depth: int = 0):
+        # the depth of the plugin write that caused this change, if any (nesting.py)
+        with nesting.at_depth(depth):
+            self._after_chain_at(event, chain, data)
+
+    def _after_chain_at(self, event: str, chain: list, data: dict):
         timeout = self.settings.after_hook_timeout_ms / 1000.0
         for binding in chain:
             name = binding.plugin.name

@@ -87,6 +87,10 @@ class VMContext:
     # domain_approved(plugin, domain) -> bool (None: every registered domain may be contacted)
     outbound: object | None = None
     domain_approved: Callable[[str, str], bool] | None = None
+    # the core module: content() -> the content service (None: no content here), and
+    # core_approved(plugin, "read" | "write") -> bool (None: nothing is approved)
+    content: Callable[[], object] | None = None
+    core_approved: Callable[[str, str], bool] | None = None
 
 
 class PluginVM:
@@ -135,6 +139,10 @@ class PluginVM:
 
         self.request_module = RequestModule(self)
         self.request_module.install()
+        from ..api.core import CoreModule
+
+        self.core_module = CoreModule(self)
+        self.core_module.install()
 
     @property
     def domains(self) -> dict:
@@ -282,6 +290,8 @@ class PluginVM:
                 sb.fn("remove_module")(module.encode())
         if m.permissions is not None and not m.allows("request"):
             sb.fn("remove_module")(b"request")
+        if m.permissions is not None and not m.core:
+            sb.fn("remove_module")(b"core")  # declared permissions without core:* (or core_access)
         # without declared permissions (the ModulaCMS default) request stays, every call refusing with
         # "did not declare the 'request' permission": a ModulaCMS plugin learns what to add
         return self.manifest
