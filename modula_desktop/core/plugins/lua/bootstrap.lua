@@ -1226,7 +1226,8 @@ local function build_api(py)
     local priority = 100
     if opts ~= nil and r_rawget(opts, "priority") ~= nil then priority = r_rawget(opts, "priority") end
     local e, t, pr = validate_hook(event, tbl, priority, #registry.hooks)
-    registry.hooks[#registry.hooks + 1] = {event = e, table = t, priority = pr, fn = fn}
+    -- name: as registered (data._table); table: what it is approved and fired for
+    registry.hooks[#registry.hooks + 1] = {event = e, table = t, priority = pr, fn = fn, name = tbl}
   end
 
   local log = {}

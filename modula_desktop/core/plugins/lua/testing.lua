@@ -165,7 +165,8 @@ function test.fire(event, tbl, data)
   local result = {ok = true, data = data, ran = #indices}
   for i = 1, #indices do
     local h = registry.hooks[indices[i]]
-    data._table = (tbl == "content_data") and "content" or tbl
+    -- as when served: the name the hook was registered with ("*": the table fired)
+    data._table = (h.table == "*") and tbl or (h.name or tbl)
     data._event = event
     -- as when served: the request module refuses inside a before-hook
     if before then host.in_before_hook(true) end

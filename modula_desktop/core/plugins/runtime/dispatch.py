@@ -47,6 +47,13 @@ def strip_location(message: str) -> str:
         message = stripped
 
 
+def table_name(binding, table: str) -> str:
+    """data._table for a hook: the name it was registered with ("content_data" when registered so), or
+    for a "*" hook the table that fired."""
+    spec = binding.spec
+    return table if spec.table == "*" else getattr(spec, "registered", "") or spec.table
+
+
 def trace_enabled() -> bool:
     return os.environ.get(TRACE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -134,7 +141,7 @@ class HookDispatcher:
                 raise HookAbort(f"The {event} hooks took longer than {s.hook_event_timeout_ms / 1000.0:g} s "
                                 f"in total, so the change was not saved.", None, event)
             timeout = min(per_hook, left)
-            data = dict(entry, _table=table, _event=event)
+            data = dict(entry, _table=table_name(binding, table), _event=event)
             started = time.perf_counter()
             try:
                 result = self.plugins.run_hook(binding, data, timeout, s.hook_max_ops)
@@ -234,7 +241,7 @@ class HookDispatcher:
                 continue
             started = time.perf_counter()
             try:
-                self._run_shared(binding, dict(data), timeout)
+                self._run_shared(binding, dict(data, _table=table_name(binding, data["_table"])), timeout)
             except PluginCallError as exc:
                 outcome = TIMEOUT if exc.kind == "timeout" else ERROR
                 self._finish(binding, event, data, outcome, started, exc)

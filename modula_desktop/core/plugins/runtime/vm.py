@@ -103,6 +103,7 @@ class PluginVM:
         self.clean = False
         self.manifest: Manifest | None = None
         self.warnings: list[str] = []
+        self.hook_warnings: list[str] = []  # hooks on tables the site lacks (they never fire)
         self.routes: list[RouteSpec] = []
         self.hooks: list[HookSpec] = []
         self.ops = OpBudget()
@@ -269,7 +270,9 @@ class PluginVM:
             raise PluginLoadError("registers routes but did not declare the 'http' permission")
         if self.hooks and not m.allows("hooks"):
             raise PluginLoadError("registers hooks but did not declare the 'hooks' permission")
-        if any(h.is_before for h in self.hooks) and m.permissions is not None and "hooks:before" not in m.permissions:
+        # before_read may refuse a read: like the before-hooks of a change, it needs "hooks:before"
+        if any(h.is_before or h.event == "before_read" for h in self.hooks) and m.permissions is not None \
+                and "hooks:before" not in m.permissions:
             raise PluginLoadError("registers before-hooks but did not declare the 'hooks:before' permission")
         if self.domains and not m.allows("request"):
             raise PluginLoadError("registers domains but did not declare the 'request' permission")
@@ -293,7 +296,14 @@ class PluginVM:
             routes.append(spec)
         hooks = []
         for i, h in sorted(reg[b"hooks"].items()):
-            hooks.append(HookSpec(i, h[b"event"].decode(), h[b"table"].decode(), int(h[b"priority"])))
+            name = h[b"name"]
+            spec = HookSpec(i, h[b"event"].decode(), h[b"table"].decode(), int(h[b"priority"]),
+                            name.decode("utf-8", "replace") if isinstance(name, bytes) else "")
+            hooks.append(spec)
+            warning = hooks_api.never_fires(spec)
+            if warning and warning not in self.hook_warnings:
+                self.hook_warnings.append(warning)
+        self.warnings += [w for w in self.hook_warnings if w not in self.warnings]
         self.routes, self.hooks = routes, hooks
 
     def call_init(self):
