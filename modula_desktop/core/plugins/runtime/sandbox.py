@@ -124,6 +124,12 @@ class Sandbox:
         if self._watchdog is not None:
             self._watchdog.learn_hook(self._state)
         self._entry = self._route_entry()
+        self._arrays = None  # the bootstrap's json.array marks, once build_api made them
+
+    def _json_arrays(self):
+        if self._arrays is None:
+            self._arrays = self._t["json_arrays"]()
+        return self._arrays
 
     def _watch(self) -> bool:
         """Installs the C bridge's watchdog for this runtime (its deadlines then hold even when one
@@ -267,6 +273,13 @@ class Sandbox:
             return self.lua.table_from({self.to_lua(k, _depth + 1, _budget): self.to_lua(v, _depth + 1, _budget)
                                         for k, v in value.items()})
         if isinstance(value, (list, tuple)):
+            if not value:
+                # a Python list is an array: empty, it stays [] when the plugin encodes it again
+                table = self.lua.table_from(())
+                arrays = self._json_arrays()
+                if arrays is not None:
+                    arrays[table] = True
+                return table
             return self.lua.table_from([self.to_lua(v, _depth + 1, _budget) for v in value])
         if lupa.lua_type(value) is not None:
             return value
@@ -342,6 +355,9 @@ class Sandbox:
         _budget[0], _budget[1] = left, room
         n = len(out)
         if not n:
+            if json_text:  # as JSON: {} as in ModulaCMS, unless json.array marked it (or it came from a list)
+                arrays = self._json_arrays()
+                return [] if arrays is not None and arrays[value] else {}
             return []
         if sequence and min(out) == 1 and max(out) == n:  # distinct integers 1..n: a list
             return [out[i] for i in range(1, n + 1)]

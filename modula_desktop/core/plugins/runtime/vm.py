@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...settings import PluginSettings
-from ..errors import ApiError, ConversionLimit, PluginCallError, PluginLoadError
+from ..errors import ApiError, ConversionLimit, DataError, PluginCallError, PluginLoadError
 from ..api.log import cap_entry
 from ..api import hooks as hooks_api
 from ..api import http as http_api
@@ -166,7 +166,25 @@ class PluginVM:
 
     def _db_call(self, fname):
         pure = self.db_api is not None and fname in self.db_api.PURE_FUNCTIONS
-        from ..api.db import lua_args
+        from ..api.db import DATA_FUNCTIONS, lua_args
+
+        if fname in DATA_FUNCTIONS:
+            inner = self._db_call_raising(fname, pure, lua_args)
+
+            def data_call(*args):
+                # ModulaCMS: the data's refusal (a constraint, an unknown table or column) is nil, err;
+                # argument errors and budgets still raise
+                try:
+                    return inner(*args)
+                except DataError as exc:
+                    db = self.db_api
+                    if db is not None and db.in_transaction and db.tx_failed is None:
+                        db.tx_failed = str(exc)
+                    return None, str(exc)
+            return data_call
+        return self._db_call_raising(fname, pure, lua_args)
+
+    def _db_call_raising(self, fname, pure, lua_args):
 
         def call(*args):
             sb = self.sandbox
