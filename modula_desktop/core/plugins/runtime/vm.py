@@ -487,6 +487,8 @@ class PluginVM:
         except ApiError as exc:
             raise PluginCallError("error", f"hook data cannot be handed to the plugin: {exc}") from None
         result = self._checked(self.sandbox.call, "run_hook", *self._budget_args(timeout, "the hook"), index, payload)
+        if any(h.index == index and h.is_read for h in self.hooks):
+            self._state_back(payload, data)
         value = result[0] if result else None
         if value is None:
             return None
@@ -494,6 +496,21 @@ class PluginVM:
             return self.sandbox.from_lua(value)
         except ApiError as exc:
             raise PluginCallError("error", f"hook returned an unusable value: {exc}") from None
+
+    def _state_back(self, payload, data: dict):
+        """ModulaCMS's read-hook state: the "_" keys a hook set on its data table go back into data (for
+        the dispatcher to hand to the after_read hooks). Plain values only, at most 64."""
+        n = 0
+        for key, value in payload.items():
+            if type(key) is not bytes or not key.startswith(b"_") or key in (b"_table", b"_event"):
+                continue
+            n += 1
+            if n > 64:
+                break
+            try:
+                data[key.decode("utf-8", "replace")] = self.sandbox.from_lua(value)
+            except ApiError:
+                continue
 
     def read_response(self, result):
         """The handler's response from call_route's result (see RouteResponse)."""
