@@ -219,3 +219,82 @@ def test_the_build_reads_through_the_hooks(tmp_path):
         assert any(p.as_posix().endswith("post-1/index.html") for p in out.rglob("*.html"))
     finally:
         service.close()
+
+
+VERIFIER = """
+request.register("127.0.0.1")
+hooks.on("before_read", "content_data", function(data)
+  if data.slug ~= "gated" then return nil end
+  -- ModulaCMS's x402 flow: ask a verifier over request.* (allowed in read hooks, unlike before-hooks)
+  local r = request.get(VERIFY_URL .. "/echo?sig=" .. (data.headers["x-sig"] or "none"), {parse_json = true})
+  if r.error or r.status ~= 200 then return {status = 402, json = {error = "verifier unreachable"}} end
+  if (data.headers["x-sig"] or "") ~= "good" then return {status = 402, json = {error = "bad signature"}} end
+  data._verified = r.status
+end)
+hooks.on("after_read", "content_data", function(data)
+  if data._verified then return {headers = {["Payment-Response"] = "settled " .. data._verified}} end
+end)
+"""
+
+
+def test_read_hooks_may_call_out_like_modulacms_x402(tmp_path):
+    from _outbound_servers import LoopbackServer
+
+    with LoopbackServer() as upstream:
+        body = f'VERIFY_URL = "http://127.0.0.1:{upstream.port}"\n' + VERIFIER
+        write_plugin(tmp_path, "verify", body, info_extra=PERMS)
+        with running_site(tmp_path, {"allow_localhost": True}, plugins=()) as site:
+            _approve(site, "verify")
+            site.client.post("/api/v1/admin/plugins/domains/approve",
+                             json={"domains": [{"plugin": "verify", "domain": "127.0.0.1"}]})
+            e = site.service.content.create({"title": "Gated", "slug": "gated", "status": "published"},
+                                            run_hooks=False)
+            r = site.client.get(f"/api/v1/admin/content/{e['id']}", headers={"X-Sig": "bad"})
+            assert r.status == 402 and r.json() == {"error": "bad signature"}
+            r = site.client.get(f"/api/v1/admin/content/{e['id']}", headers={"X-Sig": "good"})
+            assert r.status == 200, r.body
+            assert r.headers["payment-response"] == "settled 200"
+            assert [q["query"].get("sig") for q in upstream.requests if q["path"] == "/echo"] == ["bad", "good"]
+
+
+READ_PLUGIN_TESTS = {
+    "init.lua": """plugin_info = {name = "readp", version = "1.0.0", description = "read hooks under plugin test"}
+hooks.on("before_read", "content_data", function(data)
+  if data.slug == "paid" then return {status = 402, json = {error = "pay"}} end
+  data._seen = true
+end)
+hooks.on("after_read", "content", function(data) return {drop = {"body"}} end)
+""",
+    "test/read.test.lua": """
+function test_refusal()
+  local r = test.fire("before_read", "content_data", {slug = "paid", headers = {}})
+  test.assert_eq(r.ok, false)
+  test.assert_eq(r.status, 402)
+  test.assert_eq(r.response.json.error, "pay")
+end
+function test_pass_and_state()
+  local r = test.fire("before_read", "content_data", {slug = "free", headers = {}})
+  test.assert(r.ok)
+  test.assert_eq(r.data._seen, true)
+  test.assert_eq(r.data._table, "content_data")
+end
+function test_after_read_filter()
+  local r = test.fire("after_read", "content", {slug = "x", body = "b"})
+  test.assert_eq(r.returned.drop[1], "body")
+end
+""",
+}
+
+
+def test_read_hooks_under_modula_plugin_test(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "readp"
+    for rel, text in READ_PLUGIN_TESTS.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    done = subprocess.run([sys.executable, "-m", "modula_desktop", "plugin", "test", str(root)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "3 passed, 0 failed"
