@@ -298,3 +298,66 @@ def test_read_hooks_under_modula_plugin_test(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().splitlines()[-1] == "3 passed, 0 failed"
+
+
+SPY = """
+hooks.on("before_read", "content", function(data)
+  local names = {}
+  for k in pairs(data.headers) do names[#names + 1] = k end
+  for k in pairs(data.query) do names[#names + 1] = "q:" .. k end
+  table.sort(names)
+  print("fired:" .. table.concat(names, ","))
+end)
+"""
+
+
+def test_the_admin_token_and_the_preview_key_never_reach_a_read_hook(tmp_path):
+    with _site(tmp_path, {"spy": SPY}) as site:
+        _approve(site, "spy")
+        draft = site.service.content.create({"title": "Draft", "slug": "draft"}, run_hooks=False)
+        assert site.client.get(f"/api/v1/admin/content/{draft['id']}?x=1",
+                               headers={"Cookie": "a=b", "X-Other": "y"}).status == 200
+        from modula_desktop.server.auth import TokenAuth
+
+        key = TokenAuth(site.service.site.token()).preview_key("draft")
+        assert site.client.get("/preview/draft").status == 200  # with the token: drafts are the author's
+        assert site.client.get(f"/preview/draft?key={key}", token=False).status == 200  # with the key
+        seen = fired(site.service, "spy")
+        assert len(seen) == 3
+        for line in seen:
+            assert "authorization" not in line and "cookie" not in line and "q:key" not in line
+        assert "q:x" in seen[0] and "x-other" in seen[0]
+        assert key not in "".join(seen) and site.service.site.token() not in "".join(seen)
+
+
+SLOW_GATE = """
+plugin_info = {name = "slowgate", version = "1.0.0", description = "slow to start",
+               permissions = {"hooks", "hooks:before"}}
+local function spin(s) local t = os.clock() while os.clock() - t < s do end end
+hooks.on("before_read", "content", function(data) end)
+function on_init() spin(1.5) end
+"""
+
+
+def test_a_gate_still_loading_refuses_reads_instead_of_skipping(tmp_path):
+    from modula_desktop.core.plugins.lifecycle.manifest import Manifest
+    from modula_desktop.core.service import SiteService
+    from modula_desktop.core.settings import Settings
+    from modula_desktop.core.site import Site
+
+    (tmp_path / "plugins" / "slowgate").mkdir(parents=True)
+    (tmp_path / "plugins" / "slowgate" / "init.lua").write_text(SLOW_GATE)
+    service = SiteService(Site(tmp_path), Settings())
+    try:  # approved in an earlier session
+        perms = Manifest("slowgate", "1.0.0", "d", permissions=("hooks", "hooks:before")).permissions_key
+        service.approvals.check_identity("slowgate", "1.0.0", perms)
+        service.approvals.approve_hook("slowgate", "before_read", "content")
+        entry = service.content.create({"title": "Early", "slug": "early"}, run_hooks=False)
+    finally:
+        service.close()
+    with running_site(tmp_path, {"max_vms": 2, "hook_reserve_vms": 1, "max_instructions": 10**10},
+                      plugins=(), loaded=False) as site:
+        r = site.client.get(f"/api/v1/admin/content/{entry['id']}")
+        assert r.status == 503 and "slowgate plugin is still loading" in r.json()["error"]
+        assert site.service.plugins.wait_loaded(30)
+        assert site.client.get(f"/api/v1/admin/content/{entry['id']}").status == 200

@@ -15,10 +15,17 @@ LIST_FILTERS = ("type", "status", "search")
 SOURCE = "api"  # what the revisions of changes made here record as their source
 
 
+# never handed to plugin code: the admin token and the preview key (as for plugin routes), credentials
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_SECRET_PARAMS = frozenset({"key"})
+
+
 def reader(req, source: str = SOURCE) -> Reader:
-    """The request as the read hooks see it (ModulaCMS's data.headers, lowercase; data.client_ip, data.query)."""
-    return Reader(source, {k.lower(): v for k, v in req.headers.items()}, req.remote_addr or "",
-                  {k: v for k, v in req.params.items() if isinstance(v, str)})
+    """The request as the read hooks see it (ModulaCMS's data.headers, lowercase; data.client_ip, data.query),
+    without the admin token, cookies or the preview key."""
+    return Reader(source, {k.lower(): v for k, v in req.headers.items() if k.lower() not in _SECRET_HEADERS},
+                  req.remote_addr or "",
+                  {k: v for k, v in req.params.items() if isinstance(v, str) and k not in _SECRET_PARAMS})
 
 
 def set_headers(resp, headers: dict):

@@ -216,8 +216,16 @@ class HookDispatcher:
 
     # ---- read hooks (SPEC 3.6) ---------------------------------------------------------------
     def has_read_hooks(self, table: str = "content") -> bool:
-        """Whether any read hook runs for table now (the site build skips all read work when none does)."""
-        return bool(self.chain("before_read", table) or self.chain("after_read", table))
+        """Whether any read hook runs for table now (the site build skips all read work when none does),
+        or would, once a plugin still starting up has loaded."""
+        return bool(self.chain("before_read", table) or self.chain("after_read", table)
+                    or self._loading_readers(table))
+
+    def _loading_readers(self, table: str) -> list:
+        if not getattr(self.plugins, "loading", False):
+            return []
+        return (self.plugins.loading_with_hooks("before_read", table)
+                or self.plugins.loading_with_hooks("after_read", table))
 
     def run_before_read(self, data: dict, table: str = "content") -> dict:
         """The before_read chain for one read, outside any transaction (db, core and request allowed).
@@ -225,6 +233,10 @@ class HookDispatcher:
         after_read: data plus the "_" keys the hooks set on it (ModulaCMS's state passing). Raises
         ReadRefused: a hook returned {status = 4xx [, json =, headers =]} (that answer), raised an error
         (403 with its message) or was stopped by a budget (503)."""
+        waiting = self._loading_readers(table)
+        if waiting:  # a gate still starting up would be skipped: refuse rather than let the read through
+            raise ReadRefused(f"The {waiting[0]} plugin is still loading, so this read cannot be checked yet; "
+                              "try again in a moment.", waiting[0], 503)
         chain = self.chain("before_read", table)
         if not chain:
             return data
