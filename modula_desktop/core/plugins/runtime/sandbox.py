@@ -78,6 +78,10 @@ def _deny_attribute(obj, name, *value):
     raise AttributeError("Python objects are not accessible from plugins")
 
 
+# empty lists marked as arrays per conversion to Lua (to_lua); past it they encode as {}
+MAX_ARRAY_MARKS = 1024
+
+
 class Sandbox:
     """A LuaRuntime with the bootstrap applied. Used by one thread at a time."""
 
@@ -246,9 +250,11 @@ class Sandbox:
         if budget[0] < 0:
             raise ApiError("not enough memory")
 
-    def to_lua(self, value, _depth=0, _budget=None):
+    def to_lua(self, value, _depth=0, _budget=None, _marks=None):
         """A Lua value for plain Python data. With _budget ([bytes]), the estimated Lua memory of
-        the result is charged to it and ApiError("not enough memory") is raised when it runs out."""
+        the result is charged to it and ApiError("not enough memory") is raised when it runs out.
+        Empty lists become tables json.array marked, at most MAX_ARRAY_MARKS per conversion (each mark
+        is a host call: a value of a million empty lists must not cost a million)."""
         if value is None or isinstance(value, (bool, float)):
             return value
         if isinstance(value, bytes):
@@ -269,18 +275,24 @@ class Sandbox:
             raise ApiError("value nested too deeply")
         if isinstance(value, (dict, list, tuple)) and _budget is not None:
             self._spend(_budget, TABLE_BYTES + ENTRY_BYTES * len(value))
+        if _marks is None:
+            _marks = [MAX_ARRAY_MARKS]
         if isinstance(value, dict):
-            return self.lua.table_from({self.to_lua(k, _depth + 1, _budget): self.to_lua(v, _depth + 1, _budget)
-                                        for k, v in value.items()})
+            return self.lua.table_from({self.to_lua(k, _depth + 1, _budget, _marks):
+                                        self.to_lua(v, _depth + 1, _budget, _marks) for k, v in value.items()})
         if isinstance(value, (list, tuple)):
             if not value:
                 # a Python list is an array: empty, it stays [] when the plugin encodes it again
                 table = self.lua.table_from(())
-                arrays = self._json_arrays()
-                if arrays is not None:
-                    arrays[table] = True
+                if _marks[0] > 0:
+                    _marks[0] -= 1
+                    arrays = self._json_arrays()
+                    if arrays is not None:
+                        if _budget is not None:
+                            self._spend(_budget, ENTRY_BYTES)
+                        arrays[table] = True
                 return table
-            return self.lua.table_from([self.to_lua(v, _depth + 1, _budget) for v in value])
+            return self.lua.table_from([self.to_lua(v, _depth + 1, _budget, _marks) for v in value])
         if lupa.lua_type(value) is not None:
             return value
         raise ApiError(f"cannot pass a {type(value).__name__} to Lua")
