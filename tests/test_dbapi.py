@@ -184,7 +184,7 @@ def test_foreign_key_to_own_table_with_cascade(make_plugin):
           db.insert("entries", {list_id = l.id, text = "a"})
           db.insert("entries", {list_id = l.id, text = "b"})
           local before = db.count("entries")
-          local ok, err = pcall(db.insert, "entries", {list_id = "missing", text = "c"})
+          local none, err = db.insert("entries", {list_id = "missing", text = "c"})  -- a data error: nil, err
           db.delete("lists", {where = {id = l.id}})
           return {json = {before = before, fk_error = err, after = db.count("entries")}}
         """,
@@ -305,9 +305,10 @@ def test_unknown_definition_fields_are_warned_not_fatal(make_plugin, caplog):
 def test_create_index(make_plugin):
     p = make_plugin(ITEMS, {"run": 'db.create_index("items", {columns = {"price"}, unique = true})\n'
                                    'db.insert("items", {name = "a", price = 1})\n'
-                                   'return {json = {pcall(db.insert, "items", {name = "b", price = 1})}}'})
-    ok, err = p.call("run")
-    assert ok is False and "UNIQUE constraint failed: plugin_demo__items.price" in err
+                                   'local row, err = db.insert("items", {name = "b", price = 1})\n'
+                                   'return {json = {row == nil, err}}'})
+    got_nil, err = p.call("run")
+    assert got_nil is True and "UNIQUE constraint failed: plugin_demo__items.price" in err
 
 
 # ---- reads -------------------------------------------------------------------------------------
@@ -390,7 +391,6 @@ def test_condition_helpers_return_plain_marker_tables(make_plugin):
     ('db.query("items", {where = {{"qty", "BETWEEN", {1}}}})', "BETWEEN on 'qty' needs exactly two values"),
     ('db.query("items", {where = {{"OR"}}})', "OR takes one list of conditions"),
     ('db.query("items", {where = {name = "a", {"qty", "=", 1}}})', "cannot mix named fields"),
-    ('db.query("items", {where = {nope = 1}})', "unknown column 'nope' in table 'items'"),
     ('db.query("items", {where = {name = {1, 2}}})', "value for 'name' must be a string, number or boolean, not a "
                                                      "table"),
     ('db.query("items", {where = "qty > 1"})', "where: must be a table"),
@@ -399,14 +399,12 @@ def test_condition_helpers_return_plain_marker_tables(make_plugin):
     ('db.query("items", {limit = -1})', "db.query: limit must not be negative"),
     ('db.query("items", {limit = 2.5})', "db.query: limit must be an integer"),
     ('db.query("items", {offset = -3})', "db.query: offset must be a non-negative integer"),
-    ('db.query("items", {joins = {}})', "db.query: unknown option 'joins'"),
+    ('db.count("items", {joins = {}})', "db.count: unknown option 'joins'"),
+    ('db.query("items", {having = {qty = 1}})', "db.query: having needs group_by or aggregate columns"),
     ('db.query("items", {order_by = 3})', "order_by must be a string or a list"),
     ('db.query("items", {order_by = {{col = "qty"}}})', "each order_by entry must be {column=, desc=}"),
     ('db.query("items", {distinct = "yes"})', "distinct must be true or false"),
     ('db.query("items", {columns = {db.agg_sum("*")}})', "only COUNT takes '*'"),
-    ('db.query("nothing")', "db.query: table 'nothing' is not defined (call db.define_table in on_init)"),
-    ('db.query_one("nothing", {})', "db.query_one: table 'nothing' is not defined"),
-    ('db.count("items", {where = {{"zz", "=", 1}}})', "db.count: unknown column 'zz'"),
     ('db.exists("items", {where = {{"qty"}}})', "condition on 'qty' must be"),
 ])
 def test_read_and_helper_errors(make_plugin, expr, message):
@@ -414,6 +412,24 @@ def test_read_and_helper_errors(make_plugin, expr, message):
     err = p.error("run")
     assert err.kind == "error"
     assert message in err.message
+
+
+DATA_ERRORS = [
+    ('db.query("items", {where = {nope = 1}})', "unknown column 'nope' in table 'items'"),
+    ('db.query("nothing")', "db.query: table 'nothing' is not defined (call db.define_table in on_init)"),
+    ('db.query_one("nothing", {})', "db.query_one: table 'nothing' is not defined"),
+    ('db.count("items", {where = {{"zz", "=", 1}}})', "db.count: unknown column 'zz'"),
+    ('db.exists("nothing")', "db.exists: table 'nothing' is not defined"),
+    ('db.query("items", {order_by = "nope"})', "db.query: unknown column 'nope'"),
+]
+
+
+@pytest.mark.parametrize("expr, message", DATA_ERRORS)
+def test_data_errors_return_nil_and_the_error(make_plugin, expr, message):
+    # ModulaCMS's convention: the data's refusal is a value (nil, err); argument errors raise
+    p = seeded(make_plugin, run=f"local r, err = {expr}\nreturn {{json = {{is_nil = r == nil, err = err}}}}")
+    out = p.call("run")
+    assert out["is_nil"] is True and message in out["err"]
 
 
 def test_query_returns_a_list_and_query_one_a_row_or_nil(make_plugin):
@@ -520,19 +536,29 @@ def test_insert_fills_id_and_timestamps_and_returns_the_row(make_plugin):
 
 
 @pytest.mark.parametrize("values, message", [
-    ('{name = "a", nope = 1}', "db.insert: unknown column 'nope' in table 'items'"),
     ('{name = "a", qty = "many"}', "column 'qty' (integer) takes an integer, not 'many'"),
     ('{name = "a", price = "cheap"}', "column 'price' (real) takes a number"),
     ('{name = "a", active = "yes"}', "column 'active' (boolean) takes true or false"),
     ('{name = {1}}', "column 'name' (text) cannot store a table (only json columns do)"),
     ('{name = true}', "column 'name' (text) takes a string, not a boolean"),
     ('{name = "a", meta = "not json"}', "column 'meta' (json) takes a table or JSON text"),
-    ('{qty = 1}', "NOT NULL constraint failed: plugin_demo__items.name"),
-    ('{name = "apple"}', "UNIQUE constraint failed: plugin_demo__items.name"),
 ])
 def test_insert_errors(make_plugin, values, message):
     p = seeded(make_plugin, run=f'db.insert("items", {values})')
     assert message in p.error("run").message
+    assert p.sql('SELECT COUNT(*) FROM "plugin_demo__items"') == [(5,)]
+
+
+@pytest.mark.parametrize("values, message", [
+    ('{name = "a", nope = 1}', "db.insert: unknown column 'nope' in table 'items'"),
+    ('{qty = 1}', "NOT NULL constraint failed: plugin_demo__items.name"),
+    ('{name = "apple"}', "UNIQUE constraint failed: plugin_demo__items.name"),
+])
+def test_insert_data_errors_return_nil_and_change_nothing(make_plugin, values, message):
+    p = seeded(make_plugin, run=f'local row, err = db.insert("items", {values})\n'
+                                'return {json = {is_nil = row == nil, err = err}}')
+    out = p.call("run")
+    assert out["is_nil"] is True and message in out["err"]
     assert p.sql('SELECT COUNT(*) FROM "plugin_demo__items"') == [(5,)]
 
 
@@ -550,7 +576,7 @@ def test_insert_many(make_plugin):
           return {json = db.insert_many("items", {"name", "qty", "active"}, rows)}
         """,
         "bad_row": 'return {json = db.insert_many("items", {"name", "qty"}, {{"x1", 1}, {"x2"}})}',
-        "dup": 'return {json = db.insert_many("items", {"name"}, {{"y1"}, {"y1"}})}',
+        "dup": 'return {json = {db.insert_many("items", {"name"}, {{"y1"}, {"y1"}})}}',
         "too_many": 'local r = {} for i = 1, 1001 do r[i] = {"z" .. i} end\n'
                     'return {json = db.insert_many("items", {"name"}, r)}',
         "no_rows": 'return {json = db.insert_many("items", {"name"}, {})}',
@@ -559,7 +585,7 @@ def test_insert_many(make_plugin):
     assert p.vm.ops.used == 3  # one operation per batch of 100 rows
     assert p.sql('SELECT COUNT(*), COUNT(DISTINCT id), SUM(active) FROM "plugin_demo__items"') == [(250, 250, 125)]
     assert "row 2 must be a list of exactly 2 values" in p.error("bad_row").message
-    assert "UNIQUE constraint failed" in p.error("dup").message
+    assert "UNIQUE constraint failed" in p.call("dup")[2]  # nil, err: {[2] = err}
     assert "at most 1000 rows per call (got 1001)" in p.error("too_many").message
     assert "rows must not be empty" in p.error("no_rows").message
     # all or nothing: the failed calls left no rows behind
@@ -597,12 +623,18 @@ def test_upsert(make_plugin):
     ('{values = {qty = 1}, conflict_columns = {"name"}}', "conflict column 'name' needs a value in values"),
     ('{values = {name = "x"}, conflict_columns = {"name"}, do_nothing = true, update = {qty = 1}}',
      "use either update or do_nothing, not both"),
-    ('{values = {name = "x", qty = 1}, conflict_columns = {"qty"}}',
-     "ON CONFLICT clause does not match any PRIMARY KEY or UNIQUE constraint"),
 ])
 def test_upsert_errors(make_plugin, opts, message):
     p = seeded(make_plugin, run=f'return {{json = db.upsert("items", {opts})}}')
     assert message in p.error("run").message
+
+
+def test_upsert_on_columns_without_a_unique_index_returns_nil_err(make_plugin):
+    p = seeded(make_plugin, run='local row, err = db.upsert("items", {values = {name = "x", qty = 1}, '
+                                'conflict_columns = {"qty"}})\nreturn {json = {is_nil = row == nil, err = err}}')
+    out = p.call("run")
+    assert out["is_nil"] is True
+    assert "ON CONFLICT clause does not match any PRIMARY KEY or UNIQUE constraint" in out["err"]
 
 
 def test_update_sets_updated_at_and_returns_the_count(make_plugin):
@@ -627,7 +659,6 @@ def test_update_sets_updated_at_and_returns_the_count(make_plugin):
     ('db.update("items", {set = {qty = 0}, where_or = {}})', "db.update: 'where' is required"),
     ('db.update("items", {where = {name = "apple"}})', "db.update: 'set' is required and must not be empty"),
     ('db.update("items", {set = {}, where = {name = "apple"}})', "db.update: 'set' is required"),
-    ('db.update("items", {set = {nope = 1}, where = {name = "apple"}})', "unknown column 'nope'"),
     ('db.update("items")', "db.update: 'set' is required"),
     ('db.delete("items", {})', "db.delete: 'where' is required and must not be empty"),
     ('db.delete("items", {where = {}})', "db.delete: 'where' is required and must not be empty"),
@@ -729,8 +760,17 @@ TX_ROUTES = {
       end)
       return {json = {ok = ok, err = err}}
     """,
-    "names": 'local out = {} for _, r in ipairs(db.query("items", {order_by = "name"})) do out[#out + 1] = r.name end\n'
-             'return {json = out}',
+    "names": 'local out = json.array() for _, r in ipairs(db.query("items", {order_by = "name"})) do '
+             'out[#out + 1] = r.name end\nreturn {json = out}',
+    "data_error": """
+      local ok, err = db.transaction(function()
+        db.insert("items", {name = "d1"})
+        local row, ierr = db.insert("items", {name = "d1"})  -- nil, err: the plugin carries on
+        assert(row == nil and ierr)
+        db.insert("items", {name = "d2"})
+      end)
+      return {json = {ok = ok, err = err}}
+    """,
 }
 
 
@@ -747,6 +787,10 @@ def test_transaction_rolls_back_on_error_and_returns_false_err(make_plugin):
     assert out["ok"] is False and "deliberate rollback" in out["err"]
     assert p.call("names") == []
     out = p.call("sql_error")
+    assert out["ok"] is False and "UNIQUE constraint failed: plugin_demo__items.name" in out["err"]
+    assert p.call("names") == []
+    # a data error inside returns nil, err there, and the whole transaction still rolls back
+    out = p.call("data_error")
     assert out["ok"] is False and "UNIQUE constraint failed: plugin_demo__items.name" in out["err"]
     assert p.call("names") == []
     assert not p.vm.db_api.in_transaction

@@ -68,7 +68,9 @@ http.handle("POST", "/run", function(req) return {json = {result = cases[req.jso
 @pytest.fixture
 def shop(tmp_path, database):
     def make(expr: str) -> PluginVM:
-        body = SHOP % f"attack = function() return {expr} end,"
+        # a data error comes back as nil, err (ModulaCMS): raised here, so every attack fails alike
+        body = SHOP % (f"attack = function() local r, err = {expr}\n"
+                       "if r == nil and err then error('nil, err: ' .. err, 0) end return r end,")
         vm = write_plugin(database, tmp_path / "plugins" / "shop", "shop", body)
         vm.load()
         vm.call_init()
@@ -238,12 +240,13 @@ def test_a_default_is_a_literal_not_sql(shop, database):
 
 
 CROSS_ROUTES = """
+local function raised(r, err) if r == nil and err then error(err, 0) end return r end
 local cases = {
-  query = function() return db.query("%(t)s") end,
-  insert = function() return db.insert("%(t)s", {%(col)s = "x"}) end,
-  update = function() return db.update("%(t)s", {set = {%(col)s = "x"}, where = {%(col)s = db.is_not_null()}}) end,
-  delete = function() return db.delete("%(t)s", {where = {%(col)s = db.is_not_null()}}) end,
-  count = function() return db.count("%(t)s") end,
+  query = function() return raised(db.query("%(t)s")) end,
+  insert = function() return raised(db.insert("%(t)s", {%(col)s = "x"})) end,
+  update = function() return raised(db.update("%(t)s", {set = {%(col)s = "x"}, where = {%(col)s = db.is_not_null()}})) end,
+  delete = function() return raised(db.delete("%(t)s", {where = {%(col)s = db.is_not_null()}})) end,
+  count = function() return raised(db.count("%(t)s")) end,
 }
 http.handle("POST", "/run", function(req) return {json = {result = cases[req.json.case]()}} end)
 """

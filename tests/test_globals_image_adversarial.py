@@ -68,7 +68,7 @@ for _, name in ipairs(LIBS) do
   captured_libs[name] = copy
 end
 http.handle("GET", "/see", function()
-  local diff, n = {}, 0
+  local diff, n = json.array(), 0  -- an array even when empty (an empty table encodes as {})
   for k, v in next, _G do
     n = n + 1
     local was = captured[k]

@@ -158,3 +158,28 @@ def test_health_shows_breaker_and_pool(dialog):
     assert text["breaker"] == "answering"  # plain words, not "closed"
     assert "idle" in text["pool"] and "reserved for hooks" in text["pool"]
     assert text["last_reload"].startswith("succeeded")
+
+
+def test_hooks_tab_says_what_read_hooks_and_unknown_tables_do(qtbot, tmp_path):
+    from modula_desktop.gui.main_window import MainWindow
+
+    write_plugin(tmp_path, "reads", """
+hooks.on("before_read", "content_data", function(d) end)
+hooks.on("after_read", "content", function(d) end)
+hooks.on("after_create", "media", function(d) end)
+""", info_extra='permissions = {"hooks", "hooks:before"}')
+    svc = start_service(tmp_path)
+    w = MainWindow(svc)
+    try:
+        d = w.show_plugins()
+        d.select("reads")
+        table = d.hooks.table
+        effects = {table.item(r, 1).text() + ":" + table.item(r, 2).text(): table.item(r, 4).text()
+                   for r in range(table.rowCount())}
+        assert effects == {"before_read:content": "may refuse a read (admin API, preview, build)",
+                           "after_read:content": "may hide or replace fields a read returns",
+                           "after_create:media": "never runs: the site has no table 'media'"}
+    finally:
+        w.shutdown()
+        w.close()
+        svc.close()

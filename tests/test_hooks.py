@@ -95,7 +95,8 @@ def test_content_data_is_an_alias_of_content(make_site):
     """}, approve=False)
     assert [(h["event"], h["table"]) for h in service.plugins.info("alias")["hooks"]] == [("before_create", "content")]
     service.approvals.approve_hook("alias", "before_create", "content")
-    assert service.content.create({"title": "x"})["title"] == "x (content)"
+    # data._table is the name the hook was registered with, as in ModulaCMS
+    assert service.content.create({"title": "x"})["title"] == "x (content_data)"
 
 
 # ---- approvals and order --------------------------------------------------------------------------

@@ -171,8 +171,12 @@ http.handle("POST", "/bookmarks", function(req)
         return {status = 404, json = {error = "unknown collection"}}
     end
     local id = db.ulid()
-    db.insert("bookmarks", {id = id, collection_id = collection.id, url = body.url,
-                           title = validators.trim(body.title or body.url)})
+    -- ModulaCMS: a data error is returned (nil, err), not raised
+    local _, err = db.insert("bookmarks", {id = id, collection_id = collection.id, url = body.url,
+                                          title = validators.trim(body.title or body.url)})
+    if err then
+        return {status = 409, json = {error = err}}
+    end
     return {status = 201, json = {id = id}}
 end)
 
@@ -250,7 +254,8 @@ def test_modulacms_plugin_runs_unchanged(plugin_root, database):
 
 def test_modulacms_plugin_cascade_and_unique_index(plugin_root, database):
     vm, _ = start(plugin_root, database, [])
-    with pytest.raises(PluginCallError, match="UNIQUE constraint failed: plugin_bookmarks__bookmarks.url"):
-        request(vm, "POST", "/bookmarks", body={"url": "https://a.example/", "title": "again"})
+    again = request(vm, "POST", "/bookmarks", body={"url": "https://a.example/", "title": "again"})
+    assert again["status"] == 409
+    assert "UNIQUE constraint failed: plugin_bookmarks__bookmarks.url" in again["json"]["error"]
     database.execute_sql('DELETE FROM "plugin_bookmarks__collections" WHERE name = ?', ("Reading",))
     assert database.execute_sql('SELECT COUNT(*) FROM "plugin_bookmarks__bookmarks"').fetchone() == (0,)

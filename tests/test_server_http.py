@@ -400,7 +400,9 @@ def test_admin_route_approval_bodies_are_validated(c, body, fragment):
 
 @pytest.mark.parametrize("body,fragment", [
     ({"hooks": [{"plugin": "guard", "event": "before_lunch", "table": "content"}]}, "not a hook event"),
-    ({"hooks": [{"plugin": "guard", "event": "before_create", "table": "users"}]}, "table must be"),
+    ({"hooks": [{"plugin": "guard", "event": "before_create", "table": ""}]}, "table must be a non-empty string"),
+    # any other name is a table name as in ModulaCMS: refused only because guard declares no such hook
+    ({"hooks": [{"plugin": "guard", "event": "before_create", "table": "users"}]}, "has no hook before_create:users"),
     ({"hooks": [{"plugin": "guard", "event": "after_create", "table": "content"}]}, "has no hook"),
     ({"routes": []}, 'body must be {"hooks"'),
 ])

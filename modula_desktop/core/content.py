@@ -49,6 +49,7 @@ from ulid import ULID
 from .errors import NotFound, ValidationError
 from .plugins.runtime import nesting
 from .plugins.runtime.dispatch import HookDispatcher
+from .reads import read_entries, read_entry
 from .settings import PluginSettings
 from .storage import Content, Revision, utc_now
 
@@ -209,6 +210,22 @@ class ContentService:
                                 | (fn.instr(fn.lower(Content.slug), needle) > 0)
                                 | (fn.instr(fn.lower(Content.body), needle) > 0))
         return query
+
+    # ---- reads with the read hooks (admin API, preview, build: core/reads.py) --------------
+    def read(self, id: str, reader) -> tuple[dict, dict]:
+        """get() for a reader outside the window: (entry, response headers); raises ReadRefused."""
+        return read_entry(self.hooks, self.get(id), reader)
+
+    def read_entry(self, entry: dict, reader) -> tuple[dict, dict]:
+        """An entry already looked up (the preview's, after its draft check), through the read hooks."""
+        return read_entry(self.hooks, entry, reader)
+
+    def read_list(self, reader, type: str | None = None, status: str | None = None, search: str | None = None,
+                  limit: int = DEFAULT_LIMIT, offset: int = 0) -> tuple[list[dict], dict]:
+        """list() for a reader outside the window: (entries, response headers); raises ReadRefused."""
+        filters = {k: v for k, v in (("type", type), ("status", status), ("search", search)) if v is not None}
+        entries = self.list(type=type, status=status, search=search, limit=limit, offset=offset)
+        return read_entries(self.hooks, entries, reader, dict(filters, limit=limit, offset=offset))
 
     def revisions(self, id: str) -> list[dict]:
         """The entry's revisions, newest first: number, type, title, slug, body, status, fields, created_at."""

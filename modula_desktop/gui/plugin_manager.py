@@ -185,6 +185,17 @@ class PermissionsLabel(QLabel):
         self.style().polish(self)
 
 
+def _hook_effect(event: str, table: str) -> str:
+    """What approving a hook lets it do, in the Effect column."""
+    if table not in ("content", "*"):
+        return f"never runs: the site has no table '{table}'"
+    if event == "before_read":
+        return "may refuse a read (admin API, preview, build)"
+    if event == "after_read":
+        return "may hide or replace fields a read returns"
+    return "may refuse or change the entry" if event.startswith("before_") else "runs after the change"
+
+
 class ApprovalTable(QWidget):
     """A table of routes or hooks with an Approved checkbox per row and Approve all / Revoke all."""
 
@@ -562,7 +573,7 @@ class PluginManagerDialog(QDialog):
         self.hooks.set_rows([
             (("hook", h["event"], h["table"]), h["approved"],
              [h["event"], h["table"], str(h.get("priority") or ""),
-              "may refuse or change the entry" if h["event"].startswith("before_") else "runs after the change",
+              _hook_effect(h["event"], h["table"]),
               "disabled by breaker (reload or enable)" if h.get("disabled")
               else ("active" if h["approved"] else "waiting for approval")],
              "")

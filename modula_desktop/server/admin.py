@@ -6,7 +6,7 @@ import falcon
 
 from ..core.plugins.errors import PluginLoadError
 from ..core.plugins.lifecycle.manager import LOADING, RUNNING, STOPPED
-from ..core.plugins.api.hooks import EVENTS, HOOK_TABLES
+from ..core.plugins.api.hooks import EVENTS, check_table_name, hook_table
 from ..core.plugins.api.http import METHODS
 from .bodies import read_json_object
 from .responses import send_json
@@ -198,9 +198,10 @@ class HookApprovals(_Approvals):
     def _check_item(self, i, it, raw: dict):
         if it["event"] not in EVENTS:
             raise falcon.HTTPBadRequest(description=f"hooks[{i}].event '{it['event']}' is not a hook event")
-        if it["table"] not in HOOK_TABLES:
-            raise falcon.HTTPBadRequest(description=f"hooks[{i}].table must be \"content\" or \"*\"")
-        it["table"] = HOOK_TABLES[it["table"]]
+        bad = check_table_name(it["table"])
+        if bad:
+            raise falcon.HTTPBadRequest(description=f"hooks[{i}].table {bad}")
+        it["table"] = hook_table(it["table"])  # "content_data" is "content"
 
     @staticmethod
     def _item_key(it):

@@ -7,11 +7,30 @@ from urllib.parse import urlencode
 import falcon
 
 from ..core.content import DEFAULT_LIMIT
+from ..core.reads import Reader
 from .bodies import read_json_object
 from .responses import send_json
 
 LIST_FILTERS = ("type", "status", "search")
 SOURCE = "api"  # what the revisions of changes made here record as their source
+
+
+# never handed to plugin code: the admin token and the preview key (as for plugin routes), credentials
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_SECRET_PARAMS = frozenset({"key"})
+
+
+def reader(req, source: str = SOURCE) -> Reader:
+    """The request as the read hooks see it (ModulaCMS's data.headers, lowercase; data.client_ip, data.query),
+    without the admin token, cookies or the preview key."""
+    return Reader(source, {k.lower(): v for k, v in req.headers.items() if k.lower() not in _SECRET_HEADERS},
+                  req.remote_addr or "",
+                  {k: v for k, v in req.params.items() if isinstance(v, str) and k not in _SECRET_PARAMS})
+
+
+def set_headers(resp, headers: dict):
+    for name, value in headers.items():
+        resp.set_header(name, value)
 
 
 def _int_param(req, name: str):
@@ -42,7 +61,9 @@ class ContentCollection(_Content):
         limit = _int_param(req, "limit")
         offset = _int_param(req, "offset") or 0
         limit = DEFAULT_LIMIT if limit is None else limit
-        items = self.content.list(**filters, limit=limit, offset=offset)
+        # the read hooks run here (admin API reads), not for the window's own lists
+        items, headers = self.content.read_list(reader(req), **filters, limit=limit, offset=offset)
+        set_headers(resp, headers)
         total = self.content.count(**filters)
         following = None
         if offset + len(items) < total:
@@ -57,7 +78,9 @@ class ContentCollection(_Content):
 
 class ContentItem(_Content):
     def on_get(self, req, resp, id):
-        send_json(resp, self.content.get(id))
+        entry, headers = self.content.read(id, reader(req))
+        set_headers(resp, headers)
+        send_json(resp, entry)
 
     def on_put(self, req, resp, id):
         send_json(resp, self.content.update(id, read_json_object(req, self.body_limit), source=SOURCE))

@@ -7,7 +7,7 @@ import logging
 
 import falcon
 
-from ..core.errors import HookAbort, ModulaError, NotFound, SettingsError, SiteError, ValidationError
+from ..core.errors import HookAbort, ModulaError, NotFound, ReadRefused, SettingsError, SiteError, ValidationError
 from ..core.plugins.errors import PluginLoadError
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,22 @@ def _raise_as(status: int):
     return handler
 
 
+def _read_refused(req, resp, exc: ReadRefused, params):
+    """A read hook refused: its status, its JSON (ModulaCMS's before_read answer) or one sentence, and the
+    headers it set (already checked by the dispatcher)."""
+    resp.status = exc.status
+    for name, value in exc.headers.items():
+        resp.set_header(name, value)
+    if exc.body is not None:
+        resp.data = json.dumps(exc.body, ensure_ascii=False).encode("utf-8")
+    else:
+        body = {"error": str(exc), "code": "READ_REFUSED"}
+        if exc.plugin:
+            body["plugin"] = exc.plugin
+        resp.data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    resp.content_type = JSON
+
+
 def _internal(req, resp, exc, params):
     log.exception("unhandled error in %s %s", req.method, req.path)
     raise falcon.HTTPInternalServerError(description="internal server error")
@@ -60,4 +76,5 @@ def add_error_handlers(app: falcon.App):
     app.add_error_handler(NotFound, _raise_as(404))
     app.add_error_handler(PluginLoadError, _raise_as(404))
     app.add_error_handler(HookAbort, _raise_as(422))
+    app.add_error_handler(ReadRefused, _read_refused)
     app.add_error_handler(SiteError, _raise_as(500))

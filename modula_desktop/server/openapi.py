@@ -234,13 +234,19 @@ def _paths() -> dict:
                ("search", {"type": S}, "words in the title or body"),
                ("limit", {"type": "integer", "default": 100}, "at most this many (cap 1000)"),
                ("offset", {"type": "integer", "default": 0}, "skip this many"))
+    # a read hook's refusal (docs/PLUGINS.md, read hooks): its own 4xx (e.g. 402), 403 for error(), 503 for a
+    # hook that was stopped
+    READ = {"403": "a before_read hook refused the read (or answered its own 4xx status and JSON)",
+            "503": "a read hook was stopped by a budget or failed, so the read was refused"}
     paths["/api/v1/admin/content"] = {
-        "get": _op("Entries, newest first", ("200", "a page of entries", "EntryList"), query=filters, errors=BAD),
+        "get": _op("Entries, newest first (runs the read hooks: before_read once, after_read per entry)",
+                   ("200", "a page of entries", "EntryList"), query=filters, errors={**BAD, **READ}),
         "post": _op("Create an entry (runs before/after_create hooks)", ("201", "the new entry", "Entry"),
                     body="EntryInput", errors={**BAD, **ABORT, **TOO_LARGE}),
     }
     paths["/api/v1/admin/content/{id}"] = {
-        "get": _op("One entry", ("200", "the entry", "Entry"), params=("id",), errors=NO_ENTRY),
+        "get": _op("One entry (runs the before_read and after_read hooks)", ("200", "the entry", "Entry"),
+                   params=("id",), errors={**NO_ENTRY, **READ}),
         "put": _op("Change an entry (runs before/after_update hooks)", ("200", "the changed entry", "Entry"),
                    params=("id",), body="EntryInput", errors={**NO_ENTRY, **BAD, **ABORT, **TOO_LARGE}),
         "delete": _op("Move an entry to the Trash (runs before/after_delete hooks)", ("200", "the entry", "Entry"),

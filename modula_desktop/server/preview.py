@@ -15,10 +15,11 @@ from string import Template
 from urllib.parse import quote
 
 from ..core.build.hooks import filter_preview
-from ..core.errors import NotFound
+from ..core.errors import NotFound, ReadRefused
 from ..core.markdown import render_markdown
 from ..core.paths import RESOURCES
 from .auth import TokenAuth
+from .content import reader
 
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src * data:; base-uri 'none'; "
        "form-action 'none'; frame-ancestors 'none'")
@@ -63,6 +64,15 @@ class Preview:
         resp.set_header("Content-Security-Policy", CSP)
         resp.set_header("Referrer-Policy", "no-referrer")
         resp.content_type = "text/html; charset=utf-8"
+        if entry is not None:
+            try:  # the read hooks, as for the admin API (source "preview")
+                entry, headers = content.read_entry(entry, reader(req, "preview"))
+            except ReadRefused as exc:
+                resp.status = exc.status
+                resp.text = self.page("Not available", f'<p class="not-found">{html.escape(str(exc))}</p>', meta="")
+                return
+            for name, value in headers.items():
+                resp.set_header(name, value)
         if entry is None:
             resp.status = 404
             resp.text = self.page("Not found", '<p class="not-found">There is no page at this address.</p>',
@@ -73,7 +83,7 @@ class Preview:
         meta = " · ".join(x for x in (entry.get("type", ""), entry.get("status", ""),
                                       (entry.get("published_at") or entry.get("updated_at") or "")[:10]) if x)
         # the plugins' before_render hooks, as in the build (SPEC 9)
-        body_html, title = filter_preview(self.service, entry, render_markdown(entry.get("body")))
+        body_html, title = filter_preview(self.service, entry, render_markdown(entry.get("body") or ""))
         resp.text = self.page(title or entry.get("slug") or "Untitled", body_html, meta=meta, banner=banner)
 
     def _may_see_drafts(self, req, slug) -> bool:

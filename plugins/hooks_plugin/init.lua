@@ -52,7 +52,9 @@ hooks.on("before_publish", "content", function(entry)
 end)
 
 local function audit(entry)
-  db.insert("audit", {content_id = entry.id, event = entry._event, title = entry.title, status = entry.status})
+  local row, err = db.insert("audit", {content_id = entry.id, event = entry._event, title = entry.title,
+                                      status = entry.status})
+  if not row then log.error("could not record the audit entry", {err = err}) end
 end
 
 for _, event in ipairs({"after_create", "after_update", "after_publish", "after_unpublish", "after_delete"}) do

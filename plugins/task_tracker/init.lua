@@ -93,7 +93,8 @@ http.handle("POST", "/tasks", function(req)
     return bad_request("unknown category_id")
   end
   if values.status == "done" then values.completed_at = db.timestamp() end
-  local task = db.insert("tasks", values)
+  local task, insert_err = db.insert("tasks", values)  -- a data error is nil, err (as in ModulaCMS)
+  if not task then return {status = 409, json = {error = insert_err}} end
   log.info("task created", {id = task.id})
   return {status = 201, json = task}
 end)
@@ -115,7 +116,8 @@ http.handle("PUT", "/tasks/{id}", function(req)
   if changes.status == "done" and current.status ~= "done" then
     changes.completed_at = db.timestamp()
   end
-  db.update("tasks", {set = changes, where = {id = req.params.id}})
+  local updated, update_err = db.update("tasks", {set = changes, where = {id = req.params.id}})
+  if not updated then return {status = 409, json = {error = update_err}} end
   return {status = 200, json = db.query_one("tasks", {where = {id = req.params.id}})}
 end)
 

@@ -111,9 +111,13 @@ class SiteModel:
     cache: dict  # id -> [updated_at, body length, body digest, media]: for the next build's manifest
 
 
-def collect(db, permalink_pattern: str, cache: dict | None = None) -> SiteModel:
-    """Read every published entry; with cache (the last build's), read again only the bodies that changed."""
-    cache = cache or {}
+def collect(db, permalink_pattern: str, cache: dict | None = None, reads=None) -> SiteModel:
+    """Read every published entry; with cache (the last build's), read again only the bodies that changed.
+
+    reads(entry) -> bool: the plugins' read hooks (build/hooks.py), given only when one is approved; False
+    leaves the entry out. They may change what an entry shows, so every body is read and no cache is
+    kept for the next build (it must not take a filtered digest for the stored body)."""
+    cache = {} if reads is not None else (cache or {})
     with_body = not cache
     body_column = "body" if with_body else "NULL"
     rows = db.execute_sql(
@@ -128,6 +132,11 @@ def collect(db, permalink_pattern: str, cache: dict | None = None) -> SiteModel:
     for id, type, title, slug, fields_json, published_at, updated_at, length, body in rows:
         fields = _fields(fields_json) if fields_json else {}
         e = Entry(id, type, title or slug, slug, fields, published_at or "", updated_at or "", load)
+        if reads is not None:
+            e._body = body or ""
+            if not reads(e):
+                continue
+            fields = e.fields
         e.path = permalink(permalink_pattern, e)
         if type == "post":
             for name in tag_names(fields):
@@ -137,7 +146,7 @@ def collect(db, permalink_pattern: str, cache: dict | None = None) -> SiteModel:
                     tag = tags[s] = Tag(name, s)
                 e.tags.append(tag)
         known = cache.get(id)
-        if with_body:
+        if with_body and e._body is None:  # (reads set it already, perhaps filtered)
             e._body = body or ""
         if known is not None and known[0] == e.updated_at and known[1] == length:
             e.body_digest, e.media = known[2], known[3]
@@ -161,7 +170,8 @@ def collect(db, permalink_pattern: str, cache: dict | None = None) -> SiteModel:
     for post in posts:
         for tag in post.tags:
             tag.posts.append(post)
-    return SiteModel(entries, posts, pages, sorted(tags.values(), key=lambda t: t.name.lower()), new_cache)
+    return SiteModel(entries, posts, pages, sorted(tags.values(), key=lambda t: t.name.lower()),
+                     new_cache if reads is None else {})
 
 
 def _read_bodies(db, entries: list):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 
-from ..errors import HookAbort, ValidationError
+from ..errors import HookAbort, ReadRefused, ValidationError
 from ..plugins.runtime.dispatch import HookDispatcher
 from .collect import Entry, digest
 from .errors import BuildError
@@ -60,6 +60,36 @@ class RenderHooks:
             self.warnings.append(f"{message} (built without the render hooks' changes)")
             return html, {"title": entry.title}
         return out["html"], {"title": out["title"], "fields": out["fields"]}
+
+    # ---- the read hooks (SPEC 3.6): each published entry is read by the build ----------------
+    def has_read_hooks(self) -> bool:
+        return self.dispatcher.has_read_hooks()
+
+    def read(self, entry: Entry) -> bool:
+        """before_read and after_read for one entry the build is about to publish (source "build").
+        after_read's changes (title, body, fields; dropped ones become empty) go into the entry. False:
+        a hook refused or failed and [build] continue_on_plugin_error leaves the entry out; otherwise
+        that stops the build with BuildError naming the plugin."""
+        from ..reads import Reader, read_entry
+
+        data = {"id": entry.id, "type": entry.type, "title": entry.title, "slug": entry.slug, "body": entry.body,
+                "status": "published", "fields": entry.fields, "published_at": entry.published_at,
+                "updated_at": entry.updated_at}
+        try:
+            shown, _headers = read_entry(self.dispatcher, data, Reader("build"))
+        except ReadRefused as exc:
+            who = f"The {exc.plugin} plugin's read hooks" if exc.plugin else "A read hook"
+            message = f"{who} refused '{entry.slug}': {exc}"
+            if not self.continue_on_error:
+                raise BuildError(f"{message} The build stopped; the published output is unchanged "
+                                 f"([build] continue_on_plugin_error = true builds without that entry).") from None
+            self.warnings.append(f"{message} (left out of the build)")
+            return False
+        entry.title = shown.get("title") or entry.slug
+        entry._body = shown.get("body") or ""
+        fields = shown.get("fields")
+        entry.fields = fields if isinstance(fields, dict) else {}
+        return True
 
     def build_routes(self) -> list[tuple[str, bytes, str]]:
         """(output path, bytes, label) of every approved GET route declared {public = true, build = true}

@@ -81,7 +81,9 @@ def build(db, site_root: Path, settings, out: Path | None = None, *, clean: bool
     result = BuildResult(out=out, full=full)
 
     # collect
-    model = collect(db, settings.site.permalink, old.get("entries") if old else None)
+    # the read hooks (before_read, after_read) only when one is approved: otherwise no work at all
+    reads = hooks.read if hooks is not None and hooks.has_read_hooks() else None
+    model = collect(db, settings.site.permalink, old.get("entries") if old else None, reads)
     theme = Theme(site_root, settings.site.theme)
     media = MediaSet(site_root, settings.build.image_widths, settings.build.image_quality)
     renderer = Renderer(model, theme, settings.site, settings.build, media, hooks=hooks, plugins_key=plugins_key)

@@ -6,6 +6,11 @@ class ApiError(Exception):
     """Raised by a host function: the message reaches the plugin as a plain Lua error string."""
 
 
+class DataError(ApiError):
+    """A db.* call the data refused (a constraint, a table or column that does not exist): returned to
+    the plugin as nil, err as ModulaCMS does, where argument errors and budgets raise."""
+
+
 class PluginLoadError(ModulaError):
     """A plugin could not be loaded: bad manifest, syntax error, failing init, broken dependency."""
 

@@ -34,13 +34,14 @@ import peewee
 from ulid import ULID
 
 from ...storage import utc_now
-from ..errors import ApiError
+from ..errors import ApiError, DataError
 
 log = logging.getLogger(__name__)
 
 IDENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 PLUGIN_RE = re.compile(r"^[a-z0-9_]{1,32}$")
-ORDER_RE = re.compile(r"^\s*([a-z][a-z0-9_]{0,62})(?:\s+(asc|desc))?\s*$", re.IGNORECASE)
+ORDER_RE = re.compile(r"^\s*([a-z][a-z0-9_]{0,62}(?:\.[a-z][a-z0-9_]{0,62})?)(?:\s+(asc|desc))?\s*$",
+                      re.IGNORECASE)
 
 # Logical column type -> SQL type. The logical type (json, boolean, ...) lives in the registry.
 SQL_TYPES = {"text": "TEXT", "integer": "INTEGER", "boolean": "INTEGER", "real": "REAL",
@@ -95,10 +96,22 @@ ON_ACTIONS = {"CASCADE": "CASCADE", "SET NULL": "SET NULL", "SET_NULL": "SET NUL
               "SET_DEFAULT": "SET DEFAULT", "RESTRICT": "RESTRICT", "NO ACTION": "NO ACTION", "NO_ACTION": "NO ACTION"}
 
 SELECT_OPTIONS = {"where", "where_or", "columns", "order_by", "desc", "limit", "offset", "distinct", "group_by"}
+# db.query and db.query_one also take ModulaCMS's having and joins
+QUERY_OPTIONS = SELECT_OPTIONS | {"having", "joins"}
+JOIN_TYPES = {"inner": "INNER JOIN", "left": "LEFT JOIN", "right": "RIGHT JOIN"}
+MAX_JOINS = 8
+# the db.* functions whose data errors return nil, err (define_table raises: a schema that cannot be
+# set up must fail on_init)
+DATA_FUNCTIONS = frozenset({"query", "query_one", "count", "exists", "insert", "insert_many", "upsert", "update",
+                            "delete", "create_index"})
 
 
 def q(ident: str) -> str:
-    """Quote an identifier that already passed IDENT_RE (so it holds no quote)."""
+    """Quote an identifier that already passed IDENT_RE (so it holds no quote), or a qualified
+    "table.column" of a join whose two parts did."""
+    if "." in ident:
+        table, column = ident.split(".", 1)
+        return f'"{table}"."{column}"'
     return f'"{ident}"'
 
 
@@ -118,6 +131,10 @@ class TableInfo:
     types: dict = field(default_factory=dict)  # column -> logical type, in table order
     definition: dict = field(default_factory=dict)  # what the registry holds
     quota_weights: dict | None = None  # column -> how many indexes hold it (PluginDB._values_cost)
+    # a join's scope (PluginDB._join_scope): the name a column reference resolves to ("title" ->
+    # "tasks.title"); None for a single table
+    resolve: dict | None = None
+    output: dict | None = None  # a join's columns -> the key each has in a row ("name", or "cats.name")
 
 
 def sql_table_name(plugin: str, table: str) -> str:
@@ -318,6 +335,9 @@ class PluginDB:
         # Set by the host: the running call's deadline (time.monotonic()), or None outside a call.
         self.deadline: Callable[[], float | None] | None = None
         self._tx = None
+        # the first data error (nil, err) inside db.transaction: the transaction rolls back at its end,
+        # as ModulaCMS documents ("any db.* call inside fails, the entire transaction rolls back")
+        self.tx_failed: str | None = None
         self._usage: _Usage | None = None
         self._open: list = []  # the _Atomic blocks entered and not left yet, outermost first
         self._tables: dict[str, TableInfo] = {}
@@ -364,14 +384,14 @@ class PluginDB:
             finally:
                 cursor.close()
         except (peewee.IntegrityError, sqlite3.IntegrityError) as exc:
-            raise ApiError(f"db.{fname}: {exc}") from None
+            raise DataError(f"db.{fname}: {exc}") from None
         except (peewee.DatabaseError, peewee.InterfaceError, sqlite3.Error) as exc:
             if conn is not None and deadline is not None and time.monotonic() > deadline:
                 self._reopen_after_interrupt(conn)
                 raise ApiError(f"db.{fname}: time budget exceeded (the statement ran past the call's "
                                f"deadline and was stopped)") from None
             log.warning("[%s] db.%s failed: %s", self.plugin, fname, exc)
-            raise ApiError(f"db.{fname}: {exc}") from None
+            raise DataError(f"db.{fname}: {exc}") from None
         finally:
             if conn is not None:
                 if token is not None:
@@ -539,7 +559,7 @@ class PluginDB:
         if info is None:
             info = self._load_table(short, sql_name)
             if info is None:
-                raise ApiError(f"db.{fname}: table '{short}' is not defined (call db.define_table in on_init)")
+                raise DataError(f"db.{fname}: table '{short}' is not defined (call db.define_table in on_init)")
             self._tables[sql_name] = info
         return info
 
@@ -555,10 +575,15 @@ class PluginDB:
         return info if info.types else None
 
     def _column(self, fname: str, info: TableInfo, name, what: str = "column") -> str:
-        self._ident(fname, name, what)
+        if info.resolve is not None and isinstance(name, str) and "." in name:
+            table, column = name.split(".", 1)  # a join's "table.column"
+            self._ident(fname, table, f"{what}'s table")
+            self._ident(fname, column, what)
+        else:
+            self._ident(fname, name, what)
         if name not in info.types:
-            raise ApiError(f"db.{fname}: unknown column '{name}' in table '{info.short}'")
-        return name
+            raise DataError(f"db.{fname}: unknown column '{name}' in table '{info.short}'")
+        return info.resolve.get(name, name) if info.resolve is not None else name
 
     # ---- values ------------------------------------------------------------------------------
     def _encode(self, fname: str, info: TableInfo, col: str, value):
@@ -689,7 +714,8 @@ class PluginDB:
         select = []
         for item in self._list(fname, opts.get("columns"), "columns"):
             if isinstance(item, str):
-                select.append(q(self._column(fname, info, item)))
+                col = self._column(fname, info, item)
+                select.append(q(col) if info.resolve is None else f'{q(col)} AS "{info.output[col]}"')
             elif isinstance(item, dict) and AGG_KEY in item:
                 expr, alias = self._aggregate(fname, info, item)
                 if alias in aliases or alias in info.types:
@@ -700,7 +726,9 @@ class PluginDB:
                 raise ApiError(f"db.{fname}: columns must be column names or db.agg_* values")
         group = [q(self._column(fname, info, c)) for c in self._list(fname, opts.get("group_by"), "group_by")]
         order = self._order_by(fname, info, opts.get("order_by"), opts.get("desc"), aliases)
-        return (", ".join(select) or "*"), group, order
+        if not select and info.resolve is not None:  # a join's "*": every column, by its output key
+            select = [f'{q(col)} AS "{key}"' for col, key in info.output.items()]  # key: a name, or "t.c"
+        return (", ".join(select) or "*"), group, order, aliases
 
     def _aggregate(self, fname: str, info: TableInfo, item: dict):
         func = item.get(AGG_KEY)
@@ -714,7 +742,7 @@ class PluginDB:
             expr = "COUNT(*)"
         else:
             expr = f"{func}({q(self._column(fname, info, arg))})"
-        alias = item.get(AGG_ALIAS_KEY) or (func.lower() if arg == "*" else f"{func.lower()}_{arg}")
+        alias = item.get(AGG_ALIAS_KEY) or (func.lower() if arg == "*" else f"{func.lower()}_{arg}".replace(".", "_"))
         return expr, self._ident(fname, alias, "aggregate alias")
 
     def _order_by(self, fname: str, info: TableInfo, order_by, desc_flag, aliases) -> list[str]:
@@ -749,7 +777,7 @@ class PluginDB:
         out = []
         for col, desc in entries:
             if not (isinstance(col, str) and col in aliases):
-                self._column(fname, info, col, "order_by column")
+                col = self._column(fname, info, col, "order_by column")
             out.append(f"{q(col)} {'DESC' if desc else 'ASC'}")
         return out
 
@@ -779,19 +807,111 @@ class PluginDB:
         return opts
 
     def _select_sql(self, fname: str, info: TableInfo, opts: dict, limit: int, offset: int):
-        select, group, order = self._select_parts(fname, info, opts)
+        source = q(info.sql)
+        joins = self._list(fname, opts.get("joins"), "joins")
+        if joins:
+            info, source = self._join_scope(fname, info, joins)
+        select, group, order, aliases = self._select_parts(fname, info, opts)
         where, params = self._filter(fname, info, opts)
+        having, having_params = self._having(fname, info, opts, group, aliases)
         if opts.get("distinct") not in (None, True, False):
             raise ApiError(f"db.{fname}: distinct must be true or false")
-        sql = ["SELECT", "DISTINCT" if opts.get("distinct") else "", select, "FROM", q(info.sql)]
+        sql = ["SELECT", "DISTINCT" if opts.get("distinct") else "", select, "FROM", source]
         if where:
             sql += ["WHERE", where]
         if group:
             sql += ["GROUP BY", ", ".join(group)]
+        if having:
+            sql += ["HAVING", having]
         if order:
             sql += ["ORDER BY", ", ".join(order)]
         sql += ["LIMIT ? OFFSET ?"]
-        return " ".join(s for s in sql if s), params + [limit, offset]
+        return " ".join(s for s in sql if s), params + having_params + [limit, offset], info
+
+    def _join_scope(self, fname: str, info: TableInfo, joins: list) -> tuple[TableInfo, str]:
+        """ModulaCMS's joins ({type=, table=, local_col=, foreign_col=}), between the plugin's own tables
+        only: each table is one this plugin defined (its short name, prefixed here like every other), each
+        column one of them has. Returns the scope the rest of the query resolves names in (the main
+        table's columns by name, every table's as "table.column", a joined table's by name too when no
+        other table has it) and the FROM text, each table aliased by its short name."""
+        if len(joins) > MAX_JOINS:
+            raise ApiError(f"db.{fname}: at most {MAX_JOINS} joins")
+        tables = {info.short: info}
+        parts = [f"{q(info.sql)} AS {q(info.short)}"]
+        for n, join in enumerate(joins, 1):
+            join = self._map(fname, join, "each join")
+            unknown = sorted(set(join) - {"type", "table", "local_col", "foreign_col"})
+            if unknown:
+                raise ApiError(f"db.{fname}: join {n} has an unknown field '{unknown[0]}' "
+                               "(use type, table, local_col, foreign_col)")
+            kind = join.get("type") or "inner"
+            if not isinstance(kind, str) or kind.lower() not in JOIN_TYPES:
+                raise ApiError(f"db.{fname}: join {n}: type must be inner, left or right, not {_show(kind)}")
+            if join.get("table") is None:
+                raise ApiError(f"db.{fname}: join {n} needs a table")
+            other = self._table(fname, join.get("table"))
+            if other.short in tables:
+                raise ApiError(f"db.{fname}: join {n}: table '{other.short}' is already in the query "
+                               "(a table can be joined once, and not with itself)")
+            tables[other.short] = other
+            ends = []
+            for key, default in (("local_col", info.short), ("foreign_col", other.short)):
+                col = join.get(key)
+                if col is None:
+                    raise ApiError(f"db.{fname}: join {n} needs {key}")
+                if not isinstance(col, str):
+                    raise ApiError(f"db.{fname}: join {n}: {key} must be a string")
+                table, dot, column = col.rpartition(".")
+                table = table if dot else default
+                self._ident(fname, table, f"join {key}'s table")
+                self._ident(fname, column, f"join {key}")
+                owner = tables.get(table)
+                if owner is None:
+                    raise DataError(f"db.{fname}: join {n}: {key} names table '{table}', which is not in the query")
+                if column not in owner.types:
+                    raise DataError(f"db.{fname}: unknown column '{column}' in table '{table}'")
+                ends.append(f"{table}.{column}")
+            parts.append(f"{JOIN_TYPES[kind.lower()]} {q(other.sql)} AS {q(other.short)} "
+                         f"ON {q(ends[0])} = {q(ends[1])}")
+        scope = TableInfo(info.short, info.sql, resolve={}, output={})
+        seen: dict[str, int] = {}
+        for short, t in tables.items():
+            for col, ctype in t.types.items():
+                scope.types[f"{short}.{col}"] = ctype
+                scope.resolve[f"{short}.{col}"] = f"{short}.{col}"
+                if short != info.short:
+                    seen[col] = seen.get(col, 0) + 1
+        for short, t in tables.items():
+            for col, ctype in t.types.items():
+                if short == info.short or (col not in info.types and seen[col] == 1):
+                    scope.types[col] = ctype
+                    scope.resolve[col] = f"{short}.{col}"
+        used: set[str] = set()
+        for short, t in tables.items():
+            for col in t.types:
+                key = col if col not in used else f"{short}.{col}"
+                used.add(key)
+                scope.output[f"{short}.{col}"] = key
+                if key != col:
+                    scope.types[key] = t.types[col]
+        return scope, " ".join(parts)
+
+    def _having(self, fname: str, info: TableInfo, opts: dict, group: list, aliases: dict) -> tuple[str, list]:
+        """HAVING text and parameters: where's map and sequence forms over the grouped columns and the
+        aggregates' aliases (db.agg_count("*", "n") ... having = {n = db.gt(1)})."""
+        having = opts.get("having")
+        if having is None or having == [] or having == {}:
+            return "", []
+        if not group and not aliases:
+            raise ApiError(f"db.{fname}: having needs group_by or aggregate columns")
+        scope = TableInfo(info.short, info.sql, types=dict(info.types),
+                          resolve=dict(info.resolve) if info.resolve is not None else None)
+        for alias in aliases:
+            scope.types[alias] = "real"  # an aggregate's value: numbers bind as they are
+            if scope.resolve is not None:
+                scope.resolve[alias] = alias
+        builder = _Where(self, fname, scope)
+        return builder.top(having), builder.params
 
     # ---- schema ------------------------------------------------------------------------------
     def define_table(self, table=None, definition=None, *_):
@@ -1053,9 +1173,9 @@ class PluginDB:
         fname = "query"
         self._spend()
         info = self._table(fname, table)
-        opts = self._opts(fname, opts, SELECT_OPTIONS)
+        opts = self._opts(fname, opts, QUERY_OPTIONS)
         limit = self._limit(fname, opts.get("limit"), DEFAULT_LIMIT)
-        sql, params = self._select_sql(fname, info, opts, limit, self._offset(fname, opts.get("offset")))
+        sql, params, info = self._select_sql(fname, info, opts, limit, self._offset(fname, opts.get("offset")))
         names, rows = self._rows(fname, sql, params)
         return [self._decode_row(info, names, r) for r in rows]
 
@@ -1064,9 +1184,9 @@ class PluginDB:
         fname = "query_one"
         self._spend()
         info = self._table(fname, table)
-        opts = self._opts(fname, opts, SELECT_OPTIONS)
+        opts = self._opts(fname, opts, QUERY_OPTIONS)
         self._limit(fname, opts.get("limit"), 1)
-        sql, params = self._select_sql(fname, info, opts, 1, self._offset(fname, opts.get("offset")))
+        sql, params, info = self._select_sql(fname, info, opts, 1, self._offset(fname, opts.get("offset")))
         names, rows = self._rows(fname, sql, params)
         return self._decode_row(info, names, rows[0]) if rows else None
 
@@ -1255,15 +1375,24 @@ class PluginDB:
         tx = self._atomic("transaction")
         tx.__enter__()
         self._tx = tx
+        self.tx_failed = None
 
     def tx_commit(self, *_):
+        """Commit; or, when a db.* call inside returned a data error, roll back and return its text."""
         tx, self._tx = self._tx, None
         if tx is None:
             raise ApiError("db.transaction: no transaction is open")
+        failed, self.tx_failed = self.tx_failed, None
+        if failed is not None:
+            self._uncharge()
+            tx.rollback()
+            return failed
         tx.__exit__(None, None, None)
+        return None
 
     def tx_rollback(self, *_):
         tx, self._tx = self._tx, None
+        self.tx_failed = None
         if tx is not None:
             self._uncharge()
             tx.rollback()

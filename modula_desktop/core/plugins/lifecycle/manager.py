@@ -342,6 +342,8 @@ class PluginManager:
         first = _GenerationVM(ctx, files)
         try:
             manifest = first.load()
+            for warning in first.hook_warnings:  # once per generation, not once per VM
+                self.logbook.write(plugin.name, "warn", warning)
             first.call_init()
             first.snapshot()
         except BaseException:

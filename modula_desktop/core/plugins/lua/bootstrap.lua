@@ -940,7 +940,9 @@ pack_json = function(v, depth)
     local k = r_next(v)
     if k == nil then
       pack_n, pack_bytes = n + 1, pack_bytes + 2
-      parts[n + 1] = "[]" -- as the host converts it: an empty table is a list
+      -- as the host encodes it: {} (ModulaCMS), [] for a table json.array marked
+      local marks = registry_table["modula.json_arrays"]
+      parts[n + 1] = (marks and marks[v]) and "[]" or "{}"
     elseif r_type(k) == "string" then
       -- an object, written in the order next() gives (the host's conversion reads it in that order)
       local sep = '{"'
@@ -1226,7 +1228,8 @@ local function build_api(py)
     local priority = 100
     if opts ~= nil and r_rawget(opts, "priority") ~= nil then priority = r_rawget(opts, "priority") end
     local e, t, pr = validate_hook(event, tbl, priority, #registry.hooks)
-    registry.hooks[#registry.hooks + 1] = {event = e, table = t, priority = pr, fn = fn}
+    -- name: as registered (data._table); table: what it is approved and fired for
+    registry.hooks[#registry.hooks + 1] = {event = e, table = t, priority = pr, fn = fn, name = tbl}
   end
 
   local log = {}
@@ -1238,10 +1241,27 @@ local function build_api(py)
     end
   end
 
+  -- Tables json.array marked (weak keys): they encode as [] even when empty, every other empty
+  -- table as {} (ModulaCMS). The host (sandbox.from_lua) and both packers read it from the registry.
+  local json_arrays = r_setmetatable({}, {__mode = "k"})
+  registry_table["modula.json_arrays"] = json_arrays
   local json = {encode = bind(py.json_encode), decode = bind(py.json_decode)}
+  json.array = function(t)
+    if t == nil then t = {} elseif r_type(t) ~= "table" then r_error("json.array: argument must be a table", 2) end
+    json_arrays[t] = true
+    return t
+  end
 
   local db = {}
   for name, f in r_next, py.db do db[name] = bind(f) end
+  if py.db.query then
+    local query = bind(py.db.query, 3)
+    db.query = function(t, opts)  -- results are arrays: an empty one encodes as []
+      local rows, err = query(t, opts)
+      if rows ~= nil then json_arrays[rows] = true end
+      return rows, err
+    end
+  end
   -- no clock check inside begin/commit/rollback: a deadline must not leave a transaction open
   local begin, commit, rollback = bind(py.tx_begin, 3, true), bind(py.tx_commit, 3, true), bind(py.tx_rollback, 3, true)
   local transaction = function(fn)
@@ -1251,8 +1271,10 @@ local function build_api(py)
     local r = t_pack(r_pcall(fn))
     tx_thread = nil
     if r[1] and not tripped then
-      commit()
-      return true
+      -- a db.* call inside that returned nil, err: commit rolled back instead, and says why
+      local failed = commit()
+      if failed == nil then return true end
+      return false, failed
     end
     rollback()
     note_failure(r[2])
@@ -1284,6 +1306,7 @@ return {
   run_hook = run_hook, take_snapshot = take_snapshot,
   restore_snapshot = restore_snapshot, get_global = get_global, get_phase = get_phase,
   registry = registry, tripped = get_memory_note, disarm = disarm,
+  json_arrays = function() return registry_table["modula.json_arrays"] end,
   -- the address of the main thread's lua_State (route_entry's C bridge needs it)
   state_address = function() return s_format("%p", (co_running())) end,
   -- after the sandbox installed the bridge's watch (_luabridge.c: watch)

@@ -161,11 +161,14 @@ function test.fire(event, tbl, data)
   end
   data = data or {}
   local indices = host.hooks_for(event, tbl)
-  local before = string.sub(event, 1, 7) == "before_"
+  -- before_read is not a before-hook of a change: no transaction, request allowed (as when served)
+  local read = event == "before_read" or event == "after_read"
+  local before = string.sub(event, 1, 7) == "before_" and not read
   local result = {ok = true, data = data, ran = #indices}
   for i = 1, #indices do
     local h = registry.hooks[indices[i]]
-    data._table = (tbl == "content_data") and "content" or tbl
+    -- as when served: the name the hook was registered with ("*": the table fired)
+    data._table = (h.table == "*") and tbl or (h.name or tbl)
     data._event = event
     -- as when served: the request module refuses inside a before-hook
     if before then host.in_before_hook(true) end
@@ -177,6 +180,13 @@ function test.fire(event, tbl, data)
       if before then return result end
     elseif before and type_(ret) == "table" then
       for k, v in pairs_(ret) do data[k] = v end
+    elseif read and type_(ret) == "table" then
+      result.returned = ret
+      -- ModulaCMS's before_read answer: the read is refused with that response
+      if event == "before_read" and ret.status ~= nil then
+        result.ok, result.status, result.response = false, ret.status, ret
+        return result
+      end
     end
   end
   return result

@@ -461,7 +461,18 @@ static int pack_value(lua_State *L, Pack *p, int idx, int depth);
 static int pack_table(lua_State *L, Pack *p, int idx, int depth) {
     if (depth >= PACK_MAX_DEPTH || !api.checkstack(L, 4)) return 0;
     api.pushnil(L);
-    if (!api.next(L, idx)) return pack_add(p, "[]", 2);  /* an empty table is a list, as the host has it */
+    if (!api.next(L, idx)) {
+        /* an empty table is {} as in ModulaCMS, [] when json.array marked it (as the host encodes it) */
+        int marked = 0;
+        if (api.getfield(L, LUA_REGISTRYINDEX, "modula.json_arrays") == LUA_TTABLE) {
+            api.pushvalue(L, idx);
+            api.rawget(L, -2);
+            marked = api.toboolean(L, -1);
+            api.settop(L, -2);
+        }
+        api.settop(L, -2);
+        return marked ? pack_add(p, "[]", 2) : pack_add(p, "{}", 2);
+    }
     if (api.type(L, -2) == LUA_TSTRING) {
         char sep = '{';
         do {                                               /* key, value */

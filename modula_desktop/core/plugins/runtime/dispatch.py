@@ -24,10 +24,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from typing import Callable, Iterable
 
-from ...errors import HookAbort, ValidationError
+from ...errors import HookAbort, ReadRefused, ValidationError
 from ...settings import PluginSettings
 from ..errors import PluginCallError
 from . import nesting
+
+# the fields of a content entry (core/content.py FIELDS; not imported: core.content imports this module)
+FIELD_NAMES = frozenset({"id", "type", "title", "slug", "body", "status", "fields", "published_at", "created_at",
+                         "updated_at"})
 
 log = logging.getLogger(__name__)
 trace_log = logging.getLogger("modula.hooks.trace")
@@ -37,6 +41,17 @@ TRACE_ENV = "MODULA_TRACE_HOOKS"
 _LOCATION = re.compile(r'^(?:[\w./\\-]+\.lua|\[string "[^"]*"\]|\?):\d+: ')
 
 OK, ABORT, ERROR, TIMEOUT = "ok", "abort", "error", "timeout"
+REFUSED = "refused"  # a before_read that answered {status = 4xx}: the plugin's judgement, not a failure
+
+# after_read (SPEC 3.6): what it may replace in what a read returns, and what it may drop ("id" stays:
+# it names the entry)
+READ_REPLACEABLE = {"title": str, "body": str, "fields": dict}
+READ_KEEP = frozenset({"id"})
+MAX_READ_HEADERS = 20
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+# response headers no plugin sets (as for plugin routes, SPEC 5)
+_BLOCKED_HEADERS = frozenset({"set-cookie", "transfer-encoding", "content-length", "cache-control", "host",
+                              "connection", "content-type", "content-security-policy", "location"})
 
 
 def strip_location(message: str) -> str:
@@ -46,6 +61,13 @@ def strip_location(message: str) -> str:
         if stripped == message:
             return message.strip()
         message = stripped
+
+
+def table_name(binding, table: str) -> str:
+    """data._table for a hook: the name it was registered with ("content_data" when registered so), or
+    for a "*" hook the table that fired."""
+    spec = binding.spec
+    return table if spec.table == "*" else getattr(spec, "registered", "") or spec.table
 
 
 def trace_enabled() -> bool:
@@ -135,7 +157,7 @@ class HookDispatcher:
                 raise HookAbort(f"The {event} hooks took longer than {s.hook_event_timeout_ms / 1000.0:g} s "
                                 f"in total, so the change was not saved.", None, event)
             timeout = min(per_hook, left)
-            data = dict(entry, _table=table, _event=event)
+            data = dict(entry, _table=table_name(binding, table), _event=event)
             started = time.perf_counter()
             try:
                 result = self.plugins.run_hook(binding, data, timeout, s.hook_max_ops)
@@ -193,6 +215,184 @@ class HookDispatcher:
         return HookAbort(f"The change was not saved because the {name} plugin's {event} hook was stopped: {why}.",
                          name, event)
 
+    # ---- read hooks (SPEC 3.6) ---------------------------------------------------------------
+    def has_read_hooks(self, table: str = "content") -> bool:
+        """Whether any read hook runs for table now (the site build skips all read work when none does),
+        or would, once a plugin still starting up has loaded."""
+        return bool(self.chain("before_read", table) or self.chain("after_read", table)
+                    or self._loading_readers(table))
+
+    def _loading_readers(self, table: str) -> list:
+        if not getattr(self.plugins, "loading", False):
+            return []
+        return (self.plugins.loading_with_hooks("before_read", table)
+                or self.plugins.loading_with_hooks("after_read", table))
+
+    def run_before_read(self, data: dict, table: str = "content") -> dict:
+        """The before_read chain for one read, outside any transaction (db, core and request allowed).
+        data: what is read and by whom (no body: the read has not happened yet). Returns the state for
+        after_read: data plus the "_" keys the hooks set on it (ModulaCMS's state passing). Raises
+        ReadRefused: a hook returned {status = 4xx [, json =, headers =]} (that answer), raised an error
+        (403 with its message) or was stopped by a budget (503)."""
+        waiting = self._loading_readers(table)
+        if waiting:  # a gate still starting up would be skipped: refuse rather than let the read through
+            raise ReadRefused(f"The {waiting[0]} plugin is still loading, so this read cannot be checked yet; "
+                              "try again in a moment.", waiting[0], 503)
+        chain = self.chain("before_read", table)
+        if not chain:
+            return data
+        s = self.settings
+        per_hook = s.hook_timeout_ms / 1000.0
+        deadline = time.monotonic() + s.hook_event_timeout_ms / 1000.0
+        state = dict(data)
+        for binding in chain:
+            name = binding.plugin.name
+            if binding.plugin.current is None:
+                continue
+            payload = dict(state, _table=table_name(binding, table), _event="before_read")
+            started = time.perf_counter()
+            try:
+                result = self._run_read(binding, payload, deadline, per_hook)
+            except PluginCallError as exc:
+                self._finish(binding, "before_read", data, TIMEOUT if exc.kind == "timeout" else ERROR, started, exc)
+                if exc.kind == "error":
+                    raise ReadRefused(strip_location(exc.message) or f"The {name} plugin refused this read.",
+                                      name, 403) from None
+                raise ReadRefused(f"The {name} plugin's before_read hook was stopped ({exc.message}), so the "
+                                  f"read was refused.", name, 503) from None
+            except Exception as exc:  # noqa: BLE001 - fail closed: a gate that cannot run refuses
+                log.exception("before_read hook of plugin %s could not run", name)
+                self._finish(binding, "before_read", data, ERROR, started, exc)
+                raise ReadRefused(f"The {name} plugin could not run its before_read hook, so the read was "
+                                  f"refused.", name, 503) from None
+            state.update({k: v for k, v in payload.items() if k.startswith("_") and k not in ("_table", "_event")})
+            refusal = self._refusal(binding, result)
+            self._finish(binding, "before_read", data, REFUSED if refusal else OK, started, None)
+            if refusal is not None:
+                raise refusal
+        return state
+
+    def run_after_read(self, entry: dict, state: dict, table: str = "content",
+                       deadline: float | None = None) -> tuple[dict, dict]:
+        """The after_read chain on one entry about to be returned. Each hook may return a table of
+        field replacements (title, body, fields), drop = {names} to leave fields out, and ModulaCMS's
+        headers = {...} for an HTTP answer. Returns (the entry as returned, headers). deadline: the
+        time.monotonic() all the hooks of one read share (a list's entries share one); default the
+        event budget from now. Raises ReadRefused (503) when a hook fails: what it would have hidden
+        is never returned unfiltered."""
+        chain = self.chain("after_read", table)
+        if not chain:
+            return entry, {}
+        s = self.settings
+        if deadline is None:
+            deadline = time.monotonic() + s.hook_event_timeout_ms / 1000.0
+        headers: dict = {}
+        out = dict(entry)
+        for binding in chain:
+            name = binding.plugin.name
+            if binding.plugin.current is None:
+                continue
+            data = dict(state, **out)
+            data.update(_table=table_name(binding, table), _event="after_read")
+            started = time.perf_counter()
+            try:
+                result = self._run_read(binding, data, deadline, s.hook_timeout_ms / 1000.0)
+            except PluginCallError as exc:
+                self._finish(binding, "after_read", entry, TIMEOUT if exc.kind == "timeout" else ERROR, started, exc)
+                raise ReadRefused(f"The {name} plugin's after_read hook failed, so the entry '{entry.get('slug')}' "
+                                  f"is not shown.", name, 503) from None
+            except Exception as exc:  # noqa: BLE001
+                log.exception("after_read hook of plugin %s could not run", name)
+                self._finish(binding, "after_read", entry, ERROR, started, exc)
+                raise ReadRefused(f"The {name} plugin could not run its after_read hook, so the entry "
+                                  f"'{entry.get('slug')}' is not shown.", name, 503) from None
+            out = self._filtered(binding, out, data, result, headers)
+            self._finish(binding, "after_read", entry, OK, started, None)
+        return out, headers
+
+    def _run_read(self, binding, data: dict, deadline: float, per_hook: float):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise PluginCallError("timeout", f"time budget exceeded (the read hooks of this read share "
+                                             f"{self.settings.hook_event_timeout_ms / 1000.0:g} s)")
+        # the shared part of the pool: a read hook may wait on the network (request.*), and the hook
+        # reserve is for the before-hooks of changes, which hold the write lock
+        return self.plugins.run_hook(binding, data, min(per_hook, left), self.settings.hook_max_ops, reserve=False)
+
+    def _refusal(self, binding, result) -> ReadRefused | None:
+        """ModulaCMS's before_read answer {status, json, headers} as a refusal; None to let the read go on."""
+        if not isinstance(result, dict) or "status" not in result:
+            return None
+        name = binding.plugin.name
+        status = result.get("status")
+        if isinstance(status, float) and status.is_integer():
+            status = int(status)
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 499:
+            self._log(name, "warn", f"before_read returned status {status!r}: a refusal is a 4xx status; "
+                                    "answered 403")
+            status = 403
+        body = result.get("json")
+        if body == []:
+            body = {}
+        message = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(message, str) or not message:
+            message = f"The {name} plugin refused this read."
+        return ReadRefused(message, name, status, body if isinstance(body, (dict, list)) else None,
+                           self._headers(name, result.get("headers")))
+
+    def _filtered(self, binding, entry: dict, data: dict, result, headers: dict) -> dict:
+        if result is None or result == [] or result == {}:
+            return entry
+        name = binding.plugin.name
+        if not isinstance(result, dict):
+            self._log(name, "warn", f"after_read returned a {type(result).__name__}, not a table: ignored")
+            return entry
+        out = dict(entry)
+        for key, value in result.items():
+            if key == "headers":
+                if value != data.get("headers"):  # not the request's own, handed back
+                    headers.update(self._headers(name, value))
+            elif key == "drop":
+                for field in value if isinstance(value, list) else [value]:
+                    if field in out and field not in READ_KEEP:
+                        del out[field]
+                    elif field in READ_KEEP:
+                        self._log(name, "warn", f"after_read may not drop '{field}': kept")
+            elif key in data and data[key] == value:
+                continue  # a hook that hands back the data table changes only what differs
+            elif key in READ_REPLACEABLE:
+                if key == "fields" and value == []:
+                    value = {}
+                if not isinstance(value, READ_REPLACEABLE[key]):
+                    self._log(name, "warn", f"after_read: '{key}' must be "
+                                            f"{'text' if READ_REPLACEABLE[key] is str else 'a table'}: ignored")
+                    continue
+                out[key] = value
+            elif key in entry or key in FIELD_NAMES:
+                self._log(name, "warn", f"after_read may not change '{key}': ignored")
+            elif not key.startswith("_") and key not in data:
+                self._log(name, "warn", f"after_read returned unknown field '{key}': ignored")
+        return out
+
+    def _headers(self, plugin: str, value) -> dict:
+        """The response headers a read hook may set: plain names and values, none of the blocked ones."""
+        if not isinstance(value, dict):
+            return {}
+        out = {}
+        for k, v in value.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                v = str(v)
+            if not (isinstance(k, str) and isinstance(v, str) and _HEADER_NAME.match(k)) or "\r" in v or "\n" in v \
+                    or len(v) > 4096:
+                self._log(plugin, "warn", f"read hook header {str(k)[:64]!r} is not a plain header: ignored")
+                continue
+            low = k.lower()
+            if low in _BLOCKED_HEADERS or low.startswith("access-control-") or len(out) >= MAX_READ_HEADERS:
+                self._log(plugin, "warn", f"read hook may not set the header '{k}': ignored")
+                continue
+            out[k] = v
+        return out
+
     # ---- after-hooks -----------------------------------------------------------------------
     def run_after(self, event: str, entry: dict, *, table: str = "content") -> Future | None:
         """Queue the after-chain of event for entry on the worker pool. Returns the task (None when
@@ -240,7 +440,7 @@ class HookDispatcher:
                 continue
             started = time.perf_counter()
             try:
-                self._run_shared(binding, dict(data), timeout)
+                self._run_shared(binding, dict(data, _table=table_name(binding, data["_table"])), timeout)
             except PluginCallError as exc:
                 outcome = TIMEOUT if exc.kind == "timeout" else ERROR
                 self._finish(binding, event, data, outcome, started, exc)
@@ -274,7 +474,7 @@ class HookDispatcher:
             why = f" ({exc})" if exc is not None else ""
             trace_log.info("%s %s:%s priority=%d entry=%s -> %s in %.2f ms%s%s", name, event, binding.spec.table,
                            binding.spec.priority, entry.get("id"), outcome, seconds * 1000, extra, why)
-        if outcome == OK:
+        if outcome in (OK, REFUSED):
             plugin.hook_breaker.success(binding.key)
             return
         message = getattr(exc, "message", None) or str(exc)

@@ -78,6 +78,10 @@ def _deny_attribute(obj, name, *value):
     raise AttributeError("Python objects are not accessible from plugins")
 
 
+# empty lists marked as arrays per conversion to Lua (to_lua); past it they encode as {}
+MAX_ARRAY_MARKS = 1024
+
+
 class Sandbox:
     """A LuaRuntime with the bootstrap applied. Used by one thread at a time."""
 
@@ -124,6 +128,12 @@ class Sandbox:
         if self._watchdog is not None:
             self._watchdog.learn_hook(self._state)
         self._entry = self._route_entry()
+        self._arrays = None  # the bootstrap's json.array marks, once build_api made them
+
+    def _json_arrays(self):
+        if self._arrays is None:
+            self._arrays = self._t["json_arrays"]()
+        return self._arrays
 
     def _watch(self) -> bool:
         """Installs the C bridge's watchdog for this runtime (its deadlines then hold even when one
@@ -240,9 +250,11 @@ class Sandbox:
         if budget[0] < 0:
             raise ApiError("not enough memory")
 
-    def to_lua(self, value, _depth=0, _budget=None):
+    def to_lua(self, value, _depth=0, _budget=None, _marks=None):
         """A Lua value for plain Python data. With _budget ([bytes]), the estimated Lua memory of
-        the result is charged to it and ApiError("not enough memory") is raised when it runs out."""
+        the result is charged to it and ApiError("not enough memory") is raised when it runs out.
+        Empty lists become tables json.array marked, at most MAX_ARRAY_MARKS per conversion (each mark
+        is a host call: a value of a million empty lists must not cost a million)."""
         if value is None or isinstance(value, (bool, float)):
             return value
         if isinstance(value, bytes):
@@ -263,11 +275,24 @@ class Sandbox:
             raise ApiError("value nested too deeply")
         if isinstance(value, (dict, list, tuple)) and _budget is not None:
             self._spend(_budget, TABLE_BYTES + ENTRY_BYTES * len(value))
+        if _marks is None:
+            _marks = [MAX_ARRAY_MARKS]
         if isinstance(value, dict):
-            return self.lua.table_from({self.to_lua(k, _depth + 1, _budget): self.to_lua(v, _depth + 1, _budget)
-                                        for k, v in value.items()})
+            return self.lua.table_from({self.to_lua(k, _depth + 1, _budget, _marks):
+                                        self.to_lua(v, _depth + 1, _budget, _marks) for k, v in value.items()})
         if isinstance(value, (list, tuple)):
-            return self.lua.table_from([self.to_lua(v, _depth + 1, _budget) for v in value])
+            if not value:
+                # a Python list is an array: empty, it stays [] when the plugin encodes it again
+                table = self.lua.table_from(())
+                if _marks[0] > 0:
+                    _marks[0] -= 1
+                    arrays = self._json_arrays()
+                    if arrays is not None:
+                        if _budget is not None:
+                            self._spend(_budget, ENTRY_BYTES)
+                        arrays[table] = True
+                return table
+            return self.lua.table_from([self.to_lua(v, _depth + 1, _budget, _marks) for v in value])
         if lupa.lua_type(value) is not None:
             return value
         raise ApiError(f"cannot pass a {type(value).__name__} to Lua")
@@ -342,6 +367,9 @@ class Sandbox:
         _budget[0], _budget[1] = left, room
         n = len(out)
         if not n:
+            if json_text:  # as JSON: {} as in ModulaCMS, unless json.array marked it (or it came from a list)
+                arrays = self._json_arrays()
+                return [] if arrays is not None and arrays[value] else {}
             return []
         if sequence and min(out) == 1 and max(out) == n:  # distinct integers 1..n: a list
             return [out[i] for i in range(1, n + 1)]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...settings import PluginSettings
-from ..errors import ApiError, ConversionLimit, PluginCallError, PluginLoadError
+from ..errors import ApiError, ConversionLimit, DataError, PluginCallError, PluginLoadError
 from ..api.log import cap_entry
 from ..api import hooks as hooks_api
 from ..api import http as http_api
@@ -107,6 +107,7 @@ class PluginVM:
         self.clean = False
         self.manifest: Manifest | None = None
         self.warnings: list[str] = []
+        self.hook_warnings: list[str] = []  # hooks on tables the site lacks (they never fire)
         self.routes: list[RouteSpec] = []
         self.hooks: list[HookSpec] = []
         self.ops = OpBudget()
@@ -177,7 +178,25 @@ class PluginVM:
 
     def _db_call(self, fname):
         pure = self.db_api is not None and fname in self.db_api.PURE_FUNCTIONS
-        from ..api.db import lua_args
+        from ..api.db import DATA_FUNCTIONS, lua_args
+
+        if fname in DATA_FUNCTIONS:
+            inner = self._db_call_raising(fname, pure, lua_args)
+
+            def data_call(*args):
+                # ModulaCMS: the data's refusal (a constraint, an unknown table or column) is nil, err;
+                # argument errors and budgets still raise
+                try:
+                    return inner(*args)
+                except DataError as exc:
+                    db = self.db_api
+                    if db is not None and db.in_transaction and db.tx_failed is None:
+                        db.tx_failed = str(exc)
+                    return None, str(exc)
+            return data_call
+        return self._db_call_raising(fname, pure, lua_args)
+
+    def _db_call_raising(self, fname, pure, lua_args):
 
         def call(*args):
             sb = self.sandbox
@@ -281,7 +300,9 @@ class PluginVM:
             raise PluginLoadError("registers routes but did not declare the 'http' permission")
         if self.hooks and not m.allows("hooks"):
             raise PluginLoadError("registers hooks but did not declare the 'hooks' permission")
-        if any(h.is_before for h in self.hooks) and m.permissions is not None and "hooks:before" not in m.permissions:
+        # before_read may refuse a read: like the before-hooks of a change, it needs "hooks:before"
+        if any(h.is_before or h.event == "before_read" for h in self.hooks) and m.permissions is not None \
+                and "hooks:before" not in m.permissions:
             raise PluginLoadError("registers before-hooks but did not declare the 'hooks:before' permission")
         if self.domains and not m.allows("request"):
             raise PluginLoadError("registers domains but did not declare the 'request' permission")
@@ -307,7 +328,14 @@ class PluginVM:
             routes.append(spec)
         hooks = []
         for i, h in sorted(reg[b"hooks"].items()):
-            hooks.append(HookSpec(i, h[b"event"].decode(), h[b"table"].decode(), int(h[b"priority"])))
+            name = h[b"name"]
+            spec = HookSpec(i, h[b"event"].decode(), h[b"table"].decode(), int(h[b"priority"]),
+                            name.decode("utf-8", "replace") if isinstance(name, bytes) else "")
+            hooks.append(spec)
+            warning = hooks_api.never_fires(spec)
+            if warning and warning not in self.hook_warnings:
+                self.hook_warnings.append(warning)
+        self.warnings += [w for w in self.hook_warnings if w not in self.warnings]
         self.routes, self.hooks = routes, hooks
 
     def call_init(self):
@@ -473,6 +501,8 @@ class PluginVM:
         except ApiError as exc:
             raise PluginCallError("error", f"hook data cannot be handed to the plugin: {exc}") from None
         result = self._checked(self.sandbox.call, "run_hook", *self._budget_args(timeout, "the hook"), index, payload)
+        if any(h.index == index and h.is_read for h in self.hooks):
+            self._state_back(payload, data)
         value = result[0] if result else None
         if value is None:
             return None
@@ -480,6 +510,21 @@ class PluginVM:
             return self.sandbox.from_lua(value)
         except ApiError as exc:
             raise PluginCallError("error", f"hook returned an unusable value: {exc}") from None
+
+    def _state_back(self, payload, data: dict):
+        """ModulaCMS's read-hook state: the "_" keys a hook set on its data table go back into data (for
+        the dispatcher to hand to the after_read hooks). Plain values only, at most 64."""
+        n = 0
+        for key, value in payload.items():
+            if type(key) is not bytes or not key.startswith(b"_") or key in (b"_table", b"_event"):
+                continue
+            n += 1
+            if n > 64:
+                break
+            try:
+                data[key.decode("utf-8", "replace")] = self.sandbox.from_lua(value)
+            except ApiError:
+                continue
 
     def read_response(self, result):
         """The handler's response from call_route's result (see RouteResponse)."""
