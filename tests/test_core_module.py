@@ -799,3 +799,14 @@ def test_rows_larger_than_the_memory_limit_are_refused_before_the_host_holds_the
         assert out["ok"] is None and "larger than 8388608 bytes" in out["err"]
         titles = call(c, "query", "content", {"columns": ["title"], "limit": 100})["ok"]
         assert len(titles) == 20
+
+
+def test_core_query_results_are_arrays_an_empty_one_encodes_as_a_json_list(site):
+    approve_core(site.client, "caller", "read")
+    r = site.client.post("/api/v1/plugins/caller/call", json={"fn": "query", "args": ["content", {
+        "where": {"slug": "no-such-entry"}}]})
+    assert r.status == 200, r.body
+    assert b'"ok":[]' in r.body.replace(b" ", b""), r.body  # [] as db.query's, not ModulaCMS's {}
+    one = site.client.post("/api/v1/plugins/caller/call", json={"fn": "query_one", "args": ["content", {
+        "where": {"slug": "no-such-entry"}}]}).json()
+    assert "ok" not in one  # nil stays nil

@@ -116,7 +116,7 @@ class CoreDB(PluginDB):
                columns: str | None = None):
         info = TableInfo(table.name, table.sql, types=dict(table.types))
         if columns is None:
-            select, _group, order = self._select_parts(fname, info, opts)
+            select, _group, order, _aliases = self._select_parts(fname, info, opts)
         else:
             select, order = columns, []
         where, params = self._filter(fname, info, opts)

@@ -22,8 +22,8 @@
 ---@field offset? integer
 ---@field distinct? boolean
 ---@field group_by? string|string[]
----@field having? table
----@field joins? table[]
+---@field having? table      conditions on group_by aggregates
+---@field joins? {type?: "inner"|"left"|"right", table: string, local_col: string, foreign_col: string}[]  this plugin's tables only
 
 ---@alias DbRow table<string, any>
 
@@ -56,7 +56,8 @@ function db.exists(table, opts) end
 
 ---@param table string
 ---@param values table<string, any>
----@return DbRow row the row as stored (id, timestamps and defaults filled in)
+---@return DbRow|nil row the row as stored (id, timestamps and defaults filled in)
+---@return string|nil err a data error (constraint, unknown column)
 function db.insert(table, values) end
 
 ---@param table string
