@@ -41,13 +41,14 @@ import re
 import unicodedata
 from typing import Callable
 
-from peewee import SQL, IntegrityError, fn
+from peewee import IntegrityError, OperationalError, fn
 from ulid import ULID
 
 from .errors import NotFound, ValidationError
 from .plugins.hooks import HookDispatcher
 from .settings import PluginSettings
-from .storage import Content, Revision, utc_now
+from .search import fts_query, snippet_html
+from .storage import FTS_TABLE, Content, Revision, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,40 @@ def _source(source) -> str:
     return source.strip()
 
 
+SORT_SQL = {"updated_at": "updated_at", "title": "title COLLATE NOCASE", "type": "type", "status": "status"}
+SNIPPET_TOKENS = 16
+RANK = "bm25(5.0, 1.0)"  # a word in the title weighs five in the body
+
+
+def _check_limit(limit):
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ValidationError(f"limit must be a whole number from 1 to {MAX_LIMIT}.")
+
+
+def _check_filters(type, status):
+    if type is not None and type not in TYPES:
+        raise ValidationError(f"type must be one of {', '.join(TYPES)}, not {type!r}.")
+    if status is not None and status not in STATUSES:
+        raise ValidationError(f"status must be one of {', '.join(STATUSES)}, not {status!r}.")
+
+
+def _live_where(table: str, type, status) -> tuple[str, list]:
+    where, params = [f"{table}.deleted_at IS NULL"], []
+    if type is not None:
+        where.append(f"{table}.type = ?")
+        params.append(type)
+    if status is not None:
+        where.append(f"{table}.status = ?")
+        params.append(status)
+    return " AND ".join(where), params
+
+
+def _entry_of(row: tuple) -> dict:
+    entry = dict(zip(FIELDS, row))
+    entry["fields"] = json.loads(entry["fields"]) if entry["fields"] else {}
+    return entry
+
+
 LIVE = Content.deleted_at.is_null()
 IN_TRASH = Content.deleted_at.is_null(False)
 
@@ -148,16 +183,26 @@ class ContentService:
 
     def list(self, type: str | None = None, status: str | None = None, search: str | None = None,
              limit: int = DEFAULT_LIMIT, offset: int = 0) -> list[dict]:
-        """Entries, most recently updated first. search matches title, slug and body (case-insensitive)."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-            raise ValidationError(f"limit must be a whole number from 1 to {MAX_LIMIT}.")
+        """Entries, most recently updated first. search: words of the title or body (see core/search.py)."""
+        _check_limit(limit)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValidationError("offset must be a whole number of at least 0.")
-        query = self._filtered(type, status, search).order_by(Content.updated_at.desc(), Content.id.desc())
-        return [_entry(row) for row in query.limit(limit).offset(offset)]
+        sql, params = self._list_sql(FIELDS, type, status, search, "updated_at", True, None, limit, offset)
+        return [_entry_of(row) for row in self._rows(sql, params)]
 
     def count(self, type: str | None = None, status: str | None = None, search: str | None = None) -> int:
-        return self._filtered(type, status, search).count()
+        _check_filters(type, status)
+        where, params = _live_where("content", type, status)
+        if search:
+            match = fts_query(search)
+            if match is None:
+                return 0
+            sql = (f"SELECT COUNT(*) FROM {FTS_TABLE} JOIN content ON content.rowid = {FTS_TABLE}.rowid "
+                   f"WHERE {FTS_TABLE} MATCH ? AND {where}")
+            params = [match, *params]
+        else:
+            sql = f"SELECT COUNT(*) FROM content WHERE {where}"
+        return self._rows(sql, params)[0][0]
 
     def list_sorted(self, type: str | None = None, status: str | None = None, search: str | None = None,
                     sort: str = "updated_at", descending: bool = True, limit: int = DEFAULT_LIMIT,
@@ -165,44 +210,104 @@ class ContentService:
         """One page of entries in the order of a list column (title, type, status or updated_at), the id
         breaking ties. after is the last entry of the previous page: keyset paging, so the 50th page costs
         what the first does (an OFFSET walks every row before it). Each order has its index (storage).
-        The entries carry LIST_FIELDS only: a list needs no bodies, and reading them would cost the most."""
+        The entries carry LIST_FIELDS only: a list needs no bodies, and reading them would cost the most.
+        With a search, each also carries its ``snippet`` (HTML: the matches in <mark>)."""
         if sort not in SORT_KEYS:
             raise ValidationError(f"sort must be one of {', '.join(SORT_KEYS)}, not {sort!r}.")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-            raise ValidationError(f"limit must be a whole number from 1 to {MAX_LIMIT}.")
-        column = getattr(Content, sort)
-        key = column.collate("NOCASE") if sort == "title" else column
-        query = self._filtered(type, status, search)
-        if after is not None:
-            mark = (after.get(sort) or "", after.get("id") or "")
-            # row values: (key, id) strictly beyond the last one shown, in the direction of the sort
-            before = SQL(f"({'title COLLATE NOCASE' if sort == 'title' else sort}, id) "
-                         f"{'<' if descending else '>'} (?, ?)", mark)
-            query = query.where(before)
-        order = (key.desc(), Content.id.desc()) if descending else (key.asc(), Content.id.asc())
-        columns = [getattr(Content, name) for name in LIST_FIELDS]
+        _check_limit(limit)
+        mark = None if after is None else (after.get(sort) or "", after.get("id") or "")
+        sql, params = self._list_sql(LIST_FIELDS, type, status, search, sort, descending, mark, limit, 0)
         # the rows straight from the cursor: text columns need none of peewee's per-value conversion,
         # which cost more than the query when a list scrolls through tens of thousands of entries
-        sql, params = query.select(*columns).order_by(*order).limit(limit).sql()
-        return [dict(zip(LIST_FIELDS, row)) for row in self.db.execute_sql(sql, params).fetchall()]
+        page = [dict(zip(LIST_FIELDS, row)) for row in self._rows(sql, params)]
+        if search and page:
+            snippets = self._snippets(fts_query(search), [e["id"] for e in page])
+            for e in page:
+                e["snippet"] = snippets.get(e["id"], "")
+        return page
 
-    def _filtered(self, type, status, search):
-        query = Content.select().where(LIVE)
-        if type is not None:
-            if type not in TYPES:
-                raise ValidationError(f"type must be one of {', '.join(TYPES)}, not {type!r}.")
-            query = query.where(Content.type == type)
-        if status is not None:
-            if status not in STATUSES:
-                raise ValidationError(f"status must be one of {', '.join(STATUSES)}, not {status!r}.")
-            query = query.where(Content.status == status)
+    def query_plan(self, type: str | None = None, status: str | None = None, search: str | None = None,
+                   sort: str = "updated_at", descending: bool = True, after: bool = False) -> str:
+        """SQLite's plan for a list query (EXPLAIN QUERY PLAN, one line): what tests and benchmarks check."""
+        mark = ("m", "z") if after else None
+        sql, params = self._list_sql(LIST_FIELDS, type, status, search, sort, descending, mark, DEFAULT_LIMIT, 0)
+        return " | ".join(str(row[-1]) for row in self._rows("EXPLAIN QUERY PLAN " + sql, params))
+
+    def search(self, query: str, limit: int = 20, offset: int = 0, type: str | None = None,
+               status: str | None = None) -> list[dict]:
+        """Entries whose title or body has the words of query, best match first (bm25, a title match
+        weighing more than one in the body). Each: id, type, title, slug, status, updated_at, snippet
+        (HTML: the text around the matches, escaped, the matches in <mark>) and rank (bm25: lower is a
+        better match). Any text is a valid query (core/search.py); one of only punctuation finds nothing."""
+        _check_limit(limit)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValidationError("offset must be a whole number of at least 0.")
+        _check_filters(type, status)
+        match = fts_query(query)
+        if match is None:
+            return []
+        where, params = _live_where("c", type, status)
+        # ranked first, snippets for the page only: snippet() reads and tokenizes a body, and ranking
+        # with it in the select list would run it for every match before the sort
+        sql = (f"SELECT c.id, c.type, c.title, c.slug, c.status, c.updated_at, {FTS_TABLE}.rank "
+               f"FROM {FTS_TABLE} JOIN content c ON c.rowid = {FTS_TABLE}.rowid "
+               f"WHERE {FTS_TABLE} MATCH ? AND {FTS_TABLE}.rank MATCH ? AND {where} "
+               f"ORDER BY {FTS_TABLE}.rank LIMIT ? OFFSET ?")
+        rows = self._rows(sql, [match, RANK, *params, limit, offset])
+        snippets = self._snippets(match, [r[0] for r in rows])
+        return [{"id": r[0], "type": r[1], "title": r[2], "slug": r[3], "status": r[4], "updated_at": r[5],
+                 "snippet": snippets.get(r[0], ""), "rank": r[6]} for r in rows]
+
+    def _snippets(self, match: str | None, ids: list[str]) -> dict:
+        if not match or not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        # the page's rows first (CROSS JOIN keeps that order): FTS5 then looks each up by rowid
+        sql = (f"SELECT c.id, snippet({FTS_TABLE}, -1, char(2), char(3), '…', {SNIPPET_TOKENS}) "
+               f"FROM content c CROSS JOIN {FTS_TABLE} ON {FTS_TABLE}.rowid = c.rowid "
+               f"WHERE c.id IN ({marks}) AND {FTS_TABLE} MATCH ?")
+        return {id_: snippet_html(text) for id_, text in self._rows(sql, [*ids, match])}
+
+    def _list_sql(self, columns, type, status, search, sort, descending, mark, limit, offset):
+        """The SQL of one page of the list. Without a search: one SELECT per (type, status) group the filters
+        leave, each walking its content_live_* index in order, merged by SQLite (UNION ALL with ORDER BY is
+        a merge, not a sort). With one: the FTS5 matches, sorted."""
+        _check_filters(type, status)
+        way = "DESC" if descending else "ASC"
+        extra = list(mark) if mark is not None else []
+
+        def tail(t: str) -> tuple[str, str]:  # the keyset condition and the order, columns of table t
+            key = t + SORT_SQL[sort]
+            beyond = f" AND ({key}, {t}id) {'<' if descending else '>'} (?, ?)" if mark is not None else ""
+            return beyond, f"ORDER BY {key} {way}, {t}id {way} LIMIT ? OFFSET ?"
+
         if search:
-            # instr(): a search text with % or _ means itself, not a LIKE wildcard
-            needle = str(search).lower()
-            query = query.where((fn.instr(fn.lower(Content.title), needle) > 0)
-                                | (fn.instr(fn.lower(Content.slug), needle) > 0)
-                                | (fn.instr(fn.lower(Content.body), needle) > 0))
-        return query
+            match = fts_query(search)
+            if match is None:
+                return "SELECT " + ", ".join(columns) + " FROM content WHERE 0", []
+            beyond, order = tail("c.")
+            cols = ", ".join(f"c.{c}" for c in columns)
+            where, params = _live_where("c", type, status)
+            sql = (f"SELECT {cols} FROM {FTS_TABLE} JOIN content c ON c.rowid = {FTS_TABLE}.rowid "
+                   f"WHERE {FTS_TABLE} MATCH ? AND {where}{beyond} {order}")
+            return sql, [match, *params, *extra, limit, offset]
+        beyond, order = tail("")
+        cols = ", ".join(columns)
+        selects, params = [], []
+        for t in (TYPES if type is None else (type,)):
+            for st in (STATUSES if status is None else (status,)):
+                selects.append(f"SELECT {cols} FROM content WHERE deleted_at IS NULL AND type = ? AND status = ?"
+                               + beyond)
+                params += [t, st, *extra]
+        return " UNION ALL ".join(selects) + " " + order, [*params, limit, offset]
+
+    def _rows(self, sql: str, params) -> list[tuple]:
+        try:
+            return self.db.execute_sql(sql, params).fetchall()
+        except OperationalError as exc:
+            # fts_query quotes every term, so this is our bug, not the author's text: say so once, clearly
+            log.error("content query failed: %s (%s; %r)", exc, sql, params)
+            raise ValidationError("The search could not be run; the error is in the log.") from None
 
     def revisions(self, id: str) -> list[dict]:
         """The entry's revisions, newest first: number, type, title, slug, body, status, fields, created_at."""
