@@ -46,7 +46,8 @@ from ulid import ULID
 
 from .errors import NotFound, ValidationError
 from .plugins.hooks import HookDispatcher
-from .settings import PluginSettings
+from .retention import cutoffs, to_prune
+from .settings import ContentSettings, PluginSettings
 from .search import fts_query, snippet_html
 from .storage import FTS_TABLE, Content, Revision, utc_now
 
@@ -147,8 +148,10 @@ IN_TRASH = Content.deleted_at.is_null(False)
 class ContentService:
     """Pages and posts with revisions, firing the plugins' content hooks. Thread-safe."""
 
-    def __init__(self, db, plugins=None, settings: PluginSettings | None = None, logbook=None, metrics=None):
+    def __init__(self, db, plugins=None, settings: PluginSettings | None = None, logbook=None, metrics=None,
+                 content_settings: ContentSettings | None = None):
         self.db = db
+        self.content_settings = content_settings or ContentSettings()
         self.hooks = HookDispatcher(plugins, settings, logbook, metrics, editable=EDITABLE)
         self._listeners: list[Listener] = []
 
@@ -229,7 +232,8 @@ class ContentService:
     def query_plan(self, type: str | None = None, status: str | None = None, search: str | None = None,
                    sort: str = "updated_at", descending: bool = True, after: bool = False) -> str:
         """SQLite's plan for a list query (EXPLAIN QUERY PLAN, one line): what tests and benchmarks check."""
-        mark = ("m", "z") if after else None
+        # a mark inside the range, so that every group takes part
+        mark = ({"type": "page", "status": "draft"}.get(sort, "m"), "z") if after else None
         sql, params = self._list_sql(LIST_FIELDS, type, status, search, sort, descending, mark, DEFAULT_LIMIT, 0)
         return " | ".join(str(row[-1]) for row in self._rows("EXPLAIN QUERY PLAN " + sql, params))
 
@@ -296,9 +300,22 @@ class ContentService:
         selects, params = [], []
         for t in (TYPES if type is None else (type,)):
             for st in (STATUSES if status is None else (status,)):
+                cond, more = beyond, extra
+                if mark is not None and sort in ("type", "status"):
+                    # the group's sort value is fixed: it is wholly before the mark, wholly after it, or
+                    # continues after the mark's id (a row-value range here would cost a sort step)
+                    value = t if sort == "type" else st
+                    if value == mark[0]:
+                        cond, more = f" AND id {'<' if descending else '>'} ?", [mark[1]]
+                    elif (value < mark[0]) == descending:
+                        cond, more = "", []
+                    else:
+                        continue
                 selects.append(f"SELECT {cols} FROM content WHERE deleted_at IS NULL AND type = ? AND status = ?"
-                               + beyond)
-                params += [t, st, *extra]
+                               + cond)
+                params += [t, st, *more]
+        if not selects:
+            return "SELECT " + cols + " FROM content WHERE 0", []
         return " UNION ALL ".join(selects) + " " + order, [*params, limit, offset]
 
     def _rows(self, sql: str, params) -> list[tuple]:
@@ -515,6 +532,47 @@ class ContentService:
                         title=entry["title"], slug=entry["slug"], body=entry["body"], status=entry["status"],
                         fields=entry["fields"], created_at=entry["updated_at"], source=source,
                         changed_by=list(dict.fromkeys(changed_by))).execute()
+        if self.content_settings.revision_retention:
+            self._thin(entry["id"], *cutoffs(self.content_settings), keep_last=True)
+
+    # ---- revision retention (core/retention.py) ---------------------------------------------
+    def _thin(self, id: str, all_from: str, daily_from: str, keep_last: bool) -> int:
+        """Delete the entry's revisions the retention policy no longer keeps (inside a transaction)."""
+        old = self.db.execute_sql(
+            "SELECT rowid, created_at FROM content_revision WHERE content_id = ? AND created_at < ? "
+            "ORDER BY created_at, rowid", (id, all_from)).fetchall()
+        if len(old) < 2 and (self.content_settings.revisions_monthly or not old):
+            return 0  # one old revision is the last of its bucket
+        if keep_last:
+            keep_last = not self.db.execute_sql(
+                "SELECT 1 FROM content_revision WHERE content_id = ? AND created_at >= ? LIMIT 1",
+                (id, all_from)).fetchone()
+        doomed = to_prune(old, daily_from, self.content_settings.revisions_monthly, keep_last)
+        for start in range(0, len(doomed), 500):
+            chunk = doomed[start:start + 500]
+            self.db.execute_sql(f"DELETE FROM content_revision WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)
+        return len(doomed)
+
+    def prune_revisions(self, now=None, stop=None) -> int:
+        """Apply the retention policy to every entry (the Trash's too), a batch of entries per
+        transaction. stop: a threading.Event that ends the pass between batches. Returns how many
+        revisions went."""
+        s = self.content_settings
+        if not s.revision_retention:
+            return 0
+        all_from, daily_from = cutoffs(s, now)
+        removed, after = 0, ""
+        while stop is None or not stop.is_set():
+            with self._transaction():
+                ids = [r[0] for r in self.db.execute_sql(
+                    "SELECT DISTINCT content_id FROM content_revision WHERE content_id > ? AND created_at < ? "
+                    "ORDER BY content_id LIMIT ?", (after, all_from, s.retention_batch))]
+                for id in ids:
+                    removed += self._thin(id, all_from, daily_from, keep_last=True)
+            if len(ids) < s.retention_batch:
+                break
+            after = ids[-1]
+        return removed
 
     def _committed(self, events: list[str], entry: dict, run_hooks: bool) -> dict:
         self._notify(events[0], entry)

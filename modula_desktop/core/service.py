@@ -47,6 +47,7 @@ class SiteService:
         self.watcher = None
         self._watcher_lock = threading.Lock()
         self._loader: threading.Thread | None = None
+        self._retention: threading.Thread | None = None
         self._closed = threading.Event()
 
     def _make_content_service(self):
@@ -54,7 +55,8 @@ class SiteService:
             from .content import ContentService
         except ImportError:  # pragma: no cover - during bring-up
             return None
-        return ContentService(self.db, self.plugins, self.settings.plugins, self.logbook, self.metrics)
+        return ContentService(self.db, self.plugins, self.settings.plugins, self.logbook, self.metrics,
+                              content_settings=self.settings.content)
 
     def _seed_welcome(self):
         try:
@@ -78,6 +80,7 @@ class SiteService:
         show as loading) and load them in a thread, so a server or window started next answers at
         once; ``plugins.wait_loaded()`` waits for them."""
         enabled = self.settings.plugins.hot_reload if hot_reload is None else hot_reload
+        self._start_retention()
         if not background:
             self.plugins.load_all()
             self._start_watcher(enabled)
@@ -87,6 +90,27 @@ class SiteService:
                                         name="modula-plugin-loader", daemon=True)
         self._loader.start()
         return self
+
+    def _start_retention(self):
+        # revisions of entries nobody saves age too: thin them once per start, off the caller's thread
+        if self.content is None or not self.settings.content.revision_retention or self._retention is not None:
+            return
+        self._retention = threading.Thread(target=self._run_retention, name="modula-revision-retention",
+                                           daemon=True)
+        self._retention.start()
+
+    def _run_retention(self):
+        try:
+            removed = self.content.prune_revisions(stop=self._closed)
+            if removed:
+                log.info("revision retention removed %d old revision(s)", removed)
+        except Exception:  # noqa: BLE001 - old revisions staying a while longer harms nothing
+            log.exception("the revision retention pass failed")
+        finally:
+            try:
+                self.db.close()  # this thread's connection
+            except Exception:  # noqa: BLE001
+                pass
 
     def _load_in_background(self, hot_reload: bool):
         try:
@@ -119,6 +143,8 @@ class SiteService:
         if self._loader is not None:
             # the plugin being loaded finishes (its own budgets bound it); no other one starts
             self._loader.join()
+        if self._retention is not None:
+            self._retention.join()  # it stops after the batch it is in
         # queued after-hooks finish before the plugins they run in stop
         if self.content is not None:
             self.content.close()
