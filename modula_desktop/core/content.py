@@ -232,8 +232,9 @@ class ContentService:
     def query_plan(self, type: str | None = None, status: str | None = None, search: str | None = None,
                    sort: str = "updated_at", descending: bool = True, after: bool = False) -> str:
         """SQLite's plan for a list query (EXPLAIN QUERY PLAN, one line): what tests and benchmarks check."""
-        # a mark inside the range, so that every group takes part
-        mark = ({"type": "page", "status": "draft"}.get(sort, "m"), "z") if after else None
+        # a mark inside the range (in a type or status order, the filter's value or the first one)
+        value = {"type": type or TYPES[0], "status": status or STATUSES[0]}.get(sort, "m")
+        mark = (value, "z") if after else None
         sql, params = self._list_sql(LIST_FIELDS, type, status, search, sort, descending, mark, DEFAULT_LIMIT, 0)
         return " | ".join(str(row[-1]) for row in self._rows("EXPLAIN QUERY PLAN " + sql, params))
 
