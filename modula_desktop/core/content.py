@@ -48,7 +48,7 @@ from .errors import NotFound, ValidationError
 from .plugins.hooks import HookDispatcher
 from .retention import cutoffs, to_prune
 from .settings import ContentSettings, PluginSettings
-from .search import fts_query, snippet_html
+from .search import fts_query, snippet, wanted_words
 from .storage import FTS_TABLE, Content, Revision, utc_now
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,7 @@ def _source(source) -> str:
 
 
 SORT_SQL = {"updated_at": "updated_at", "title": "title COLLATE NOCASE", "type": "type", "status": "status"}
-SNIPPET_TOKENS = 16
-RANK = "bm25(5.0, 1.0)"  # a word in the title weighs five in the body
+TITLE_WEIGHT = 5.0  # bm25: a word in the title weighs five in the body
 
 
 def _check_limit(limit):
@@ -200,6 +199,8 @@ class ContentService:
             match = fts_query(search)
             if match is None:
                 return 0
+            if type is None and status is None:  # the index holds live entries only: no join needed
+                return self._rows(f"SELECT COUNT(*) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?", [match])[0][0]
             sql = (f"SELECT COUNT(*) FROM {FTS_TABLE} JOIN content ON content.rowid = {FTS_TABLE}.rowid "
                    f"WHERE {FTS_TABLE} MATCH ? AND {where}")
             params = [match, *params]
@@ -213,8 +214,8 @@ class ContentService:
         """One page of entries in the order of a list column (title, type, status or updated_at), the id
         breaking ties. after is the last entry of the previous page: keyset paging, so the 50th page costs
         what the first does (an OFFSET walks every row before it). Each order has its index (storage).
-        The entries carry LIST_FIELDS only: a list needs no bodies, and reading them would cost the most.
-        With a search, each also carries its ``snippet`` (HTML: the matches in <mark>)."""
+        The entries carry LIST_FIELDS only: a list needs no bodies, and reading them would cost the most
+        (``snippet`` gives one entry's text around the words searched for)."""
         if sort not in SORT_KEYS:
             raise ValidationError(f"sort must be one of {', '.join(SORT_KEYS)}, not {sort!r}.")
         _check_limit(limit)
@@ -222,12 +223,7 @@ class ContentService:
         sql, params = self._list_sql(LIST_FIELDS, type, status, search, sort, descending, mark, limit, 0)
         # the rows straight from the cursor: text columns need none of peewee's per-value conversion,
         # which cost more than the query when a list scrolls through tens of thousands of entries
-        page = [dict(zip(LIST_FIELDS, row)) for row in self._rows(sql, params)]
-        if search and page:
-            snippets = self._snippets(fts_query(search), [e["id"] for e in page])
-            for e in page:
-                e["snippet"] = snippets.get(e["id"], "")
-        return page
+        return [dict(zip(LIST_FIELDS, row)) for row in self._rows(sql, params)]
 
     def query_plan(self, type: str | None = None, status: str | None = None, search: str | None = None,
                    sort: str = "updated_at", descending: bool = True, after: bool = False) -> str:
@@ -252,26 +248,26 @@ class ContentService:
         if match is None:
             return []
         where, params = _live_where("c", type, status)
-        # ranked first, snippets for the page only: snippet() reads and tokenizes a body, and ranking
-        # with it in the select list would run it for every match before the sort
-        sql = (f"SELECT c.id, c.type, c.title, c.slug, c.status, c.updated_at, {FTS_TABLE}.rank "
+        # ranked without the bodies (the sort would carry every match's), which come for the page only
+        sql = (f"SELECT c.rowid, c.id, c.type, c.title, c.slug, c.status, c.updated_at, "
+               f"bm25({FTS_TABLE}, {TITLE_WEIGHT}, 1.0) AS score "
                f"FROM {FTS_TABLE} JOIN content c ON c.rowid = {FTS_TABLE}.rowid "
-               f"WHERE {FTS_TABLE} MATCH ? AND {FTS_TABLE}.rank MATCH ? AND {where} "
-               f"ORDER BY {FTS_TABLE}.rank LIMIT ? OFFSET ?")
-        rows = self._rows(sql, [match, RANK, *params, limit, offset])
-        snippets = self._snippets(match, [r[0] for r in rows])
-        return [{"id": r[0], "type": r[1], "title": r[2], "slug": r[3], "status": r[4], "updated_at": r[5],
-                 "snippet": snippets.get(r[0], ""), "rank": r[6]} for r in rows]
+               f"WHERE {FTS_TABLE} MATCH ? AND {where} ORDER BY score, c.id LIMIT ? OFFSET ?")
+        rows = self._rows(sql, [match, *params, limit, offset])
+        if not rows:
+            return []
+        bodies = dict(self._rows(f"SELECT rowid, body FROM content WHERE rowid IN ({','.join('?' * len(rows))})",
+                                 [r[0] for r in rows]))
+        words = wanted_words(query)
+        return [{"id": r[1], "type": r[2], "title": r[3], "slug": r[4], "status": r[5], "updated_at": r[6],
+                 "snippet": snippet(r[3], bodies.get(r[0], ""), words), "rank": r[7]} for r in rows]
 
-    def _snippets(self, match: str | None, ids: list[str]) -> dict:
-        if not match or not ids:
-            return {}
-        marks = ",".join("?" * len(ids))
-        # the page's rows first (CROSS JOIN keeps that order): FTS5 then looks each up by rowid
-        sql = (f"SELECT c.id, snippet({FTS_TABLE}, -1, char(2), char(3), '…', {SNIPPET_TOKENS}) "
-               f"FROM content c CROSS JOIN {FTS_TABLE} ON {FTS_TABLE}.rowid = c.rowid "
-               f"WHERE c.id IN ({marks}) AND {FTS_TABLE} MATCH ?")
-        return {id_: snippet_html(text) for id_, text in self._rows(sql, [*ids, match])}
+    def snippet(self, id: str, query: str) -> str:
+        """The entry's text around the words of query, as safe HTML (the matches in <mark>); "" when
+        the entry is gone or the query has no word."""
+        words = wanted_words(query)
+        row = Content.get_or_none((Content.id == id) & LIVE) if words and isinstance(id, str) else None
+        return snippet(row.title, row.body, words) if row is not None else ""
 
     def _list_sql(self, columns, type, status, search, sort, descending, mark, limit, offset):
         """The SQL of one page of the list. Without a search: one SELECT per (type, status) group the filters

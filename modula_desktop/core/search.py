@@ -14,11 +14,14 @@ Punctuation alone is no word: a query of only punctuation matches nothing (``fts
 from __future__ import annotations
 
 import html
+import re
+import unicodedata
 
 MAX_QUERY_CHARS = 500  # longer search text is cut: no one types more, and each term costs a lookup
 MAX_TERMS = 16
 MIN_PREFIX = 2  # a one-letter prefix would walk most of the index's terms
-MARK_OPEN, MARK_CLOSE = "\x02", "\x03"  # what snippet() wraps matches in, before they become <mark>
+SNIPPET_WORDS = 16
+_WORD = re.compile(r"\w+")
 
 
 def _quoted(text: str) -> str:
@@ -78,6 +81,56 @@ def fts_query(text) -> str | None:
     return " OR ".join(exprs) if exprs else None
 
 
-def snippet_html(raw: str | None) -> str:
-    """snippet()'s text as safe HTML: everything escaped, the matches in <mark>."""
-    return html.escape(raw or "", quote=False).replace(MARK_OPEN, "<mark>").replace(MARK_CLOSE, "</mark>")
+def fold(text: str) -> str:
+    """Lower case without accents, as the index's tokenizer (unicode61, remove_diacritics 2) sees words."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def wanted_words(text) -> list[tuple[str, bool]]:
+    """The words a search looks for (not the excluded ones), folded, each with whether it matches as a
+    prefix: what a snippet marks."""
+    if not isinstance(text, str):
+        return []
+    out = []
+    for kind, term, negated in _terms("".join(ch if ch >= " " else " " for ch in text[:MAX_QUERY_CHARS])):
+        if kind == "or" or negated or not _is_term(term):
+            continue
+        words = _WORD.findall(fold(term))
+        prefix = kind == "word" and len(term) >= MIN_PREFIX
+        out += [(w, prefix and i == len(words) - 1) for i, w in enumerate(words)]
+    return out[:MAX_TERMS * 4]
+
+
+def snippet(title: str, body: str, words: list[tuple[str, bool]], size: int = SNIPPET_WORDS) -> str:
+    """The part of the body with the most of the words, as safe HTML: escaped, the matches in <mark>,
+    "…" where it is cut. The title when the body has none of them. Made here rather than by FTS5's
+    snippet(), which re-reads the whole doclist of a common word for every row it marks."""
+    for text in (body or "", title or ""):
+        tokens = [(m.start(), m.end(), fold(m.group())) for m in _WORD.finditer(text)]
+        hits = [any(t == w or (prefix and t.startswith(w)) for w, prefix in words) for _, _, t in tokens]
+        if not any(hits):
+            continue
+        best, score = 0, -1
+        for start in range(0, max(1, len(tokens) - size + 1)):
+            found = sum(hits[start:start + size])
+            if found > score:
+                best, score = start, found
+            if start + size >= len(tokens):
+                break
+        first = max(0, next(i for i in range(best, len(tokens)) if hits[i]) - 2)  # a little before
+        last = min(len(tokens), first + size)
+        out = ["…"] if first > 0 else []
+        at = tokens[first][0] if first > 0 else 0
+        for i in range(first, last):
+            s, e, _ = tokens[i]
+            out.append(html.escape(text[at:s], quote=False))
+            word = html.escape(text[s:e], quote=False)
+            out.append(f"<mark>{word}</mark>" if hits[i] else word)
+            at = e
+        if last < len(tokens):
+            out.append("…")
+        elif at < len(text):
+            out.append(html.escape(text[at:], quote=False))
+        return "".join(out).strip()
+    return html.escape(" ".join((body or "").split()[:size]), quote=False)
