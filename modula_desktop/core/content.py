@@ -275,11 +275,14 @@ class ContentService:
         a merge, not a sort). With one: the FTS5 matches, sorted."""
         _check_filters(type, status)
         way = "DESC" if descending else "ASC"
-        extra = list(mark) if mark is not None else []
+        extra = [mark[0], *mark] if mark is not None else []
 
         def tail(t: str) -> tuple[str, str]:  # the keyset condition and the order, columns of table t
             key = t + SORT_SQL[sort]
-            beyond = f" AND ({key}, {t}id) {'<' if descending else '>'} (?, ?)" if mark is not None else ""
+            # the scalar bound lets SQLite seek to the mark (with COLLATE NOCASE the row value alone
+            # made it walk the group from its start); the row value then drops the ties before it
+            way_ = "<" if descending else ">"
+            beyond = (f" AND {key} {way_}= ? AND ({key}, {t}id) {way_} (?, ?)" if mark is not None else "")
             return beyond, f"ORDER BY {key} {way}, {t}id {way} LIMIT ? OFFSET ?"
 
         if search:

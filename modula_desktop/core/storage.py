@@ -229,7 +229,9 @@ def add_domain_approvals(db):
 
 # The live entries' list orders (ContentService's list queries): one index per order, each led by
 # (type, status), so every filter, and the whole list as a merge of the four (type, status) groups,
-# walks an index in order with no sort step. Partial: the Trash is not in them.
+# walks an index in order with no sort step. Partial: the Trash is not in them. deleted_at (always
+# NULL there) makes them covering for counts: SQLite 3.40 reads the row for a column of the WHERE even
+# when the index's own condition implies the term, and the columns after the body cost overflow pages.
 LIVE_INDEXES = (("updated", "updated_at, id"), ("title", "title COLLATE NOCASE, id"), ("kind", "id"))
 
 
@@ -240,8 +242,8 @@ def add_live_indexes(db):
     for name in ("updated", "title", "type", "status"):
         db.execute_sql(f"DROP INDEX IF EXISTS content_list_{name}")
     for name, key in LIVE_INDEXES:
-        db.execute_sql(f"CREATE INDEX IF NOT EXISTS content_live_{name} ON content (type, status, {key}) "
-                       "WHERE deleted_at IS NULL")
+        db.execute_sql(f"CREATE INDEX IF NOT EXISTS content_live_{name} ON content (type, status, {key}, "
+                       "deleted_at) WHERE deleted_at IS NULL")
     db.execute_sql("DROP INDEX IF EXISTS content_deleted_at")
     db.execute_sql("CREATE INDEX IF NOT EXISTS content_trash ON content (deleted_at, id) WHERE deleted_at IS NOT NULL")
 
