@@ -247,20 +247,31 @@ class ContentService:
         match = fts_query(query)
         if match is None:
             return []
-        where, params = _live_where("c", type, status)
-        # ranked without the bodies (the sort would carry every match's), which come for the page only
-        sql = (f"SELECT c.rowid, c.id, c.type, c.title, c.slug, c.status, c.updated_at, "
-               f"bm25({FTS_TABLE}, {TITLE_WEIGHT}, 1.0) AS score "
-               f"FROM {FTS_TABLE} JOIN content c ON c.rowid = {FTS_TABLE}.rowid "
-               f"WHERE {FTS_TABLE} MATCH ? AND {where} ORDER BY score, c.id LIMIT ? OFFSET ?")
-        rows = self._rows(sql, [match, *params, limit, offset])
-        if not rows:
+        score = f"bm25({FTS_TABLE}, {TITLE_WEIGHT}, 1.0)"
+        if type is None and status is None:
+            # ranked in the index alone (it holds live entries only): a row read per match, as a join
+            # makes, cost more than the ranking for a common word
+            ranked = self._rows(f"SELECT rowid, {score} AS score FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? "
+                                "ORDER BY score, rowid LIMIT ? OFFSET ?", [match, limit, offset])
+        else:
+            where, params = _live_where("c", type, status)
+            ranked = self._rows(f"SELECT c.rowid, {score} AS score FROM {FTS_TABLE} JOIN content c "
+                                f"ON c.rowid = {FTS_TABLE}.rowid WHERE {FTS_TABLE} MATCH ? AND {where} "
+                                "ORDER BY score, c.rowid LIMIT ? OFFSET ?", [match, *params, limit, offset])
+        if not ranked:
             return []
-        bodies = dict(self._rows(f"SELECT rowid, body FROM content WHERE rowid IN ({','.join('?' * len(rows))})",
-                                 [r[0] for r in rows]))
+        # the page's entries, bodies included (for the snippets), read once each
+        rows = {r[0]: r[1:] for r in self._rows(
+            "SELECT rowid, id, type, title, slug, status, updated_at, body FROM content "
+            f"WHERE rowid IN ({','.join('?' * len(ranked))})", [r[0] for r in ranked])}
         words = wanted_words(query)
-        return [{"id": r[1], "type": r[2], "title": r[3], "slug": r[4], "status": r[5], "updated_at": r[6],
-                 "snippet": snippet(r[3], bodies.get(r[0], ""), words), "rank": r[7]} for r in rows]
+        hits = []
+        for rowid, rank in ranked:
+            r = rows.get(rowid)
+            if r is not None:
+                hits.append({"id": r[0], "type": r[1], "title": r[2], "slug": r[3], "status": r[4],
+                             "updated_at": r[5], "snippet": snippet(r[2], r[6], words), "rank": rank})
+        return hits
 
     def snippet(self, id: str, query: str) -> str:
         """The entry's text around the words of query, as safe HTML (the matches in <mark>); "" when
