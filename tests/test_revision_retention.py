@@ -259,3 +259,19 @@ def test_a_mixed_file_reads_text_and_compressed_revisions_alike(tmp_path):
         assert [r["body"] for r in svc.content.revisions(e["id"])] == [BODY + "!", BODY]
     finally:
         svc.close()
+
+
+def test_a_pass_that_finds_nothing_to_remove_never_takes_the_write_lock(tmp_path):
+    svc = open_site(tmp_path)
+    try:
+        e = saved_many(svc, [dt.datetime(2024, m, 1, tzinfo=dt.timezone.utc) for m in (1, 2, 3)])  # one a month
+        other = sqlite3.connect(tmp_path / "site.db", timeout=0.1)
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the lock for as long as the pass runs
+        try:
+            assert svc.content.prune_revisions(now=NOW) == 0
+        finally:
+            other.rollback()
+            other.close()
+        assert numbers(svc, e["id"]) == [1, 2, 3]
+    finally:
+        svc.close()

@@ -549,40 +549,51 @@ class ContentService:
     # ---- revision retention (core/retention.py) ---------------------------------------------
     def _thin(self, id: str, all_from: str, daily_from: str, keep_last: bool) -> int:
         """Delete the entry's revisions the retention policy no longer keeps (inside a transaction)."""
+        doomed = self._doomed(id, all_from, daily_from, keep_last)
+        self._delete_revisions(doomed)
+        return len(doomed)
+
+    def _doomed(self, id: str, all_from: str, daily_from: str, keep_last: bool) -> list[int]:
         old = self.db.execute_sql(
             "SELECT rowid, created_at FROM content_revision WHERE content_id = ? AND created_at < ? "
             "ORDER BY created_at, rowid", (id, all_from)).fetchall()
         if len(old) < 2 and (self.content_settings.revisions_monthly or not old):
-            return 0  # one old revision is the last of its bucket
+            return []  # one old revision is the last of its bucket
         if keep_last:
             keep_last = not self.db.execute_sql(
                 "SELECT 1 FROM content_revision WHERE content_id = ? AND created_at >= ? LIMIT 1",
                 (id, all_from)).fetchone()
-        doomed = to_prune(old, daily_from, self.content_settings.revisions_monthly, keep_last)
-        for start in range(0, len(doomed), 500):
-            chunk = doomed[start:start + 500]
+        return to_prune(old, daily_from, self.content_settings.revisions_monthly, keep_last)
+
+    def _delete_revisions(self, rowids: list[int]):
+        for start in range(0, len(rowids), 500):
+            chunk = rowids[start:start + 500]
             self.db.execute_sql(f"DELETE FROM content_revision WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)
-        return len(doomed)
 
     def prune_revisions(self, now=None, stop=None) -> int:
-        """Apply the retention policy to every entry (the Trash's too), a batch of entries per
-        transaction. stop: a threading.Event that ends the pass between batches. Returns how many
-        revisions went."""
+        """Apply the retention policy to every entry (the Trash's too). What to delete is worked out
+        without the write lock; a batch of entries' deletions then take it briefly, so a pass that finds
+        nothing never holds it. stop: a threading.Event that ends the pass between batches. Returns how
+        many revisions went."""
         s = self.content_settings
         if not s.revision_retention:
             return 0
         all_from, daily_from = cutoffs(s, now)
-        removed, after = 0, ""
-        while stop is None or not stop.is_set():
-            with self._transaction():
-                ids = [r[0] for r in self.db.execute_sql(
-                    "SELECT DISTINCT content_id FROM content_revision WHERE content_id > ? AND created_at < ? "
-                    "ORDER BY content_id LIMIT ?", (after, all_from, s.retention_batch))]
-                for id in ids:
-                    removed += self._thin(id, all_from, daily_from, keep_last=True)
-            if len(ids) < s.retention_batch:
+        # with monthly thinning an entry needs two old revisions before one can go
+        having = " HAVING COUNT(*) > 1" if s.revisions_monthly else ""
+        ids = [r[0] for r in self.db.execute_sql(
+            f"SELECT content_id FROM content_revision WHERE created_at < ? GROUP BY content_id{having}", (all_from,))]
+        removed = 0
+        for start in range(0, len(ids), s.retention_batch):
+            if stop is not None and stop.is_set():
                 break
-            after = ids[-1]
+            doomed = [r for id in ids[start:start + s.retention_batch]
+                      for r in self._doomed(id, all_from, daily_from, keep_last=True)]
+            if doomed:
+                # a save since the reads above only adds newer revisions: what was doomed stays doomed
+                with self._transaction():
+                    self._delete_revisions(doomed)
+                removed += len(doomed)
         return removed
 
     def _committed(self, events: list[str], entry: dict, run_hooks: bool) -> dict:

@@ -80,10 +80,10 @@ class SiteService:
         show as loading) and load them in a thread, so a server or window started next answers at
         once; ``plugins.wait_loaded()`` waits for them."""
         enabled = self.settings.plugins.hot_reload if hot_reload is None else hot_reload
-        self._start_retention()
         if not background:
             self.plugins.load_all()
             self._start_watcher(enabled)
+            self._start_retention()
             return self
         self.plugins.discover_all()
         self._loader = threading.Thread(target=self._load_in_background, args=(enabled,),
@@ -92,12 +92,15 @@ class SiteService:
         return self
 
     def _start_retention(self):
-        # revisions of entries nobody saves age too: thin them once per start, off the caller's thread
-        if self.content is None or not self.settings.content.revision_retention or self._retention is not None:
-            return
-        self._retention = threading.Thread(target=self._run_retention, name="modula-revision-retention",
-                                           daemon=True)
-        self._retention.start()
+        # revisions of entries nobody saves age too: thin them once per start, off the caller's thread,
+        # after the plugins loaded (their start-up writes need not wait for it)
+        with self._watcher_lock:
+            if (self.content is None or not self.settings.content.revision_retention or self._retention is not None
+                    or self._closed.is_set()):
+                return
+            self._retention = threading.Thread(target=self._run_retention, name="modula-revision-retention",
+                                               daemon=True)
+            self._retention.start()
 
     def _run_retention(self):
         try:
@@ -118,6 +121,7 @@ class SiteService:
         except Exception:  # noqa: BLE001 - load_all never raises for a plugin; this is our bug
             log.exception("loading the plugins failed")
         self._start_watcher(hot_reload)
+        self._start_retention()
 
     def _start_watcher(self, enabled: bool):
         if not enabled:
@@ -143,8 +147,10 @@ class SiteService:
         if self._loader is not None:
             # the plugin being loaded finishes (its own budgets bound it); no other one starts
             self._loader.join()
-        if self._retention is not None:
-            self._retention.join()  # it stops after the batch it is in
+        with self._watcher_lock:
+            retention = self._retention
+        if retention is not None:
+            retention.join()  # it stops after the batch it is in
         # queued after-hooks finish before the plugins they run in stop
         if self.content is not None:
             self.content.close()
