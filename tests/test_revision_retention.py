@@ -204,6 +204,7 @@ def make_old_site(path):
         DROP TABLE content_fts; DROP INDEX revision_content_created; DROP INDEX content_trash;
         DROP INDEX content_live_updated; DROP INDEX content_live_title; DROP INDEX content_live_kind;
         CREATE INDEX content_deleted_at ON content (deleted_at);
+        CREATE INDEX revision_content_id ON content_revision (content_id);
         CREATE INDEX content_list_updated ON content (updated_at, id);
         CREATE INDEX content_list_title ON content (title COLLATE NOCASE, id);
         CREATE INDEX content_list_type ON content (type, id);
@@ -228,6 +229,7 @@ def test_a_site_made_before_the_migration_comes_along(tmp_path):
         names = {r[0] for r in db.execute_sql("SELECT name FROM sqlite_master WHERE type IN ('index', 'table')")}
         assert {"content_fts", "content_live_updated", "content_trash", "revision_content_created"} <= names
         assert not any(n.startswith("content_list_") for n in names) and "content_deleted_at" not in names
+        assert "revision_content_id" not in names, "the foreign key's index, redundant with (content_id, number)"
         # existing revisions compressed (the short ones stay text), and read as before
         kinds = dict(db.execute_sql("SELECT typeof(body), COUNT(*) FROM content_revision GROUP BY 1").fetchall())
         assert kinds["blob"] == 2 and kinds["text"] == 2
