@@ -8,7 +8,6 @@ import zlib
 
 import pytest
 
-from conftest_content import make_site  # noqa: F401 - a fixture
 from modula_desktop.core.build.media import unused_media
 from modula_desktop.core.errors import SettingsError
 from modula_desktop.core.retention import stamp
