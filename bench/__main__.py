@@ -29,7 +29,7 @@ BENCHES = {
     "hooks": ("bench_hooks.py", ["--rounds", "5", "--saves", "30"]),
     "reload": ("bench_reload.py", ["--runs", "3"]),
     "containment": ("bench_containment.py", []),
-    "content": ("bench_content.py", []),
+    "content": ("bench_content.py", ["--quick"]),
     "build": ("bench_build.py", []),
     "window": ("bench_window.py", []),
 }

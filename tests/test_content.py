@@ -177,8 +177,9 @@ def test_list_filters_search_and_pages(content):
     assert ids(content.list(status="published")) == [b["id"]]
     assert ids(content.list(type="post", status="draft")) == [c["id"]]
     assert ids(content.list(search="alpha")) == [c["id"], a["id"]]
-    assert ids(content.list(search="%")) == [a["id"]], "% is text, not a wildcard"
-    assert ids(content.list(search="_")) == []
+    assert ids(content.list(search="100%")) == [a["id"]], "% is punctuation, not a wildcard"
+    assert ids(content.list(search="%")) == [] and ids(content.list(search="_")) == [], "no word: no match"
+    assert ids(content.list(search="cott")) == [a["id"]], "the words typed so far match as prefixes"
     assert ids(content.list(limit=1, offset=1)) == [b["id"]]
     assert content.count() == 3 and content.count(type="post") == 2 and content.count(search="gamma") == 1
     content.update(a["id"], {"body": "edited"})

@@ -140,7 +140,9 @@ def test_migration_2_upgrades_a_site_made_before_the_trash(tmp_path):
     # make the file what version 1 wrote: no trash or source columns, schema version 1
     db = sqlite3.connect(tmp_path / "site.db")
     db.executescript("""
-        DROP INDEX content_deleted_at;
+        DROP TRIGGER content_fts_insert; DROP TRIGGER content_fts_update; DROP TRIGGER content_fts_delete;
+        DROP TABLE content_fts; DROP INDEX content_trash;
+        DROP INDEX content_live_updated; DROP INDEX content_live_title; DROP INDEX content_live_kind;
         ALTER TABLE content DROP COLUMN deleted_at; ALTER TABLE content DROP COLUMN deleted_slug;
         ALTER TABLE content_revision DROP COLUMN source; ALTER TABLE content_revision DROP COLUMN changed_by;
         DELETE FROM schema_version WHERE version > 1;

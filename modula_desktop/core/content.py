@@ -43,15 +43,17 @@ import unicodedata
 from contextlib import contextmanager
 from typing import Callable
 
-from peewee import SQL, IntegrityError, fn
+from peewee import IntegrityError, OperationalError, fn
 from ulid import ULID
 
 from .errors import NotFound, ValidationError
 from .plugins.runtime import nesting
 from .plugins.runtime.dispatch import HookDispatcher
 from .reads import read_entries, read_entry
-from .settings import PluginSettings
-from .storage import Content, Revision, utc_now
+from .retention import cutoffs, to_prune
+from .search import fts_query, snippet, wanted_words
+from .settings import ContentSettings, PluginSettings
+from .storage import FTS_TABLE, Content, Revision, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,39 @@ def _source(source) -> str:
     return source.strip()
 
 
+SORT_SQL = {"updated_at": "updated_at", "title": "title COLLATE NOCASE", "type": "type", "status": "status"}
+TITLE_WEIGHT = 5.0  # bm25: a word in the title weighs five in the body
+
+
+def _check_limit(limit):
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ValidationError(f"limit must be a whole number from 1 to {MAX_LIMIT}.")
+
+
+def _check_filters(type, status):
+    if type is not None and type not in TYPES:
+        raise ValidationError(f"type must be one of {', '.join(TYPES)}, not {type!r}.")
+    if status is not None and status not in STATUSES:
+        raise ValidationError(f"status must be one of {', '.join(STATUSES)}, not {status!r}.")
+
+
+def _live_where(table: str, type, status) -> tuple[str, list]:
+    where, params = [f"{table}.deleted_at IS NULL"], []
+    if type is not None:
+        where.append(f"{table}.type = ?")
+        params.append(type)
+    if status is not None:
+        where.append(f"{table}.status = ?")
+        params.append(status)
+    return " AND ".join(where), params
+
+
+def _entry_of(row: tuple) -> dict:
+    entry = dict(zip(FIELDS, row))
+    entry["fields"] = json.loads(entry["fields"]) if entry["fields"] else {}
+    return entry
+
+
 LIVE = Content.deleted_at.is_null()
 IN_TRASH = Content.deleted_at.is_null(False)
 
@@ -116,8 +151,10 @@ IN_TRASH = Content.deleted_at.is_null(False)
 class ContentService:
     """Pages and posts with revisions, firing the plugins' content hooks. Thread-safe."""
 
-    def __init__(self, db, plugins=None, settings: PluginSettings | None = None, logbook=None, metrics=None):
+    def __init__(self, db, plugins=None, settings: PluginSettings | None = None, logbook=None, metrics=None,
+                 content_settings: ContentSettings | None = None):
         self.db = db
+        self.content_settings = content_settings or ContentSettings()
         self.hooks = HookDispatcher(plugins, settings, logbook, metrics, editable=EDITABLE)
         self._listeners: list[Listener] = []
         # per thread: the listener calls and after-hooks of changes made inside an operation's
@@ -155,16 +192,28 @@ class ContentService:
 
     def list(self, type: str | None = None, status: str | None = None, search: str | None = None,
              limit: int = DEFAULT_LIMIT, offset: int = 0) -> list[dict]:
-        """Entries, most recently updated first. search matches title, slug and body (case-insensitive)."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-            raise ValidationError(f"limit must be a whole number from 1 to {MAX_LIMIT}.")
+        """Entries, most recently updated first. search: words of the title or body (see core/search.py)."""
+        _check_limit(limit)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValidationError("offset must be a whole number of at least 0.")
-        query = self._filtered(type, status, search).order_by(Content.updated_at.desc(), Content.id.desc())
-        return [_entry(row) for row in query.limit(limit).offset(offset)]
+        sql, params = self._list_sql(FIELDS, type, status, search, "updated_at", True, None, limit, offset)
+        return [_entry_of(row) for row in self._rows(sql, params)]
 
     def count(self, type: str | None = None, status: str | None = None, search: str | None = None) -> int:
-        return self._filtered(type, status, search).count()
+        _check_filters(type, status)
+        where, params = _live_where("content", type, status)
+        if search:
+            match = fts_query(search)
+            if match is None:
+                return 0
+            if type is None and status is None:  # the index holds live entries only: no join needed
+                return self._rows(f"SELECT COUNT(*) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?", [match])[0][0]
+            sql = (f"SELECT COUNT(*) FROM {FTS_TABLE} JOIN content ON content.rowid = {FTS_TABLE}.rowid "
+                   f"WHERE {FTS_TABLE} MATCH ? AND {where}")
+            params = [match, *params]
+        else:
+            sql = f"SELECT COUNT(*) FROM content WHERE {where}"
+        return self._rows(sql, params)[0][0]
 
     def list_sorted(self, type: str | None = None, status: str | None = None, search: str | None = None,
                     sort: str = "updated_at", descending: bool = True, limit: int = DEFAULT_LIMIT,
@@ -172,44 +221,128 @@ class ContentService:
         """One page of entries in the order of a list column (title, type, status or updated_at), the id
         breaking ties. after is the last entry of the previous page: keyset paging, so the 50th page costs
         what the first does (an OFFSET walks every row before it). Each order has its index (storage).
-        The entries carry LIST_FIELDS only: a list needs no bodies, and reading them would cost the most."""
+        The entries carry LIST_FIELDS only: a list needs no bodies, and reading them would cost the most
+        (``snippet`` gives one entry's text around the words searched for)."""
         if sort not in SORT_KEYS:
             raise ValidationError(f"sort must be one of {', '.join(SORT_KEYS)}, not {sort!r}.")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-            raise ValidationError(f"limit must be a whole number from 1 to {MAX_LIMIT}.")
-        column = getattr(Content, sort)
-        key = column.collate("NOCASE") if sort == "title" else column
-        query = self._filtered(type, status, search)
-        if after is not None:
-            mark = (after.get(sort) or "", after.get("id") or "")
-            # row values: (key, id) strictly beyond the last one shown, in the direction of the sort
-            before = SQL(f"({'title COLLATE NOCASE' if sort == 'title' else sort}, id) "
-                         f"{'<' if descending else '>'} (?, ?)", mark)
-            query = query.where(before)
-        order = (key.desc(), Content.id.desc()) if descending else (key.asc(), Content.id.asc())
-        columns = [getattr(Content, name) for name in LIST_FIELDS]
+        _check_limit(limit)
+        mark = None if after is None else (after.get(sort) or "", after.get("id") or "")
+        sql, params = self._list_sql(LIST_FIELDS, type, status, search, sort, descending, mark, limit, 0)
         # the rows straight from the cursor: text columns need none of peewee's per-value conversion,
         # which cost more than the query when a list scrolls through tens of thousands of entries
-        sql, params = query.select(*columns).order_by(*order).limit(limit).sql()
-        return [dict(zip(LIST_FIELDS, row)) for row in self.db.execute_sql(sql, params).fetchall()]
+        return [dict(zip(LIST_FIELDS, row)) for row in self._rows(sql, params)]
 
-    def _filtered(self, type, status, search):
-        query = Content.select().where(LIVE)
-        if type is not None:
-            if type not in TYPES:
-                raise ValidationError(f"type must be one of {', '.join(TYPES)}, not {type!r}.")
-            query = query.where(Content.type == type)
-        if status is not None:
-            if status not in STATUSES:
-                raise ValidationError(f"status must be one of {', '.join(STATUSES)}, not {status!r}.")
-            query = query.where(Content.status == status)
+    def query_plan(self, type: str | None = None, status: str | None = None, search: str | None = None,
+                   sort: str = "updated_at", descending: bool = True, after: bool = False) -> str:
+        """SQLite's plan for a list query (EXPLAIN QUERY PLAN, one line): what tests and benchmarks check."""
+        # a mark inside the range (in a type or status order, the filter's value or the first one)
+        value = {"type": type or TYPES[0], "status": status or STATUSES[0]}.get(sort, "m")
+        mark = (value, "z") if after else None
+        sql, params = self._list_sql(LIST_FIELDS, type, status, search, sort, descending, mark, DEFAULT_LIMIT, 0)
+        return " | ".join(str(row[-1]) for row in self._rows("EXPLAIN QUERY PLAN " + sql, params))
+
+    def search(self, query: str, limit: int = 20, offset: int = 0, type: str | None = None,
+               status: str | None = None) -> list[dict]:
+        """Entries whose title or body has the words of query, best match first (bm25, a title match
+        weighing more than one in the body). Each: id, type, title, slug, status, updated_at, snippet
+        (HTML: the text around the matches, escaped, the matches in <mark>) and rank (bm25: lower is a
+        better match). Any text is a valid query (core/search.py); one of only punctuation finds nothing."""
+        _check_limit(limit)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValidationError("offset must be a whole number of at least 0.")
+        _check_filters(type, status)
+        match = fts_query(query)
+        if match is None:
+            return []
+        score = f"bm25({FTS_TABLE}, {TITLE_WEIGHT}, 1.0)"
+        if type is None and status is None:
+            # ranked in the index alone (it holds live entries only): a row read per match, as a join
+            # makes, cost more than the ranking for a common word
+            ranked = self._rows(f"SELECT rowid, {score} AS score FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? "
+                                "ORDER BY score, rowid LIMIT ? OFFSET ?", [match, limit, offset])
+        else:
+            where, params = _live_where("c", type, status)
+            ranked = self._rows(f"SELECT c.rowid, {score} AS score FROM {FTS_TABLE} JOIN content c "
+                                f"ON c.rowid = {FTS_TABLE}.rowid WHERE {FTS_TABLE} MATCH ? AND {where} "
+                                "ORDER BY score, c.rowid LIMIT ? OFFSET ?", [match, *params, limit, offset])
+        if not ranked:
+            return []
+        # the page's entries, bodies included (for the snippets), read once each
+        rows = {r[0]: r[1:] for r in self._rows(
+            "SELECT rowid, id, type, title, slug, status, updated_at, body FROM content "
+            f"WHERE rowid IN ({','.join('?' * len(ranked))})", [r[0] for r in ranked])}
+        words = wanted_words(query)
+        hits = []
+        for rowid, rank in ranked:
+            r = rows.get(rowid)
+            if r is not None:
+                hits.append({"id": r[0], "type": r[1], "title": r[2], "slug": r[3], "status": r[4],
+                             "updated_at": r[5], "snippet": snippet(r[2], r[6], words), "rank": rank})
+        return hits
+
+    def snippet(self, id: str, query: str) -> str:
+        """The entry's text around the words of query, as safe HTML (the matches in <mark>); "" when
+        the entry is gone or the query has no word."""
+        words = wanted_words(query)
+        row = Content.get_or_none((Content.id == id) & LIVE) if words and isinstance(id, str) else None
+        return snippet(row.title, row.body, words) if row is not None else ""
+
+    def _list_sql(self, columns, type, status, search, sort, descending, mark, limit, offset):
+        """The SQL of one page of the list. Without a search: one SELECT per (type, status) group the filters
+        leave, each walking its content_live_* index in order, merged by SQLite (UNION ALL with ORDER BY is
+        a merge, not a sort). With one: the FTS5 matches, sorted."""
+        _check_filters(type, status)
+        way = "DESC" if descending else "ASC"
+        extra = [mark[0], *mark] if mark is not None else []
+
+        def tail(t: str) -> tuple[str, str]:  # the keyset condition and the order, columns of table t
+            key = t + SORT_SQL[sort]
+            # the scalar bound lets SQLite seek to the mark (with COLLATE NOCASE the row value alone
+            # made it walk the group from its start); the row value then drops the ties before it
+            way_ = "<" if descending else ">"
+            beyond = (f" AND {key} {way_}= ? AND ({key}, {t}id) {way_} (?, ?)" if mark is not None else "")
+            return beyond, f"ORDER BY {key} {way}, {t}id {way} LIMIT ? OFFSET ?"
+
         if search:
-            # instr(): a search text with % or _ means itself, not a LIKE wildcard
-            needle = str(search).lower()
-            query = query.where((fn.instr(fn.lower(Content.title), needle) > 0)
-                                | (fn.instr(fn.lower(Content.slug), needle) > 0)
-                                | (fn.instr(fn.lower(Content.body), needle) > 0))
-        return query
+            match = fts_query(search)
+            if match is None:
+                return "SELECT " + ", ".join(columns) + " FROM content WHERE 0", []
+            beyond, order = tail("c.")
+            cols = ", ".join(f"c.{c}" for c in columns)
+            where, params = _live_where("c", type, status)
+            sql = (f"SELECT {cols} FROM {FTS_TABLE} JOIN content c ON c.rowid = {FTS_TABLE}.rowid "
+                   f"WHERE {FTS_TABLE} MATCH ? AND {where}{beyond} {order}")
+            return sql, [match, *params, *extra, limit, offset]
+        beyond, order = tail("")
+        cols = ", ".join(columns)
+        selects, params = [], []
+        for t in (TYPES if type is None else (type,)):
+            for st in (STATUSES if status is None else (status,)):
+                cond, more = beyond, extra
+                if mark is not None and sort in ("type", "status"):
+                    # the group's sort value is fixed: it is wholly before the mark, wholly after it, or
+                    # continues after the mark's id (a row-value range here would cost a sort step)
+                    value = t if sort == "type" else st
+                    if value == mark[0]:
+                        cond, more = f" AND id {'<' if descending else '>'} ?", [mark[1]]
+                    elif (value < mark[0]) == descending:
+                        cond, more = "", []
+                    else:
+                        continue
+                selects.append(f"SELECT {cols} FROM content WHERE deleted_at IS NULL AND type = ? AND status = ?"
+                               + cond)
+                params += [t, st, *more]
+        if not selects:
+            return "SELECT " + cols + " FROM content WHERE 0", []
+        return " UNION ALL ".join(selects) + " " + order, [*params, limit, offset]
+
+    def _rows(self, sql: str, params) -> list[tuple]:
+        try:
+            return self.db.execute_sql(sql, params).fetchall()
+        except OperationalError as exc:
+            # fts_query quotes every term, so this is our bug, not the author's text: say so once, clearly
+            log.error("content query failed: %s (%s; %r)", exc, sql, params)
+            raise ValidationError("The search could not be run; the error is in the log.") from None
 
     # ---- reads with the read hooks (admin API, preview, build: core/reads.py) --------------
     def read(self, id: str, reader) -> tuple[dict, dict]:
@@ -459,6 +592,58 @@ class ContentService:
                         title=entry["title"], slug=entry["slug"], body=entry["body"], status=entry["status"],
                         fields=entry["fields"], created_at=entry["updated_at"], source=source,
                         changed_by=list(dict.fromkeys(changed_by))).execute()
+        if self.content_settings.revision_retention:
+            self._thin(entry["id"], *cutoffs(self.content_settings), keep_last=True)
+
+    # ---- revision retention (core/retention.py) ---------------------------------------------
+    def _thin(self, id: str, all_from: str, daily_from: str, keep_last: bool) -> int:
+        """Delete the entry's revisions the retention policy no longer keeps (inside a transaction)."""
+        doomed = self._doomed(id, all_from, daily_from, keep_last)
+        self._delete_revisions(doomed)
+        return len(doomed)
+
+    def _doomed(self, id: str, all_from: str, daily_from: str, keep_last: bool) -> list[int]:
+        old = self.db.execute_sql(
+            "SELECT rowid, created_at FROM content_revision WHERE content_id = ? AND created_at < ? "
+            "ORDER BY created_at, rowid", (id, all_from)).fetchall()
+        if len(old) < 2 and (self.content_settings.revisions_monthly or not old):
+            return []  # one old revision is the last of its bucket
+        if keep_last:
+            keep_last = not self.db.execute_sql(
+                "SELECT 1 FROM content_revision WHERE content_id = ? AND created_at >= ? LIMIT 1",
+                (id, all_from)).fetchone()
+        return to_prune(old, daily_from, self.content_settings.revisions_monthly, keep_last)
+
+    def _delete_revisions(self, rowids: list[int]):
+        for start in range(0, len(rowids), 500):
+            chunk = rowids[start:start + 500]
+            self.db.execute_sql(f"DELETE FROM content_revision WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)
+
+    def prune_revisions(self, now=None, stop=None) -> int:
+        """Apply the retention policy to every entry (the Trash's too). What to delete is worked out
+        without the write lock; a batch of entries' deletions then take it briefly, so a pass that finds
+        nothing never holds it. stop: a threading.Event that ends the pass between batches. Returns how
+        many revisions went."""
+        s = self.content_settings
+        if not s.revision_retention:
+            return 0
+        all_from, daily_from = cutoffs(s, now)
+        # with monthly thinning an entry needs two old revisions before one can go
+        having = " HAVING COUNT(*) > 1" if s.revisions_monthly else ""
+        ids = [r[0] for r in self.db.execute_sql(
+            f"SELECT content_id FROM content_revision WHERE created_at < ? GROUP BY content_id{having}", (all_from,))]
+        removed = 0
+        for start in range(0, len(ids), s.retention_batch):
+            if stop is not None and stop.is_set():
+                break
+            doomed = [r for id in ids[start:start + s.retention_batch]
+                      for r in self._doomed(id, all_from, daily_from, keep_last=True)]
+            if doomed:
+                # a save since the reads above only adds newer revisions: what was doomed stays doomed
+                with self._transaction():
+                    self._delete_revisions(doomed)
+                removed += len(doomed)
+        return removed
 
     def _committed(self, events: list[str], entry: dict, run_hooks: bool) -> dict:
         effect = (events, dict(entry), run_hooks, nesting.depth())
@@ -532,8 +717,11 @@ class ContentService:
 
     @staticmethod
     def _unique_slug(base: str, own_id: str) -> str:
-        taken = {r.slug for r in Content.select(Content.slug).where(
-            ((Content.slug == base) | Content.slug.startswith(base + "-")) & (Content.id != own_id))}
+        # a range of the slug index: [base, base + ".") holds base and every "base-…" ("." follows "-");
+        # a LIKE here scanned the whole table on every create
+        rows = Content._meta.database.execute_sql(
+            "SELECT slug FROM content WHERE slug >= ? AND slug < ? AND id != ?", (base, base + ".", own_id))
+        taken = {slug for (slug,) in rows if slug == base or slug.startswith(base + "-")}
         if base not in taken:
             return base
         n = 2

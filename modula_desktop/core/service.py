@@ -48,6 +48,7 @@ class SiteService:
         self.watcher = None
         self._watcher_lock = threading.Lock()
         self._loader: threading.Thread | None = None
+        self._retention: threading.Thread | None = None
         self._closed = threading.Event()
 
     def _make_content_service(self):
@@ -55,7 +56,8 @@ class SiteService:
             from .content import ContentService
         except ImportError:  # pragma: no cover - during bring-up
             return None
-        return ContentService(self.db, self.plugins, self.settings.plugins, self.logbook, self.metrics)
+        return ContentService(self.db, self.plugins, self.settings.plugins, self.logbook, self.metrics,
+                              content_settings=self.settings.content)
 
     def _seed_welcome(self):
         try:
@@ -82,6 +84,7 @@ class SiteService:
         if not background:
             self.plugins.load_all()
             self._start_watcher(enabled)
+            self._start_retention()
             return self
         self.plugins.discover_all()
         self._loader = threading.Thread(target=self._load_in_background, args=(enabled,),
@@ -89,12 +92,37 @@ class SiteService:
         self._loader.start()
         return self
 
+    def _start_retention(self):
+        # revisions of entries nobody saves age too: thin them once per start, off the caller's thread,
+        # after the plugins loaded (their start-up writes need not wait for it)
+        with self._watcher_lock:
+            if (self.content is None or not self.settings.content.revision_retention or self._retention is not None
+                    or self._closed.is_set()):
+                return
+            self._retention = threading.Thread(target=self._run_retention, name="modula-revision-retention",
+                                               daemon=True)
+            self._retention.start()
+
+    def _run_retention(self):
+        try:
+            removed = self.content.prune_revisions(stop=self._closed)
+            if removed:
+                log.info("revision retention removed %d old revision(s)", removed)
+        except Exception:  # noqa: BLE001 - old revisions staying a while longer harms nothing
+            log.exception("the revision retention pass failed")
+        finally:
+            try:
+                self.db.close()  # this thread's connection
+            except Exception:  # noqa: BLE001
+                pass
+
     def _load_in_background(self, hot_reload: bool):
         try:
             self.plugins.load_all()
         except Exception:  # noqa: BLE001 - load_all never raises for a plugin; this is our bug
             log.exception("loading the plugins failed")
         self._start_watcher(hot_reload)
+        self._start_retention()
 
     def _start_watcher(self, enabled: bool):
         if not enabled:
@@ -120,6 +148,10 @@ class SiteService:
         if self._loader is not None:
             # the plugin being loaded finishes (its own budgets bound it); no other one starts
             self._loader.join()
+        with self._watcher_lock:
+            retention = self._retention
+        if retention is not None:
+            retention.join()  # it stops after the batch it is in
         # queued after-hooks finish before the plugins they run in stop
         if self.content is not None:
             self.content.close()

@@ -126,6 +126,21 @@ class BuildSettings:
     menu_pages: int = 8  # pages in the header menu when none says menu = true
 
 
+@dataclass(frozen=True)
+class ContentSettings:
+    """[content]: which revisions an entry keeps. Every revision younger than revisions_all_days; then the
+    last of each day (UTC) up to revisions_daily_days; then the last of each month (none with
+    revisions_monthly = false). The newest revision of an entry is always kept. revision_retention =
+    false keeps every revision forever."""
+    revision_retention: bool = True
+    revisions_all_days: int = 7
+    revisions_daily_days: int = 90
+    revisions_monthly: bool = True
+    # entries whose revisions one transaction of the maintenance pass thins (it yields the write lock
+    # between batches, so a save waits at most one batch)
+    retention_batch: int = 200
+
+
 PUBLISH_TYPES = ("folder", "git")
 
 
@@ -148,6 +163,7 @@ class Settings:
     window: WindowSettings = field(default_factory=WindowSettings)
     site: SiteSettings = field(default_factory=SiteSettings)
     build: BuildSettings = field(default_factory=BuildSettings)
+    content: ContentSettings = field(default_factory=ContentSettings)
     publish: dict = field(default_factory=dict)  # name -> PublishTarget
 
     def replace(self, **sections) -> "Settings":
@@ -263,6 +279,9 @@ def _apply(obj, values: dict, section: str):
     if section == "build" and (not new.image_widths or not 1 <= new.image_quality <= 100):
         raise SettingsError("modula.toml: [build] image_widths must not be empty and image_quality must be "
                             "from 1 to 100")
+    if section == "content" and (new.revisions_daily_days < new.revisions_all_days or new.retention_batch < 1):
+        raise SettingsError("modula.toml: [content] revisions_daily_days must be at least revisions_all_days, "
+                            "and retention_batch at least 1")
     if section.startswith("publish."):
         _check_target(section, new)
     return new

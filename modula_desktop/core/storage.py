@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import zlib
 
 from peewee import (
     BooleanField,
+    Field,
     CompositeKey,
     DatabaseProxy,
     ForeignKeyField,
@@ -20,7 +22,10 @@ from peewee import (
     TextField,
 )
 
-PRAGMAS = {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10000, "synchronous": "normal"}
+# mmap: reads of a large site (counts, searches) from the OS's page cache without a copy per page into
+# each connection's own small cache; it is address space, not memory
+PRAGMAS = {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10000, "synchronous": "normal",
+           "mmap_size": 256 * 1024 * 1024}
 
 database_proxy = DatabaseProxy()
 
@@ -36,6 +41,38 @@ class JSONField(TextField):
 
     def python_value(self, value):
         return None if value is None else json.loads(value)
+
+
+# Revision bodies shorter than this stay text: zlib's header and the BLOB's would eat what it saves.
+COMPRESS_FROM = 64
+
+
+def compress_body(text: str):
+    """A revision body as stored: zlib bytes (a BLOB) when that is smaller, the text itself otherwise."""
+    raw = text.encode("utf-8")
+    if len(raw) < COMPRESS_FROM:
+        return text
+    packed = zlib.compress(raw, 6)
+    return packed if len(packed) < len(raw) else text
+
+
+def expand_body(value) -> str:
+    """A stored revision body as text: a BLOB is zlib (compress_revisions on), TEXT is as saved before or short."""
+    if isinstance(value, (bytes, memoryview)):
+        return zlib.decompress(bytes(value)).decode("utf-8")
+    return value if value is not None else ""
+
+
+class CompressedTextField(Field):
+    """TEXT in the schema; zlib-compressed BLOB or plain TEXT in each row (SQLite keeps either)."""
+
+    field_type = "TEXT"
+
+    def db_value(self, value):
+        return None if value is None else compress_body(value)
+
+    def python_value(self, value):
+        return None if value is None else expand_body(value)
 
 
 class BaseModel(Model):
@@ -64,7 +101,7 @@ class Content(BaseModel):
     updated_at = TextField()
     # In the Trash (migration 2): when it was moved there, and its slug, which the live slug column gives
     # back ("~" + id stands in) so a new entry may take it; restoring needs it free again.
-    deleted_at = TextField(null=True, index=True)
+    deleted_at = TextField(null=True)  # indexed by content_trash (add_live_indexes)
     deleted_slug = TextField(null=True)
 
     class Meta:
@@ -73,12 +110,14 @@ class Content(BaseModel):
 
 class Revision(BaseModel):
     id = TextField(primary_key=True)
-    content = ForeignKeyField(Content, backref="revisions", on_delete="CASCADE", column_name="content_id")
+    # no index of its own: (content_id, number) serves every lookup by entry, the cascade's included
+    content = ForeignKeyField(Content, backref="revisions", on_delete="CASCADE", column_name="content_id",
+                              index=False)
     number = IntegerField()
     type = TextField()
     title = TextField()
     slug = TextField()
-    body = TextField()
+    body = CompressedTextField()  # zlib since compress_revisions; short bodies stay text
     status = TextField()
     fields = JSONField(default=dict)
     created_at = TextField()
@@ -210,9 +249,84 @@ def add_core_approvals(db):
     db.create_tables([CoreApproval])
 
 
+# The live entries' list orders (ContentService's list queries): one index per order, each led by
+# (type, status), so every filter, and the whole list as a merge of the four (type, status) groups,
+# walks an index in order with no sort step. Partial: the Trash is not in them. deleted_at (always
+# NULL there) makes them covering for counts: SQLite 3.40 reads the row for a column of the WHERE even
+# when the index's own condition implies the term, and the columns after the body cost overflow pages.
+LIVE_INDEXES = (("updated", "updated_at, id"), ("title", "title COLLATE NOCASE, id"), ("kind", "id"))
+
+
+def add_live_indexes(db):
+    """The list's indexes for 100,000 entries (issue 17). The indexes of add_list_indexes led by the sort
+    column could not serve the list's own query (which skips the Trash, so SQLite took the
+    deleted_at index and sorted); they go, and the Trash gets a (deleted_at, id) index of its own."""
+    for name in ("updated", "title", "type", "status"):
+        db.execute_sql(f"DROP INDEX IF EXISTS content_list_{name}")
+    for name, key in LIVE_INDEXES:
+        db.execute_sql(f"CREATE INDEX IF NOT EXISTS content_live_{name} ON content (type, status, {key}, "
+                       "deleted_at) WHERE deleted_at IS NULL")
+    db.execute_sql("DROP INDEX IF EXISTS content_deleted_at")
+    db.execute_sql("CREATE INDEX IF NOT EXISTS content_trash ON content (deleted_at, id) WHERE deleted_at IS NOT NULL")
+
+
+# Full-text search over the live entries' title and body (FTS5, an external-content table reading the
+# content table by rowid: the text is not stored twice). Triggers keep it in step with every write,
+# whoever makes it: an entry moved to the Trash leaves the index, a restored one comes back.
+FTS_TABLE = "content_fts"
+FTS_SCHEMA = (f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5(title, body, content='content', "
+              "content_rowid='rowid', tokenize='unicode61 remove_diacritics 2')")
+FTS_TRIGGERS = (
+    f"""CREATE TRIGGER IF NOT EXISTS content_fts_insert AFTER INSERT ON content WHEN new.deleted_at IS NULL BEGIN
+        INSERT INTO {FTS_TABLE} (rowid, title, body) VALUES (new.rowid, new.title, new.body);
+    END""",
+    f"""CREATE TRIGGER IF NOT EXISTS content_fts_delete AFTER DELETE ON content WHEN old.deleted_at IS NULL BEGIN
+        INSERT INTO {FTS_TABLE} ({FTS_TABLE}, rowid, title, body) VALUES ('delete', old.rowid, old.title, old.body);
+    END""",
+    f"""CREATE TRIGGER IF NOT EXISTS content_fts_update AFTER UPDATE OF title, body, deleted_at ON content
+    WHEN old.title IS NOT new.title OR old.body IS NOT new.body OR old.deleted_at IS NOT new.deleted_at BEGIN
+        INSERT INTO {FTS_TABLE} ({FTS_TABLE}, rowid, title, body)
+            SELECT 'delete', old.rowid, old.title, old.body WHERE old.deleted_at IS NULL;
+        INSERT INTO {FTS_TABLE} (rowid, title, body)
+            SELECT new.rowid, new.title, new.body WHERE new.deleted_at IS NULL;
+    END""",
+)
+
+
+def rebuild_search_index(db):
+    """Index every live entry again (the migration; a repair when the index is out of step)."""
+    db.execute_sql(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}) VALUES ('delete-all')")
+    db.execute_sql(f"INSERT INTO {FTS_TABLE} (rowid, title, body) "
+                   "SELECT rowid, title, body FROM content WHERE deleted_at IS NULL")
+
+
+def add_search_index(db):
+    db.execute_sql(FTS_SCHEMA)
+    for trigger in FTS_TRIGGERS:
+        db.execute_sql(trigger)
+    rebuild_search_index(db)
+
+
+def compress_revisions(db, batch: int = 500):
+    """Existing revision bodies compressed (zlib); the retention policy needs (content_id, created_at), and
+    the foreign key's own index goes ((content_id, number) leads with the same column)."""
+    db.execute_sql("CREATE INDEX IF NOT EXISTS revision_content_created ON content_revision (content_id, created_at)")
+    db.execute_sql("DROP INDEX IF EXISTS revision_content_id")
+    last = 0
+    while True:
+        rows = db.execute_sql("SELECT rowid, body FROM content_revision WHERE rowid > ? AND typeof(body) = 'text' "
+                              "ORDER BY rowid LIMIT ?", (last, batch)).fetchall()
+        if not rows:
+            return
+        packed = [(compress_body(body), rowid) for rowid, body in rows]
+        db.connection().executemany("UPDATE content_revision SET body = ? WHERE rowid = ?",
+                                    [(b, r) for b, r in packed if isinstance(b, bytes)])
+        last = rows[-1][0]
+
+
 # Append only: a site created by an older version runs every migration it has not seen yet.
 MIGRATIONS = [_m1, add_route_public, add_trash_and_revision_source, add_list_indexes, add_domain_approvals,
-              add_core_approvals]
+              add_core_approvals, add_live_indexes, add_search_index, compress_revisions]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -8,6 +8,7 @@ it is the real total.
 from __future__ import annotations
 
 import datetime as _dt
+import html
 import logging
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QTimer, Qt, Signal
@@ -157,7 +158,13 @@ class ContentModel(QAbstractTableModel):
         if role == ID_ROLE:
             return e["id"]
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{e.get('title') or '(untitled)'}\n/{e.get('slug', '')}\nupdated {short_time(e.get('updated_at'))}"
+            tip = f"{e.get('title') or '(untitled)'}\n/{e.get('slug', '')}\nupdated {short_time(e.get('updated_at'))}"
+            # while searching, the words found in their text (asked for on hover only: one small query)
+            found = self.content.snippet(e["id"], self.filters["search"]) if self.filters.get("search") else ""
+            if found:
+                found = found.replace("<mark>", "<b>").replace("</mark>", "</b>")
+                return f"<p style='white-space:pre'>{html.escape(tip)}</p><p>{found}</p>"
+            return tip
         if role == Qt.ItemDataRole.ForegroundRole and col == 2 and e.get("status") != "published":
             # read when drawn, not when the list was made: the theme may have changed since
             return self.muted if self.muted is not None else QApplication.palette().placeholderText()

@@ -80,6 +80,7 @@ def create_app(service, *, port: int, token: str | None = None) -> SiteApp:
         app.add_route(f"/api/v1/admin/plugins/{path}/revoke", resource, suffix="revoke")
 
     app.add_route("/api/v1/admin/content", content.ContentCollection(service))
+    app.add_route("/api/v1/admin/content/search", content.ContentSearch(service))  # a literal segment wins over {id}
     item = content.ContentItem(service)
     app.add_route("/api/v1/admin/content/{id}", item)
     app.add_route("/api/v1/admin/content/{id}/publish", item, suffix="publish")

@@ -12,6 +12,7 @@ from .bodies import read_json_object
 from .responses import send_json
 
 LIST_FILTERS = ("type", "status", "search")
+SEARCH_LIMIT = 20
 SOURCE = "api"  # what the revisions of changes made here record as their source
 
 
@@ -74,6 +75,23 @@ class ContentCollection(_Content):
         entry = self.content.create(read_json_object(req, self.body_limit), source=SOURCE)
         resp.location = f"/api/v1/admin/content/{entry['id']}"
         send_json(resp, entry, status=201)
+
+
+class ContentSearch(_Content):
+    """Full-text search (FTS5): best match first, each hit with its snippet."""
+
+    def on_get(self, req, resp):
+        query = req.get_param("q") or ""
+        filters = {k: req.get_param(k) for k in ("type", "status") if req.get_param(k)}
+        limit = _int_param(req, "limit")
+        limit = SEARCH_LIMIT if limit is None else limit
+        offset = _int_param(req, "offset") or 0
+        items = self.content.search(query, limit=limit, offset=offset, **filters)
+        total = self.content.count(search=query, **filters) if query.strip() else 0
+        following = None
+        if offset + len(items) < total:
+            following = req.path + "?" + urlencode({"q": query, **filters, "limit": limit, "offset": offset + limit})
+        send_json(resp, {"items": items, "total": total, "next": following})
 
 
 class ContentItem(_Content):

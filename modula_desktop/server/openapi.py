@@ -57,6 +57,18 @@ SCHEMAS = {
                        "total": {"type": "integer", "description": "entries matching the filters"},
                        "next": {**NULLABLE_S, "description": "the URL of the next page, null on the last"}},
                       ["items", "total", "next"]),
+    "SearchHit": _obj({
+        "id": {"type": S}, "type": {"type": S, "enum": ["page", "post"]}, "title": {"type": S}, "slug": {"type": S},
+        "status": {"type": S, "enum": ["draft", "published"]}, "updated_at": {"type": S},
+        "snippet": {"type": S, "description": "HTML: the text around the matches, escaped, with the matched "
+                                              "words in `<mark>`"},
+        "rank": {"type": "number", "description": "bm25 (a title word weighs five body words): lower is a "
+                                                 "better match"}},
+        ["id", "title", "slug", "status", "snippet", "rank"], description="An entry a search found."),
+    "SearchResults": _obj({"items": _list_of("SearchHit"),
+                           "total": {"type": "integer", "description": "entries matching the search and filters"},
+                           "next": {**NULLABLE_S, "description": "the URL of the next page, null on the last"}},
+                          ["items", "total", "next"], description="Best match first."),
     "PluginSummary": _obj({
         "name": {"type": S}, "state": {"type": S, "enum": ["discovered", "loading", "running", "failed", "stopped"]},
         "version": NULLABLE_S, "description": {"type": S}, "error": NULLABLE_S,
@@ -231,7 +243,8 @@ def _paths() -> dict:
                                 "the declaration is refused." if kind == "routes" else "") + note)}
     filters = (("type", {"type": S, "enum": ["page", "post"]}, "only this type"),
                ("status", {"type": S, "enum": ["draft", "published"]}, "only this status"),
-               ("search", {"type": S}, "words in the title or body"),
+               ("search", {"type": S}, "words in the title or body (full-text, as in /content/search); "
+                                       "the order stays newest first"),
                ("limit", {"type": "integer", "default": 100}, "at most this many (cap 1000)"),
                ("offset", {"type": "integer", "default": 0}, "skip this many"))
     # a read hook's refusal (docs/PLUGINS.md, read hooks): its own 4xx (e.g. 402), 403 for error(), 503 for a
@@ -244,6 +257,18 @@ def _paths() -> dict:
         "post": _op("Create an entry (runs before/after_create hooks)", ("201", "the new entry", "Entry"),
                     body="EntryInput", errors={**BAD, **ABORT, **TOO_LARGE}),
     }
+    paths["/api/v1/admin/content/search"] = {"get": _op(
+        "Full-text search of titles and bodies, best match first", ("200", "a page of hits", "SearchResults"),
+        errors=BAD,
+        query=(("q", {"type": S}, "the words to find (see below); none: no hits"),
+               ("type", {"type": S, "enum": ["page", "post"]}, "only this type"),
+               ("status", {"type": S, "enum": ["draft", "published"]}, "only this status"),
+               ("limit", {"type": "integer", "default": 20}, "at most this many (cap 1000)"),
+               ("offset", {"type": "integer", "default": 0}, "skip this many")),
+        description="Entries in the Trash are not searched. Every word must appear (words of two letters or "
+                    "more also match as prefixes); `\"a phrase\"` finds the words together; `-word` leaves "
+                    "out entries with it; `OR` in capitals between words finds either. Any other character is "
+                    "text, never search syntax: no query is an error.")}
     paths["/api/v1/admin/content/{id}"] = {
         "get": _op("One entry (runs the before_read and after_read hooks)", ("200", "the entry", "Entry"),
                    params=("id",), errors={**NO_ENTRY, **READ}),

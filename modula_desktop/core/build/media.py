@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ValidationError
+from ..storage import expand_body
 from .collect import MEDIA_REF
 
 FORMATS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "WEBP": "webp"}
@@ -67,9 +68,12 @@ def list_media(site_root: Path) -> list[str]:
 def used_media(db) -> set[str]:
     """Media named by any entry, draft or published, or by any revision (a restore may bring it back)."""
     used = set()
-    for table in ("content", "content_revision"):
-        for (body,) in db.execute_sql(f"SELECT body FROM {table} WHERE instr(body, '/media/') > 0"):
-            used.update(MEDIA_REF.findall(body or ""))
+    for (body,) in db.execute_sql("SELECT body FROM content WHERE instr(body, '/media/') > 0"):
+        used.update(MEDIA_REF.findall(body or ""))
+    # revision bodies are mostly zlib (storage.compress_body): those are read whole
+    for (body,) in db.execute_sql("SELECT body FROM content_revision WHERE typeof(body) = 'blob' "
+                                  "OR instr(body, '/media/') > 0"):
+        used.update(MEDIA_REF.findall(expand_body(body)))
     return used
 
 

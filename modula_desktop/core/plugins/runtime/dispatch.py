@@ -117,6 +117,7 @@ class HookDispatcher:
         self._pending: set[Future] = set()
         self._pending_lock = threading.Lock()
         self._closed = False
+        self._series: dict = {}  # (plugin, event, outcome) -> its metric children: labels() costs per call
 
     # ---- queries ---------------------------------------------------------------------------
     def chain(self, event: str, table: str = "content") -> list:
@@ -467,8 +468,12 @@ class HookDispatcher:
         name = plugin.name
         m = self.metrics
         if m is not None:
-            m.hook_runs.labels(name, event, outcome).inc()
-            m.hook_duration.labels(name, event).observe(seconds)
+            series = self._series.get((name, event, outcome))
+            if series is None:
+                series = self._series[(name, event, outcome)] = (m.hook_runs.labels(name, event, outcome),
+                                                                 m.hook_duration.labels(name, event))
+            series[0].inc()
+            series[1].observe(seconds)
         if self.trace:
             extra = f" changes={sorted(changes)}" if changes else ""
             why = f" ({exc})" if exc is not None else ""
