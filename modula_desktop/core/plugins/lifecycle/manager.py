@@ -18,7 +18,7 @@ from ..api.log import Logbook
 from .manifest import Manifest, check_name
 from ..runtime.pool import PoolClosed, VMPool
 from .reload import Sources, is_plugin_folder, read_sources
-from ..api.http import RouteTable
+from ..api.http import ROUTE_ERRORS, TIMEOUT_KINDS, RouteTable, new_request_id
 from ..runtime.vm import MAX_SOURCE_BYTES, HookSpec, PluginVM, RouteSpec, VMContext, unpack_response
 
 log = logging.getLogger(__name__)
@@ -165,13 +165,20 @@ class HookBinding:
 
 
 class RouteFailure(Exception):
-    """A plugin route could not produce a response. status: the HTTP status to answer."""
+    """A plugin route could not produce a response. status: the HTTP status to answer; code: its error
+    code (api.http.ROUTE_ERRORS); message: what the client may read (never a Lua error's text); detail:
+    what went wrong, for the plugin's log and its author (the Lua error); request_id: set when the
+    failure was logged, so the answer names the entry."""
 
-    def __init__(self, status: int, message: str, kind: str = "error"):
+    def __init__(self, status: int, message: str, kind: str = "error", code: str | None = None,
+                 detail: str | None = None, request_id: str | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.kind = kind
+        self.code = code
+        self.detail = detail if detail is not None else message
+        self.request_id = request_id
 
 
 class PluginManager:
@@ -662,12 +669,12 @@ class PluginManager:
         plugin, gen = match.plugin, match.generation
         if gen is None or plugin.state != RUNNING:
             if plugin.state in (LOADING, DISCOVERED):
-                raise RouteFailure(503, f"plugin '{plugin.name}' is loading", "loading")
-            raise RouteFailure(503, f"plugin '{plugin.name}' is not running", "unavailable")
+                raise RouteFailure(503, f"plugin '{plugin.name}' is loading", "loading", "PLUGIN_UNAVAILABLE")
+            raise RouteFailure(503, f"plugin '{plugin.name}' is not running", "unavailable", "PLUGIN_UNAVAILABLE")
         breaker = plugin.breaker
         if not breaker.quiet and not breaker.allow():  # quiet: allow() would say yes (see CircuitBreaker)
             raise RouteFailure(503, f"plugin '{plugin.name}' is temporarily unavailable (circuit breaker open)",
-                               "breaker")
+                               "breaker", "CIRCUIT_BREAKER_OPEN")
         reported = False  # every allow() ends in success(), failure() or release(): a probe never wedges
         try:
             try:
@@ -679,8 +686,10 @@ class PluginManager:
                 reported = True
                 breaker.failure()
                 self._count("errors", plugin.name, "vm")
-                self.logbook.write(plugin.name, "error", f"could not start a VM: {exc}")
-                raise RouteFailure(503, f"plugin '{plugin.name}' could not start a VM", "unavailable") from None
+                request_id = new_request_id()
+                self.logbook.write(plugin.name, "error", f"could not start a VM: {exc}", {"request_id": request_id})
+                raise RouteFailure(503, f"plugin '{plugin.name}' could not start a VM", "unavailable",
+                                   "PLUGIN_UNAVAILABLE", str(exc), request_id) from None
             try:
                 response = vm.call_route(spec.index, request)
                 if type(response) is not bytes:  # packed: sent as it is
@@ -691,18 +700,24 @@ class PluginManager:
                 self._count("errors", plugin.name, exc.kind)
                 if exc.is_budget:
                     self._count("budget_exhaustions", plugin.name, exc.kind)
-                self.logbook.write(plugin.name, "error", f"{spec.method} {spec.path}: {exc.message}")
-                if exc.kind == "timeout":
-                    raise RouteFailure(504, exc.message, exc.kind) from None
-                raise RouteFailure(500, exc.message, exc.kind) from None
+                # the Lua error's text goes to the plugin's log only; the answer names the entry
+                request_id = new_request_id()
+                self.logbook.write(plugin.name, "error", f"{spec.method} {spec.path}: {exc.message}",
+                                   {"request_id": request_id})
+                code = ("HANDLER_TIMEOUT" if exc.kind in TIMEOUT_KINDS
+                        else "RESPONSE_TOO_LARGE" if exc.kind == "response_size" else "HANDLER_ERROR")
+                status, message = ROUTE_ERRORS[code]
+                raise RouteFailure(status, message, exc.kind, code, exc.message, request_id) from None
             except ApiError as exc:  # the request itself could not be handed to Lua: the client's fault
-                raise RouteFailure(getattr(exc, "status", 400), f"request cannot be passed to the plugin: {exc}",
-                                   "request") from None
+                status = getattr(exc, "status", 400)
+                raise RouteFailure(status, f"request cannot be passed to the plugin: {exc}", "request",
+                                   "BODY_TOO_LARGE" if status == 413 else "INVALID_REQUEST") from None
             except Exception:  # noqa: BLE001 - our bug, not the plugin's: never reuse that VM
                 vm.broken = True
                 log.exception("plugin %s: %s %s failed inside the host", plugin.name, spec.method, spec.path)
                 self._count("errors", plugin.name, "internal")
-                raise RouteFailure(500, "internal error while running the plugin", "internal") from None
+                raise RouteFailure(500, "internal error while running the plugin", "internal",
+                                   "INTERNAL_ERROR") from None
             finally:
                 gen.pool.give_back(vm)
             reported = True
@@ -723,19 +738,20 @@ class PluginManager:
             except PoolClosed:
                 current = plugin.current
                 if current is None or current is gen:
-                    raise RouteFailure(503, f"plugin '{plugin.name}' is not running", "unavailable") from None
+                    raise RouteFailure(503, f"plugin '{plugin.name}' is not running", "unavailable",
+                                       "PLUGIN_UNAVAILABLE") from None
                 spec = next((r for r in current.routes if r.key == spec.key), None)
                 if spec is None or (self.approvals is not None
                                     and not self.approvals.route_approved(plugin.name, spec.method, spec.path,
                                                                           spec.public)):
                     # the new version dropped the route, or its approval was reset: like an unknown route
-                    raise RouteFailure(404, "not found", "not_found") from None
+                    raise RouteFailure(404, "not found", "not_found", "ROUTE_NOT_FOUND") from None
                 gen = current
                 continue
             if vm is None:
-                raise RouteFailure(503, f"plugin '{plugin.name}' is busy (no VM free)", "busy")
+                raise RouteFailure(503, f"plugin '{plugin.name}' is busy (no VM free)", "busy", "POOL_EXHAUSTED")
             return gen, spec, vm
-        raise RouteFailure(503, f"plugin '{plugin.name}' is reloading", "unavailable")
+        raise RouteFailure(503, f"plugin '{plugin.name}' is reloading", "unavailable", "PLUGIN_UNAVAILABLE")
 
     # ---- hooks -------------------------------------------------------------------------------
     def _rebuild_hook_chains(self):

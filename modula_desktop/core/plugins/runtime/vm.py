@@ -493,7 +493,7 @@ class PluginVM:
                 # bounded by the response limit: a lower bound of the JSON text, counted as it is copied
                 js = self.sandbox.from_lua(js, max_bytes=limit, json_text=True)
             except ConversionLimit:
-                raise PluginCallError("error", f"response too large (over {limit} bytes)") from None
+                raise PluginCallError("response_size", f"response too large (over {limit} bytes)") from None
             except ApiError as exc:
                 raise PluginCallError("error", f"response json: {exc}") from None
         if type(body) is not bytes:
