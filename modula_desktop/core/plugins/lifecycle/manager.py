@@ -15,7 +15,7 @@ from .approvals import Approvals
 from .breaker import CircuitBreaker, HookBreaker
 from ..errors import ApiError, PluginCallError, PluginLoadError
 from ..api.log import Logbook
-from .manifest import Manifest, check_name
+from .manifest import Manifest, provisional_name
 from ..runtime.pool import PoolClosed, VMPool
 from .reload import Sources, is_plugin_folder, read_sources
 from ..api.http import ROUTE_ERRORS, TIMEOUT_KINDS, RouteTable, new_request_id
@@ -226,9 +226,56 @@ class PluginManager:
         with self._lock:
             p = self.plugins.get(name)
             if p is None:
-                p = Plugin(name, root, self.settings, on_trip=lambda n=name: self._count("breaker_trips", n, "plugin"))
+                p = Plugin(name, root, self.settings, on_trip=lambda: self._count("breaker_trips", p.name, "plugin"))
                 self.plugins[name] = p
             return p
+
+    # ---- identity: plugin_info.name, whatever the folder is called (as in ModulaCMS) ----------
+    def plugin_for_folder(self, folder: str) -> Plugin | None:
+        """The plugin loaded from plugins/<folder> (its name may differ from the folder's)."""
+        with self._lock:
+            return next((p for p in self.plugins.values() if p.root.name == folder), None)
+
+    def folders(self) -> list[str]:
+        with self._lock:
+            return sorted(p.root.name for p in self.plugins.values())
+
+    def _reidentify(self, plugin: Plugin) -> str | None:
+        """The name a plugin that failed to load goes by now (its manifest read again), or None when
+        that name is another folder's."""
+        try:
+            manifest = self.read_manifest(plugin.root)
+        except PluginLoadError:
+            return plugin.name  # the load reports it
+        before = plugin.manifest.name if plugin.manifest is not None else None
+        with self._lock:
+            owner = self.plugins.get(manifest.name)
+            if owner is not None and owner is not plugin:
+                self._fail(plugin, self._claimed_twice(manifest.name, (owner.root.name, plugin.root.name)))
+                return None
+            old = plugin.name
+            if old != manifest.name:
+                del self.plugins[old]
+                plugin.name = manifest.name
+                self.plugins[plugin.name] = plugin
+            plugin.manifest = manifest
+            # folders that failed because they claimed the name this one gave up may load now
+            freed = [p for p in self.plugins.values() if p is not plugin and p.state == FAILED
+                     and before and before != manifest.name and p.manifest is not None and p.manifest.name == before]
+        if old != manifest.name:
+            self._notify(old)
+        for p in freed:
+            try:
+                self._load(p.name)
+            except PluginLoadError:
+                pass
+        return plugin.name
+
+    @staticmethod
+    def _claimed_twice(name: str, folders) -> str:
+        listed = " and ".join(f"plugins/{f}" for f in sorted(folders))
+        return (f"plugin_info.name '{name}' is claimed by more than one folder ({listed}): neither is "
+                "loaded; give each plugin its own name")
 
     def _count(self, metric, plugin, *labels):
         if self.metrics is not None:
@@ -265,25 +312,50 @@ class PluginManager:
 
     def _load_all(self):
         found = {p.name: p for p in discover(self.plugins_dir)}
-        manifests: dict[str, Manifest] = {}
-        for name, root in found.items():
+        read: dict[str, Manifest] = {}  # folder -> its manifest
+        for folder, root in found.items():
             if self._stopping.is_set():
                 return
-            plugin = self._plugin(name, root)
-            bad = check_name(name)
-            if bad:
-                self._fail_unloaded(plugin, f"folder name '{name}' {bad}")
-                continue
-            try:
-                manifests[name] = self.read_manifest(root)
-                plugin.manifest = manifests[name]
+            plugin = self._plugin(folder, root)
+            try:  # (any folder name will do: the plugin's name is its plugin_info.name)
+                read[folder] = plugin.manifest = self.read_manifest(root)
             except PluginLoadError as exc:
                 self._fail_unloaded(plugin, str(exc))
+        claims: dict[str, list[str]] = {}
+        for folder, m in read.items():
+            claims.setdefault(m.name, []).append(folder)
+        manifests: dict[str, Manifest] = {}
+        with self._lock:  # every plugin under its own name; folders that claim one name twice keep theirs
+            named, rest = {}, []
+            for p in self.plugins.values():
+                m = read.get(p.root.name)
+                if m is not None and len(claims[m.name]) == 1:
+                    p.name = m.name
+                    named[p.name] = p
+                else:
+                    rest.append(p)
+            for p in rest:
+                if p.name in named:  # a failed folder called like another folder's plugin
+                    log.warning("plugin folder %s is not listed: its name is plugin %s's", p.root.name, p.name)
+                    continue
+                named[p.name] = p
+            self.plugins = named
+        for folder, m in read.items():
+            if m.name != folder:  # the front ends listed it under its folder's name until now
+                self._notify(folder)
+        for name, folders in claims.items():
+            if len(folders) > 1:
+                for f in folders:
+                    plugin = self.plugin_for_folder(f)
+                    if plugin is not None:
+                        self._fail_unloaded(plugin, self._claimed_twice(name, folders))
+            else:
+                manifests[name] = read[folders[0]]
         order, problems = dependency_order(manifests)
         for name, reason in problems.items():
             self._fail_unloaded(self.plugins[name], reason)
         if self.approvals is not None:
-            self.approvals.clean_orphans(set(found))
+            self.approvals.clean_orphans(set(self.names()))
         for i, name in enumerate(order):
             if self._stopping.is_set():
                 return
@@ -306,7 +378,7 @@ class PluginManager:
 
     def read_manifest(self, root: Path) -> Manifest:
         """Load a plugin's main chunk in an offline VM (no database) and return its manifest."""
-        vm = PluginVM(VMContext(root.name, root, self.settings, database=None,
+        vm = PluginVM(VMContext(provisional_name(root.name), root, self.settings, database=None,
                                 log_sink=lambda *a: None))
         try:
             return vm.load()
@@ -379,21 +451,37 @@ class PluginManager:
     def add(self, name: str) -> bool:
         """Load a plugin whose folder appeared after load_all (hot reload, or an admin action).
         It comes after every loaded plugin in hook order. Returns True when it runs."""
-        root = self.plugins_dir / name
         with self._lock:
-            known = name in self.plugins
-            if not known:
-                if not is_plugin_folder(root):
-                    raise PluginLoadError(f"no plugin named '{name}'")
-                plugin = self._plugin(name, root)
-                plugin.order = 1 + max((p.order for p in self.plugins.values() if p is not plugin), default=-1)
-        if known:
-            return self._load(name)
-        bad = check_name(name)
-        if bad:
+            known = self.plugins.get(name) or self.plugin_for_folder(name)
+        if known is not None:
+            return self._load(known.name)
+        # name: a new folder; the plugin in it is known by its plugin_info.name
+        root = self.plugins_dir / name
+        if not is_plugin_folder(root):
+            raise PluginLoadError(f"no plugin named '{name}'")
+        problem, manifest = None, None
+        try:
+            manifest = self.read_manifest(root)
+        except PluginLoadError:
+            pass  # loaded under the folder's name: the load says what is wrong (and is counted)
+        with self._lock:
+            owner = self.plugins.get(manifest.name) if manifest is not None else None
+            if owner is not None and owner.root != root:
+                problem = self._claimed_twice(manifest.name, (owner.root.name, name))
+                manifest = None
+            if manifest is None and name in self.plugins:  # a failed folder called like another's plugin
+                self.logbook.write(name, "error", f"plugins/{name} not loaded: {problem}")
+                return False
+            plugin = self._plugin(manifest.name if manifest is not None else name, root)
+            plugin.manifest = manifest
+            plugin.order = 1 + max((p.order for p in self.plugins.values() if p is not plugin), default=-1)
+        name = plugin.name
+        if problem:
             with plugin.lock:
                 plugin.last_reload_at = time.monotonic()
-                self._fail_unloaded(plugin, f"folder name '{name}' {bad}")
+                self._fail_unloaded(plugin, problem)
+            if owner is not None:  # the running one keeps serving; its log says why the other did not load
+                self.logbook.write(owner.name, "warn", f"plugins/{root.name} was not loaded: {problem}")
             return False
         if self.approvals is not None and not self.approvals.is_enabled(name):
             plugin.state = STOPPED
@@ -418,6 +506,11 @@ class PluginManager:
             plugin = self.plugins.get(name)
         if plugin is None:
             return self.add(name)
+        if plugin.current is None and not initial and plugin.state == FAILED:
+            # not serving: its plugin_info.name may have been changed to settle a clash of names
+            name = self._reidentify(plugin)
+            if name is None:
+                return False
         with plugin.lock:
             if self.plugins.get(name) is not plugin:
                 raise PluginLoadError(f"no plugin named '{name}'")  # removed while we waited
@@ -852,6 +945,7 @@ class PluginManager:
         hooks = gen.hooks if gen else []
         return {
             "name": name,
+            "folder": plugin.root.name,  # may differ from the name (plugin_info.name): info's warnings say so
             "state": plugin.state,
             "version": m.version if m else None,
             "description": m.description if m else "",

@@ -258,6 +258,11 @@ class PluginVM:
         except ApiError as exc:
             raise PluginLoadError(f"plugin_info: {exc}") from None
         manifest, self.warnings = parse_manifest(info, self.ctx.root.name if self.ctx.root else self.name)
+        if manifest.name != self.name and self.ctx.database is not None:
+            # the manager reads the name first and serves the plugin under it (lifecycle/manager.py)
+            raise PluginLoadError(f"plugin_info.name changed from '{self.name}' to '{manifest.name}': a plugin's "
+                                  "name is its identity (routes, tables, approvals); restart the app to load it "
+                                  "under the new name")
         if expected is not None and manifest != expected:
             field = next(k for k, v in manifest.to_dict().items() if v != expected.to_dict()[k])
             raise PluginLoadError(f"plugin_info.{field} differs from the one this version was loaded with: "
