@@ -22,8 +22,8 @@ import falcon
 
 from ..core.plugins.errors import ApiError
 from ..core.plugins.lifecycle.manager import RouteFailure
-from ..core.plugins.api.http import (CODE_FOR_STATUS, METHODS, ROUTE_ERRORS, error_envelope, new_request_id,
-                                     unpack_response)
+from ..core.plugins.api.http import (BLOCKED_HEADERS, CODE_FOR_STATUS, METHODS, ROUTE_ERRORS, error_envelope,
+                                     new_request_id, unpack_response)
 from .auth import TokenAuth
 from .bodies import is_json_type, parse_json, read_body_env
 from .errors import JSON, error_message
@@ -38,13 +38,6 @@ except ImportError:  # pragma: no cover - built without a compiler
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/plugins"
-# Never taken from a plugin: framing and caching are ours, cookies and CORS are refused outright,
-# and hop-by-hop headers are illegal for a WSGI application.
-BLOCKED_HEADERS = frozenset({
-    "set-cookie", "transfer-encoding", "content-length", "cache-control", "host", "connection",
-    "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers", "upgrade",
-    "date", "server", "x-content-type-options", "x-frame-options",
-})
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 MAX_RESPONSE_HEADERS = 100

@@ -14,6 +14,14 @@ MAX_PATH = 256
 SEGMENT_RE = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]{0,63}\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)$")
 
 
+# Response headers never taken from a plugin (nor access-control-*): framing and caching are the
+# server's, cookies and CORS are refused outright, and hop-by-hop headers are illegal for a WSGI app.
+BLOCKED_HEADERS = frozenset({
+    "set-cookie", "transfer-encoding", "content-length", "cache-control", "host", "connection",
+    "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers", "upgrade",
+    "date", "server", "x-content-type-options", "x-frame-options",
+})
+
 # The errors a plugin route answers, as ModulaCMS's plugin HTTP bridge does (http_bridge.go,
 # http_request.go): {"error": {"code", "message", "request_id"}}. code -> (status, ModulaCMS's message).
 # The last four are ours: ModulaCMS answers them through its router (405/421) or not at all.
