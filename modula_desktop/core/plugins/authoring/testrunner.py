@@ -5,6 +5,7 @@ rolled back afterwards, with the VM's globals reset to the post-init snapshot be
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,7 +226,8 @@ def format_run(run: TestRun, verbose: bool = False) -> str:
             if r.error:
                 lines.extend(f"       {text}" for text in r.error.splitlines())
                 # a handler's error reaches test.request as HANDLER_ERROR, its text the log: show it here
-                lines.extend(f"       log [{e['level']}] {e['message']}" for e in r.logs if e["level"] == "error")
+                lines.extend(f"       log [{e['level']}] {e['message']}" + _context_text(e) for e in r.logs
+                             if e["level"] == "error")
     if verbose and run.logs:
         lines.append("log:")
         lines.extend(f"  [{e['level']}] {e['message']}" for e in run.logs[-50:])
@@ -235,3 +237,8 @@ def format_run(run: TestRun, verbose: bool = False) -> str:
         lines.append("no tests found (add test/*.test.lua files with test_* functions)")
     lines.append(f"{run.passed} passed, {run.failed} failed")
     return "\n".join(lines)
+
+
+def _context_text(entry: dict) -> str:
+    context = entry.get("context")
+    return f"  {json.dumps(context, ensure_ascii=False, default=str)}" if context else ""
