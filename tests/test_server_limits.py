@@ -65,6 +65,12 @@ def test_plugin_errors_are_500_with_json(tmp_path):
         assert (error["code"], error["message"]) == ("HANDLER_ERROR", "internal plugin error")
         assert "deliberate failure" not in err.body.decode()
         assert "deliberate failure" in logged(r.service.logbook, "faulty", error["request_id"])
+        # the plugin manager's log view shows the entry with the id a client would report
+        from modula_desktop.gui.plugin_manager import format_log_entry
+
+        entry = next(e for e in r.service.logbook.entries("faulty") if "deliberate failure" in e["message"])
+        shown = format_log_entry(entry)
+        assert "deliberate failure" in shown and error["request_id"] in shown
         assert err.headers["x-content-type-options"] == "nosniff"
         for code in (99, 100, 700, 1.5):
             bad = c.get(f"{F}/status?code={code}")
