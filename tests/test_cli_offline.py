@@ -81,7 +81,7 @@ def test_plugin_test_failures_and_load_errors(tmp_path):
         "function test_writes_are_rolled_back() end\n")
     r = modula("plugin", "test", p, "-v")
     assert r.returncode == 1
-    assert "numbers: expected 2, got 1" in r.stdout
+    assert "FAIL: numbers: expected 1, got 2 (test/a.test.lua:2)" in r.stdout
     assert r.stdout.strip().splitlines()[-1] == "2 passed, 1 failed"
     r = modula("plugin", "test", p, "--filter", "ok", "--json")
     data = json.loads(r.stdout)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from _server_fixtures import running_site
+from helpers import logged, route_error
 
 from modula_desktop.core.plugins.api.db import sql_table_name
 from modula_desktop.core.plugins.errors import PluginCallError
@@ -238,7 +239,8 @@ def test_an_expensive_statement_stops_at_the_handler_deadline(liker):
     started = time.monotonic()
     out = c.get(f"{P}/liker/slow")
     elapsed = time.monotonic() - started
-    assert out.status == 504 and "time budget" in out.json()["error"], out.body
+    assert out.status == 504 and route_error(out)["code"] == "HANDLER_TIMEOUT", out.body
+    assert "time budget" in logged(liker.service.logbook, "liker", route_error(out)["request_id"])
     assert elapsed < 1.0 + 1.0, elapsed  # 12 rows of 1 MB cost ~3 s of LIKE without the brake
     assert_healthy(c)
     # no stale deadline: the next fast statement on the same threads is not interrupted
@@ -250,7 +252,8 @@ def test_an_expensive_statement_inside_a_transaction_releases_the_write_lock(lik
     started = time.monotonic()
     out = c.get(f"{P}/liker/slowtx")
     assert time.monotonic() - started < 2.0
-    assert out.status == 504 and "time budget" in out.json()["error"], out.body
+    assert out.status == 504 and route_error(out)["code"] == "HANDLER_TIMEOUT", out.body
+    assert "time budget" in logged(liker.service.logbook, "liker", route_error(out)["request_id"])
     assert_healthy(c)
     assert liker.service.db.execute_sql('SELECT COUNT(*) FROM "plugin_liker__big" WHERE v = ?',
                                               ("x",)).fetchone() == (0,)
@@ -278,7 +281,8 @@ def test_an_expensive_statement_in_a_before_hook_aborts_the_save_at_the_hook_dea
 def test_an_interrupted_write_in_a_transaction_rolls_back_cleanly(liker, caplog):
     c = liker.client
     out = c.get(f"{P}/liker/slowupdate")
-    assert out.status == 504 and "time budget" in out.json()["error"], out.body
+    assert out.status == 504 and route_error(out)["code"] == "HANDLER_TIMEOUT", out.body
+    assert "time budget" in logged(liker.service.logbook, "liker", route_error(out)["request_id"])
     assert "rollback failed" not in caplog.text
     assert liker.service.db.execute_sql('SELECT COUNT(*) FROM "plugin_liker__big" WHERE v IN (?, ?)',
                                         ("x", "y")).fetchone() == (0,)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import route_error
 from _server_fixtures import Client, make_site, running_site, wait_for, wait_until_loaded
 from modula_desktop.core.plugins.lifecycle.manifest import Manifest
 from modula_desktop.core.service import SiteService
@@ -70,7 +71,8 @@ def test_health_answers_at_once_while_a_slow_plugin_loads(tmp_path):
         for path, token in (("/ready", True), ("/open", False)):
             resp = c.get(f"/api/v1/plugins/slowstart{path}", token=token)
             assert resp.status == 503
-            assert resp.json() == {"error": "plugin 'slowstart' is loading", "code": "PLUGIN_UNAVAILABLE"}
+            error = route_error(resp)
+            assert (error["code"], error["message"]) == ("PLUGIN_UNAVAILABLE", "plugin 'slowstart' is loading")
             assert resp.headers["retry-after"] == "1"
         listing = c.get("/api/v1/admin/plugins").json()
         assert listing["loading"] is True

@@ -167,9 +167,9 @@ def test_failure_messages(tmp_path):
     assert "tables: expected values to differ, both are" in r["test_neq_fails"].error
     assert 'string "abc" does not contain "z"' in r["test_contains_fails"].error
     # the global setup() ran (the test saw it); the global teardown() failed the test afterwards
-    assert r["test_global_setup_runs"].error.startswith("teardown error: ")
+    assert r["test_global_setup_runs"].error.startswith("ERROR: teardown error: ")
     assert "cleanup broke" in r["test_global_setup_runs"].error
-    assert r["test_never_runs"].error.startswith("setup error: ") and "no fixture" in r["test_never_runs"].error
+    assert r["test_never_runs"].error.startswith("ERROR: setup error: ") and "no fixture" in r["test_never_runs"].error
     assert run.exit_code == 1
 
 

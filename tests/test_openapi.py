@@ -97,7 +97,7 @@ def test_real_answers_match_the_documented_schemas(srv):
     check(created.json(), "Entry")
     check(c.get("/api/v1/admin/content").json(), "EntryList")
     check(c.get("/api/v1/admin/content/nope").json(), "Error")
-    check(c.get("/api/v1/plugins/http_test_plugin/nope").json(), "Error")
+    check(c.get("/api/v1/plugins/http_test_plugin/nope").json(), "PluginError")
     check(c.get("/api/v1/admin/plugins/domains").json(), "DomainList")
     entry = created.json()
     assert c.request("PUT", f"/api/v1/admin/content/{entry['id']}", json={"body": "y"}).status == 200
@@ -151,3 +151,42 @@ def test_the_readme_links_only_to_files_in_the_repository():
         if target.startswith(("http://", "https://", "mailto:")):
             continue
         assert (ROOT / target).exists(), f"README links to {target}, which is not in the repository"
+
+
+def _plugin_answer_schema(status: int) -> dict:
+    doc = document()
+    response = doc["paths"][PLUGIN_PATH]["get"]["responses"][str(status)]
+    assert response["headers"]["X-Request-Id"]["schema"] == {"type": "string"}
+    return {**response["content"]["application/json"]["schema"], "components": doc["components"]}
+
+
+def test_plugin_route_errors_match_the_document_status_by_status(srv):
+    c = srv.client
+    answers = [
+        c.get("/api/v1/plugins/http_test_plugin/nope"),  # 404 ROUTE_NOT_FOUND
+        c.get("/api/v1/plugins/http_test_plugin/hello", token=False),  # 401 UNAUTHORIZED
+        c.post("/api/v1/plugins/http_test_plugin/echo", body=b"{", headers={"Content-Type": "application/json"}),
+        c.post("/api/v1/plugins/http_test_plugin/echo", body=b"x" * (2**20 + 1)),  # 413 BODY_TOO_LARGE
+    ]
+    assert [a.status for a in answers] == [404, 401, 400, 413]
+    for a in answers:
+        jsonschema.validate(a.json(), _plugin_answer_schema(a.status), cls=jsonschema.Draft202012Validator)
+        assert a.headers["x-request-id"] == a.json()["error"]["request_id"]
+    # a code documented under another status fails the check: the schema narrows the codes per status
+    wrong = {"error": {"code": "HANDLER_ERROR", "message": "x", "request_id": "y"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(wrong, _plugin_answer_schema(404), cls=jsonschema.Draft202012Validator)
+
+
+def test_every_plugin_error_code_is_documented_under_its_status():
+    from modula_desktop.core.plugins.api.http import ROUTE_ERRORS
+
+    responses = document()["paths"][PLUGIN_PATH]["get"]["responses"]
+    described = document()["paths"][PLUGIN_PATH]["get"]["description"]
+    for code, (status, _message) in ROUTE_ERRORS.items():
+        if code in ("MISDIRECTED_REQUEST", "METHOD_NOT_ALLOWED"):  # not for a documented method and Host
+            assert f"{status} `{code}`" in described
+            continue
+        enum = responses[str(status)]["content"]["application/json"]["schema"]["allOf"][1]
+        assert code in enum["properties"]["error"]["properties"]["code"]["enum"], code
+        assert f"`{code}`" in responses[str(status)]["description"]

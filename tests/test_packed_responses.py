@@ -10,6 +10,7 @@ import random
 import pytest
 
 from _server_fixtures import running_site
+from helpers import route_error
 
 from modula_desktop.core.plugins.runtime import sandbox as sandbox_module
 
@@ -108,7 +109,21 @@ def server(request, tmp_path_factory):
 def _pair(r, fast: str, slow: str):
     a, b = r.client.get(fast), r.client.get(slow)
     assert b.headers.get("x-path") == "host" or b.status >= 500
-    return a, b
+    return _Seen(r, a), _Seen(r, b)
+
+
+class _Seen:
+    """An answer as compared here: an error answer (whose request id is new each time) as its code and
+    what the plugin's log says under that id, minus the route (fast and slow are different routes)."""
+
+    def __init__(self, r, resp):
+        self.status, self.headers, self.body = resp.status, resp.headers, resp.body
+        if resp.status >= 500 and "x-request-id" in resp.headers:
+            error = route_error(resp)
+            entries = [e["message"] for e in r.service.logbook.entries("packer", 500)
+                       if (e.get("context") or {}).get("request_id") == error["request_id"]]
+            assert len(entries) == 1, entries
+            self.body = (error["code"], entries[0].split(": ", 1)[1])
 
 
 @pytest.mark.parametrize("i", range(len(ALL)))

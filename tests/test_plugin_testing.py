@@ -90,7 +90,8 @@ function test_spins() while true do end end
 """})
     run = run_plugin_tests(p, PluginSettings(max_instructions=2_000_000), name_filter="fails")
     assert [(r.name, r.ok) for r in run.results] == [("test_fails", False)]
-    assert "one is two: expected 2, got 1" in run.results[0].error
+    # ModulaCMS's order (expected first) and its report: FAIL: message (file:line)
+    assert run.results[0].error == "FAIL: one is two: expected 1, got 2 (test/f.test.lua:2)"
     run = run_plugin_tests(p, PluginSettings(max_instructions=2_000_000), name_filter="spins")
     assert run.results[0].ok is False and "instruction budget exceeded" in run.results[0].error
     assert format_run(run).splitlines()[-1] == "0 passed, 1 failed"

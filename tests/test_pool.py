@@ -202,7 +202,8 @@ def test_a_vm_that_ran_out_of_memory_is_replaced(svc):
     s = svc({"pl": POOLED}, max_vms=1, memory_limit_mb=8)
     approve(s, "pl")
     failure = call(s, "pl", "/hog")
-    assert failure.status == 500 and failure.kind == "memory" and "memory" in failure.message
+    assert failure.status == 500 and failure.kind == "memory" and "memory" in failure.detail
+    assert failure.code == "HANDLER_ERROR" and failure.message == "internal plugin error"
     stats = s.plugins.get("pl").current.pool.stats()
     assert stats["discarded"] == 1
     assert call(s, "pl", "/upper") == {"up": "A"}

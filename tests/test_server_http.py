@@ -9,6 +9,7 @@ import time
 import pytest
 
 from _server_fixtures import running_site, wait_for
+from helpers import route_error
 
 PLUGIN = "/api/v1/plugins"
 HELLO = f"{PLUGIN}/http_test_plugin/hello"
@@ -85,7 +86,8 @@ def test_unknown_and_unapproved_answer_identically(c):
         ]
         first = answers[0].comparable()
         assert first[0] == 404
-        assert json.loads(first[2]) == {"error": "not found"}
+        assert json.loads(first[2]) == {"error": {"code": "ROUTE_NOT_FOUND", "request_id": "<request-id>",
+                                                  "message": "the requested plugin endpoint does not exist"}}
         for a in answers[1:]:
             assert a.comparable() == first
     finally:
@@ -199,7 +201,7 @@ def test_bad_json_is_400_before_plugin_code(c, srv):
                                         route="POST /echo", status="200")
     r = c.post(f"{PLUGIN}/http_test_plugin/echo", body=b'{"broken": ', headers={"Content-Type": "application/json"})
     assert r.status == 400
-    assert "not valid JSON" in r.json()["error"]
+    assert route_error(r)["code"] == "INVALID_REQUEST" and "not valid JSON" in route_error(r)["message"]
     deep = b"[" * 100_000 + b"]" * 100_000
     r = c.post(f"{PLUGIN}/http_test_plugin/echo", body=deep, headers={"Content-Type": "application/json"})
     assert r.status == 400
@@ -261,7 +263,7 @@ def test_request_body_limit(srv, c):
     assert ok.status == 200
     r = c.post(f"{PLUGIN}/inspect/req", body=b"x" * (limit + 1))
     assert r.status == 413
-    assert "larger than" in r.json()["error"]
+    assert route_error(r)["code"] == "BODY_TOO_LARGE" and "larger than" in route_error(r)["message"]
 
 
 def test_declared_length_over_limit_is_refused_without_reading(srv, c):
@@ -298,7 +300,7 @@ def test_chunked_body_over_limit(srv, c):
 def test_path_traversal_is_refused(c, path):
     r = c.get(path)
     assert r.status == 400, path
-    assert "invalid path" in r.json()["error"]
+    assert "invalid path" in (route_error(r)["message"] if path.startswith(PLUGIN) else r.json()["error"])
 
 
 def test_unknown_methods_are_refused(c):
@@ -566,10 +568,14 @@ def test_preview_title_heading_is_not_doubled(c):
     assert own.count("<h1") == 1 and "<h1>Big</h1>" in own
 
 
-# ---- the plugin dispatcher answers its errors exactly like the Falcon app -------------------------
+# ---- the plugin dispatcher answers its errors like the Falcon app, in ModulaCMS's envelope ----------
 def _same_answer(r):
+    """status, headers but the length and the request id, and the error's text (the plugin path's in
+    the envelope, the Falcon app's in its own shape)."""
     status, headers, body = r.comparable()
-    return status, sorted((k.lower(), v) for k, v in headers), body
+    error = json.loads(body)["error"]
+    message = error["message"] if isinstance(error, dict) else error
+    return status, sorted((k.lower(), v) for k, v in headers if k.lower() not in ("content-length", "x-request-id")), message
 
 
 @pytest.mark.parametrize("case", ["wrong_host", "unknown_method", "dot_segment", "encoded_slash",
@@ -595,7 +601,15 @@ def test_plugin_path_errors_are_byte_for_byte_those_of_the_falcon_app(c, srv, ca
         assert plugin_answer.headers["allow"] == "GET, POST, PUT, DELETE, PATCH"
         return
     assert falcon_answer.status in (400, 404, 405, 421)
-    assert _same_answer(plugin_answer) == _same_answer(falcon_answer)
+    expected_code = {"wrong_host": "MISDIRECTED_REQUEST", "unknown_method": "METHOD_NOT_ALLOWED",
+                     "dot_segment": "INVALID_REQUEST", "encoded_slash": "INVALID_REQUEST",
+                     "unknown_route": "ROUTE_NOT_FOUND"}[case]
+    assert route_error(plugin_answer)["code"] == expected_code
+    if case == "unknown_route":  # ModulaCMS's sentence, not Falcon's "not found"
+        assert _same_answer(plugin_answer)[:2] == _same_answer(falcon_answer)[:2]
+        assert route_error(plugin_answer)["message"] == "the requested plugin endpoint does not exist"
+    else:
+        assert _same_answer(plugin_answer) == _same_answer(falcon_answer)
 
 
 def test_plugin_route_answers_carry_falcon_framing_and_the_security_headers(c):
@@ -608,5 +622,5 @@ def test_plugin_route_answers_carry_falcon_framing_and_the_security_headers(c):
     head = c.request("HEAD", HELLO)
     assert head.status == 405 and head.body == b""
     bad = c.request("POST", f"{PLUGIN}/inspect/req", body=b"{", headers={"Content-Type": "application/json"})
-    assert bad.status == 400 and bad.json()["error"].startswith("request body is not valid JSON")
+    assert bad.status == 400 and route_error(bad)["message"].startswith("request body is not valid JSON")
     assert bad.headers["content-type"] == "application/json" and bad.headers["cache-control"] == "no-store"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ..core.errors import ValidationError
 from ..core.plugins.errors import PluginLoadError
-from ..core.plugins.lifecycle.manager import dependency_order, discover
-from ..core.plugins.lifecycle.manifest import check_name
+from ..core.plugins.lifecycle.manager import PluginManager, dependency_order, discover
+from ..core.plugins.lifecycle.manifest import provisional_name
 from ..core.plugins.runtime.vm import PluginVM, VMContext
 from ..core.settings import PluginSettings
 from ..core.site import Site, default_site_dir
@@ -30,11 +30,7 @@ def inspect_plugin(root: Path, settings: PluginSettings) -> dict:
     """Load a plugin's main chunk offline; returns manifest facts or the error."""
     out = {"name": root.name, "path": str(root), "version": None, "state": "discovered", "routes": 0,
            "hooks": 0, "error": None, "warnings": [], "permissions": None, "dependencies": []}
-    bad = check_name(root.name)
-    if bad:
-        out.update(state="failed", error=f"folder name '{root.name}' {bad}")
-        return out
-    vm = PluginVM(VMContext(root.name, root, settings, database=None, log_sink=lambda *a: None))
+    vm = PluginVM(VMContext(provisional_name(root.name), root, settings, database=None, log_sink=lambda *a: None))
     try:
         m = vm.load()
     except PluginLoadError as exc:
@@ -42,7 +38,9 @@ def inspect_plugin(root: Path, settings: PluginSettings) -> dict:
         return out
     finally:
         vm.close()
-    out.update(version=m.version, description=m.description, routes=len(vm.routes), hooks=len(vm.hooks),
+    # known by its plugin_info.name (the folder's name may differ: a warning says so)
+    out.update(name=m.name, folder=root.name, version=m.version, description=m.description,
+               routes=len(vm.routes), hooks=len(vm.hooks),
                warnings=vm.warnings, permissions=m.to_dict()["permissions"], dependencies=list(m.dependencies),
                route_list=[f"{r.method} {r.path}" + (" (public)" if r.public else "") for r in vm.routes],
                hook_list=[f"{h.event}:{h.table}" for h in vm.hooks], domain_list=list(vm.domains))
@@ -54,6 +52,15 @@ def cmd_list(args) -> int:
     site = _site(args)
     settings = _settings(site)
     rows = [inspect_plugin(p, settings) for p in discover(site.plugins_dir)]
+    claims: dict[str, list[str]] = {}
+    for r in rows:
+        if "_manifest" in r:
+            claims.setdefault(r["name"], []).append(Path(r["path"]).name)
+    for r in rows:  # two folders claiming one name: neither loads (as the app does)
+        folders = claims.get(r["name"], ())
+        if "_manifest" in r and len(folders) > 1:
+            del r["_manifest"]
+            r.update(state="failed", error=PluginManager._claimed_twice(r["name"], folders))
     manifests = {r["name"]: r["_manifest"] for r in rows if "_manifest" in r}
     _, problems = dependency_order(manifests)
     enabled = _enabled_flags(site)

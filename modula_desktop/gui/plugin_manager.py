@@ -63,19 +63,20 @@ def state_icon(state: str, color: str | None = None) -> QIcon:
 def copy_example_plugins(service) -> list[str]:
     """Copy the bundled example plugins into the site (never over a folder it has) and start the new
     ones. Returns their names. Runs on a worker thread: loading a plugin takes a moment."""
-    before = set(service.plugins.names())
+    before = set(service.plugins.folders())  # folders: a plugin is named by its plugin_info.name
     service.site.seed_bundled_plugins()
     from ..core.plugins.lifecycle.manager import discover
 
     added = []
     for root in discover(service.plugins.plugins_dir):
-        if root.name not in before and root.name not in service.plugins.names():
+        if root.name not in before and service.plugins.plugin_for_folder(root.name) is None:
             try:
                 service.plugins.add(root.name)
             except Exception:  # noqa: BLE001 - hot reload may have added it meanwhile
                 log.warning("could not add plugin %s", root.name, exc_info=True)
         if root.name not in before:
-            added.append(root.name)
+            plugin = service.plugins.plugin_for_folder(root.name)
+            added.append(plugin.name if plugin is not None else root.name)
     return sorted(added)
 
 

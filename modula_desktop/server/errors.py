@@ -1,4 +1,5 @@
-"""Every error the server answers is JSON ``{"error": "..."}`` (HTML only for the preview pages)."""
+"""Every error the admin and content API answers is JSON ``{"error": "..."}`` (HTML only for the preview
+pages). Plugin routes answer ModulaCMS's envelope instead: see plugin_routes.error_body."""
 from __future__ import annotations
 
 import http
@@ -15,10 +16,8 @@ log = logging.getLogger(__name__)
 JSON = "application/json"
 
 
-def error_json(message: str, code: str | None = None) -> bytes:
-    """code: ModulaCMS's error code where one applies (e.g. PLUGIN_UNAVAILABLE), beside the message."""
-    body = {"error": message} if code is None else {"error": message, "code": code}
-    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+def error_json(message: str) -> bytes:
+    return json.dumps({"error": message}, ensure_ascii=False).encode("utf-8")
 
 
 def error_message(exc: falcon.HTTPError) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from .. import __version__
+from ..core.plugins.api.http import ROUTE_ERRORS
 
 # ---- schemas --------------------------------------------------------------------------------------
 S = "string"
@@ -45,9 +46,16 @@ ENTRY_FIELDS = {
 }
 
 SCHEMAS = {
-    "Error": _obj({"error": {"type": S, "description": "one sentence saying what was wrong"},
-                   "code": {"type": S, "description": "PLUGIN_UNAVAILABLE while a plugin is loading"}}, ["error"],
-                  description="Every error the server answers, plugin routes' included."),
+    "Error": _obj({"error": {"type": S, "description": "one sentence saying what was wrong"}}, ["error"],
+                  description="Every error the admin and content API answers (plugin routes: PluginError)."),
+    "PluginError": _obj({"error": _obj({
+        "code": {"type": S, "enum": list(ROUTE_ERRORS), "description": "what went wrong, for programs"},
+        "message": {"type": S, "description": "one sentence for people; never the text of a Lua error "
+                                              "(that goes to the plugin's log, under the request id)"},
+        "request_id": {"type": S, "description": "new for each error answer, also in the X-Request-Id header "
+                                                 "and in the plugin's log entry when one was written"}},
+        ["code", "message", "request_id"])}, ["error"],
+        description="Every error a plugin route answers: ModulaCMS's envelope and codes."),
     "Health": _obj({"status": {"type": S, "const": "ok"}}, ["status"]),
     "Entry": _obj(ENTRY_FIELDS, list(ENTRY_FIELDS), extra=True, description="A page or post."),
     "EntryInput": _obj({k: v for k, v in ENTRY_FIELDS.items()
@@ -314,18 +322,47 @@ def _paths() -> dict:
         method: {**_op(f"A plugin's own route ({method.upper()})", ("200", "what the handler answers", None),
                        tag="plugins", params=("plugin", "path"), auth=False),
                  "description": "Served only once the author approved the route; an unapproved route answers "
-                                "404 like an unknown one. Routes not declared public need the admin token.",
-                 "responses": {"200": _answer("what the handler answers"),
-                               **{code: _answer(why, "Error") for code, why in (
-                                   ("401", "the route is not public and the token is missing"),
-                                   ("404", "unknown or unapproved route"),
-                                   ("413", "the body is over the request limit (1 MiB)"),
-                                   ("429", "over the rate limit (Retry-After says when to retry)"),
-                                   ("500", "the handler failed, or its answer was over 5 MiB"),
-                                   ("503", "disabled, loading, breaker open or no VM free"),
-                                   ("504", "the handler ran out of time or instructions"))}}}
+                                "404 like an unknown one. Routes not declared public need the admin token. "
+                                "Every error answer is ModulaCMS's envelope (PluginError) with an X-Request-Id "
+                                "header; besides those below, a wrong Host answers 421 `MISDIRECTED_REQUEST` "
+                                "and HEAD or OPTIONS 405 `METHOD_NOT_ALLOWED`.",
+                 "responses": {"200": _answer("what the handler answers"), **_plugin_errors()}}
         for method in ("get", "post", "put", "delete", "patch")}
     return paths
+
+
+# when each code of a plugin route is answered (the statuses are api.http.ROUTE_ERRORS')
+PLUGIN_ERROR_CASES = {
+    "INVALID_REQUEST": "bad JSON in an application/json body, or a request that cannot be handed to the plugin",
+    "UNAUTHORIZED": "the route is not public and the admin token is missing",
+    "ROUTE_NOT_FOUND": "unknown or unapproved route",
+    "BODY_TOO_LARGE": "the body is over the request limit (1 MiB)",
+    "RATE_LIMITED": "over the rate limit (Retry-After says when to retry)",
+    "HANDLER_ERROR": "the handler (or middleware) raised an error or gave an unusable answer",
+    "RESPONSE_TOO_LARGE": "the handler's answer was over the response limit (5 MiB)",
+    "INTERNAL_ERROR": "a fault of the server's own",
+    "PLUGIN_UNAVAILABLE": "the plugin is disabled, failed, loading or reloading",
+    "CIRCUIT_BREAKER_OPEN": "the plugin's circuit breaker is open (Retry-After)",
+    "POOL_EXHAUSTED": "no VM of the plugin came free in time (Retry-After)",
+    "HANDLER_TIMEOUT": "the handler ran out of time or instructions",
+}
+
+
+def _plugin_errors() -> dict:
+    """The error answers of a plugin route by status, each naming its codes."""
+    by_status: dict[str, list[str]] = {}
+    for code in PLUGIN_ERROR_CASES:
+        by_status.setdefault(str(ROUTE_ERRORS[code][0]), []).append(code)
+    out = {}
+    for status in sorted(by_status):
+        codes = by_status[status]
+        schema = {"allOf": [_ref("PluginError"), {"properties": {"error": {"properties": {
+            "code": {"enum": codes}}}}}]}
+        out[status] = {"description": "; ".join(f"`{c}`: {PLUGIN_ERROR_CASES[c]}" for c in codes),
+                       "headers": {"X-Request-Id": {"description": "the error's request_id",
+                                                    "schema": {"type": S}}},
+                       "content": {JSON: {"schema": schema}}}
+    return out
 
 
 def document() -> dict:
@@ -356,6 +393,8 @@ class OpenApiDocument:
 
 # ---- docs/ADMIN_API.md ----------------------------------------------------------------------------
 def _schema_text(schema: dict) -> str:
+    if "allOf" in schema and "$ref" in schema["allOf"][0]:  # a schema narrowed (PluginError to its codes)
+        return _schema_text(schema["allOf"][0])
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[1]
         return f"[{name}](#{name.lower()})"
@@ -366,6 +405,18 @@ def _schema_text(schema: dict) -> str:
     if "enum" in schema:
         text += " (" + ", ".join(f"`{v}`" for v in schema["enum"]) + ")"
     return text
+
+
+def _property_rows(schema: dict, prefix: str = "") -> list[str]:
+    """Table rows of an object's properties, those of a nested object as `outer.inner`."""
+    rows = []
+    required = set(schema.get("required", ()))
+    for prop, ps in schema.get("properties", {}).items():
+        rows.append(f"| `{prefix}{prop}`{' (required)' if prop in required else ''} | {_schema_text(ps)} | "
+                    f"{ps.get('description', '')} |")
+        if ps.get("type") == "object" and ps.get("properties"):
+            rows += _property_rows(ps, f"{prefix}{prop}.")
+    return rows
 
 
 def markdown(doc: dict | None = None) -> str:
@@ -408,10 +459,7 @@ def markdown(doc: dict | None = None) -> str:
             if "$ref" in part:
                 rows.append(f"| (all of) | {_schema_text(part)} | |")
                 continue
-            required = set(part.get("required", ()))
-            for prop, ps in part.get("properties", {}).items():
-                rows.append(f"| `{prop}`{' (required)' if prop in required else ''} | {_schema_text(ps)} | "
-                            f"{ps.get('description', '')} |")
+            rows += _property_rows(part)
         if rows:
             out += ["| field | type | |", "|---|---|---|", *rows, ""]
     return "\n".join(out).rstrip() + "\n"

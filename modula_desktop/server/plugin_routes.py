@@ -22,10 +22,11 @@ import falcon
 
 from ..core.plugins.errors import ApiError
 from ..core.plugins.lifecycle.manager import RouteFailure
-from ..core.plugins.api.http import METHODS, unpack_response
+from ..core.plugins.api.http import (BLOCKED_HEADERS, CODE_FOR_STATUS, METHODS, ROUTE_ERRORS, error_envelope,
+                                     new_request_id, unpack_response)
 from .auth import TokenAuth
 from .bodies import is_json_type, parse_json, read_body_env
-from .errors import JSON, error_json, error_message
+from .errors import JSON, error_message
 from .middleware import SECURITY_HEADERS_WSGI, RequestGuard
 from .ratelimit import RateLimiter
 
@@ -37,13 +38,6 @@ except ImportError:  # pragma: no cover - built without a compiler
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/plugins"
-# Never taken from a plugin: framing and caching are ours, cookies and CORS are refused outright,
-# and hop-by-hop headers are illegal for a WSGI application.
-BLOCKED_HEADERS = frozenset({
-    "set-cookie", "transfer-encoding", "content-length", "cache-control", "host", "connection",
-    "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers", "upgrade",
-    "date", "server", "x-content-type-options", "x-frame-options",
-})
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 MAX_RESPONSE_HEADERS = 100
@@ -133,13 +127,26 @@ _STATUS_LINES: dict[int, str] = {}
 
 def _not_found():
     # the single answer for unknown, unapproved and revoked routes alike
-    return falcon.HTTPNotFound()
+    return falcon.HTTPNotFound(description=ROUTE_ERRORS["ROUTE_NOT_FOUND"][1], code="ROUTE_NOT_FOUND")
+
+
+def error_body(code: str, message: str, request_id: str) -> bytes:
+    """A plugin route's error answer: ModulaCMS's envelope (SPEC 3.5)."""
+    return json.dumps(error_envelope(code, message, request_id), ensure_ascii=False).encode("utf-8")
+
+
+def error_answer(status: int, code: str, message: str, request_id: str | None = None):
+    """status, headers, body of an error answer; the request id is made here unless the failure was
+    logged under one already (then the answer names that entry)."""
+    request_id = request_id or new_request_id()
+    return status, {"content-type": JSON, "x-request-id": request_id}, error_body(code, message, request_id)
 
 
 class PluginDispatcher:
     """A WSGI application for every path under /api/v1/plugins. It needs none of Falcon's request and
-    response machinery (they cost more than the plugin call here), but answers like the Falcon app:
-    the same guard, the same JSON errors, the same security headers."""
+    response machinery (they cost more than the plugin call here), but has the same guard and the same
+    security headers; its errors are ModulaCMS's envelope {"error": {"code", "message", "request_id"}}
+    with an X-Request-Id header (made only for errors: a good answer pays nothing for it)."""
 
     def __init__(self, service, auth: TokenAuth, guard: RequestGuard):
         self.service = service
@@ -173,15 +180,16 @@ class PluginDispatcher:
             authorized = self.auth.check(env.get("HTTP_AUTHORIZATION"))
             if not authorized and not match.spec.public:
                 raise falcon.HTTPUnauthorized(
-                    description="this plugin route needs the site's admin token (Authorization: Bearer <token>)",
-                    challenges=["Bearer"])
+                    description="authentication required: this plugin route needs the site's admin token "
+                                "(Authorization: Bearer <token>)",
+                    challenges=["Bearer"], code="UNAUTHORIZED")
             client_ip = env.get("REMOTE_ADDR", "")
             limiter = self.limiter
             if limiter.rate > 0:  # 0: no limit (then acquire() would answer 0 anyway)
                 wait = limiter.acquire(client_ip)
                 if wait:
-                    raise falcon.HTTPTooManyRequests(description="too many requests: slow down",
-                                                     retry_after=max(1, math.ceil(wait)))
+                    raise falcon.HTTPTooManyRequests(description=ROUTE_ERRORS["RATE_LIMITED"][1],
+                                                     retry_after=max(1, math.ceil(wait)), code="RATE_LIMITED")
             body = read_body_env(env, self.settings.max_request_body) if env.get("CONTENT_LENGTH") else b""
             # the request headers, flat (see wsgi_headers); the admin token is never handed over
             flat = _flat_headers(env, authorized) if _flat_headers is not None else None
@@ -197,7 +205,8 @@ class PluginDispatcher:
             except RouteFailure as exc:
                 raise self._failure(match, exc) from None
             except ApiError as exc:  # the request could not be turned into Lua values
-                raise falcon.HTTPBadRequest(description=f"request cannot be passed to the plugin: {exc}") from None
+                raise falcon.HTTPBadRequest(description=f"request cannot be passed to the plugin: {exc}",
+                                            code="INVALID_REQUEST") from None
             if type(out) is bytes and len(out) - 4 <= self.settings.max_response_body:
                 # the common answer, packed by the plugin's VM (see unpack_response): no headers of
                 # the plugin's, a status from 200 to 599, then the JSON text or the body
@@ -206,13 +215,15 @@ class PluginDispatcher:
             else:
                 status, headers, body = self._respond(match, out)
         except falcon.HTTPError as exc:
-            status, body = exc.status_code, error_json(error_message(exc), exc.code)
-            headers = {"content-type": JSON}
+            status = exc.status_code
+            status, headers, body = error_answer(status, exc.code or CODE_FOR_STATUS.get(status, "INTERNAL_ERROR"),
+                                                 error_message(exc), getattr(exc, "request_id", None))
             if exc.headers:
                 headers.update((k.lower(), v) for k, v in exc.headers.items())
-        except Exception:  # noqa: BLE001 - our bug: logged, and the same 500 as the Falcon app's
-            log.exception("unhandled error in %s %s", method, env.get("PATH_INFO"))
-            status, headers, body = 500, {"content-type": JSON}, error_json("internal server error")
+        except Exception:  # noqa: BLE001 - our bug: logged, and a 500 that says nothing more
+            request_id = new_request_id()
+            log.exception("unhandled error in %s %s [request_id=%s]", method, env.get("PATH_INFO"), request_id)
+            status, headers, body = error_answer(500, "INTERNAL_ERROR", ROUTE_ERRORS["INTERNAL_ERROR"][1], request_id)
         if match is not None:
             # a request to a route counts for the metrics (queued: see Metrics.observe_http)
             self.metrics.observe_http(match.plugin.name, match.spec.label, status, time.perf_counter() - started)
@@ -228,14 +239,17 @@ class PluginDispatcher:
         if exc.status == 404:  # the route went away in a reload while we dispatched: unknown now
             return _not_found()
         headers = None
-        code = "PLUGIN_UNAVAILABLE" if exc.status == 503 else None
         if exc.kind in ("busy", "breaker", "loading"):  # transient: say when to come back
             wait = 1.0
             if exc.kind == "breaker":
                 b = match.plugin.breaker
                 wait = b.reset_interval_s - (time.monotonic() - b.opened_at)
             headers = {"Retry-After": str(max(1, math.ceil(wait)))}
-        return falcon.HTTPError(exc.status, description=exc.message, headers=headers, code=code)
+        # exc.message never carries a Lua error's text (that went to the plugin's log, under request_id)
+        err = falcon.HTTPError(exc.status, description=exc.message, headers=headers,
+                               code=exc.code or CODE_FOR_STATUS.get(exc.status, "INTERNAL_ERROR"))
+        err.request_id = exc.request_id
+        return err
 
     def _respond(self, match, out):
         """status, headers (lower-case names), body of the plugin's answer (a response dict, or packed)."""
@@ -244,7 +258,7 @@ class PluginDispatcher:
         status = out["status"]
         name = match.plugin.name
         if status < 200:
-            return self._plugin_error(name, f"response status {status} is not allowed (use 200-599)")
+            return self._plugin_error(name, f"response status {status} is not allowed (use 200-599)", match)
         content_type = None
         if out["has_json"]:
             data = out["encoded"]  # encoded by the plugin's VM already, for most answers
@@ -252,13 +266,14 @@ class PluginDispatcher:
                 try:
                     data = _encode_json(out["json"]).encode()
                 except (TypeError, ValueError) as exc:
-                    return self._plugin_error(name, f"response json cannot be encoded: {exc}")
+                    return self._plugin_error(name, f"response json cannot be encoded: {exc}", match)
             content_type = JSON
         else:
             data = out["body"]
         limit = self.settings.max_response_body
         if len(data) > limit:
-            return self._plugin_error(name, f"response too large (over {limit} bytes)")
+            return self._plugin_error(name, f"response too large (over {limit} bytes)", match,
+                                      "RESPONSE_TOO_LARGE")
         headers = {}
         plugin_headers = out["headers"]
         if plugin_headers:
@@ -284,7 +299,10 @@ class PluginDispatcher:
             self.service.logbook.write(name, "warn", "response headers not allowed and dropped: "
                                        + ", ".join(repr(d[:64]) for d in dropped[:10]))
 
-    def _plugin_error(self, name: str, message: str):
-        self.service.logbook.write(name, "error", message)
+    def _plugin_error(self, name: str, message: str, match, code: str = "HANDLER_ERROR"):
+        """The answer for a response the plugin got wrong: the detail to its log, the client gets the code."""
+        request_id = new_request_id()
+        self.service.logbook.write(name, "error", f"{match.spec.label}: {message}", {"request_id": request_id})
         self.metrics.errors.labels(name, "response").inc()
-        return 500, {"content-type": JSON}, error_json(message)
+        status, text = ROUTE_ERRORS[code]
+        return error_answer(status, code, text, request_id)

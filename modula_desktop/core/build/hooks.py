@@ -128,7 +128,7 @@ class RenderHooks:
         try:
             response = manager.call_route(match, request)
         except RouteFailure as exc:
-            raise BuildError(f"The {name} plugin's build route GET {path} failed: {exc.message}.") from None
+            raise BuildError(f"The {name} plugin's build route GET {path} failed: {exc.detail}.") from None
         status = response.get("status") or 200
         if not 200 <= status < 300:
             raise BuildError(f"The {name} plugin's build route GET {path} answered {status}.")

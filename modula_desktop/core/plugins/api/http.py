@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import dataclass, field
 
 from ..errors import ApiError
@@ -11,6 +12,52 @@ from ..errors import ApiError
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 MAX_PATH = 256
 SEGMENT_RE = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]{0,63}\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)$")
+
+
+# Response headers never taken from a plugin (nor access-control-*): framing and caching are the
+# server's, cookies and CORS are refused outright, and hop-by-hop headers are illegal for a WSGI app.
+BLOCKED_HEADERS = frozenset({
+    "set-cookie", "transfer-encoding", "content-length", "cache-control", "host", "connection",
+    "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers", "upgrade",
+    "date", "server", "x-content-type-options", "x-frame-options",
+})
+
+# The errors a plugin route answers, as ModulaCMS's plugin HTTP bridge does (http_bridge.go,
+# http_request.go): {"error": {"code", "message", "request_id"}}. code -> (status, ModulaCMS's message).
+# The last four are ours: ModulaCMS answers them through its router (405/421) or not at all.
+ROUTE_ERRORS = {
+    "ROUTE_NOT_FOUND": (404, "the requested plugin endpoint does not exist"),
+    "UNAUTHORIZED": (401, "authentication required"),
+    "RATE_LIMITED": (429, "rate limit exceeded"),
+    "BODY_TOO_LARGE": (413, "request body too large"),
+    "INVALID_REQUEST": (400, "failed to read request"),
+    "PLUGIN_UNAVAILABLE": (503, "plugin is not running"),
+    "CIRCUIT_BREAKER_OPEN": (503, "plugin is temporarily disabled due to repeated failures"),
+    "POOL_EXHAUSTED": (503, "all plugin VMs are busy, try again shortly"),
+    "HANDLER_ERROR": (500, "internal plugin error"),
+    "HANDLER_TIMEOUT": (504, "plugin execution timed out"),
+    "RESPONSE_TOO_LARGE": (500, "response body exceeds size limit"),
+    "METHOD_NOT_ALLOWED": (405, "method not allowed"),
+    "MISDIRECTED_REQUEST": (421, "misdirected request"),
+    "INTERNAL_ERROR": (500, "internal server error"),
+}
+# the code for an error answer that names none, by status
+CODE_FOR_STATUS = {404: "ROUTE_NOT_FOUND", 401: "UNAUTHORIZED", 429: "RATE_LIMITED", 413: "BODY_TOO_LARGE",
+                   400: "INVALID_REQUEST", 411: "INVALID_REQUEST", 415: "INVALID_REQUEST",
+                   503: "PLUGIN_UNAVAILABLE", 504: "HANDLER_TIMEOUT", 405: "METHOD_NOT_ALLOWED",
+                   421: "MISDIRECTED_REQUEST", 403: "MISDIRECTED_REQUEST", 500: "INTERNAL_ERROR"}
+# PluginCallError kinds that answer 504 HANDLER_TIMEOUT (SPEC 3.3: time and instructions); others 500
+TIMEOUT_KINDS = frozenset({"timeout", "budget"})
+
+
+def new_request_id() -> str:
+    """A request's id, as ModulaCMS makes them (a random UUID v4): in the error answer and in the
+    plugin's log entry, so the two can be matched."""
+    return str(uuid.uuid4())
+
+
+def error_envelope(code: str, message: str, request_id: str) -> dict:
+    return {"error": {"code": code, "message": message, "request_id": request_id}}
 
 
 def validate_route_path(path) -> str:

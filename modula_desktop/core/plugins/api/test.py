@@ -9,7 +9,7 @@ from ...settings import PluginSettings
 from ..errors import ApiError
 from ..runtime.sandbox import _lua_source
 from ..runtime.vm import EVENTS, HOOK_TABLES, PluginVM
-from .http import RouteTable
+from .http import BLOCKED_HEADERS, RouteTable, new_request_id
 from .outbound import OutboundClient
 
 
@@ -38,6 +38,12 @@ def install_test_module(vm: PluginVM, routes, hooks, mock: "MockOutbound"):
         "in_before_hook": sb.fn("bind")(sb.host_function(
             lambda on: setattr(vm, "current_call", TEST_BEFORE_HOOK if on else None), name="test.fire")),
         "events": sb.to_lua(list(EVENTS)),
+        "blocked_headers": sb.to_lua(sorted(BLOCKED_HEADERS)),
+        "request_id": sb.fn("bind")(sb.host_function(new_request_id, name="test.request")),
+        # as served: a handler's error goes to the plugin's log under the answer's request id
+        "log_error": sb.fn("bind")(sb.host_function(
+            lambda message, request_id: vm._emit("error", message, {"request_id": request_id}),
+            name="test.request")),
     })
     env = sb.fn("get_global")(b"_G")
     test_module, runner = sb.lua.execute(_lua_source("testing.lua"), sb.trusted, env, host, name="=testing",

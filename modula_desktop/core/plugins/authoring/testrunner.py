@@ -5,6 +5,7 @@ rolled back afterwards, with the VM's globals reset to the post-init snapshot be
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from ...settings import PluginSettings
 from ...storage import PRAGMAS
 from ..errors import PluginCallError, PluginLoadError
 from ..api.test import MockOutbound, install_test_module
+from ..lifecycle.manifest import provisional_name
 from ..runtime.vm import PluginVM, VMContext
 
 
@@ -23,11 +25,31 @@ class TestResult:
     file: str
     name: str
     ok: bool
-    error: str | None
+    error: str | None  # the failures as text (see describe), None when the test passed
     ms: float
+    assertions: int = 0
+    # as ModulaCMS's harness records them: {"message", "line", "error"} (error: a Lua error, not an assertion)
+    failures: list = field(default_factory=list)
+    logs: list = field(default_factory=list)  # what the plugin logged during the test
 
     def to_dict(self):
-        return {"file": self.file, "name": self.name, "ok": self.ok, "error": self.error, "ms": round(self.ms, 2)}
+        # ours, and ModulaCMS's names for the same (test, passed, duration_ms, assertions, failures)
+        return {"file": self.file, "name": self.name, "ok": self.ok, "error": self.error, "ms": round(self.ms, 2),
+                "test": self.name, "passed": self.ok, "duration_ms": int(self.ms), "assertions": self.assertions,
+                "failures": [{"message": f["message"], "line": f.get("line", 0), "error": bool(f.get("error"))}
+                             for f in self.failures]}
+
+
+def describe(failures: list, file: str) -> str:
+    """The failures of a test, one a line, as ModulaCMS prints them: FAIL: message (file:line) for an
+    assertion, ERROR: message for a Lua error (its text names the line)."""
+    lines = []
+    for f in failures:
+        if f.get("error"):
+            lines.append(f"ERROR: {f['message']}")
+        else:
+            lines.append(f"FAIL: {f['message']} ({f.get('file') or file}:{f.get('line', 0)})")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -67,6 +89,15 @@ def run_plugin_tests(path: Path, settings: PluginSettings | None = None, name_fi
     if not (path / "init.lua").is_file():
         run.load_error = f"{path} is not a plugin folder (no init.lua)"
         return run
+    # the plugin is its plugin_info.name (tables, the /api/v1/plugins/<name>/ prefix), not its folder's
+    probe = PluginVM(VMContext(provisional_name(path.name), path, settings, log_sink=lambda *a: None))
+    try:
+        run.plugin = probe.load().name
+    except PluginLoadError as exc:
+        run.load_error = str(exc)
+        return run
+    finally:
+        probe.close()
     database = SqliteDatabase(":memory:", pragmas={k: v for k, v in PRAGMAS.items() if k != "journal_mode"})
     database.connect()
     try:
@@ -124,7 +155,7 @@ def _run_in(database, path: Path, settings: PluginSettings, name_filter, timeout
 
 
 def _run_with(content, database, path, settings, name_filter, timeout, run, sink, mock) -> TestRun:
-    ctx = VMContext(path.name, path, settings, database=database, log_sink=sink, outbound=mock,
+    ctx = VMContext(run.plugin, path, settings, database=database, log_sink=sink, outbound=mock,
                     content=lambda: content.service, core_approved=content.approved)
     first = None
     try:
@@ -146,6 +177,9 @@ def _run_with(content, database, path, settings, name_filter, timeout, run, sink
         run.missing_tests = f"no test/ directory found in {path}"
         return run
     files = sorted(test_dir.glob("*.test.lua"))
+    if not any(f.is_file() and not f.is_symlink() for f in files):
+        run.missing_tests = f"no *.test.lua files found in {test_dir}/"
+        return run
     for f in files:
         if f.is_symlink() or not f.is_file():
             continue
@@ -180,24 +214,29 @@ def _run_with(content, database, path, settings, name_filter, timeout, run, sink
                 continue
             fn = sb.fn("get_global")(name.encode())
             started = time.perf_counter()
-            error = None
+            failures, assertions, logged_before = [], 0, len(run.logs)
             try:
                 with database.atomic() as savepoint:
                     try:
                         vm.ops.reset(settings.max_ops, "test")
                         mock.clear()
                         # setup, the test, teardown (test.setup/test.teardown or global functions)
-                        sb.call("run", *vm._budget_args(seconds, name), b"handler", runner, fn)
+                        out = sb.call("run", *vm._budget_args(seconds, name), b"handler", runner, fn)
+                        record = sb.from_lua(out[0]) if out else {}
+                        assertions = int(record.get("assertions") or 0)
+                        failures = list(record.get("failures") or [])
                         if vm.ops.exceeded:
-                            error = vm.ops.message
+                            failures.append({"message": vm.ops.message, "line": 0, "error": True})
                     except PluginCallError as exc:
-                        error = exc.message
+                        failures.append({"message": exc.message, "line": 0, "error": True})
                     finally:
                         vm.reset()
                         savepoint.rollback()
             except Exception as exc:  # noqa: BLE001 - a database error ends this test, not the run
-                error = f"{type(exc).__name__}: {exc}"
-            run.results.append(TestResult(rel, name, error is None, error, (time.perf_counter() - started) * 1000))
+                failures.append({"message": f"{type(exc).__name__}: {exc}", "line": 0, "error": True})
+            run.results.append(TestResult(rel, name, not failures, describe(failures, rel) if failures else None,
+                                          (time.perf_counter() - started) * 1000, assertions, failures,
+                                          run.logs[logged_before:]))
             if vm.broken:
                 # a VM stopped by a budget is not reused: the file's next test gets a fresh one
                 try:
@@ -229,10 +268,12 @@ def format_run(run: TestRun, verbose: bool = False) -> str:
                 lines.append(r.file)
                 current = r.file
             mark = "PASS" if r.ok else "FAIL"
-            line = f"  {mark} {r.name} ({r.ms:.1f} ms)"
+            lines.append(f"  {mark} {r.name} ({r.ms:.1f} ms)")
             if r.error:
-                line += f"\n       {r.error}"
-            lines.append(line)
+                lines.extend(f"       {text}" for text in r.error.splitlines())
+                # a handler's error reaches test.request as HANDLER_ERROR, its text the log: show it here
+                lines.extend(f"       log [{e['level']}] {e['message']}" + _context_text(e) for e in r.logs
+                             if e["level"] == "error")
     if verbose and run.logs:
         lines.append("log:")
         lines.extend(f"  [{e['level']}] {e['message']}" for e in run.logs[-50:])
@@ -242,3 +283,8 @@ def format_run(run: TestRun, verbose: bool = False) -> str:
         lines.append("no tests found (add test/*.test.lua files with test_* functions)")
     lines.append(f"{run.passed} passed, {run.failed} failed")
     return "\n".join(lines)
+
+
+def _context_text(entry: dict) -> str:
+    context = entry.get("context")
+    return f"  {json.dumps(context, ensure_ascii=False, default=str)}" if context else ""

@@ -15,10 +15,10 @@ from .approvals import Approvals
 from .breaker import CircuitBreaker, HookBreaker
 from ..errors import ApiError, PluginCallError, PluginLoadError
 from ..api.log import Logbook
-from .manifest import Manifest, check_name
+from .manifest import Manifest, provisional_name
 from ..runtime.pool import PoolClosed, VMPool
 from .reload import Sources, is_plugin_folder, read_sources
-from ..api.http import RouteTable
+from ..api.http import ROUTE_ERRORS, TIMEOUT_KINDS, RouteTable, new_request_id
 from ..runtime.vm import MAX_SOURCE_BYTES, HookSpec, PluginVM, RouteSpec, VMContext, unpack_response
 
 log = logging.getLogger(__name__)
@@ -167,13 +167,20 @@ class HookBinding:
 
 
 class RouteFailure(Exception):
-    """A plugin route could not produce a response. status: the HTTP status to answer."""
+    """A plugin route could not produce a response. status: the HTTP status to answer; code: its error
+    code (api.http.ROUTE_ERRORS); message: what the client may read (never a Lua error's text); detail:
+    what went wrong, for the plugin's log and its author (the Lua error); request_id: set when the
+    failure was logged, so the answer names the entry."""
 
-    def __init__(self, status: int, message: str, kind: str = "error"):
+    def __init__(self, status: int, message: str, kind: str = "error", code: str | None = None,
+                 detail: str | None = None, request_id: str | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.kind = kind
+        self.code = code
+        self.detail = detail if detail is not None else message
+        self.request_id = request_id
 
 
 class PluginManager:
@@ -223,9 +230,56 @@ class PluginManager:
         with self._lock:
             p = self.plugins.get(name)
             if p is None:
-                p = Plugin(name, root, self.settings, on_trip=lambda n=name: self._count("breaker_trips", n, "plugin"))
+                p = Plugin(name, root, self.settings, on_trip=lambda: self._count("breaker_trips", p.name, "plugin"))
                 self.plugins[name] = p
             return p
+
+    # ---- identity: plugin_info.name, whatever the folder is called (as in ModulaCMS) ----------
+    def plugin_for_folder(self, folder: str) -> Plugin | None:
+        """The plugin loaded from plugins/<folder> (its name may differ from the folder's)."""
+        with self._lock:
+            return next((p for p in self.plugins.values() if p.root.name == folder), None)
+
+    def folders(self) -> list[str]:
+        with self._lock:
+            return sorted(p.root.name for p in self.plugins.values())
+
+    def _reidentify(self, plugin: Plugin) -> str | None:
+        """The name a plugin that failed to load goes by now (its manifest read again), or None when
+        that name is another folder's."""
+        try:
+            manifest = self.read_manifest(plugin.root)
+        except PluginLoadError:
+            return plugin.name  # the load reports it
+        before = plugin.manifest.name if plugin.manifest is not None else None
+        with self._lock:
+            owner = self.plugins.get(manifest.name)
+            if owner is not None and owner is not plugin:
+                self._fail(plugin, self._claimed_twice(manifest.name, (owner.root.name, plugin.root.name)))
+                return None
+            old = plugin.name
+            if old != manifest.name:
+                del self.plugins[old]
+                plugin.name = manifest.name
+                self.plugins[plugin.name] = plugin
+            plugin.manifest = manifest
+            # folders that failed because they claimed the name this one gave up may load now
+            freed = [p for p in self.plugins.values() if p is not plugin and p.state == FAILED
+                     and before and before != manifest.name and p.manifest is not None and p.manifest.name == before]
+        if old != manifest.name:
+            self._notify(old)
+        for p in freed:
+            try:
+                self._load(p.name)
+            except PluginLoadError:
+                pass
+        return plugin.name
+
+    @staticmethod
+    def _claimed_twice(name: str, folders) -> str:
+        listed = " and ".join(f"plugins/{f}" for f in sorted(folders))
+        return (f"plugin_info.name '{name}' is claimed by more than one folder ({listed}): neither is "
+                "loaded; give each plugin its own name")
 
     def _count(self, metric, plugin, *labels):
         if self.metrics is not None:
@@ -262,25 +316,50 @@ class PluginManager:
 
     def _load_all(self):
         found = {p.name: p for p in discover(self.plugins_dir)}
-        manifests: dict[str, Manifest] = {}
-        for name, root in found.items():
+        read: dict[str, Manifest] = {}  # folder -> its manifest
+        for folder, root in found.items():
             if self._stopping.is_set():
                 return
-            plugin = self._plugin(name, root)
-            bad = check_name(name)
-            if bad:
-                self._fail_unloaded(plugin, f"folder name '{name}' {bad}")
-                continue
-            try:
-                manifests[name] = self.read_manifest(root)
-                plugin.manifest = manifests[name]
+            plugin = self._plugin(folder, root)
+            try:  # (any folder name will do: the plugin's name is its plugin_info.name)
+                read[folder] = plugin.manifest = self.read_manifest(root)
             except PluginLoadError as exc:
                 self._fail_unloaded(plugin, str(exc))
+        claims: dict[str, list[str]] = {}
+        for folder, m in read.items():
+            claims.setdefault(m.name, []).append(folder)
+        manifests: dict[str, Manifest] = {}
+        with self._lock:  # every plugin under its own name; folders that claim one name twice keep theirs
+            named, rest = {}, []
+            for p in self.plugins.values():
+                m = read.get(p.root.name)
+                if m is not None and len(claims[m.name]) == 1:
+                    p.name = m.name
+                    named[p.name] = p
+                else:
+                    rest.append(p)
+            for p in rest:
+                if p.name in named:  # a failed folder called like another folder's plugin
+                    log.warning("plugin folder %s is not listed: its name is plugin %s's", p.root.name, p.name)
+                    continue
+                named[p.name] = p
+            self.plugins = named
+        for folder, m in read.items():
+            if m.name != folder:  # the front ends listed it under its folder's name until now
+                self._notify(folder)
+        for name, folders in claims.items():
+            if len(folders) > 1:
+                for f in folders:
+                    plugin = self.plugin_for_folder(f)
+                    if plugin is not None:
+                        self._fail_unloaded(plugin, self._claimed_twice(name, folders))
+            else:
+                manifests[name] = read[folders[0]]
         order, problems = dependency_order(manifests)
         for name, reason in problems.items():
             self._fail_unloaded(self.plugins[name], reason)
         if self.approvals is not None:
-            self.approvals.clean_orphans(set(found))
+            self.approvals.clean_orphans(set(self.names()))
         for i, name in enumerate(order):
             if self._stopping.is_set():
                 return
@@ -303,7 +382,7 @@ class PluginManager:
 
     def read_manifest(self, root: Path) -> Manifest:
         """Load a plugin's main chunk in an offline VM (no database) and return its manifest."""
-        vm = PluginVM(VMContext(root.name, root, self.settings, database=None,
+        vm = PluginVM(VMContext(provisional_name(root.name), root, self.settings, database=None,
                                 log_sink=lambda *a: None))
         try:
             return vm.load()
@@ -384,21 +463,37 @@ class PluginManager:
     def add(self, name: str) -> bool:
         """Load a plugin whose folder appeared after load_all (hot reload, or an admin action).
         It comes after every loaded plugin in hook order. Returns True when it runs."""
-        root = self.plugins_dir / name
         with self._lock:
-            known = name in self.plugins
-            if not known:
-                if not is_plugin_folder(root):
-                    raise PluginLoadError(f"no plugin named '{name}'")
-                plugin = self._plugin(name, root)
-                plugin.order = 1 + max((p.order for p in self.plugins.values() if p is not plugin), default=-1)
-        if known:
-            return self._load(name)
-        bad = check_name(name)
-        if bad:
+            known = self.plugins.get(name) or self.plugin_for_folder(name)
+        if known is not None:
+            return self._load(known.name)
+        # name: a new folder; the plugin in it is known by its plugin_info.name
+        root = self.plugins_dir / name
+        if not is_plugin_folder(root):
+            raise PluginLoadError(f"no plugin named '{name}'")
+        problem, manifest = None, None
+        try:
+            manifest = self.read_manifest(root)
+        except PluginLoadError:
+            pass  # loaded under the folder's name: the load says what is wrong (and is counted)
+        with self._lock:
+            owner = self.plugins.get(manifest.name) if manifest is not None else None
+            if owner is not None and owner.root != root:
+                problem = self._claimed_twice(manifest.name, (owner.root.name, name))
+                manifest = None
+            if manifest is None and name in self.plugins:  # a failed folder called like another's plugin
+                self.logbook.write(name, "error", f"plugins/{name} not loaded: {problem}")
+                return False
+            plugin = self._plugin(manifest.name if manifest is not None else name, root)
+            plugin.manifest = manifest
+            plugin.order = 1 + max((p.order for p in self.plugins.values() if p is not plugin), default=-1)
+        name = plugin.name
+        if problem:
             with plugin.lock:
                 plugin.last_reload_at = time.monotonic()
-                self._fail_unloaded(plugin, f"folder name '{name}' {bad}")
+                self._fail_unloaded(plugin, problem)
+            if owner is not None:  # the running one keeps serving; its log says why the other did not load
+                self.logbook.write(owner.name, "warn", f"plugins/{root.name} was not loaded: {problem}")
             return False
         if self.approvals is not None and not self.approvals.is_enabled(name):
             plugin.state = STOPPED
@@ -423,6 +518,11 @@ class PluginManager:
             plugin = self.plugins.get(name)
         if plugin is None:
             return self.add(name)
+        if plugin.current is None and not initial and plugin.state == FAILED:
+            # not serving: its plugin_info.name may have been changed to settle a clash of names
+            name = self._reidentify(plugin)
+            if name is None:
+                return False
         with plugin.lock:
             if self.plugins.get(name) is not plugin:
                 raise PluginLoadError(f"no plugin named '{name}'")  # removed while we waited
@@ -674,12 +774,12 @@ class PluginManager:
         plugin, gen = match.plugin, match.generation
         if gen is None or plugin.state != RUNNING:
             if plugin.state in (LOADING, DISCOVERED):
-                raise RouteFailure(503, f"plugin '{plugin.name}' is loading", "loading")
-            raise RouteFailure(503, f"plugin '{plugin.name}' is not running", "unavailable")
+                raise RouteFailure(503, f"plugin '{plugin.name}' is loading", "loading", "PLUGIN_UNAVAILABLE")
+            raise RouteFailure(503, f"plugin '{plugin.name}' is not running", "unavailable", "PLUGIN_UNAVAILABLE")
         breaker = plugin.breaker
         if not breaker.quiet and not breaker.allow():  # quiet: allow() would say yes (see CircuitBreaker)
             raise RouteFailure(503, f"plugin '{plugin.name}' is temporarily unavailable (circuit breaker open)",
-                               "breaker")
+                               "breaker", "CIRCUIT_BREAKER_OPEN")
         reported = False  # every allow() ends in success(), failure() or release(): a probe never wedges
         try:
             try:
@@ -691,8 +791,10 @@ class PluginManager:
                 reported = True
                 breaker.failure()
                 self._count("errors", plugin.name, "vm")
-                self.logbook.write(plugin.name, "error", f"could not start a VM: {exc}")
-                raise RouteFailure(503, f"plugin '{plugin.name}' could not start a VM", "unavailable") from None
+                request_id = new_request_id()
+                self.logbook.write(plugin.name, "error", f"could not start a VM: {exc}", {"request_id": request_id})
+                raise RouteFailure(503, f"plugin '{plugin.name}' could not start a VM", "unavailable",
+                                   "PLUGIN_UNAVAILABLE", str(exc), request_id) from None
             try:
                 response = vm.call_route(spec.index, request)
                 if type(response) is not bytes:  # packed: sent as it is
@@ -703,18 +805,24 @@ class PluginManager:
                 self._count("errors", plugin.name, exc.kind)
                 if exc.is_budget:
                     self._count("budget_exhaustions", plugin.name, exc.kind)
-                self.logbook.write(plugin.name, "error", f"{spec.method} {spec.path}: {exc.message}")
-                if exc.kind == "timeout":
-                    raise RouteFailure(504, exc.message, exc.kind) from None
-                raise RouteFailure(500, exc.message, exc.kind) from None
+                # the Lua error's text goes to the plugin's log only; the answer names the entry
+                request_id = new_request_id()
+                self.logbook.write(plugin.name, "error", f"{spec.method} {spec.path}: {exc.message}",
+                                   {"request_id": request_id})
+                code = ("HANDLER_TIMEOUT" if exc.kind in TIMEOUT_KINDS
+                        else "RESPONSE_TOO_LARGE" if exc.kind == "response_size" else "HANDLER_ERROR")
+                status, message = ROUTE_ERRORS[code]
+                raise RouteFailure(status, message, exc.kind, code, exc.message, request_id) from None
             except ApiError as exc:  # the request itself could not be handed to Lua: the client's fault
-                raise RouteFailure(getattr(exc, "status", 400), f"request cannot be passed to the plugin: {exc}",
-                                   "request") from None
+                status = getattr(exc, "status", 400)
+                raise RouteFailure(status, f"request cannot be passed to the plugin: {exc}", "request",
+                                   "BODY_TOO_LARGE" if status == 413 else "INVALID_REQUEST") from None
             except Exception:  # noqa: BLE001 - our bug, not the plugin's: never reuse that VM
                 vm.broken = True
                 log.exception("plugin %s: %s %s failed inside the host", plugin.name, spec.method, spec.path)
                 self._count("errors", plugin.name, "internal")
-                raise RouteFailure(500, "internal error while running the plugin", "internal") from None
+                raise RouteFailure(500, "internal error while running the plugin", "internal",
+                                   "INTERNAL_ERROR") from None
             finally:
                 gen.pool.give_back(vm)
             reported = True
@@ -735,19 +843,20 @@ class PluginManager:
             except PoolClosed:
                 current = plugin.current
                 if current is None or current is gen:
-                    raise RouteFailure(503, f"plugin '{plugin.name}' is not running", "unavailable") from None
+                    raise RouteFailure(503, f"plugin '{plugin.name}' is not running", "unavailable",
+                                       "PLUGIN_UNAVAILABLE") from None
                 spec = next((r for r in current.routes if r.key == spec.key), None)
                 if spec is None or (self.approvals is not None
                                     and not self.approvals.route_approved(plugin.name, spec.method, spec.path,
                                                                           spec.public)):
                     # the new version dropped the route, or its approval was reset: like an unknown route
-                    raise RouteFailure(404, "not found", "not_found") from None
+                    raise RouteFailure(404, "not found", "not_found", "ROUTE_NOT_FOUND") from None
                 gen = current
                 continue
             if vm is None:
-                raise RouteFailure(503, f"plugin '{plugin.name}' is busy (no VM free)", "busy")
+                raise RouteFailure(503, f"plugin '{plugin.name}' is busy (no VM free)", "busy", "POOL_EXHAUSTED")
             return gen, spec, vm
-        raise RouteFailure(503, f"plugin '{plugin.name}' is reloading", "unavailable")
+        raise RouteFailure(503, f"plugin '{plugin.name}' is reloading", "unavailable", "PLUGIN_UNAVAILABLE")
 
     # ---- hooks -------------------------------------------------------------------------------
     def _rebuild_hook_chains(self):
@@ -848,6 +957,7 @@ class PluginManager:
         hooks = gen.hooks if gen else []
         return {
             "name": name,
+            "folder": plugin.root.name,  # may differ from the name (plugin_info.name): info's warnings say so
             "state": plugin.state,
             "version": m.version if m else None,
             "description": m.description if m else "",

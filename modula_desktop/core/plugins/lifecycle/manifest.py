@@ -32,6 +32,12 @@ def check_name(name: str) -> str | None:
     return None
 
 
+def provisional_name(folder: str) -> str:
+    """The name a plugin's VM goes by before its plugin_info is read: the folder's, when that is a valid
+    plugin name (any folder name will do: the plugin is its plugin_info.name)."""
+    return folder if check_name(folder) is None else "plugin"
+
+
 @dataclass(frozen=True)
 class Manifest:
     name: str
@@ -99,7 +105,9 @@ def parse_manifest(info, folder_name: str) -> tuple[Manifest, list[str]]:
     if reason:
         raise PluginLoadError(f"plugin_info.name '{name}' {reason}")
     if name != folder_name:
-        raise PluginLoadError(f"plugin_info.name '{name}' does not match its folder name '{folder_name}'")
+        # as in ModulaCMS the plugin is its plugin_info.name, whatever its folder is called
+        warnings.append(f"folder '{folder_name}' holds plugin '{name}': it is known by its plugin_info.name "
+                        f"(routes under /api/v1/plugins/{name}/, tables plugin_{name}_*)")
     extra = {}
     for key in OPTIONAL_TEXT:
         if key in info:

@@ -274,7 +274,8 @@ class HotReloader:
             self._wake.clear()
 
     def _all_folders(self) -> set[str]:
-        names = set(self.manager.names())
+        # folders, not plugin names: a plugin is known by its plugin_info.name, whatever its folder is
+        names = set(self.manager.folders())
         try:
             names |= {p.name for p in Path(self.manager.plugins_dir).iterdir() if not p.name.startswith(".")}
         except OSError:
@@ -291,7 +292,7 @@ class HotReloader:
         self._checked_at[name] = now
         self._pending.pop(name, None)
         root = Path(self.manager.plugins_dir) / name
-        plugin = self.manager.plugins.get(name)
+        plugin = self.manager.plugin_for_folder(name)  # name: the folder (its plugin_info.name may differ)
 
         if not is_plugin_folder(root):
             self._seen.pop(name, None)
@@ -309,7 +310,7 @@ class HotReloader:
                 self._missing.pop(name, None)
                 self._forget(name)
                 log.info("hot reload: plugin folder %s was removed", name)
-                self.manager.remove(name)
+                self.manager.remove(plugin.name)
                 return
         self._missing.pop(name, None)
 
@@ -359,11 +360,11 @@ class HotReloader:
                 self.manager.add(name)
             else:
                 self._say(name, "info", "files changed on disk: reloading")
-                self.manager.reload(name)
+                self.manager.reload(plugin.name)
         except PluginLoadError as exc:  # disabled or removed meanwhile: nothing to reload
             log.info("hot reload: %s not reloaded: %s", name, exc)
             return
-        plugin = self.manager.plugins.get(name)
+        plugin = self.manager.plugin_for_folder(name)
         if plugin is not None and plugin.slow_reloads >= s.max_slow_reloads:
             self._check_later(name)
 
@@ -401,8 +402,9 @@ class HotReloader:
         with self._lock:
             self._touched.pop(name, None)
 
-    def _say(self, name: str, level: str, message: str):
-        self.manager.logbook.write(name, level, message)
+    def _say(self, folder: str, level: str, message: str):
+        plugin = self.manager.plugin_for_folder(folder)
+        self.manager.logbook.write(plugin.name if plugin is not None else folder, level, message)
 
 
 def _event_handler(reloader: HotReloader):

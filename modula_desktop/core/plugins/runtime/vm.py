@@ -289,6 +289,11 @@ class PluginVM:
         except ApiError as exc:
             raise PluginLoadError(f"plugin_info: {exc}") from None
         manifest, self.warnings = parse_manifest(info, self.ctx.root.name if self.ctx.root else self.name)
+        if manifest.name != self.name and self.ctx.database is not None:
+            # the manager reads the name first and serves the plugin under it (lifecycle/manager.py)
+            raise PluginLoadError(f"plugin_info.name changed from '{self.name}' to '{manifest.name}': a plugin's "
+                                  "name is its identity (routes, tables, approvals); restart the app to load it "
+                                  "under the new name")
         if expected is not None and manifest != expected:
             field = next(k for k, v in manifest.to_dict().items() if v != expected.to_dict()[k])
             raise PluginLoadError(f"plugin_info.{field} differs from the one this version was loaded with: "
@@ -552,7 +557,7 @@ class PluginVM:
                 # bounded by the response limit: a lower bound of the JSON text, counted as it is copied
                 js = self.sandbox.from_lua(js, max_bytes=limit, json_text=True)
             except ConversionLimit:
-                raise PluginCallError("error", f"response too large (over {limit} bytes)") from None
+                raise PluginCallError("response_size", f"response too large (over {limit} bytes)") from None
             except ApiError as exc:
                 raise PluginCallError("error", f"response json: {exc}") from None
         if type(body) is not bytes:
