@@ -252,6 +252,22 @@ def test_register_needs_the_permission(tmp_path):
     assert b"did not declare the 'request' permission" in err
 
 
+def test_a_modulacms_plugin_that_registers_a_domain_may_call_it_once_approved(tmp_path):
+    # no permissions field (ModulaCMS's manifest): request.register is the declaration, as in ModulaCMS,
+    # and the domain still waits for the author's approval before anything is sent
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "init.lua").write_text('plugin_info = {name="m", version="1", description="d"}\n'
+                                'request.register("a.example.com")\n'
+                                'function try() return request.get("https://a.example.com/").error end\n')
+    vm = PluginVM(VMContext("m", d, PluginSettings(), domain_approved=lambda plugin, domain: False,
+                            outbound=OutboundClient(PluginSettings())))
+    vm.load()
+    assert vm.domains == {"a.example.com": ""}
+    err = vm.sandbox.call("run", *vm._budget_args(5, "t"), b"handler", vm.sandbox.fn("get_global")(b"try"))[0]
+    assert b"not approved" in err and b"permission" not in err
+
+
 def test_not_allowed_in_on_shutdown(tmp_path):
     logs = []
     vm = vm_for(tmp_path, """

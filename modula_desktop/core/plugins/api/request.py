@@ -79,8 +79,10 @@ class RequestModule:
                            "(would hold DB transaction locks)")
         if phase not in ("handler", "hook"):
             raise ApiError(f"request.send() cannot be called in current VM phase {phase!r}")
-        if vm.manifest is not None and not vm.manifest.allows("request"):
-            raise ApiError("this plugin did not declare the 'request' permission")
+        m = vm.manifest
+        if m is not None and not m.allows("request") and not (m.permissions is None and vm.domains):
+            raise ApiError("this plugin did not declare the 'request' permission"
+                           + ("" if m.permissions is not None else " (or register a domain with request.register)"))
 
     def _prepare(self, client, method, url, opts, body):
         sb = self.vm.sandbox

@@ -309,7 +309,9 @@ class PluginVM:
         if any(h.is_before or h.event == "before_read" for h in self.hooks) and m.permissions is not None \
                 and "hooks:before" not in m.permissions:
             raise PluginLoadError("registers before-hooks but did not declare the 'hooks:before' permission")
-        if self.domains and not m.allows("request"):
+        # without declared permissions (a ModulaCMS plugin) request.register is the declaration, as in
+        # ModulaCMS: each domain still waits for the author's approval
+        if self.domains and not m.allows("request") and m.permissions is not None:
             raise PluginLoadError("registers domains but did not declare the 'request' permission")
         for module, perm in (("db", "db"), ("http", "http"), ("hooks", "hooks")):
             if not m.allows(perm):
