@@ -49,6 +49,17 @@ class SiteService:
         self._loader: threading.Thread | None = None
         self._closed = threading.Event()
 
+    def save_site_settings(self, values: dict):
+        """Write [site] values to modula.toml (see settings.save_site_settings) and use them from the next
+        build on. Returns the new SiteSettings; raises SettingsError and changes nothing when one is bad."""
+        import dataclasses
+
+        from .settings import save_site_settings
+
+        site = save_site_settings(self.site.settings_path, values)
+        self.settings = dataclasses.replace(self.settings, site=site)
+        return site
+
     def _make_content_service(self):
         try:
             from .content import ContentService

@@ -78,9 +78,12 @@ def unused_media(site_root: Path, db) -> list[str]:
     return [name for name in list_media(site_root) if name not in used]
 
 
-def remove_unused_media(site_root: Path, db) -> list[str]:
+def remove_unused_media(site_root: Path, db, names=None) -> list[str]:
+    """Delete the unused media (only those of names, when given) and return what was deleted. Use is
+    checked again here: an image an entry started using since it was listed stays."""
     removed = []
-    for name in unused_media(site_root, db):
+    unused = unused_media(site_root, db)
+    for name in unused if names is None else [n for n in unused if n in set(names)]:
         try:
             (media_dir(site_root) / name).unlink()
             removed.append(name)
