@@ -68,6 +68,7 @@ class ProgressPanel(QWidget):
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 6, 0)
         row.setSpacing(6)
+        row.addStretch(1)  # room the status bar gives beyond the label's goes to the left
         row.addWidget(self.label)
         row.addWidget(self.bar)
         row.addWidget(self.cancel_button)
@@ -125,6 +126,9 @@ class SiteActions(QObject):
         self.act_publish.setMenu(self.publish_menu)
         self.act_unused_media = act("&Unused Media…", self.show_unused_media, None, None,
                                     "Images in media/ that no entry or revision uses")
+        # the toolbar has room for short words only
+        self.act_build.setIconText("Build")
+        self.act_open_site.setIconText("Open Site")
         self.act_settings = act("Site &Settings…", self.show_settings, None, None,
                                 "Title, base URL, theme, permalinks… ([site] in modula.toml)")
         self._fill_publish_menu()
