@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from PIL import Image
 from PySide6.QtCore import QMimeData, QObject, QPointF, Qt, QTimer, QUrl, Slot
-from PySide6.QtGui import QDesktopServices, QDropEvent, QGuiApplication, QImage
+from PySide6.QtGui import QDesktopServices, QDropEvent, QGuiApplication, QImage, QTextDocument
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from build_helpers import add_posts, leftovers, snapshot
@@ -264,6 +264,17 @@ def test_a_failing_plugin_is_reported_once_naming_plugin_and_entry(qtbot, make_w
     box.close()
 
 
+def test_an_allowed_plugin_failure_builds_and_warns_once(qtbot, make_window, tmp_path):
+    root = tmp_path / "site"
+    window, service = make_window(root, plugins={"fragile": FAILING}, build={"continue_on_plugin_error": True})
+    add_posts(service, 3)
+    assert run_site(qtbot, window, window.site_actions.build)
+    [box] = boxes(window, "SiteWarningBox")
+    assert "fragile" in box.text() and "post-1" in box.text() and not boxes(window, "SiteErrorBox")
+    assert (root / "build" / "post-1" / "index.html").is_file()
+    box.close()
+
+
 # ---- the GUI thread stays free -----------------------------------------------------------------
 def test_the_window_keeps_responding_during_a_500_entry_build(qtbot, make_window, tmp_path):
     window, service = make_window(tmp_path / "site")
@@ -425,6 +436,14 @@ def test_a_pasted_image_goes_to_media_once_and_markdown_in_at_the_cursor(qtbot, 
     assert window.editor.is_dirty()
     qtbot.keyClicks(body, "a red box")
     assert f"![a red box](/media/{name})" in body.toPlainText()
+    preview = window.editor.preview
+    preview.render_now(body.toPlainText())
+    shown = preview.document().resource(QTextDocument.ResourceType.ImageResource, QUrl(f"/media/{name}"))
+    assert isinstance(shown, QImage) and (shown.width(), shown.height()) == (40, 30)  # the preview shows it
+    (root / "site-secret.png").write_bytes(data)
+    for elsewhere in ("/site-secret.png", "/media/../site-secret.png", f"/media/{name}/../../site-secret.png",
+                      "file:///etc/passwd"):
+        assert preview.loadResource(QTextDocument.ResourceType.ImageResource, QUrl(elsewhere)) is None
     _paste(body, mime)  # the same image again: stored once
     assert [p.name for p in (root / "media").iterdir()] == [name]
     assert body.toPlainText().count(f"/media/{name}") == 2

@@ -184,8 +184,8 @@ class MainWindow(QMainWindow):
             act = self._action(label, lambda _c=False, m=mode: self.set_theme(m))
             act.setCheckable(True)
             self.theme_actions[mode] = act
-        self.site_actions = SiteActions(self)  # Build, Open and Publish Site, Unused Media, Site Settings
-        self.editor.body.store_media = self.site_actions.store_media
+        # Build, Open and Publish Site, Unused Media, Site Settings; images pasted into the editor
+        self.site_actions = SiteActions(self)
         self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.act_about = self._action("&About Modula Desktop", self._about)
 

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.build import BuildCancelled, add_media, build_site, default_output
+from ..core.build.media import media_dir
 from ..core.build.write import read_manifest
 from ..core.errors import ModulaError
 from .tasks import TaskRunner
@@ -135,6 +136,9 @@ class SiteActions(QObject):
         self.update()
         self.warmed = False
         QTimer.singleShot(WARM_UP_MS, self.warm_up)
+        # the editor stores pasted and dropped images in media/, and its preview shows them from there
+        window.editor.body.store_media = self.store_media
+        window.editor.preview.media_folder = media_dir(self.service.site.root)
 
     def warm_up(self):
         """Import what a build imports on first use, on the worker thread (see WARM_MODULES)."""
