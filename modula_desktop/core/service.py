@@ -1,6 +1,7 @@
 """The one service object both front ends (HTTP server, GUI) sit on."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from pathlib import Path
@@ -9,7 +10,7 @@ from .metrics import Metrics
 from .plugins.approvals import Approvals
 from .plugins.logbook import Logbook
 from .plugins.manager import PluginManager
-from .settings import Settings
+from .settings import Settings, save_site_settings
 from .site import Site, WELCOME_BODY
 from .storage import open_database
 
@@ -52,10 +53,6 @@ class SiteService:
     def save_site_settings(self, values: dict):
         """Write [site] values to modula.toml (see settings.save_site_settings) and use them from the next
         build on. Returns the new SiteSettings; raises SettingsError and changes nothing when one is bad."""
-        import dataclasses
-
-        from .settings import save_site_settings
-
         site = save_site_settings(self.site.settings_path, values)
         self.settings = dataclasses.replace(self.settings, site=site)
         return site

@@ -135,14 +135,15 @@ class SiteActions(QObject):
         self._fill_publish_menu()
         self.update()
         self.warmed = False
-        QTimer.singleShot(WARM_UP_MS, self.warm_up)
+        self._closed = False
+        QTimer.singleShot(WARM_UP_MS, self, self.warm_up)  # dropped if the window goes first
         # the editor stores pasted and dropped images in media/, and its preview shows them from there
         window.editor.body.store_media = self.store_media
         window.editor.preview.media_folder = media_dir(self.service.site.root)
 
     def warm_up(self):
         """Import what a build imports on first use, on the worker thread (see WARM_MODULES)."""
-        if self.warmed or self.running is not None:
+        if self.warmed or self._closed or self.running is not None:
             return
 
         def job():
@@ -398,6 +399,7 @@ class SiteActions(QObject):
     # ---- closing -------------------------------------------------------------------------
     def shutdown(self, wait_ms: int = 30000):
         """Cancel a running build and wait for the worker (a publish finishes)."""
+        self._closed = True
         self._cancel.set()
         self.tasks.wait(wait_ms)
         for d in (self._media_dialog,):
