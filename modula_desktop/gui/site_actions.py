@@ -122,7 +122,6 @@ class SiteActions(QObject):
         self.act_publish = act("&Publish Site", self._publish_clicked, None, "upload",
                                "Build, then send what changed to a publish target from modula.toml")
         self.publish_menu = QMenu("&Publish Site", window)
-        self.publish_menu.setIcon(self.act_publish.icon())
         self.publish_menu.aboutToShow.connect(self._fill_publish_menu)
         self.act_publish.setMenu(self.publish_menu)
         self.act_unused_media = act("&Unused Media…", self.show_unused_media, None, None,
@@ -325,6 +324,9 @@ class SiteActions(QObject):
                 self.window.statusBar().showMessage("There is no build yet: building the site first…", 5000)
                 self._open_after_build = True
                 self.build()
+            elif self.running == "build":
+                self.window.statusBar().showMessage("The site opens when the build has finished", 5000)
+                self._open_after_build = True
             return
         self.window.open_in_browser(url)
 
