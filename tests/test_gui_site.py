@@ -300,9 +300,12 @@ def test_the_window_keeps_responding_during_a_500_entry_build(qtbot, make_window
     print(f"\n500-entry build in the window: {ended - started:.2f} s, {len(during)} ticks of 10 ms, longest gap "
           f"{worst * 1000:.0f} ms, {sum(g > 0.05 for g in gaps)} over 50 ms (without a build: longest "
           f"{idle * 1000:.0f} ms)")
-    # a bound, not a speed test: a frozen window shows one gap as long as the build (seconds); the goal
-    # is 50 ms, and the bound leaves room for the other processes of this shared 2-core machine
-    assert worst <= 0.25, f"the GUI thread was blocked for {worst * 1000:.0f} ms"
+    # a bound, not a speed test: a frozen window shows one gap as long as the build (seconds). The goal
+    # is 50 ms; the bound leaves room for the other processes of this shared 2-core machine, which
+    # stall the same loop without any build (measured just before) by up to a few hundred ms
+    bound = max(0.25, 2 * idle)
+    assert worst <= bound < ended - started, \
+        f"the GUI thread was blocked for {worst * 1000:.0f} ms (bound {bound * 1000:.0f} ms)"
 
 
 # ---- open site ---------------------------------------------------------------------------------
@@ -337,6 +340,19 @@ def test_open_site_builds_first_then_opens_the_servers_site_url(qtbot, make_wind
         assert resp.status == 200 and "<title>Served Notes</title>" in resp.read().decode()
     actions.act_open_site.trigger()  # a build exists: it opens at once
     assert url_handler.urls == [url, url]
+
+
+def test_open_site_during_the_first_build_opens_when_it_is_done(qtbot, make_window, tmp_path, url_handler):
+    window, service = make_window(tmp_path / "site", server=True)
+    add_posts(service, 300)
+    actions = window.site_actions
+
+    def start():
+        actions.build()
+        actions.open_site()  # no build yet and one running: wait for it
+        assert url_handler.urls == [] and "when the build has finished" in window.statusBar().currentMessage()
+    assert run_site(qtbot, window, start)
+    assert url_handler.urls == [window.server.url.rstrip("/") + "/site/"]
 
 
 def test_open_site_needs_the_server(qtbot, make_window, tmp_path):
@@ -413,8 +429,12 @@ def test_no_targets_says_how_to_add_one(qtbot, make_window, tmp_path):
 
 # ---- media in the editor -----------------------------------------------------------------------
 def _paste(body, mime):
-    QGuiApplication.clipboard().setMimeData(mime)
-    body.paste()
+    clipboard = QGuiApplication.clipboard()
+    clipboard.setMimeData(mime)
+    try:
+        body.paste()
+    finally:
+        clipboard.clear()  # the clipboard owns the data: left there, it is freed after Qt at exit
 
 
 def test_a_pasted_image_goes_to_media_once_and_markdown_in_at_the_cursor(qtbot, make_window, tmp_path):
@@ -426,9 +446,12 @@ def test_a_pasted_image_goes_to_media_once_and_markdown_in_at_the_cursor(qtbot, 
     cursor.setPosition(len("Before\n"))
     body.setTextCursor(cursor)
     data = png()
-    mime = QMimeData()
-    mime.setData("image/png", data)
-    _paste(body, mime)
+
+    def image_mime():
+        mime = QMimeData()
+        mime.setData("image/png", data)
+        return mime
+    _paste(body, image_mime())
     [name] = [p.name for p in (root / "media").iterdir()]
     assert (root / "media" / name).read_bytes() == data and name.endswith(".png")
     assert body.toPlainText() == f"Before\n![](/media/{name})\nAfter"
@@ -444,7 +467,7 @@ def test_a_pasted_image_goes_to_media_once_and_markdown_in_at_the_cursor(qtbot, 
     for elsewhere in ("/site-secret.png", "/media/../site-secret.png", f"/media/{name}/../../site-secret.png",
                       "file:///etc/passwd"):
         assert preview.loadResource(QTextDocument.ResourceType.ImageResource, QUrl(elsewhere)) is None
-    _paste(body, mime)  # the same image again: stored once
+    _paste(body, image_mime())  # the same image again: stored once
     assert [p.name for p in (root / "media").iterdir()] == [name]
     assert body.toPlainText().count(f"/media/{name}") == 2
 
