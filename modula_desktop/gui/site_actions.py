@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 
+import gc
 import importlib
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
@@ -43,6 +44,20 @@ WARM_UP_MS = 2000  # after the window opens, the build's lazily imported modules
 WARM_MODULES = ("modula_desktop.core.build.hooks", "feedgen.feed", "PIL.Image", "zoneinfo")
 LISTED = 30  # paths listed in a publish report's details before "… and N more"
 PHASES = {"prepare": "Preparing the build…", "build": "Building", "publish": "Publishing"}
+
+
+def _frozen_heap(job):
+    """Run job with the objects that exist before it left out of garbage collection. A full collection
+    walks every object of the process holding the interpreter lock — in a long-running window, hundreds
+    of milliseconds in which the event loop cannot run; a build allocates enough to set one off. Frozen,
+    those objects are not walked until the build is over (one build runs at a time)."""
+    def run():
+        gc.freeze()
+        try:
+            return job()
+        finally:
+            gc.unfreeze()
+    return run
 
 
 class _Progress(QObject):
@@ -218,6 +233,7 @@ class SiteActions(QObject):
 
     def _start(self, kind: str, job, on_done):
         self.running = kind
+        job = _frozen_heap(job)
         self._cancel.clear()
         self.panel.cancel_button.setEnabled(True)
         self.panel.cancel_button.setText("Cancel")
