@@ -1,6 +1,7 @@
 """The one service object both front ends (HTTP server, GUI) sit on."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from pathlib import Path
@@ -9,7 +10,7 @@ from .metrics import Metrics
 from .plugins.lifecycle.approvals import Approvals
 from .plugins.api.log import Logbook
 from .plugins.lifecycle.manager import PluginManager
-from .settings import Settings
+from .settings import Settings, save_site_settings
 from .site import Site, WELCOME_BODY
 from .storage import open_database
 
@@ -50,6 +51,13 @@ class SiteService:
         self._loader: threading.Thread | None = None
         self._retention: threading.Thread | None = None
         self._closed = threading.Event()
+
+    def save_site_settings(self, values: dict):
+        """Write [site] values to modula.toml (see settings.save_site_settings) and use them from the next
+        build on. Returns the new SiteSettings; raises SettingsError and changes nothing when one is bad."""
+        site = save_site_settings(self.site.settings_path, values)
+        self.settings = dataclasses.replace(self.settings, site=site)
+        return site
 
     def _make_content_service(self):
         try:

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import SettingsError
 
@@ -216,24 +220,47 @@ def _apply_publish(current: dict, values: dict, section: str) -> dict:
 
 
 PERMALINK_PARTS = ("<slug>", "<year>", "<month>", "<day>")
+PERMALINK_STYLES = ("/<slug>/", "/<year>/<slug>/", "/<year>/<month>/<slug>/", "/<year>/<month>/<day>/<slug>/",
+                    "/<slug>.html")
+MAX_POSTS_PER_PAGE = 100
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 
 
-def _check_site(new: SiteSettings):
-    if new.posts_per_page < 1:
-        raise SettingsError("modula.toml: [site] posts_per_page must be at least 1")
+def site_problems(new: SiteSettings) -> dict[str, str]:
+    """What is wrong with [site] values, key -> one sentence starting with the key's meaning. The
+    settings dialog shows them beside their fields; loading modula.toml raises the first."""
+    problems = {}
+    if not new.title.strip():
+        problems["title"] = "title must not be empty"
+    if not 1 <= new.posts_per_page <= MAX_POSTS_PER_PAGE:
+        problems["posts_per_page"] = f"posts_per_page must be at least 1 and at most {MAX_POSTS_PER_PAGE}"
     link = new.permalink
     rest = link
     for part in PERMALINK_PARTS:
         rest = rest.replace(part, "x")
     if (not link.startswith("/") or "<slug>" not in link or not (link.endswith("/") or link.endswith(".html"))
-            or "<" in rest or ">" in rest or "//" in link or "/../" in link + "/" or "/./" in link + "/"):
-        raise SettingsError("modula.toml: [site] permalink must start with '/', contain <slug>, end with '/' "
-                            "or '.html', and use only <slug>, <year>, <month> and <day>, such as "
-                            "'/<year>/<slug>/'")
-    if not (new.base_url.startswith("https://") or new.base_url.startswith("http://")):
-        raise SettingsError("modula.toml: [site] base_url must start with http:// or https://")
+            or "<" in rest or ">" in rest or "//" in link or "/../" in link + "/" or "/./" in link + "/"
+            or any(c.isspace() or c in "?#\\" for c in link)):
+        problems["permalink"] = ("permalink must start with '/', contain <slug>, end with '/' or '.html', and "
+                                 "use only <slug>, <year>, <month> and <day>, such as '/<year>/<slug>/'")
+    url = urlsplit(new.base_url) if new.base_url.isprintable() and " " not in new.base_url else None
+    if url is None or url.scheme not in ("http", "https") or not new.base_url.lower().startswith(url.scheme + "://"):
+        problems["base_url"] = "base_url must start with http:// or https://, such as 'https://example.com/'"
+    elif not url.hostname:
+        problems["base_url"] = "base_url must name a host after http:// or https://, such as 'https://example.com/'"
+    elif url.query or url.fragment:
+        problems["base_url"] = "base_url must not have a ?query or #fragment"
+    if not _LANGUAGE.match(new.language):
+        problems["language"] = "language must be a language tag such as 'en' or 'pt-BR'"
     if not new.theme or "/" in new.theme or "\\" in new.theme or new.theme.startswith("."):
-        raise SettingsError(f"modula.toml: [site] theme must be a folder name, not {new.theme!r}")
+        problems["theme"] = f"theme must be a folder name, not {new.theme!r}"
+    return problems
+
+
+def _check_site(new: SiteSettings):
+    problems = site_problems(new)
+    if problems:
+        raise SettingsError(f"modula.toml: [site] {next(iter(problems.values()))}")
 
 
 def _check_target(section: str, new: PublishTarget):
@@ -292,8 +319,16 @@ def load_settings(path: Path | None) -> Settings:
     if path is None or not path.exists():
         return Settings()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"modula.toml is not valid TOML: {exc}") from None
+    return parse_settings(text)
+
+
+def parse_settings(text: str) -> Settings:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"modula.toml is not valid TOML: {exc}") from None
     settings = Settings()
     sections = {f.name for f in dataclasses.fields(settings)}
@@ -303,3 +338,60 @@ def load_settings(path: Path | None) -> Settings:
         if not isinstance(values, dict):
             raise SettingsError(f"modula.toml: [{name}] must be a table")
     return settings.replace(**data)
+
+
+def save_site_settings(path: Path, values: dict) -> SiteSettings:
+    """Write values (keys of [site]) into the [site] table of the modula.toml at path and return the
+    [site] settings the file now holds. The rest of the file (other sections, comments, key order) is
+    kept: the file is edited with tomlkit, not rewritten. A key left at its default and absent from the
+    file stays absent. Invalid values, or a file that no longer loads, raise SettingsError and leave the
+    file as it was. The write is atomic (a temporary file renamed over it)."""
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
+    path = Path(path)
+    current = SiteSettings()
+    text = ""
+    if path.exists():
+        try:
+            text = path.read_text(encoding="utf-8")
+            doc = tomlkit.parse(text)
+        except (TOMLKitError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"modula.toml is not valid TOML: {exc}") from None
+        current = load_settings(path).site
+    else:
+        doc = tomlkit.document()
+    new = _apply(current, values, "site")  # the type and value checks, one sentence naming the key
+    table = doc.get("site")
+    if table is None:
+        if len(doc) and not text.endswith("\n\n"):
+            doc.add(tomlkit.nl())
+        table = tomlkit.table()
+        doc["site"] = table
+    elif not isinstance(table, dict):
+        raise SettingsError("modula.toml: [site] must be a table")
+    defaults = SiteSettings()
+    for f in dataclasses.fields(SiteSettings):
+        value = getattr(new, f.name)
+        if f.name in table:
+            if table[f.name] != value:
+                table[f.name] = value
+        elif value != getattr(defaults, f.name):
+            table[f.name] = value
+    out = tomlkit.dumps(doc)
+    written = parse_settings(out)  # what the next start reads back
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".modula.toml.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(out)
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise SettingsError(f"Cannot write {path}: {exc.strerror or exc}.") from None
+    return written.site

@@ -3,11 +3,14 @@
 A view only: the main window owns the service calls. ``changes()`` says what differs from the entry
 as last saved, so a refused save leaves every unsaved keystroke in place. The body has Markdown
 highlighting, Ctrl+B / Ctrl+I / Ctrl+K, and a word count; the revisions tab shows what restoring a
-revision would change before it is restored.
+revision would change before it is restored. An image pasted or dropped into the body goes to the
+site's media folder (through ``body.store_media``, which the window sets) and its Markdown in at the cursor.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, Qt, QTimer, Signal
+from pathlib import Path
+
+from PySide6.QtCore import QBuffer, QByteArray, QEvent, QIODevice, Qt, QTimer, Signal
 from PySide6.QtGui import QFontDatabase, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
@@ -26,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.errors import ValidationError
 from .autosave import RestoreBar
 from .content_list import short_time
 from .markdown_syntax import MarkdownHighlighter, count_text, insert_link, toggle_wrap
@@ -145,6 +149,94 @@ class RevisionsPanel(QWidget):
             self.restore_requested.emit(number)
 
 
+def _local_files(mime) -> list[Path]:
+    return [Path(u.toLocalFile()) for u in mime.urls() if u.isLocalFile()] if mime.hasUrls() else []
+
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
+def _has_image(mime) -> bool:
+    return mime.hasImage() or any(mime.hasFormat(t) for t in IMAGE_TYPES)
+
+
+def _image_bytes(mime) -> bytes:
+    """A pasted image's bytes: as the source offered them (PNG, JPEG…), else Qt's image saved as PNG."""
+    for fmt in IMAGE_TYPES:
+        if mime.hasFormat(fmt):
+            data = bytes(mime.data(fmt))
+            if data:
+                return data
+    image = mime.imageData()
+    buf = QByteArray()
+    device = QBuffer(buf)
+    device.open(QIODevice.OpenModeFlag.WriteOnly)
+    image.save(device, "PNG")
+    device.close()
+    return bytes(buf)
+
+
+class BodyEdit(QPlainTextEdit):
+    """The Markdown body. An image pasted or dropped in is stored by ``store_media`` (the window points it
+    at the site's media folder) and its Markdown goes in at the cursor, its alt text selected for typing;
+    a file that is not an image is refused with ``media_refused``. Text pastes as text."""
+
+    media_refused = Signal(str)
+    media_added = Signal(list)  # the Markdown of each image added
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.store_media = None  # callable(bytes | Path, alt) -> Markdown; None: plain text only
+
+    def _takes(self, mime) -> str | None:
+        if self.store_media is None:
+            return None
+        if _local_files(mime):
+            return "files"
+        # an office suite puts a picture of copied text beside the text: the text wins
+        if _has_image(mime) and not mime.hasText():
+            return "image"
+        return None
+
+    def canInsertFromMimeData(self, source) -> bool:  # noqa: N802 - Qt override
+        return self._takes(source) is not None or super().canInsertFromMimeData(source)
+
+    def insertFromMimeData(self, source):  # noqa: N802 - Qt override
+        kind = self._takes(source)
+        if kind == "files":
+            self.insert_media([(p, p.stem) for p in _local_files(source)])
+        elif kind == "image":
+            self.insert_media([(_image_bytes(source), "")])
+        else:
+            super().insertFromMimeData(source)
+
+    def insert_media(self, items: list) -> list[str]:
+        """Store each (bytes or path, alt) and insert the Markdown of those that are images at the cursor."""
+        added, refused = [], []
+        for source, alt in items:
+            try:
+                added.append(self.store_media(source, alt))
+            except ValidationError as exc:
+                refused.append(f"{source.name}: {exc}" if isinstance(source, Path) else str(exc))
+            except OSError as exc:
+                refused.append(f"{getattr(source, 'name', 'the image')}: {exc.strerror or exc}.")
+        if added:
+            cursor = self.textCursor()
+            cursor.beginEditBlock()
+            start = cursor.selectionStart()
+            cursor.insertText("\n".join(added))
+            cursor.endEditBlock()
+            if len(added) == 1:  # the alt text, selected: the author types over it
+                alt_end = added[0].index("](")
+                cursor.setPosition(start + 2)
+                cursor.setPosition(start + alt_end, cursor.MoveMode.KeepAnchor)
+            self.setTextCursor(cursor)
+            self.media_added.emit(added)
+        if refused:
+            self.media_refused.emit(" ".join(refused))
+        return added
+
+
 class EntryEditor(QWidget):
     dirty_changed = Signal(bool)
     restore_requested = Signal(int)
@@ -197,8 +289,9 @@ class EntryEditor(QWidget):
         type_label.setBuddy(self.type)
         form.addRow(type_label, type_row)
 
-        self.body = QPlainTextEdit(self)
+        self.body = BodyEdit(self)
         self.body.setObjectName("BodyEdit")
+        self.body.media_refused.connect(lambda text: self.show_error(text, "Not added to the site's media"))
         self.body.setPlaceholderText("Write the body in Markdown…")
         mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
         mono.setPointSizeF(max(mono.pointSizeF(), 10.0))
@@ -214,7 +307,8 @@ class EntryEditor(QWidget):
         self.shortcut_italic.activated.connect(lambda: toggle_wrap(self.body, "*"))
         self.shortcut_link = QShortcut(QKeySequence("Ctrl+K"), self.body, context=context)
         self.shortcut_link.activated.connect(lambda: insert_link(self.body))
-        self.body.setToolTip("Markdown: Ctrl+B bold, Ctrl+I italic, Ctrl+K link")
+        self.body.setToolTip("Markdown: Ctrl+B bold, Ctrl+I italic, Ctrl+K link; paste or drop an image to "
+                             "add it to the site's media")
         self.word_count = QLabel(self)
         self.word_count.setObjectName("WordCount")
 

@@ -35,6 +35,7 @@ from .metrics_view import MetricsRecorder, MetricsView
 from .first_run import FirstRunBar
 from .plugin_manager import PluginManagerDialog, copy_example_plugins
 from .resources import icon
+from .site_actions import SiteActions
 from .tasks import TaskRunner
 from .theme import MODES, ThemeManager, style_chart, themed_icon
 from .trash_view import TrashDialog
@@ -183,6 +184,8 @@ class MainWindow(QMainWindow):
             act = self._action(label, lambda _c=False, m=mode: self.set_theme(m))
             act.setCheckable(True)
             self.theme_actions[mode] = act
+        # Build, Open and Publish Site, Unused Media, Site Settings; images pasted into the editor
+        self.site_actions = SiteActions(self)
         self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.act_about = self._action("&About Modula Desktop", self._about)
 
@@ -206,6 +209,8 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         self.theme_menu = m.addMenu("T&heme")
         self.theme_menu.addActions(list(self.theme_actions.values()))
+        self.site_menu = bar.addMenu("&Site")
+        self.site_actions.fill_menu(self.site_menu)
         m = bar.addMenu("&Tools")
         m.addActions([self.act_plugins, self.act_metrics])
         m = bar.addMenu("&Help")
@@ -220,6 +225,8 @@ class MainWindow(QMainWindow):
         tb.addActions([self.act_save, self.act_publish, self.act_unpublish, self.act_delete])
         tb.addSeparator()
         tb.addAction(self.act_open_preview)
+        tb.addSeparator()
+        self.site_actions.fill_toolbar(tb)
         tb.addSeparator()
         tb.addActions([self.act_plugins, self.act_metrics])
         self.toolbar = tb
@@ -250,6 +257,7 @@ class MainWindow(QMainWindow):
         self.copy_button.setDefaultAction(self.act_copy_address)
         self.copy_button.setAutoRaise(True)
         self.copy_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
+        sb.addPermanentWidget(self.site_actions.panel)
         sb.addPermanentWidget(self.busy)
         sb.addPermanentWidget(self.plugin_label)
         sb.addPermanentWidget(self.server_label)
@@ -269,6 +277,7 @@ class MainWindow(QMainWindow):
             self.server_label.setToolTip(error or "")
         self.act_copy_address.setEnabled(server is not None)
         self.copy_button.setVisible(server is not None)
+        self.site_actions.update()
         self._update_actions()
 
     def server_url(self) -> str | None:
@@ -735,6 +744,7 @@ class MainWindow(QMainWindow):
         self.recorder.stop()
         self._health_timer.stop()
         self.bridge.close()
+        self.site_actions.shutdown(wait_ms)  # a running build is cancelled
         if self.tasks.busy:
             self.statusBar().showMessage("Waiting for background work to finish…")
             QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)

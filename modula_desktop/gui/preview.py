@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from PySide6.QtCore import QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QImage, QTextDocument
 from PySide6.QtWidgets import QTextBrowser
 
 from ..core.markdown import render_markdown
@@ -80,9 +80,34 @@ class MarkdownPreview(QTextBrowser):
         bar.setValue(keep)
         self.rendered.emit()
 
+    media_folder = None  # the site's media/ (the window sets it): its images are shown
+    MEDIA_WIDTH = 560  # px: a preview image is never drawn wider (nor decoded at full size twice)
+    MEDIA_CACHE = 64
+
     def loadResource(self, kind, url):  # noqa: N802 - Qt override
         # Never read local files or anything else the Markdown points at: images show as their alt text.
+        # The one exception is /media/<content hash>.<ext> from the site's own media folder: the name
+        # is checked against the media names, so nothing else can be reached through it.
+        image_kind = QTextDocument.ResourceType.ImageResource.value
+        if getattr(kind, "value", kind) == image_kind and self.media_folder is not None:
+            return self._media_image(url.path())
         return None
+
+    def _media_image(self, path: str):
+        from ..core.build.media import NAME_RE
+
+        name = path[len("/media/"):] if path.startswith("/media/") else ""
+        if not NAME_RE.match(name):
+            return None
+        cache = self.__dict__.setdefault("_media_cache", {})
+        if name not in cache:  # a content-hashed name never changes what it shows
+            image = QImage(str(self.media_folder / name))
+            if not image.isNull() and image.width() > self.MEDIA_WIDTH:
+                image = image.scaledToWidth(self.MEDIA_WIDTH, Qt.TransformationMode.SmoothTransformation)
+            if len(cache) >= self.MEDIA_CACHE:
+                cache.pop(next(iter(cache)))
+            cache[name] = None if image.isNull() else image
+        return cache[name]
 
     @staticmethod
     def _open_link(url: QUrl):

@@ -3,7 +3,8 @@
 Builds a temporary site with the four example plugins and sample content, serves real traffic through
 the local server, and grabs offscreen: the main window (light and dark), the editor with a table in
 the preview, the plugin manager (with plugins and on a site without any), the metrics view with
-traffic, and a revision's diff. Nothing of the user's (site, settings) is read or written.
+traffic, a revision's diff, the site settings dialog (with a field's inline problem) and the status
+bar's build progress (light and dark). Nothing of the user's (site, settings) is read or written.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import urllib.request
 from pathlib import Path
 
 SHOTS = ("main-light.png", "main-dark.png", "editor-table.png", "plugins.png", "plugins-empty.png",
-         "metrics.png", "revisions-diff.png")
+         "metrics.png", "revisions-diff.png", "site-settings-light.png", "site-settings-dark.png",
+         "build-progress-light.png", "build-progress-dark.png")
 
 TABLE_BODY = """# Opening hours
 
@@ -151,6 +153,31 @@ def make_screenshots(out_dir: Path, seconds_of_traffic: int = 120) -> list[Path]
         _settle(app, 400)
         made.append(out_dir / "main-dark.png")
         _grab(window, made[-1])
+        window.set_theme("light")
+        _settle(app, 300)
+
+        service.save_site_settings({"title": "Riverside Café", "description": "Coffee, cake and the river",
+                                    "author": "Ana Costa", "permalink": "/<year>/<slug>/"})
+        for scheme in ("light", "dark"):
+            window.set_theme(scheme)
+            dialog = window.site_actions.show_settings()
+            dialog.base_url.setText("riverside.example")  # the inline problem under its field
+            dialog.resize(660, 420)
+            _settle(app, 300)
+            made.append(out_dir / f"site-settings-{scheme}.png")
+            _grab(dialog, made[-1])
+            dialog.reject()
+            # the status bar as a build shows it (the numbers a 412-file build shows a third of the way)
+            actions = window.site_actions
+            actions.running = "build"
+            actions.update()
+            actions.panel.show_phase("build", 137, 412, "post-137/index.html")
+            _settle(app, 300)
+            made.append(out_dir / f"build-progress-{scheme}.png")
+            _grab(window, made[-1])
+            actions.running = None
+            actions.panel.hide()
+            actions.update()
         window.set_theme("light")
         _settle(app, 300)
 

@@ -19,6 +19,7 @@ NAME_RE = re.compile(r"^([0-9a-f]{16,64})\.(png|jpe?g|gif|webp)$")
 HASH_CHARS = 16
 COLUMN_PX = 704  # the default theme's 44rem text column
 MAX_PIXELS = 50_000_000  # a decompression bomb stops here, not in the build
+MAX_BYTES = 100 * 1024 * 1024  # a file this big (a video dropped by mistake) is not read at all
 
 
 def media_dir(site_root: Path) -> Path:
@@ -43,6 +44,13 @@ def _image_format(data: bytes) -> tuple[str, tuple[int, int]]:
 def add_media(site_root: Path, source: bytes | str | Path, alt: str = "") -> str:
     """Store an image (bytes or a file path) in the site's media folder and return the Markdown that
     shows it. The name is the content's hash: the same image added twice is stored once."""
+    if not isinstance(source, bytes):
+        path = Path(source)
+        if path.is_dir():
+            raise ValidationError(f"{path.name} is a folder, not an image.")
+        if path.stat().st_size > MAX_BYTES:
+            raise ValidationError(f"{path.name} is larger than {MAX_BYTES // (1024 * 1024)} MB; Modula does not "
+                                  f"take images that big.")
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     ext, _ = _image_format(data)
     name = f"{hashlib.sha256(data).hexdigest()[:HASH_CHARS]}.{ext}"
@@ -82,9 +90,12 @@ def unused_media(site_root: Path, db) -> list[str]:
     return [name for name in list_media(site_root) if name not in used]
 
 
-def remove_unused_media(site_root: Path, db) -> list[str]:
+def remove_unused_media(site_root: Path, db, names=None) -> list[str]:
+    """Delete the unused media (only those of names, when given) and return what was deleted. Use is
+    checked again here: an image an entry started using since it was listed stays."""
     removed = []
-    for name in unused_media(site_root, db):
+    unused = unused_media(site_root, db)
+    for name in unused if names is None else [n for n in unused if n in set(names)]:
         try:
             (media_dir(site_root) / name).unlink()
             removed.append(name)

@@ -15,6 +15,15 @@ DEFAULT_THEME = RESOURCES / "themes" / "default"
 TEMPLATES = ("base.html", "index.html", "post.html", "page.html", "tag.html", "archive.html", "404.html")
 
 
+def available_themes(site_root: Path) -> list[str]:
+    """"default" and the theme folders in <site>/themes/ (a <site>/themes/default/ overrides the default
+    theme rather than being another one)."""
+    folder = Path(site_root) / "themes"
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if folder.is_dir() else []
+    return ["default"] + [n for n in names if n != "default"]
+
+
 class Theme:
     def __init__(self, site_root: Path, name: str, *, default_dir: Path = DEFAULT_THEME):
         self.name = name
