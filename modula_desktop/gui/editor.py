@@ -44,6 +44,20 @@ NUMBER_ROLE = Qt.ItemDataRole.UserRole
 WORDS_PER_MINUTE = 200  # the window sets the site's [window] words_per_minute
 
 
+def _fields_of(entry: dict | None) -> dict:
+    fields = entry.get("fields") if entry else None
+    return dict(fields) if isinstance(fields, dict) else {}
+
+
+def field_texts(fields: dict) -> tuple[str, str]:
+    """The tags (comma-separated) and excerpt of an entry's fields, as the editor shows them."""
+    tags = fields.get("tags")
+    if isinstance(tags, list):
+        tags = ", ".join(str(t) for t in tags if isinstance(t, (str, int, float)) and str(t).strip())
+    excerpt = fields.get("excerpt")
+    return (tags if isinstance(tags, str) else "", excerpt if isinstance(excerpt, str) else "")
+
+
 def revision_label(rev: dict, full: bool = False) -> str:
     """"#3 · 2026-12-02 04:41:07 · editor · Title · published" (full: the source said in words)."""
     source = revision_source(rev) if full else revision_source_short(rev)
@@ -244,7 +258,11 @@ class EntryEditor(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.entry: dict | None = None  # as last loaded or saved; None: a new entry not yet created
-        self._baseline = {"title": "", "slug": "", "type": "page", "body": ""}
+        self._baseline = {"title": "", "slug": "", "type": "page", "body": "", "fields": {}}
+        # the entry's fields as last loaded or saved, and the tags/excerpt text shown for them: fields the
+        # editor does not show go back unchanged, and nothing is sent for them unless the text was edited
+        self._base_fields: dict = {}
+        self._base_texts = ("", "")
         self._dirty = False
         self._loading = False
 
@@ -288,6 +306,13 @@ class EntryEditor(QWidget):
         type_label = QLabel("T&ype", self)
         type_label.setBuddy(self.type)
         form.addRow(type_label, type_row)
+        self.tags = QLineEdit(self)
+        self.tags.setPlaceholderText("comma-separated, e.g. travel, notes (each gets a page on the site)")
+        self.excerpt = QLineEdit(self)
+        self.excerpt.setPlaceholderText("shown on the home page and in feeds; the first paragraph when empty")
+        form.addRow("T&ags", self.tags)
+        form.addRow("E&xcerpt", self.excerpt)
+        self.form = form
 
         self.body = BodyEdit(self)
         self.body.setObjectName("BodyEdit")
@@ -340,6 +365,9 @@ class EntryEditor(QWidget):
         self.title.textChanged.connect(self._edited)
         self.slug.textChanged.connect(self._edited)
         self.type.currentIndexChanged.connect(self._edited)
+        self.type.currentIndexChanged.connect(self._show_post_rows)
+        self.tags.textChanged.connect(self._edited)
+        self.excerpt.textChanged.connect(self._edited)
         self.body.textChanged.connect(self._body_edited)
         self.revisions.restore_requested.connect(self.restore_requested)
         self.tabs.currentChanged.connect(lambda _i: self.revisions.show_diff())
@@ -364,6 +392,8 @@ class EntryEditor(QWidget):
         for key in EDITED:
             if isinstance(values.get(key), str) and (key != "type" or self.type.findData(values[key]) >= 0):
                 self._set_value(key, values[key])
+        if isinstance(values.get("fields"), dict):
+            self._set_value("fields", values["fields"])
         self._show_meta()
         self.preview.render_now(self.body.toPlainText())
         self._show_count()
@@ -375,6 +405,9 @@ class EntryEditor(QWidget):
         self.entry = dict(entry) if entry else None
         base = {k: (entry.get(k) or "") for k in EDITED} if entry else \
             {"title": "", "slug": "", "type": new_type, "body": ""}
+        self._base_fields = _fields_of(entry)
+        self._base_texts = field_texts(self._base_fields)
+        base["fields"] = dict(self._base_fields)
         self._baseline = base
         self._loading = True
         try:
@@ -382,8 +415,11 @@ class EntryEditor(QWidget):
             self.slug.setText(base["slug"])
             self.type.setCurrentIndex(max(0, self.type.findData(base["type"])))
             self.body.setPlainText(base["body"])
+            self.tags.setText(self._base_texts[0])
+            self.excerpt.setText(self._base_texts[1])
         finally:
             self._loading = False
+        self._show_post_rows()
         self.message_bar.hide()
         self._show_meta()
         self._show_count()
@@ -398,12 +434,21 @@ class EntryEditor(QWidget):
         sent = sent if sent is not None else self.values()
         current = self.values()
         self.entry = dict(entry)
+        shown = (self.tags.text(), self.excerpt.text())
+        sent_texts = field_texts(sent["fields"]) if isinstance(sent.get("fields"), dict) else shown
+        self._base_fields = _fields_of(entry)
+        self._base_texts = field_texts(self._base_fields)
         self._baseline = {k: (entry.get(k) or "") for k in EDITED}
+        self._baseline["fields"] = dict(self._base_fields)
         self._loading = True
         try:
             for key in EDITED:
                 if current[key] == sent.get(key, current[key]) and current[key] != self._baseline[key]:
                     self._set_value(key, self._baseline[key])
+            # tags and excerpt as stored (a hook may have changed them), unless edited since they were sent
+            if field_texts(current["fields"]) == sent_texts:
+                self.tags.setText(self._base_texts[0])
+                self.excerpt.setText(self._base_texts[1])
         finally:
             self._loading = False
         self._show_meta()
@@ -419,6 +464,16 @@ class EntryEditor(QWidget):
             self.type.setCurrentIndex(max(0, self.type.findData(value)))
         elif key == "body":
             self.body.setPlainText(value)
+        elif key == "fields":
+            tags, excerpt = field_texts(value)
+            self.tags.setText(tags)
+            self.excerpt.setText(excerpt)
+
+    def _show_post_rows(self, *_):
+        """Tags and an excerpt are for posts (tag pages, the home page, feeds)."""
+        post = self.type.currentData() == "post"
+        self.form.setRowVisible(self.tags, post)
+        self.form.setRowVisible(self.excerpt, post)
 
     def _show_meta(self):
         e = self.entry
@@ -449,7 +504,24 @@ class EntryEditor(QWidget):
     # ---- state ---------------------------------------------------------------------------
     def values(self) -> dict:
         return {"title": self.title.text(), "slug": self.slug.text().strip(), "type": self.type.currentData(),
-                "body": self.body.toPlainText()}
+                "body": self.body.toPlainText(), "fields": self._fields_now()}
+
+    def _fields_now(self) -> dict:
+        """The entry's fields with the tags and excerpt as shown: unchanged unless their text was edited."""
+        texts = (self.tags.text(), self.excerpt.text())
+        fields = dict(self._base_fields)
+        if texts == self._base_texts:
+            return fields
+        tags = [t.strip() for t in texts[0].split(",") if t.strip()]
+        if tags:
+            fields["tags"] = tags
+        else:
+            fields.pop("tags", None)
+        if texts[1].strip():
+            fields["excerpt"] = texts[1].strip()
+        else:
+            fields.pop("excerpt", None)
+        return fields
 
     def changes(self) -> dict:
         """The fields that differ from the entry as last saved."""

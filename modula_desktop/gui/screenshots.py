@@ -130,7 +130,9 @@ def make_screenshots(out_dir: Path, seconds_of_traffic: int = 120) -> list[Path]
         content.create({"type": kind, "title": title, "body": body, "status": status}, source="editor")
     table = content.create({"type": "page", "title": "Opening hours", "body": TABLE_BODY}, source="editor")
     menu = content.create({"type": "post", "title": "Lunch menu",
-                           "body": "Soup of the day\nBread and butter\nApple cake\n"}, source="api")
+                           "body": "Soup of the day\nBread and butter\nApple cake\n",
+                           "fields": {"tags": ["menu", "lunch"], "excerpt": "What we cook at noon this week."}},
+                          source="api")
     content.update(menu["id"], {"body": "Soup of the day\nSourdough and butter\nApple cake\nCoffee\n"},
                    source="editor")
     content.update(menu["id"], {"body": "Soup of the day\nSourdough and butter\nPlum cake\nCoffee\n\n"
@@ -187,6 +189,9 @@ def make_screenshots(out_dir: Path, seconds_of_traffic: int = 120) -> list[Path]
         _grab(window.editor, made[-1])
 
         window.open_entry(menu["id"])
+        _settle(app, 300)
+        made.append(out_dir / "editor-post.png")  # a post: its tags and excerpt
+        _grab(window.editor, made[-1])
         window.editor.tabs.setCurrentWidget(window.editor.revisions)
         window.editor.revisions.list.setCurrentRow(window.editor.revisions.list.count() - 1)
         _settle(app, 300)
