@@ -1,9 +1,16 @@
-"""The content list over the whole table: fetched as it scrolls, sortable by every column (in SQL, on
-an index), the real total shown, titles given the width, and a search with no match that says so."""
+"""The content list over the whole table: every entry a row from the start, read in blocks as drawn and
+forgotten when out of the way (bounded memory), sortable by every column (in SQL, on an index), the real
+total shown, titles given the width, and a search with no match that says so."""
 from __future__ import annotations
 
+import math
+import random
+import tracemalloc
+
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
+
+from modula_desktop.gui.content_list import ID_ROLE
 
 from test_gui_support import service, site_root, window  # noqa: F401
 
@@ -22,28 +29,39 @@ def many(service):
     return service
 
 
-def scroll_to_end(qtbot, lst):
+def drag_to_end(qtbot, lst):
+    """The thumb dragged to the bottom a sixtieth at a time, each frame drawn (as the author scrolls)."""
     bar = lst.tree.verticalScrollBar()
-    for _ in range(200):
-        bar.setValue(bar.maximum())
-        qtbot.wait(5)
-        if not lst.model.canFetchMore():
-            break
-    return len(lst.ids())
+    while bar.value() < bar.maximum():
+        bar.setValue(min(bar.maximum(), bar.value() + max(1, bar.maximum() // 60)))
+        lst.tree.viewport().repaint()
+    qtbot.wait(5)
 
 
-def test_every_entry_is_reachable_by_scrolling_and_the_total_is_real(qtbot, many, window):
+def every_row(lst) -> list[str]:
+    """The id in every row of the list, top to bottom, as the view would ask for them."""
+    model = lst.model
+    return [model.index(row, 0).data(ID_ROLE) for row in range(model.rowCount())]
+
+
+def bottom_row(lst):
+    view = lst.tree
+    return view.indexAt(QPoint(2, view.viewport().height() - 2))
+
+
+def test_every_entry_is_a_row_and_the_total_is_real(qtbot, many, window):
     lst = window.list
     lst.refresh()
     assert lst.count_label.text() == "2,002 entries"
-    first = len(lst.ids())
-    assert 0 < first < N and lst.model.canFetchMore()  # not everything up front
-    assert scroll_to_end(qtbot, lst) == N
-    ids = lst.ids()
-    assert len(set(ids)) == N
-    # the oldest entry, beyond the old 1,000 limit, is the last row and opens from the list
+    assert lst.model.rowCount() == N  # every entry is a row from the start ...
+    assert 0 < len(lst.ids()) < N  # ... but only the rows drawn are read
+    drag_to_end(qtbot, lst)
+    # the oldest entry, beyond the old 1,000 limit, is the last row, drawn at the bottom, and opens
     oldest = many.content.list_sorted(descending=False, limit=1)[0]
-    assert ids[-1] == oldest["id"]
+    last = bottom_row(lst)
+    assert last.row() == N - 1 and last.data(ID_ROLE) == oldest["id"] and last.data() == oldest["title"]
+    ids = every_row(lst)
+    assert len(set(ids)) == N and ids[-1] == oldest["id"]
     lst.tree.setCurrentIndex(lst.index_of(oldest["id"]))
     qtbot.waitUntil(lambda: window.editor.entry and window.editor.entry["id"] == oldest["id"], timeout=3000)
 
@@ -63,21 +81,117 @@ def test_every_column_sorts_the_whole_table_both_ways(qtbot, many, window, colum
         header = lst.tree.horizontalHeader()
         header.setSortIndicator(column, order)
         qtbot.waitUntil(lambda: lst.model.sort_column == column, timeout=2000)
-        scroll_to_end(qtbot, lst)
         rank = (lambda e: (e[key].lower(), e["id"])) if key == "title" else (lambda e: (e[key], e["id"]))
         expected = [e["id"] for e in sorted(everything, key=rank, reverse=order == Qt.SortOrder.DescendingOrder)]
-        assert lst.ids() == expected
+        assert every_row(lst) == expected
 
 
-def test_each_sort_order_is_served_by_an_index(many):
-    for sort, key in (("title", "title COLLATE NOCASE"), ("type", "type"), ("status", "status"),
-                      ("updated_at", "updated_at")):
-        for direction in ("ASC", "DESC"):
-            plan = many.db.execute_sql(
-                f"EXPLAIN QUERY PLAN SELECT * FROM content WHERE ({key}, id) < (?, ?) "
-                f"ORDER BY {key} {direction}, id {direction} LIMIT 200", ("m", "z")).fetchall()
-            text = " ".join(str(row[-1]) for row in plan)
-            assert "INDEX content_list_" in text and "TEMP B-TREE" not in text, (sort, direction, text)
+@pytest.mark.parametrize("filters", [{}, {"status": "draft"}, {"type": "page", "status": "published"}])
+def test_each_sort_order_is_served_by_an_index(many, filters):
+    """The list's own query (live entries, a filter, keyset from a mark, a skip) walks the order's index:
+    no sort of the matches, whatever the filter (an index on the filter's column must not win)."""
+    from modula_desktop.core.storage import Content
+
+    for sort in ("title", "type", "status", "updated_at"):
+        for descending in (True, False):
+            for mark in (None, {sort: "m", "id": "z"}):
+                query = many.content._in_order(filters.get("type"), filters.get("status"), None, sort, descending,
+                                               mark, "<" if descending else ">")
+                sql, params = query.select(Content.id).limit(200).offset(800).sql()
+                plan = " ".join(str(row[-1]) for row in many.db.execute_sql("EXPLAIN QUERY PLAN " + sql, params))
+                assert "INDEX content_list_" in plan and "TEMP B-TREE" not in plan, (sort, filters, plan)
+                if mark is not None:
+                    assert "SEARCH" in plan, plan  # from the mark, not from the start of the index
+
+
+def test_list_window_and_position_agree_with_the_whole_order(many):
+    content = many.content
+    content.delete(content.list_sorted(limit=1, sort="title")[0]["id"])  # one in the Trash: not a row
+    for sort in ("title", "updated_at"):
+        for filters in ({}, {"type": "page"}, {"status": "draft", "type": "post"}):
+            everything, after = [], None
+            while page := content.list_sorted(**filters, sort=sort, descending=False, limit=1000, after=after):
+                everything += page
+                after = page[-1]
+            ids = [e["id"] for e in everything]
+            assert len(ids) == content.count(**filters)
+            # from the top with a skip, and from any row with a skip after it
+            assert [e["id"] for e in content.list_window(**filters, sort=sort, descending=False, limit=7,
+                                                         skip=len(ids) - 5)] == ids[-5:]
+            for start, skip in ((0, 0), (10, 300), (len(ids) // 2, 1)):
+                got = content.list_window(**filters, sort=sort, descending=False, limit=5, after=everything[start],
+                                          skip=skip)
+                assert [e["id"] for e in got] == ids[start + 1 + skip:start + 6 + skip]
+            for row in (0, 1, len(ids) // 3, len(ids) - 1):
+                assert content.position(ids[row], **filters, sort=sort, descending=False) == row
+                assert content.position(ids[row], **filters, sort=sort, descending=True) == len(ids) - 1 - row
+    trashed = content.trash()[0]
+    assert content.position(trashed["id"]) is None
+    a_page = content.list_sorted(type="page", limit=1)[0]
+    assert content.position(a_page["id"], type="post") is None
+
+
+def test_list_window_refuses_bad_arguments(service):
+    from modula_desktop.core.errors import ValidationError
+
+    for bad in ({"skip": -1}, {"skip": True}, {"limit": 0}, {"sort": "body"}, {"status": "gone"}, {"type": "x"}):
+        with pytest.raises(ValidationError):
+            service.content.list_window(**bad)
+    with pytest.raises(ValidationError, match="sort must be one of"):
+        service.content.position("x", sort="id; DROP TABLE content")
+
+
+def test_blocks_read_in_any_order_are_the_right_rows(qtbot, many, window):
+    """A jump of the thumb reads a block far from any read before (a skip from the top or from the
+    nearest mark); the rows are those of the order whatever the path, also with a cache of two blocks."""
+    lst = window.list
+    lst.model.block, lst.model.cache_blocks = 64, 2
+    lst.refresh()
+    expected = [e["id"] for e in many.content.list_window(limit=1000)]
+    expected += [e["id"] for e in many.content.list_window(limit=1000, skip=1000)]
+    expected += [e["id"] for e in many.content.list_window(limit=1000, skip=2000)]
+    assert len(expected) == N
+    rows = [N - 1, 0, 1000, 1999, 64, 63, 1500, 700, 2001, 5] + random.Random(14).sample(range(N), 200)
+    for row in rows:
+        assert lst.model.index(row, 0).data(ID_ROLE) == expected[row], row
+    assert len(lst.model._blocks) <= 2
+
+
+def test_scrolling_up_and_down_all_day_keeps_the_memory_bounded(qtbot, many, window):
+    """The blocks held are capped (the least recently drawn are forgotten), the marks are two strings per
+    block of the list, and scrolling the whole list up and down again and again grows nothing."""
+    lst = window.list
+    lst.model.block, lst.model.cache_blocks = 50, 4
+    lst.refresh()
+    bar = lst.tree.verticalScrollBar()
+
+    def up_and_down():
+        drag_to_end(qtbot, lst)
+        while bar.value() > 0:
+            bar.setValue(max(0, bar.value() - max(1, bar.maximum() // 60)))
+            lst.tree.viewport().repaint()
+        assert len(lst.model._blocks) <= 4
+        assert len(lst.model.held()) <= 4 * 50
+
+    up_and_down()
+    reads = lst.model.reads
+    tracemalloc.start()
+    try:
+        up_and_down()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(5):
+            up_and_down()
+        grown = tracemalloc.get_traced_memory()[0] - before
+        # what holding every row would cost, for scale
+        start = tracemalloc.get_traced_memory()[0]
+        everything = [many.content.list_window(limit=1000, skip=s) for s in range(0, N, 1000)]
+        all_rows = tracemalloc.get_traced_memory()[0] - start
+        del everything
+    finally:
+        tracemalloc.stop()
+    assert lst.model.reads > reads + 5 * N // 50  # the forgotten blocks were really read again
+    assert len(lst.model._marks) <= math.ceil(N / 50)
+    assert grown < all_rows / 10, (grown, all_rows)
 
 
 def test_list_sorted_pages_without_gaps_or_repeats(many):
@@ -139,29 +253,34 @@ def test_a_refresh_keeps_a_deep_selection_and_the_scroll(qtbot, many, window):
     lst = window.list
     lst.refresh()
     bar = lst.tree.verticalScrollBar()
-    while len(lst.ids()) < 900:
-        bar.setValue(bar.maximum())
-        qtbot.wait(5)
-    target = lst.ids()[850]
+    target = lst.model.index(1850, 0).data(ID_ROLE)
+    lst.tree.scrollTo(lst.model.index(1850, 0))
     lst.tree.setCurrentIndex(lst.index_of(target))
     qtbot.waitUntil(lambda: window.editor.entry and window.editor.entry["id"] == target, timeout=3000)
-    lst.tree.scrollTo(lst.index_of(target))
     scroll = bar.value()
+    assert scroll > 1000
     many.content.create({"type": "page", "title": "Made elsewhere"})  # a change through the service
     qtbot.waitUntil(lambda: lst.total() == N + 1, timeout=3000)
-    assert lst.current_id() == target and lst.tree.currentIndex().data(Qt.ItemDataRole.UserRole) == target
-    assert abs(bar.value() - scroll) <= 1  # the new entry on top moves the rows by one
+    assert lst.current_id() == target and lst.tree.currentIndex().data(ID_ROLE) == target
+    assert lst.tree.currentIndex().row() == 1851  # the new entry on top moved it down a row
+    assert abs(bar.value() - scroll) <= 1
     assert lst.count_label.text() == f"{N + 1:,} entries"
+    # an edit elsewhere moves the selected entry to the top of "Updated": the selection follows it
+    many.content.update(target, {"title": "Touched elsewhere"})
+    qtbot.waitUntil(lambda: lst.tree.currentIndex().row() == 0, timeout=3000)
+    assert lst.current_id() == target and lst.tree.currentIndex().data() == "Touched elsewhere"
 
 
 def test_a_new_order_starts_at_its_top(qtbot, many, window):
     lst = window.list
     lst.refresh()
-    scroll_to_end(qtbot, lst)
+    drag_to_end(qtbot, lst)
+    reads = lst.model.reads
     header = lst.tree.horizontalHeader()
     header.setSortIndicator(0, Qt.SortOrder.AscendingOrder)
     qtbot.waitUntil(lambda: lst.model.sort_column == 0, timeout=2000)
     assert lst.tree.verticalScrollBar().value() == 0
-    assert len(lst.ids()) < N and lst.model.canFetchMore()  # not every row read again
+    lst.tree.viewport().repaint()
+    assert 0 < len(lst.ids()) < N and lst.model.reads - reads <= 2  # the top read, not every row again
     first = lst.tree.indexAt(lst.tree.viewport().rect().topLeft())
     assert first.row() == 0 and first.data() == "Entry 0000 Alpha"

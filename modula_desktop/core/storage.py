@@ -63,8 +63,9 @@ class Content(BaseModel):
     created_at = TextField()
     updated_at = TextField()
     # In the Trash (migration 2): when it was moved there, and its slug, which the live slug column gives
-    # back ("~" + id stands in) so a new entry may take it; restoring needs it free again.
-    deleted_at = TextField(null=True, index=True)
+    # back ("~" + id stands in) so a new entry may take it; restoring needs it free again. Its index holds
+    # the Trash only (migration live_list_indexes): one on every row misled SQLite into sorting the list.
+    deleted_at = TextField(null=True)
     deleted_slug = TextField(null=True)
 
     class Meta:
@@ -180,12 +181,29 @@ def add_trash_and_revision_source(db):
                                           "changed_by": "TEXT NOT NULL DEFAULT '[]'"})
 
 
+# the content list's sort orders: the name of each one's index and its key
+LIST_INDEXES = (("updated", "updated_at"), ("title", "title COLLATE NOCASE"), ("type", "type"), ("status", "status"))
+
+
 def add_list_indexes(db):
     """One index per sort order of the content list (ContentService.list_sorted): each (column, id)
     pair walks in either direction without a sort step, however many entries the site has."""
-    for name, key in (("updated", "updated_at"), ("title", "title COLLATE NOCASE"), ("type", "type"),
-                      ("status", "status")):
+    for name, key in LIST_INDEXES:
         db.execute_sql(f"CREATE INDEX IF NOT EXISTS content_list_{name} ON content ({key}, id)")
+
+
+def live_list_indexes(db):
+    """The list's indexes hold the live entries only (a partial index on deleted_at IS NULL), with their
+    type and status, and the Trash gets its own. With an index on deleted_at over every row, SQLite took
+    `deleted_at IS NULL` for a narrow search and sorted the whole table for each page of the list (60 ms
+    at 50,000 entries, 200 ms at 100,000); now a page, or a block deep in the list, is read from its index
+    in order and a type or status filter is tested inside it."""
+    db.execute_sql('DROP INDEX IF EXISTS "content_deleted_at"')
+    db.execute_sql("CREATE INDEX IF NOT EXISTS content_trash ON content (deleted_at) WHERE deleted_at IS NOT NULL")
+    for name, key in LIST_INDEXES:
+        db.execute_sql(f"DROP INDEX IF EXISTS content_list_{name}")
+        db.execute_sql(f"CREATE INDEX content_list_{name} ON content ({key}, id, type, status) "
+                       "WHERE deleted_at IS NULL")
 
 
 def add_domain_approvals(db):
@@ -194,7 +212,8 @@ def add_domain_approvals(db):
 
 
 # Append only: a site created by an older version runs every migration it has not seen yet.
-MIGRATIONS = [_m1, add_route_public, add_trash_and_revision_source, add_list_indexes, add_domain_approvals]
+MIGRATIONS = [_m1, add_route_public, add_trash_and_revision_source, add_list_indexes, add_domain_approvals,
+              live_list_indexes]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
