@@ -105,6 +105,38 @@ def test_each_sort_order_is_served_by_an_index(many):
                     assert "SEARCH" in plan, plan  # from the mark, not from the start of the index
 
 
+def test_a_site_from_before_gets_the_live_list_indexes(tmp_path):
+    """A site made with the indexes of every row (content_deleted_at, the list's on (column, id)) gets
+    the partial ones when it opens, and its list reads stop sorting the table."""
+    import sqlite3
+
+    from modula_desktop.core import storage
+    from modula_desktop.core.service import SiteService
+    from modula_desktop.core.site import Site
+
+    SiteService(Site(tmp_path)).close()
+    version = storage.MIGRATIONS.index(storage.live_list_indexes)  # the version before it
+    db = sqlite3.connect(tmp_path / "site.db")
+    db.executescript("DROP INDEX content_trash; CREATE INDEX content_deleted_at ON content (deleted_at);"
+                     + "".join(f"DROP INDEX content_list_{name}; CREATE INDEX content_list_{name} ON content ({key}, id);"
+                               for name, key in storage.LIST_INDEXES)
+                     + f"DELETE FROM schema_version WHERE version > {version};")
+    db.commit()
+    db.close()
+    svc = SiteService(Site(tmp_path))
+    try:
+        indexes = dict(svc.db.execute_sql("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                                          "AND tbl_name = 'content' AND sql IS NOT NULL").fetchall())
+        assert "content_deleted_at" not in indexes and "WHERE deleted_at IS NOT NULL" in indexes["content_trash"]
+        for name, _key in storage.LIST_INDEXES:
+            assert indexes[f"content_list_{name}"].endswith("WHERE deleted_at IS NULL")
+        sql, params = svc.content._in_order(None, "draft", None, "updated_at", True, None, "<").sql()
+        plan = " ".join(str(row[-1]) for row in svc.db.execute_sql("EXPLAIN QUERY PLAN " + sql, params))
+        assert "content_list_updated" in plan and "TEMP B-TREE" not in plan, plan
+    finally:
+        svc.close()
+
+
 def test_list_window_and_position_agree_with_the_whole_order(many):
     content = many.content
     content.delete(content.list_sorted(limit=1, sort="title")[0]["id"])  # one in the Trash: not a row

@@ -137,10 +137,11 @@ def test_migration_2_upgrades_a_site_made_before_the_trash(tmp_path):
     svc = SiteService(Site(tmp_path))
     e = svc.content.create({"title": "Old page", "body": "old"})
     svc.close()
-    # make the file what version 1 wrote: no trash or source columns, schema version 1
+    # make the file what version 1 wrote: no trash or source columns, no list indexes, schema version 1
     db = sqlite3.connect(tmp_path / "site.db")
     db.executescript("""
-        DROP INDEX content_deleted_at;
+        DROP INDEX content_trash; DROP INDEX content_list_updated; DROP INDEX content_list_title;
+        DROP INDEX content_list_type; DROP INDEX content_list_status;
         ALTER TABLE content DROP COLUMN deleted_at; ALTER TABLE content DROP COLUMN deleted_slug;
         ALTER TABLE content_revision DROP COLUMN source; ALTER TABLE content_revision DROP COLUMN changed_by;
         DELETE FROM schema_version WHERE version > 1;
