@@ -10,10 +10,11 @@ import tracemalloc
 
 import pytest
 from PySide6.QtCore import QPoint, Qt
+from PySide6.QtWidgets import QAbstractItemView
 
 from modula_desktop.gui.content_list import ID_ROLE
 
-from test_gui_support import service, site_root, window  # noqa: F401
+from test_gui_support import service, site_root, wait_idle, window  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -287,6 +288,26 @@ def test_a_refresh_keeps_a_deep_selection_and_the_scroll(qtbot, many, window):
     many.content.update(target, {"title": "Touched elsewhere"})
     qtbot.waitUntil(lambda: lst.tree.currentIndex().row() == 0, timeout=3000)
     assert lst.current_id() == target and lst.tree.currentIndex().data() == "Touched elsewhere"
+
+
+def test_deleting_the_last_row_of_a_block_opens_the_next_entry(qtbot, many, window):
+    """Deep in a long list, on a block's last row with the next block not drawn yet: the entry that
+    takes its place opens, as on a short list."""
+    lst = window.list
+    lst.model.block = 50
+    lst.refresh()
+    row = 1049  # the last row of block 20
+    lst.tree.scrollTo(lst.model.index(row, 0), QAbstractItemView.ScrollHint.PositionAtBottom)
+    lst.tree.viewport().repaint()
+    gone, after = lst.model.entry_at(row)["id"], lst.model.entry_at(row + 1)["id"]
+    lst.model._blocks.pop(21, None)  # as if that block had been forgotten (drawn long ago)
+    lst.tree.setCurrentIndex(lst.index_of(gone))
+    qtbot.waitUntil(lambda: window.editor.entry and window.editor.entry["id"] == gone, timeout=3000)
+    window.confirm = lambda *a: True
+    window.delete()
+    wait_idle(qtbot, window)
+    assert window.editor.entry["id"] == after and lst.current_id() == after
+    assert lst.tree.currentIndex().row() == row and lst.total() == N - 1
 
 
 def test_a_new_order_starts_at_its_top(qtbot, many, window):

@@ -387,8 +387,8 @@ class ContentList(QWidget):
         around what was drawn when it is long (with the rows either side of the current entry, so its
         neighbours are known)."""
         row = self.tree.currentIndex().row()
-        for near in (row - 1, row + 1):
-            if row >= 0:
+        if row >= 0:
+            for near in (row - 1, row + 1):
                 self.model.entry_at(near)
         return [e["id"] for _, e in self.model.held()]
 
