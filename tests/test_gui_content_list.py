@@ -119,7 +119,8 @@ def test_a_site_from_before_gets_the_live_list_indexes(tmp_path):
     version = storage.MIGRATIONS.index(storage.live_list_indexes)  # the version before it
     db = sqlite3.connect(tmp_path / "site.db")
     db.executescript("DROP INDEX content_trash; CREATE INDEX content_deleted_at ON content (deleted_at);"
-                     + "".join(f"DROP INDEX content_list_{name}; CREATE INDEX content_list_{name} ON content ({key}, id);"
+                     + "".join(f"DROP INDEX content_list_{name}; "
+                               f"CREATE INDEX content_list_{name} ON content ({key}, id);"
                                for name, key in storage.LIST_INDEXES)
                      + f"DELETE FROM schema_version WHERE version > {version};")
     db.commit()

@@ -227,7 +227,8 @@ class ContentService:
             # the collation on the value, not the column: SQLite walks the index from there (with it on the
             # column it read the whole index to the mark)
             value = "? COLLATE NOCASE" if sort == "title" else "?"
-            query = query.where(SQL(f"({sort}, id) {beyond} ({value}, ?)", (mark.get(sort) or "", mark.get("id") or "")))
+            query = query.where(SQL(f"({sort}, id) {beyond} ({value}, ?)",
+                                    (mark.get(sort) or "", mark.get("id") or "")))
         direction = "DESC" if descending else "ASC"
         return query.order_by(SQL(f"{key} {direction}"), SQL(f"id {direction}"))
 
