@@ -182,9 +182,10 @@ def test_blocks_read_in_any_order_are_the_right_rows(qtbot, many, window):
     lst = window.list
     lst.model.block, lst.model.cache_blocks = 64, 2
     lst.refresh()
-    expected = [e["id"] for e in many.content.list_window(limit=1000)]
-    expected += [e["id"] for e in many.content.list_window(limit=1000, skip=1000)]
-    expected += [e["id"] for e in many.content.list_window(limit=1000, skip=2000)]
+    expected, after = [], None  # the order by keyset paging alone (list_sorted), no skip anywhere
+    while page := many.content.list_sorted(limit=1000, after=after):
+        expected += [e["id"] for e in page]
+        after = page[-1]
     assert len(expected) == N
     rows = [N - 1, 0, 1000, 1999, 64, 63, 1500, 700, 2001, 5] + random.Random(14).sample(range(N), 200)
     for row in rows:
