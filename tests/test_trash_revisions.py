@@ -137,7 +137,7 @@ def test_migration_2_upgrades_a_site_made_before_the_trash(tmp_path):
     svc = SiteService(Site(tmp_path))
     e = svc.content.create({"title": "Old page", "body": "old"})
     svc.close()
-    # make the file what version 1 wrote: no trash or source columns, schema version 1
+    # make the file what version 1 wrote: no trash or source columns, no list indexes, schema version 1
     db = sqlite3.connect(tmp_path / "site.db")
     db.executescript("""
         DROP TRIGGER content_fts_insert; DROP TRIGGER content_fts_update; DROP TRIGGER content_fts_delete;

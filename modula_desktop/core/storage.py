@@ -100,8 +100,9 @@ class Content(BaseModel):
     created_at = TextField()
     updated_at = TextField()
     # In the Trash (migration 2): when it was moved there, and its slug, which the live slug column gives
-    # back ("~" + id stands in) so a new entry may take it; restoring needs it free again.
-    deleted_at = TextField(null=True)  # indexed by content_trash (add_live_indexes)
+    # back ("~" + id stands in) so a new entry may take it; restoring needs it free again. Its index holds
+    # the Trash only (content_trash): one on every row misled SQLite into sorting the list.
+    deleted_at = TextField(null=True)
     deleted_slug = TextField(null=True)
 
     class Meta:
@@ -231,11 +232,14 @@ def add_trash_and_revision_source(db):
                                           "changed_by": "TEXT NOT NULL DEFAULT '[]'"})
 
 
+# the content list's sort orders: the name of each one's index and its key
+LIST_INDEXES = (("updated", "updated_at"), ("title", "title COLLATE NOCASE"), ("type", "type"), ("status", "status"))
+
+
 def add_list_indexes(db):
     """One index per sort order of the content list (ContentService.list_sorted): each (column, id)
     pair walks in either direction without a sort step, however many entries the site has."""
-    for name, key in (("updated", "updated_at"), ("title", "title COLLATE NOCASE"), ("type", "type"),
-                      ("status", "status")):
+    for name, key in LIST_INDEXES:
         db.execute_sql(f"CREATE INDEX IF NOT EXISTS content_list_{name} ON content ({key}, id)")
 
 

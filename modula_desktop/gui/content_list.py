@@ -1,15 +1,18 @@
 """The content list: pages and posts, filtered by type and status, searched by text, sorted by any column.
 
-The list is a model over the whole table that fetches a page at a time as the view scrolls
-(``canFetchMore``/``fetchMore``, keyset paging in SQL through ``content.list_sorted``), so a site with
-50,000 entries opens as fast as one with 50 and every entry is reachable by scrolling. The count below
-it is the real total.
+The list is a virtual model over the whole table: its row count is the real total (one COUNT, read
+again on each change) and the rows are read in blocks as they are drawn, each block by keyset from the
+nearest block read before it (``content.list_window``), kept in a small LRU. A drag of the scroll bar's
+thumb to the bottom of 50,000 entries reads only the blocks it shows, and every row is the same height,
+so Qt never measures one. The memory stays bounded however long the list is scrolled up and down.
 """
 from __future__ import annotations
 
+import bisect
 import datetime as _dt
 import html
 import logging
+from collections import OrderedDict
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QTimer, Qt, Signal
 from PySide6.QtWidgets import (
@@ -27,7 +30,8 @@ from PySide6.QtWidgets import (
 
 log = logging.getLogger(__name__)
 
-FETCH_BATCH = 500  # rows per fetchMore: many screens, one indexed query of a few milliseconds
+BLOCK = 200  # rows per read: a few screens, one indexed query of about a millisecond
+CACHE_BLOCKS = 24  # blocks kept (4,800 rows, some 2 MB); the least recently drawn goes first
 TYPES = (("All types", None), ("Pages", "page"), ("Posts", "post"))
 STATUSES = (("Any status", None), ("Drafts", "draft"), ("Published", "published"))
 COLUMNS = (("Title", "title"), ("Type", "type"), ("Status", "status"), ("Updated", "updated_at"))
@@ -62,92 +66,106 @@ def list_time(stamp: str | None, today: _dt.date | None = None) -> str:
 
 
 class ContentModel(QAbstractTableModel):
-    """The entries matching the filters, in the chosen order, loaded a batch at a time."""
+    """Every entry matching the filters, in the chosen order: rowCount is the total, rows are read a block
+    at a time when drawn and the least recently drawn blocks are forgotten."""
 
     loaded = Signal()  # after a reload (the total may have changed)
 
-    def __init__(self, content, parent=None, batch: int = FETCH_BATCH):
+    def __init__(self, content, parent=None, block: int = BLOCK, cache_blocks: int = CACHE_BLOCKS):
         super().__init__(parent)
         self.content = content
-        self.batch = batch
-        self.rows: list[dict] = []
+        self.block = block
+        self.cache_blocks = cache_blocks
         self.total = 0
         self.filters = {"type": None, "status": None, "search": None}
         self.sort_column = UPDATED
         self.descending = True
         self.muted = None  # brush for the status of drafts (None: the application palette's, when drawn)
+        self.reads = 0  # block queries so far (the bench and the tests read it)
+        self._loaded = False
+        self._blocks: OrderedDict[int, list[dict]] = OrderedDict()
+        # the last row of every block read since the reload: where a later block's keyset read starts.
+        # Two short strings a block, at most total / block of them.
+        self._marks: dict[int, dict] = {}
+        self._marked: list[int] = []  # their block numbers, sorted
 
     # ---- loading ---------------------------------------------------------------------------
-    def reload(self, keep: int = 0):
-        """Read the total and the first rows again; at least keep rows, so a refresh keeps the scroll."""
+    def reload(self):
+        """Count again and forget every row read: the view reads what it draws next."""
         self.beginResetModel()
         try:
-            self.rows = []
+            self._forget()
             try:
                 self.total = self.content.count(**self.filters)
             except Exception:  # noqa: BLE001 - a list that fails to load must not take the window down
                 log.exception("could not count content")
                 self.total = 0
-            while len(self.rows) < max(keep, 1) and self._fetch(max(keep, self.batch) - len(self.rows)):
-                pass
+            self._loaded = True
         finally:
             self.endResetModel()
         self.loaded.emit()
 
-    def _fetch(self, wanted: int) -> int:
-        """Append up to wanted rows after the last one; returns how many came."""
-        wanted = max(1, min(wanted, 1000))
+    def _forget(self):
+        self._blocks.clear()
+        self._marks.clear()
+        self._marked.clear()
+
+    def entry_at(self, row: int) -> dict | None:
+        """The entry shown at row (read with its block if it is not held), None beyond the list."""
+        if not 0 <= row < self.total:
+            return None
+        number, i = divmod(row, self.block)
+        rows = self._blocks.get(number)
+        if rows is None:
+            rows = self._read(number)
+        else:
+            self._blocks.move_to_end(number)
+        return rows[i] if i < len(rows) else None  # shorter: entries deleted since the count (a refresh comes)
+
+    def _read(self, number: int) -> list[dict]:
+        # from the last row of the nearest block read before this one, skipping the blocks between: a
+        # drag of the thumb skips a few hundred rows on the index, not the tens of thousands above
+        sort = COLUMNS[self.sort_column][1]
+        k = bisect.bisect_left(self._marked, number) - 1
+        after, skip = None, number * self.block
+        if k >= 0:
+            known = self._marked[k]
+            after, skip = self._marks[known], (number - known - 1) * self.block
         try:
-            page = self.content.list_sorted(**self.filters, sort=COLUMNS[self.sort_column][1],
-                                            descending=self.descending, limit=wanted,
-                                            after=self.rows[-1] if self.rows else None)
+            rows = self.content.list_window(**self.filters, sort=sort, descending=self.descending,
+                                            limit=self.block, after=after, skip=skip)
         except Exception:  # noqa: BLE001
             log.exception("could not list content")
-            page = []
-        self.rows.extend(page)
-        if len(page) < wanted:
-            self.total = len(self.rows)  # entries deleted meanwhile: stop asking for more
-        return len(page)
+            rows = []
+        self.reads += 1
+        if rows and number not in self._marks:
+            bisect.insort(self._marked, number)
+        if rows:
+            self._marks[number] = {sort: rows[-1].get(sort), "id": rows[-1]["id"]}
+        self._blocks[number] = rows
+        while len(self._blocks) > self.cache_blocks:
+            self._blocks.popitem(last=False)
+        return rows
 
-    def canFetchMore(self, parent=QModelIndex()) -> bool:  # noqa: N802 - Qt override
-        return not parent.isValid() and len(self.rows) < self.total
-
-    def fetchMore(self, parent=QModelIndex()):  # noqa: N802 - Qt override
-        if parent.isValid() or len(self.rows) >= self.total:
-            return
-        start = len(self.rows)
-        try:
-            page = self.content.list_sorted(**self.filters, sort=COLUMNS[self.sort_column][1],
-                                            descending=self.descending, limit=self.batch,
-                                            after=self.rows[-1] if self.rows else None)
-        except Exception:  # noqa: BLE001
-            log.exception("could not list content")
-            page = []
-        if not page:
-            self.total = start
-            return
-        self.beginInsertRows(QModelIndex(), start, start + len(page) - 1)
-        self.rows.extend(page)
-        self.endInsertRows()
-        if len(page) < self.batch:
-            self.total = len(self.rows)
-
-    def fetch_all(self):
-        while self.canFetchMore():
-            self.fetchMore()
+    def held(self) -> list[tuple[int, dict]]:
+        """The rows held now, as (row, entry), in the order shown."""
+        return [(number * self.block + i, e) for number in sorted(self._blocks)
+                for i, e in enumerate(self._blocks[number])]
 
     # ---- the model -------------------------------------------------------------------------
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802 - Qt override
-        return 0 if parent.isValid() else len(self.rows)
+        return 0 if parent.isValid() else self.total
 
     def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802 - Qt override
         return 0 if parent.isValid() else len(COLUMNS)
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         # the view asks for a dozen roles per cell on every paint: leave the unused ones at once
-        if role not in _ROLES or not index.isValid() or index.row() >= len(self.rows):
+        if role not in _ROLES or not index.isValid():
             return None
-        e = self.rows[index.row()]
+        e = self.entry_at(index.row())
+        if e is None:
+            return None
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             if col == 0:
@@ -180,16 +198,32 @@ class ContentModel(QAbstractTableModel):
         if not 0 <= column < len(COLUMNS):
             return
         descending = order == Qt.SortOrder.DescendingOrder
-        if (column, descending) == (self.sort_column, self.descending) and self.rows:
+        if (column, descending) == (self.sort_column, self.descending) and self._loaded:
             return
         self.sort_column, self.descending = column, descending
-        self.reload()  # a new order starts at its top: no need to read again every row scrolled past
+        self.reload()
 
-    def row_of(self, entry_id: str | None) -> int:
-        for i, e in enumerate(self.rows):
+    def row_of(self, entry_id: str | None, near: int = -1) -> int:
+        """The row of entry_id, -1 when the list does not show it: among the rows held, then around row
+        near (where it was before a refresh: a change elsewhere moves it a row or two), then by asking
+        the database how many entries come before it."""
+        if entry_id is None:
+            return -1
+        for row, e in self.held():
             if e["id"] == entry_id:
-                return i
-        return -1
+                return row
+        if near >= 0:
+            for row in range(max(0, near - 2), min(self.total, near + 3)):
+                e = self.entry_at(row)
+                if e is not None and e["id"] == entry_id:
+                    return row
+        try:
+            row = self.content.position(entry_id, **self.filters, sort=COLUMNS[self.sort_column][1],
+                                        descending=self.descending)
+        except Exception:  # noqa: BLE001
+            log.exception("could not find the row of %s", entry_id)
+            return -1
+        return row if row is not None and row < self.total else -1
 
 
 class ContentList(QWidget):
@@ -215,8 +249,8 @@ class ContentList(QWidget):
             self.status_filter.addItem(label, value)
 
         self.model = ContentModel(content, self)
-        # a table, not a tree view: QTreeView lays out every row again on each fetchMore (scrolling to
-        # the end of 50,000 entries took seconds), a table's rows cost nothing until drawn
+        # a table, not a tree view, with rows of one fixed height: nothing is measured or laid out per
+        # row, so 50,000 rows cost what the ones on screen do
         self.tree = QTableView(self)
         self.tree.setObjectName("ContentTree")
         self.tree.setModel(self.model)
@@ -286,6 +320,7 @@ class ContentList(QWidget):
         self.model.modelAboutToBeReset.connect(self._before_reset)
         self.model.loaded.connect(self._after_reset)
         self._scroll = 0
+        self._current_row = -1
 
     # ---- filters -------------------------------------------------------------------------
     def filters(self) -> dict:
@@ -306,25 +341,19 @@ class ContentList(QWidget):
 
     # ---- contents ------------------------------------------------------------------------
     def refresh(self):
+        """Count and read again: with the same filters the view stays where it was and keeps its selection."""
         self._search_timer.stop()
-        filters = self.filters()
-        keep = 0
-        if filters == self.model.filters:
-            # reload what is on screen and the selection, not every row ever scrolled past
-            bottom = self.tree.indexAt(self.tree.viewport().rect().bottomLeft()).row()
-            bottom = len(self.model.rows) - 1 if bottom < 0 and self.model.rows else bottom
-            # (plus a batch: entries made meanwhile push the rows down)
-            keep = min(len(self.model.rows), max(bottom, self.model.row_of(self._current)) + 1) + self.model.batch
-        self.model.filters = filters
-        self.model.reload(keep=keep)
+        self.model.filters = self.filters()
+        self.model.reload()
 
     def _before_reset(self):
         self._refreshing = True
-        self._scroll = self.tree.verticalScrollBar().value() if self.model.rows else 0
+        self._scroll = self.tree.verticalScrollBar().value() if self.model.total else 0
+        self._current_row = self.tree.currentIndex().row()
 
     def _after_reset(self):
         try:
-            row = self.model.row_of(self._current)
+            row = self.model.row_of(self._current, near=self._current_row)
             if row >= 0:
                 self.tree.setCurrentIndex(self.model.index(row, 0))
             if self._to_top:
@@ -332,6 +361,7 @@ class ContentList(QWidget):
                 self.tree.scrollToTop()  # a new order is read from its top
             else:
                 self.tree.verticalScrollBar().setValue(self._scroll)
+            self.model.entry_at(max(0, self.tree.rowAt(0)))  # the top row's block, drawn next anyway: ids() has rows
         finally:
             self._refreshing = False
         self._show_counts()
@@ -360,12 +390,18 @@ class ContentList(QWidget):
         return self.model.total
 
     def ids(self) -> list[str]:
-        """The ids of the rows loaded so far, in the order shown."""
-        return [e["id"] for e in self.model.rows]
+        """The ids of the rows held, in the order shown: the whole list when it is short, the blocks
+        around what was drawn when it is long (with the rows either side of the current entry, so its
+        neighbours are known)."""
+        row = self.tree.currentIndex().row()
+        if row >= 0:
+            for near in (row - 1, row + 1):
+                self.model.entry_at(near)
+        return [e["id"] for _, e in self.model.held()]
 
     def entry(self, entry_id: str) -> dict | None:
         row = self.model.row_of(entry_id)
-        return self.model.rows[row] if row >= 0 else None
+        return self.model.entry_at(row) if row >= 0 else None
 
     def index_of(self, entry_id: str) -> QModelIndex:
         row = self.model.row_of(entry_id)
