@@ -45,7 +45,8 @@ def snapshot(db) -> dict:
     schema = db.execute_sql("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").fetchall()
     data = {}
     for (table,) in db.execute_sql("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall():
-        data[table] = db.execute_sql(f'SELECT * FROM "{table}" ORDER BY rowid').fetchall()
+        # sorted here: some tables (the search index's shadow tables) have no rowid to order by
+        data[table] = sorted(db.execute_sql(f'SELECT * FROM "{table}"').fetchall(), key=repr)
     return {"schema": schema, "data": data}
 
 
