@@ -2,7 +2,11 @@
 
 An incremental build does not read every body: the manifest keeps each entry's body digest and media
 with the (updated_at, body length) it was computed for, and only entries whose pair changed are read
-again. Bodies are loaded when a page that shows them is rendered."""
+again. Bodies are loaded when a page that shows them is rendered.
+
+In a process that built the same output before (the window), collect() is also given the last build's
+Entry objects: an entry whose row (every column read, the body's length included) is the same keeps its
+path, digests and tag names, so only the edited entries are worked out again."""
 from __future__ import annotations
 
 import hashlib
@@ -49,7 +53,8 @@ class Tag:
 
 class Entry:
     __slots__ = ("id", "type", "title", "slug", "fields", "published_at", "updated_at", "path", "tags",
-                 "digest", "card", "media", "body_digest", "_body", "_loader")
+                 "digest", "card", "media", "body_digest", "_body", "_loader",
+                 "row", "file", "tag_names", "own_tags", "tag_key", "link", "dated", "located")
 
     def __init__(self, id, type, title, slug, fields, published_at, updated_at, loader):
         self.id, self.type, self.title, self.slug = id, type, title, slug
@@ -60,6 +65,15 @@ class Entry:
         self.media: list = []
         self._body = None
         self._loader = loader
+        # worked out once per row, and kept by the next build of the same process while the row is the same
+        self.row = None  # the row it was read from
+        self.file = ""  # the output file of its page, "my-post/index.html"
+        self.tag_names: tuple = ()  # (name, slug) of each tag, as this entry spells it
+        self.own_tags: tuple = ()  # (name, tag page path) of each tag, as this entry spells it
+        self.tag_key: tuple = ()  # the same as the pages show them (a tag's name is its newest post's)
+        self.link: tuple = ()  # (title, path): what a neighbour's or a list's link shows
+        self.dated: tuple = ()  # (title, path, date): an archive line
+        self.located: tuple = ()  # (path, updated_at): a sitemap line
 
     @property
     def body(self) -> str:
@@ -109,59 +123,93 @@ class SiteModel:
     pages: list  # by title
     tags: list  # Tag, by name
     cache: dict  # id -> [updated_at, body length, body digest, media]: for the next build's manifest
+    by_id: dict = field(default_factory=dict)  # id -> Entry
+    fresh: list = field(default_factory=list)  # the entries read again (not the last build's, unchanged)
 
 
-def collect(db, permalink_pattern: str, cache: dict | None = None) -> SiteModel:
-    """Read every published entry; with cache (the last build's), read again only the bodies that changed."""
+_COLUMNS = "id, type, title, slug, fields, published_at, updated_at, length(body)"
+
+
+def collect(db, permalink_pattern: str, cache: dict | None = None, known: dict | None = None) -> SiteModel:
+    """Read every published entry; with cache (the last build's manifest), read again only the bodies that
+    changed; with known (id -> Entry of the last build in this process, for the same permalink pattern),
+    reuse every entry whose row is the same."""
     cache = cache or {}
+    known = known or {}
     with_body = not cache
-    body_column = "body" if with_body else "NULL"
     rows = db.execute_sql(
-        f"SELECT id, type, title, slug, fields, published_at, updated_at, length(body), {body_column} "
+        f"SELECT {_COLUMNS}{', body' if with_body else ''} "
         f"FROM content WHERE status = 'published' AND deleted_at IS NULL").fetchall()  # not the Trash
 
     def load(id):
         row = db.execute_sql("SELECT body FROM content WHERE id = ?", (id,)).fetchone()
         return (row[0] or "") if row else ""
 
-    entries, tags, stale, new_cache = [], {}, [], {}
-    for id, type, title, slug, fields_json, published_at, updated_at, length, body in rows:
+    entries, stale, fresh, new_cache = [], [], [], {}
+    for row in rows:
+        e = known.get(row[0])
+        if e is not None and e.row == row:
+            e._loader = load
+            new_cache[e.id] = cache.get(e.id) or [e.updated_at, row[7], e.body_digest, e.media]
+            entries.append(e)
+            continue
+        id, type, title, slug, fields_json, published_at, updated_at, length = row[:8]
         fields = _fields(fields_json) if fields_json else {}
         e = Entry(id, type, title or slug, slug, fields, published_at or "", updated_at or "", load)
+        e.row = row[:8]
         e.path = permalink(permalink_pattern, e)
+        e.file = e.path + "index.html" if e.path == "" or e.path.endswith("/") else e.path
         if type == "post":
-            for name in tag_names(fields):
-                s = _tag_slug(name)
-                tag = tags.get(s)
-                if tag is None:
-                    tag = tags[s] = Tag(name, s)
-                e.tags.append(tag)
-        known = cache.get(id)
+            e.tag_names = tuple((name, _tag_slug(name)) for name in tag_names(fields))
+            e.own_tags = tuple((name, f"tag/{s}/") for name, s in e.tag_names)
         if with_body:
-            e._body = body or ""
-        if known is not None and known[0] == e.updated_at and known[1] == length:
-            e.body_digest, e.media = known[2], known[3]
+            e._body = row[8] or ""
+        cached = cache.get(id)
+        if cached is not None and cached[0] == e.updated_at and cached[1] == length:
+            e.body_digest, e.media = cached[2], cached[3]
         else:
             stale.append(e)
-        e.digest = fields_json or ""  # completed below, once the body digest is known
         new_cache[id] = length
+        fresh.append(e)
         entries.append(e)
     _read_bodies(db, stale)
-    for e in entries:
+    for e in fresh:
         if not e.body_digest:
             body = e.body
             e.body_digest = hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
             e.media = sorted(set(MEDIA_REF.findall(body))) if "/media/" in body else []
         new_cache[e.id] = [e.updated_at, new_cache[e.id], e.body_digest, e.media]
-        tag_list = [t.name for t in e.tags]
-        e.digest = digest(e.type, e.title, e.slug, e.body_digest, e.digest, e.published_at, e.path)
-        e.card = digest(e.title, e.path, e.published_at, e.explicit_excerpt or e.body_digest, tag_list)
-    posts = sorted((e for e in entries if e.type == "post"), key=lambda e: (e.published_at, e.id), reverse=True)
-    pages = sorted((e for e in entries if e.type == "page"), key=lambda e: (e.title.lower(), e.slug))
+        e.digest = digest(e.type, e.title, e.slug, e.body_digest, e.row[4] or "", e.published_at, e.path)
+        # what a list shows of it, but its tags (in tag_key: their names depend on other entries)
+        e.card = digest(e.title, e.path, e.published_at, e.explicit_excerpt or e.body_digest)
+        e.link = (e.title, e.path)
+        e.dated = (e.title, e.path, e.date)
+        e.located = (e.path, e.updated_at)
+    posts = sorted((e for e in entries if e.type == "post"), key=_newest_first, reverse=True)
+    pages = sorted((e for e in entries if e.type == "page"), key=_by_title)
+    tags: dict[str, Tag] = {}
     for post in posts:
-        for tag in post.tags:
+        post.tags = []
+        spelled_otherwise = False
+        for name, s in post.tag_names:
+            tag = tags.get(s)
+            if tag is None:
+                tag = tags[s] = Tag(name, s)
+            elif tag.name != name:
+                spelled_otherwise = True
             tag.posts.append(post)
-    return SiteModel(entries, posts, pages, sorted(tags.values(), key=lambda t: t.name.lower()), new_cache)
+            post.tags.append(tag)
+        post.tag_key = tuple((t.name, t.path) for t in post.tags) if spelled_otherwise else post.own_tags
+    return SiteModel(entries, posts, pages, sorted(tags.values(), key=lambda t: t.name.lower()), new_cache,
+                     {e.id: e for e in entries}, fresh)
+
+
+def _newest_first(e: Entry):
+    return e.published_at, e.id
+
+
+def _by_title(e: Entry):
+    return e.title.lower(), e.slug
 
 
 def _read_bodies(db, entries: list):
