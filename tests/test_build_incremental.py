@@ -11,7 +11,7 @@ import pytest
 from build_helpers import add_posts, leftovers, open_site, snapshot
 from modula_desktop.core.build import BuildError, ThemeError, build_site
 from modula_desktop.core.build import state as warm
-from modula_desktop.core.build.write import MANIFEST
+from modula_desktop.core.build.write import MANIFEST, read_manifest
 
 
 @pytest.fixture
@@ -45,6 +45,11 @@ def _rebuild_and_compare(service, tmp_path, change, name: str) -> tuple[set, set
                                                     (expected.get(path) or b"").decode().splitlines(True))))
     assert after == expected, f"after {name}: the incremental build differs from a clean one"
     assert result.outputs == clean.outputs
+    # every key as a full plan works it out (so nothing that changed was left unplanned), read back as
+    # another process would: the base line and the change lines
+    lines_seen.append(len((out / MANIFEST).read_text().splitlines()))
+    mine, theirs = read_manifest(out), read_manifest(reference)
+    assert mine["outputs"] == theirs["outputs"] and mine["entries"] == theirs["entries"], f"after {name}"
     changed = {p for p in after if before.get(p) != after[p]}
     assert set(result.written) == changed, f"after {name}"
     assert set(result.removed) == set(before) - set(after), f"after {name}"
@@ -54,6 +59,7 @@ def _rebuild_and_compare(service, tmp_path, change, name: str) -> tuple[set, set
     return set(result.written), set(result.removed)
 
 
+lines_seen: list[int] = []  # lines of the manifest file after each rebuild
 planned: dict[str, bool] = {}  # edit -> whether the rebuild planned only part of the site
 
 
@@ -99,6 +105,13 @@ def test_every_kind_of_edit_leaves_what_a_clean_build_writes(service, tmp_path):
     seen = {}
     for name, change in edits:
         seen[name] = _rebuild_and_compare(service, tmp_path, change, name)
+
+    # the manifest's change lines were folded into its base as they grew; read cold, it is the same
+    lines = (service.site.root / "build" / MANIFEST).read_text().splitlines()
+    assert 1 <= len(lines) < len(edits) and max(lines_seen) >= 2, lines_seen
+    warm.forget(service.site.root / "build")
+    again = build_site(service)
+    assert again.written == [] and again.removed == [] and again.planned == again.outputs
 
     # the theme, the settings and the menu are on every page; a new spelling of a tag on other posts' pages
     assert {name for name, _ in edits if not planned[name]} == {"menu page", "page menu", "tag spelling"}

@@ -54,7 +54,7 @@ class Tag:
 class Entry:
     __slots__ = ("id", "type", "title", "slug", "fields", "published_at", "updated_at", "path", "tags",
                  "digest", "card", "media", "body_digest", "_body", "_loader",
-                 "row", "file", "tag_names", "own_tags", "tag_key", "link", "dated", "located")
+                 "row", "file", "tag_names", "own_tags", "tag_key", "link", "dated", "located", "sitemap_line")
 
     def __init__(self, id, type, title, slug, fields, published_at, updated_at, loader):
         self.id, self.type, self.title, self.slug = id, type, title, slug
@@ -74,6 +74,7 @@ class Entry:
         self.link: tuple = ()  # (title, path): what a neighbour's or a list's link shows
         self.dated: tuple = ()  # (title, path, date): an archive line
         self.located: tuple = ()  # (path, updated_at): a sitemap line
+        self.sitemap_line = ""  # that line (render.py; for the settings of the renderer's memo)
 
     @property
     def body(self) -> str:

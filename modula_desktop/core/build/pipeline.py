@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ from . import state as warm
 from .media import MediaSet
 from .render import Renderer
 from .theme import Theme
-from .write import FORMAT, Staging, check_output_folder
+from .write import FORMAT, ManifestText, Staging, check_output_folder
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,8 @@ def build(db, site_root: Path, settings, out: Path | None = None, *, clean: bool
     database = str(getattr(db, "database", ""))
     state = None if clean else warm.take(out, database)  # the last build's, in this process (state.py)
     # a warm build trusts the manifest it wrote and its record of the files there
-    old = state.manifest if state is not None else check_output_folder(out)
-    if clean:
-        old = None
+    found = (state.manifest, state.text) if state is not None else check_output_folder(out)
+    old, text = found if found and not clean else (None, ManifestText())
     full = old is None
     result = BuildResult(out=out, full=full)
     permalink = settings.site.permalink
@@ -159,21 +159,35 @@ def build(db, site_root: Path, settings, out: Path | None = None, *, clean: bool
         clock.lap("render")
         result.removed = sorted(p for p in replaced if p not in current and p in previous) if not full else []
         result.outputs = len(manifest)
-        if not full and not result.written and not result.removed and manifest == previous \
-                and model.cache == old.get("entries"):
-            staging.abort()  # nothing changed: the output, its manifest included, stays as it is
-            kept = old
+        kept = {"format": FORMAT, "outputs": manifest, "entries": model.cache}
+        if full:
+            text = ManifestText(json.dumps(kept, separators=(",", ":")))
+            staging.commit(text, [])
         else:
-            kept = {"format": FORMAT, "outputs": manifest, "entries": model.cache}
-            staging.commit(kept, result.removed)
+            # the manifest's change line: what this build planned, and the entries it read again
+            outputs_changed = {p: manifest.get(p) for p in (current if delta is not None else manifest)
+                               if previous.get(p) != manifest.get(p)}
+            outputs_changed.update((p, None) for p in result.removed)
+            old_entries = old.get("entries", {})
+            added = sum(1 for e in model.fresh if e.id not in old_entries)
+            gone = [id for id in old_entries if id not in model.cache] \
+                if len(old_entries) + added != len(model.cache) else []
+            entries_changed = {e.id: model.cache[e.id] for e in model.fresh
+                               if old_entries.get(e.id) != model.cache[e.id]}
+            entries_changed.update((id, None) for id in gone)
+            if not result.written and not result.removed and not outputs_changed and not entries_changed:
+                staging.abort()  # nothing changed: the output, its manifest included, stays as it is
+            else:
+                text = text.with_changes(kept, outputs_changed, entries_changed)
+                staging.commit(text, result.removed)
         clock.lap("write")
     except BaseException:
         staging.abort()
         raise
     for e in model.entries:  # kept for the next build: without the bodies, and the database
         e._body = e._loader = None
-    warm.keep(out, warm.WarmState(warm.signature(out), database, permalink, kept,
-                                  {e.id: e for e in model.entries}, renderer.finish(), theme))
+    warm.keep(out, warm.WarmState(warm.signature(out), database, permalink, kept, text, model.by_id,
+                                  renderer.finish(), theme))
     if media.missing:
         result.warnings.append("missing media (referenced but not in media/): " + ", ".join(sorted(media.missing)))
     result.seconds = time.perf_counter() - started

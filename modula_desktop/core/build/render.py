@@ -60,7 +60,6 @@ class Memo:
         self.settings_key = settings_key
         self.keys: dict[tuple, str] = {}
         self.plan: PlanRecord | None = None
-        self.lines: dict[tuple, str] = {}  # the sitemap's line of each entry
         self.excerpts: dict[str, tuple] = {}  # id -> (stamp, excerpt)
         self.html: dict[str, tuple] = {}  # id -> (stamp, html, fields)
 
@@ -86,9 +85,12 @@ class Renderer:
         self.nav = [(p.title, p.path) for p in menu_pages(model.pages, build.menu_pages)]
         self.site_key = settings_key(site, build, plugins_key)
         self.page_key = digest(self.site_key, theme.fingerprint, self.nav)
-        old = memo if memo is not None and memo.settings_key == self.site_key else Memo(self.site_key)
+        old = memo if memo is not None and memo.settings_key == self.site_key else None
+        if old is None:
+            old = Memo(self.site_key)
+            for e in model.entries:  # kept by unchanged entries, for other settings
+                e.sitemap_line = ""
         self._old_keys = old.keys
-        self._old_lines = old.lines
         self.memo = Memo(self.site_key)  # what this build leaves for the next
         self.last_plan = old.plan
         self.chunks: dict[str, int] = {}
@@ -462,7 +464,8 @@ class Renderer:
             lines = ['<?xml version="1.0" encoding="UTF-8"?>',
                      '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">',
                      f"<url><loc>{xml_escape(self.absolute(''))}</loc></url>"]
-            lines += map(self._sitemap_line, entries)
+            line = self._sitemap_line
+            lines += [e.sitemap_line or line(e) for e in entries]
             lines.append(f"<url><loc>{xml_escape(self.absolute('archive/'))}</loc></url>")
             for t in self.model.tags:
                 lines.append(f"<url><loc>{xml_escape(self.absolute(t.path))}</loc></url>")
@@ -471,14 +474,10 @@ class Renderer:
         return Output("sitemap.xml", key, produce, "sitemap.xml")
 
     def _sitemap_line(self, e: Entry) -> str:
-        # kept by its parts: the whole sitemap is written again after any edit, its lines are not
-        parts = (e.path, e.updated_at, e.published_at)
-        line = self._old_lines.get(parts)
-        if line is None:
-            line = (f"<url><loc>{xml_escape(self.absolute(e.path))}</loc>"
-                    f"<lastmod>{(e.updated_at or e.published_at)[:10]}</lastmod></url>")
-        self.memo.lines[parts] = line
-        return line
+        # kept by the entry while its row is the same: the whole sitemap is written again after any edit
+        e.sitemap_line = (f"<url><loc>{xml_escape(self.absolute(e.path))}</loc>"
+                          f"<lastmod>{(e.updated_at or e.published_at)[:10]}</lastmod></url>")
+        return e.sitemap_line
 
     def robots(self) -> Output:
         text = f"User-agent: *\nAllow: /\n\nSitemap: {self.absolute('sitemap.xml')}\n"

@@ -4,7 +4,12 @@ good output as it was.
 
 A full build swaps the whole folder (the old one renamed aside, the new one renamed in); an incremental
 build renames each changed file over its old copy and deletes what disappeared. The manifest is written
-last, so a build interrupted between the renames is finished by the next one."""
+last, so a build interrupted between the renames is finished by the next one.
+
+The manifest is one file, replaced whole (a temporary file and a rename): a line of JSON (the base),
+then a line of JSON per incremental build since, with the outputs and entries that build changed (null:
+gone). A build keeps the base's text, so it encodes only its own line; when those lines outweigh a
+quarter of the base, the base is encoded again, with them folded in."""
 from __future__ import annotations
 
 import json
@@ -22,22 +27,62 @@ MANIFEST = ".modula-build.json"
 FORMAT = 2
 
 
+class ManifestText:
+    """The manifest file's text as the last build left it: its base line and the change lines since."""
+
+    def __init__(self, base: str = "", changes: str = ""):
+        self.base = base
+        self.changes = changes
+
+    def with_changes(self, manifest: dict, outputs: dict, entries: dict) -> "ManifestText":
+        """The text after one more build, which changed outputs and entries (path or id -> value, None when
+        gone) and left manifest (everything, those changes included)."""
+        line = json.dumps({"outputs": outputs, "entries": entries}, separators=(",", ":"))
+        changes = self.changes + line + "\n"
+        if not self.base or len(changes) > len(self.base) // 4:
+            return ManifestText(json.dumps(manifest, separators=(",", ":")), "")
+        return ManifestText(self.base, changes)
+
+    def text(self) -> str:
+        return self.base + "\n" + self.changes
+
+
 def read_manifest(out: Path) -> dict | None:
+    found = read_manifest_text(out)
+    return found[0] if found else None
+
+
+def read_manifest_text(out: Path) -> tuple[dict, ManifestText] | None:
     try:
-        data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        text = (out / MANIFEST).read_text(encoding="utf-8")
+    except OSError:
         return None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("outputs"), dict):
+    base, _, changes = text.partition("\n")
+    try:
+        data = json.loads(base)
+        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("outputs"), dict):
+            return None
+        data.setdefault("entries", {})
+        for line in changes.splitlines():
+            change = json.loads(line)
+            for part in ("outputs", "entries"):
+                held = data[part]
+                for key, value in change[part].items():
+                    if value is None:
+                        held.pop(key, None)
+                    else:
+                        held[key] = value
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    return data
+    return data, ManifestText(base, changes)
 
 
-def check_output_folder(out: Path) -> dict | None:
+def check_output_folder(out: Path) -> tuple[dict, ManifestText] | None:
     """Refuse to replace a folder that is not a build: --out pointed at ~/Documents must not empty it.
-    Returns the manifest of the build there, if any."""
+    Returns the manifest of the build there, if any (and its text)."""
     if out.exists() and not out.is_dir():
         raise BuildError(f"The output {out} exists and is not a folder.")
-    manifest = read_manifest(out) if out.is_dir() else None
+    manifest = read_manifest_text(out) if out.is_dir() else None
     if out.is_dir() and manifest is None and any(out.iterdir()):
         raise BuildError(f"The output folder {out} is not empty and holds no earlier build; choose an empty "
                          f"or new folder.")
@@ -66,8 +111,8 @@ class Staging:
             f.write(data)
         self.staged.append(path)
 
-    def commit(self, manifest: dict, removed: list[str]):
-        text = json.dumps(manifest, separators=(",", ":"))
+    def commit(self, manifest: dict | ManifestText, removed: list[str]):
+        text = manifest.text() if isinstance(manifest, ManifestText) else json.dumps(manifest, separators=(",", ":"))
         if self.full:
             (self.root / MANIFEST).write_text(text, encoding="utf-8")
             aside = None
