@@ -25,6 +25,11 @@ def digest(*parts) -> str:
     return hashlib.blake2b(repr(parts).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
+def digest_text(text: str) -> str:
+    """The digest of a long text (the repr of 10,000 tuples costs more than joining their kept reprs)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
 @lru_cache(maxsize=65536)
 def _fields(text: str):
     # shared between builds of one process (the window's): templates only read them
@@ -54,7 +59,7 @@ class Tag:
 class Entry:
     __slots__ = ("id", "type", "title", "slug", "fields", "published_at", "updated_at", "path", "tags",
                  "digest", "card", "media", "body_digest", "_body", "_loader",
-                 "row", "file", "tag_names", "own_tags", "tag_key", "link", "dated", "located", "sitemap_line")
+                 "row", "file", "tag_names", "own_tags", "tag_key", "link", "dated", "sitemap_line")
 
     def __init__(self, id, type, title, slug, fields, published_at, updated_at, loader):
         self.id, self.type, self.title, self.slug = id, type, title, slug
@@ -72,8 +77,7 @@ class Entry:
         self.own_tags: tuple = ()  # (name, tag page path) of each tag, as this entry spells it
         self.tag_key: tuple = ()  # the same as the pages show them (a tag's name is its newest post's)
         self.link: tuple = ()  # (title, path): what a neighbour's or a list's link shows
-        self.dated: tuple = ()  # (title, path, date): an archive line
-        self.located: tuple = ()  # (path, updated_at): a sitemap line
+        self.dated = ""  # repr((title, path, date)): an archive line, joined with the others for its key
         self.sitemap_line = ""  # that line (render.py; for the settings of the renderer's memo)
 
     @property
@@ -126,66 +130,83 @@ class SiteModel:
     cache: dict  # id -> [updated_at, body length, body digest, media]: for the next build's manifest
     by_id: dict = field(default_factory=dict)  # id -> Entry
     fresh: list = field(default_factory=list)  # the entries read again (not the last build's, unchanged)
+    rows: list = field(default_factory=list)  # as read, for the next build of this process to compare
 
 
 _COLUMNS = "id, type, title, slug, fields, published_at, updated_at, length(body)"
+_SLICE = 256  # rows compared at once with the last build's
 
 
-def collect(db, permalink_pattern: str, cache: dict | None = None, known: dict | None = None) -> SiteModel:
+def collect(db, permalink_pattern: str, cache: dict | None = None, last: SiteModel | None = None) -> SiteModel:
     """Read every published entry; with cache (the last build's manifest), read again only the bodies that
-    changed; with known (id -> Entry of the last build in this process, for the same permalink pattern),
-    reuse every entry whose row is the same."""
+    changed; with last (the last build's model in this process, for the same permalink pattern), reuse
+    every entry whose row is the same, and the order and tags when no edit moved an entry or changed its
+    tags. last is not changed (its tags are: they are this model's too)."""
     cache = cache or {}
-    known = known or {}
+    known = last.by_id if last is not None else {}
     with_body = not cache
     rows = db.execute_sql(
         f"SELECT {_COLUMNS}{', body' if with_body else ''} "
-        f"FROM content WHERE status = 'published' AND deleted_at IS NULL").fetchall()  # not the Trash
+        f"FROM content WHERE status = 'published' AND deleted_at IS NULL ORDER BY rowid").fetchall()
 
     def load(id):
         row = db.execute_sql("SELECT body FROM content WHERE id = ?", (id,)).fetchone()
         return (row[0] or "") if row else ""
 
-    entries, stale, fresh, new_cache = [], [], [], {}
-    for row in rows:
+    stale, fresh = [], []
+
+    def read(row) -> Entry:
         e = known.get(row[0])
         if e is not None and e.row == row:
-            e._loader = load
-            new_cache[e.id] = cache.get(e.id) or [e.updated_at, row[7], e.body_digest, e.media]
-            entries.append(e)
-            continue
-        id, type, title, slug, fields_json, published_at, updated_at, length = row[:8]
-        fields = _fields(fields_json) if fields_json else {}
-        e = Entry(id, type, title or slug, slug, fields, published_at or "", updated_at or "", load)
-        e.row = row[:8]
-        e.path = permalink(permalink_pattern, e)
-        e.file = e.path + "index.html" if e.path == "" or e.path.endswith("/") else e.path
-        if type == "post":
-            e.tag_names = tuple((name, _tag_slug(name)) for name in tag_names(fields))
-            e.own_tags = tuple((name, f"tag/{s}/") for name, s in e.tag_names)
-        if with_body:
-            e._body = row[8] or ""
-        cached = cache.get(id)
-        if cached is not None and cached[0] == e.updated_at and cached[1] == length:
+            return e
+        e = _entry(row, permalink_pattern, load, with_body)
+        cached = cache.get(e.id)
+        if cached is not None and cached[0] == e.updated_at and cached[1] == row[7]:
             e.body_digest, e.media = cached[2], cached[3]
         else:
             stale.append(e)
-        new_cache[id] = length
         fresh.append(e)
-        entries.append(e)
+        return e
+
+    if last is not None and len(rows) == len(last.rows) and not with_body:
+        # the usual rebuild: a few rows changed in place; slices of rows are compared in C
+        entries = list(last.entries)
+        old_rows = last.rows
+        for start in range(0, len(rows), _SLICE):
+            if rows[start:start + _SLICE] != old_rows[start:start + _SLICE]:
+                for i in range(start, min(start + _SLICE, len(rows))):
+                    if rows[i] != old_rows[i]:
+                        entries[i] = read(rows[i])
+        new_cache = dict(cache)
+    else:
+        entries = [read(row) for row in rows]
+        new_cache = {e.id: cache.get(e.id) or [e.updated_at, e.row[7], e.body_digest, e.media] for e in entries}
+    for e in entries:
+        e._loader = load
     _read_bodies(db, stale)
     for e in fresh:
         if not e.body_digest:
             body = e.body
             e.body_digest = hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
             e.media = sorted(set(MEDIA_REF.findall(body))) if "/media/" in body else []
-        new_cache[e.id] = [e.updated_at, new_cache[e.id], e.body_digest, e.media]
+        new_cache[e.id] = [e.updated_at, e.row[7], e.body_digest, e.media]
         e.digest = digest(e.type, e.title, e.slug, e.body_digest, e.row[4] or "", e.published_at, e.path)
         # what a list shows of it, but its tags (in tag_key: their names depend on other entries)
         e.card = digest(e.title, e.path, e.published_at, e.explicit_excerpt or e.body_digest)
         e.link = (e.title, e.path)
-        e.dated = (e.title, e.path, e.date)
-        e.located = (e.path, e.updated_at)
+        e.dated = repr((e.title, e.path, e.date))
+    if last is not None:
+        by_id = dict(known)
+        by_id.update((e.id, e) for e in fresh)
+        if len(by_id) != len(entries):  # some went
+            by_id = {e.id: e for e in entries}
+            for id in [id for id in new_cache if id not in by_id]:
+                del new_cache[id]
+    else:
+        by_id = {e.id: e for e in entries}
+    model = _in_place(last, entries, fresh, new_cache, by_id, rows) if last is not None else None
+    if model is not None:
+        return model
     posts = sorted((e for e in entries if e.type == "post"), key=_newest_first, reverse=True)
     pages = sorted((e for e in entries if e.type == "page"), key=_by_title)
     tags: dict[str, Tag] = {}
@@ -202,7 +223,50 @@ def collect(db, permalink_pattern: str, cache: dict | None = None, known: dict |
             post.tags.append(tag)
         post.tag_key = tuple((t.name, t.path) for t in post.tags) if spelled_otherwise else post.own_tags
     return SiteModel(entries, posts, pages, sorted(tags.values(), key=lambda t: t.name.lower()), new_cache,
-                     {e.id: e for e in entries}, fresh)
+                     by_id, fresh, rows)
+
+
+def _entry(row, permalink_pattern: str, load, with_body: bool) -> Entry:
+    id, type, title, slug, fields_json, published_at, updated_at, length = row[:8]
+    fields = _fields(fields_json) if fields_json else {}
+    e = Entry(id, type, title or slug, slug, fields, published_at or "", updated_at or "", load)
+    e.row = row[:8]
+    e.path = permalink(permalink_pattern, e)
+    e.file = e.path + "index.html" if e.path == "" or e.path.endswith("/") else e.path
+    if type == "post":
+        e.tag_names = tuple((name, _tag_slug(name)) for name in tag_names(fields))
+        e.own_tags = tuple((name, f"tag/{s}/") for name, s in e.tag_names)
+    if with_body:
+        e._body = row[8] or ""
+    return e
+
+
+def _in_place(last: SiteModel, entries, fresh, cache, by_id, rows) -> SiteModel | None:
+    """The model when every changed entry kept its place in the lists and its tags: the last build's
+    order with the changed entries swapped in. None otherwise (collect sorts again)."""
+    if len(by_id) != len(last.by_id):
+        return None
+    swaps = []
+    for e in fresh:
+        old = last.by_id.get(e.id)
+        if old is None or old.type != e.type or old.tag_names != e.tag_names:
+            return None
+        if e.type == "post" and _newest_first(old) != _newest_first(e):
+            return None
+        if e.type == "page" and _by_title(old) != _by_title(e):
+            return None
+        swaps.append((old, e))
+    posts, pages = list(last.posts), list(last.pages)
+    for old, e in swaps:
+        if e.type == "post":
+            posts[posts.index(old)] = e
+            e.tags = old.tags
+            for tag in e.tags:
+                tag.posts[tag.posts.index(old)] = e
+            e.tag_key = tuple((t.name, t.path) for t in e.tags)
+        else:
+            pages[pages.index(old)] = e
+    return SiteModel(entries, posts, pages, last.tags, cache, by_id, fresh, rows)
 
 
 def _newest_first(e: Entry):

@@ -93,8 +93,8 @@ def build(db, site_root: Path, settings, out: Path | None = None, *, clean: bool
 
     with _collector_paused():  # planning allocates some 100,000 small objects that no cycle holds
         # collect
-        known = state.entries if state is not None and state.permalink == permalink else None
-        model = collect(db, permalink, old.get("entries") if old else None, known)
+        last = state.model if state is not None and state.permalink == permalink else None
+        model = collect(db, permalink, old.get("entries") if old else None, last)
         theme = Theme(site_root, settings.site.theme)
         if state is not None and state.theme.fingerprint == theme.fingerprint and state.theme.dirs == theme.dirs:
             theme = state.theme  # its templates are compiled
@@ -186,7 +186,7 @@ def build(db, site_root: Path, settings, out: Path | None = None, *, clean: bool
         raise
     for e in model.entries:  # kept for the next build: without the bodies, and the database
         e._body = e._loader = None
-    warm.keep(out, warm.WarmState(warm.signature(out), database, permalink, kept, text, model.by_id,
+    warm.keep(out, warm.WarmState(warm.signature(out), database, permalink, kept, text, model,
                                   renderer.finish(), theme))
     if media.missing:
         result.warnings.append("missing media (referenced but not in media/): " + ", ".join(sorted(media.missing)))

@@ -9,13 +9,14 @@ Memo, so only the keys whose parts changed are hashed again (a dictionary lookup
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from typing import Callable
 from xml.sax.saxutils import escape as xml_escape
 
 from markupsafe import Markup
 
-from .collect import Entry, SiteModel, Tag, digest
+from .collect import Entry, SiteModel, Tag, digest, digest_text
 from ..markdown import render_markdown  # the renderer of the previews too
 from .media import MediaSet, localize
 
@@ -394,8 +395,8 @@ class Renderer:
 
     def archive(self) -> Output:
         posts = self.model.posts
-        key = self.key(self.page_key, tuple([p.dated for p in posts]), tuple([p.link for p in self.model.pages]),
-                       tuple([(t.name, len(t.posts)) for t in self.model.tags]))
+        key = digest(self.page_key, digest_text("\n".join([p.dated for p in posts])),
+                     [p.link for p in self.model.pages], [(t.name, len(t.posts)) for t in self.model.tags])
 
         def produce():
             path = "archive/index.html"
@@ -457,21 +458,20 @@ class Renderer:
         return fg.rss_str(pretty=True) if kind == "rss" else fg.atom_str(pretty=True)
 
     def sitemap(self) -> Output:
-        entries = self.model.posts + self.model.pages
-        key = self.key(self.site_key, tuple([e.located for e in entries]), tuple([t.path for t in self.model.tags]))
-
-        def produce():
-            lines = ['<?xml version="1.0" encoding="UTF-8"?>',
-                     '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">',
-                     f"<url><loc>{xml_escape(self.absolute(''))}</loc></url>"]
-            line = self._sitemap_line
-            lines += [e.sitemap_line or line(e) for e in entries]
-            lines.append(f"<url><loc>{xml_escape(self.absolute('archive/'))}</loc></url>")
-            for t in self.model.tags:
-                lines.append(f"<url><loc>{xml_escape(self.absolute(t.path))}</loc></url>")
-            lines.append("</urlset>\n")
-            return "\n".join(lines).encode("utf-8")
-        return Output("sitemap.xml", key, produce, "sitemap.xml")
+        # made now (its lines are kept by the entries): its key is the digest of what it says
+        lines = ['<?xml version="1.0" encoding="UTF-8"?>',
+                 '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">',
+                 f"<url><loc>{xml_escape(self.absolute(''))}</loc></url>"]
+        line = self._sitemap_line
+        lines += [e.sitemap_line or line(e) for e in self.model.posts]
+        lines += [e.sitemap_line or line(e) for e in self.model.pages]
+        lines.append(f"<url><loc>{xml_escape(self.absolute('archive/'))}</loc></url>")
+        for t in self.model.tags:
+            lines.append(f"<url><loc>{xml_escape(self.absolute(t.path))}</loc></url>")
+        lines.append("</urlset>\n")
+        data = "\n".join(lines).encode("utf-8")
+        return Output("sitemap.xml", digest(self.site_key, hashlib.blake2b(data, digest_size=16).hexdigest()),
+                      lambda: data, "sitemap.xml")
 
     def _sitemap_line(self, e: Entry) -> str:
         # kept by the entry while its row is the same: the whole sitemap is written again after any edit

@@ -28,7 +28,7 @@ class WarmState:
     permalink: str  # the entries' paths were worked out for it
     manifest: dict  # the manifest it wrote (or found unchanged)
     text: object  # write.ManifestText: that manifest's text, so the next build encodes only its changes
-    entries: dict  # id -> collect.Entry, each with the row it was read from
+    model: object  # collect.SiteModel: its entries, each with the row it was read from
     memo: object  # render.Memo
     theme: object  # theme.Theme, its templates compiled
 

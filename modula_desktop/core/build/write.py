@@ -90,26 +90,41 @@ def check_output_folder(out: Path) -> tuple[dict, ManifestText] | None:
 
 
 class Staging:
+    """The folder a build writes to before anything is moved into the output. A full build's is the new
+    output folder; an incremental build's holds its files flat (numbered), each renamed to its path in
+    the output on commit, so staging costs no folder of its own per file."""
+
     def __init__(self, out: Path, full: bool):
         self.out = out
         self.full = full
-        out.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.root = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-        except OSError as exc:
-            raise BuildError(f"Cannot write beside the output folder {out}: {exc.strerror}.") from None
-        self.staged: list[str] = []
+        self._root: Path | None = None
+        self.staged: list[tuple[str, str]] = []  # (path in the output, name in the staging folder)
         self._dirs: set[str] = set()
+        if full:
+            self.root  # noqa: B018 - made now: a full build cannot start without it
+
+    @property
+    def root(self) -> Path:
+        if self._root is None:
+            try:
+                self.out.parent.mkdir(parents=True, exist_ok=True)
+                self._root = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.building-", dir=self.out.parent))
+            except OSError as exc:
+                raise BuildError(f"Cannot write beside the output folder {self.out}: {exc.strerror}.") from None
+        return self._root
 
     def write(self, path: str, data: bytes):
-        target = self.root / path
-        parent = path.rpartition("/")[0]
-        if parent and parent not in self._dirs:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._dirs.add(parent)
-        with open(target, "wb") as f:
+        if self.full:
+            name = path
+            parent = path.rpartition("/")[0]
+            if parent and parent not in self._dirs:
+                (self.root / parent).mkdir(parents=True, exist_ok=True)
+                self._dirs.add(parent)
+        else:
+            name = str(len(self.staged))
+        with open(self.root / name, "wb") as f:
             f.write(data)
-        self.staged.append(path)
+        self.staged.append((path, name))
 
     def commit(self, manifest: dict | ManifestText, removed: list[str]):
         text = manifest.text() if isinstance(manifest, ManifestText) else json.dumps(manifest, separators=(",", ":"))
@@ -123,26 +138,32 @@ class Staging:
             if aside is not None:
                 shutil.rmtree(aside, ignore_errors=True)
             return
-        made = set()
-        for path in self.staged:
-            parent = path.rpartition("/")[0]
-            if parent and parent not in made:
-                (self.out / parent).mkdir(parents=True, exist_ok=True)
-                made.add(parent)
-            os.replace(self.root / path, self.out / path)
+        root = self.root
+        for path, name in self.staged:
+            try:
+                os.replace(root / name, self.out / path)
+            except FileNotFoundError:  # a new folder (a new entry's)
+                (self.out / path).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(root / name, self.out / path)
         for path in removed:
             try:
                 (self.out / path).unlink()
             except FileNotFoundError:
                 pass
             _prune(self.out, path)
-        tmp = self.root / MANIFEST
+        tmp = root / MANIFEST
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, self.out / MANIFEST)
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            os.rmdir(root)  # every file in it was moved out
+        except OSError:
+            shutil.rmtree(root, ignore_errors=True)
+        self._root = None
 
     def abort(self):
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
 
 
 def _prune(out: Path, path: str):
