@@ -82,7 +82,9 @@ def build(db, site_root: Path, settings, out: Path | None = None, *, clean: bool
     site_root = Path(site_root)
     out = Path(out).resolve() if out is not None else default_output(site_root)
     database = str(getattr(db, "database", ""))
-    state = None if clean else warm.take(out, database)  # the last build's, in this process (state.py)
+    state = warm.take(out, database)  # the last build's, in this process (state.py)
+    if clean:
+        state = None  # and its memory freed for this one
     # a warm build trusts the manifest it wrote and its record of the files there
     found = (state.manifest, state.text) if state is not None else check_output_folder(out)
     old, text = found if found and not clean else (None, ManifestText())
