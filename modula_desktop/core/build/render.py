@@ -497,9 +497,7 @@ class Renderer:
         return out
 
     def media_files(self) -> list[Output]:
-        names = set()
-        for e in self.model.entries:
-            names.update(e.media)
+        names = set().union(*[e.media for e in self.model.entries if e.media])
         out = []
         for name in sorted(names):
             if self.media.size(name) is None:

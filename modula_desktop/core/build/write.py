@@ -33,6 +33,7 @@ class ManifestText:
     def __init__(self, base: str = "", changes: str = ""):
         self.base = base
         self.changes = changes
+        self._base_bytes: bytes | None = None
 
     def with_changes(self, manifest: dict, outputs: dict, entries: dict) -> "ManifestText":
         """The text after one more build, which changed outputs and entries (path or id -> value, None when
@@ -41,10 +42,17 @@ class ManifestText:
         changes = self.changes + line + "\n"
         if not self.base or len(changes) > len(self.base) // 4:
             return ManifestText(json.dumps(manifest, separators=(",", ":")), "")
-        return ManifestText(self.base, changes)
+        kept = ManifestText(self.base, changes)
+        kept._base_bytes = self._base_bytes
+        return kept
 
-    def text(self) -> str:
-        return self.base + "\n" + self.changes
+    def write(self, path: Path):
+        if self._base_bytes is None:
+            self._base_bytes = self.base.encode("utf-8")
+        with open(path, "wb") as f:
+            f.write(self._base_bytes)
+            f.write(b"\n")
+            f.write(self.changes.encode("utf-8"))
 
 
 def read_manifest(out: Path) -> dict | None:
@@ -127,9 +135,10 @@ class Staging:
         self.staged.append((path, name))
 
     def commit(self, manifest: dict | ManifestText, removed: list[str]):
-        text = manifest.text() if isinstance(manifest, ManifestText) else json.dumps(manifest, separators=(",", ":"))
+        if not isinstance(manifest, ManifestText):
+            manifest = ManifestText(json.dumps(manifest, separators=(",", ":")))
         if self.full:
-            (self.root / MANIFEST).write_text(text, encoding="utf-8")
+            manifest.write(self.root / MANIFEST)
             aside = None
             if self.out.exists():
                 aside = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
@@ -152,7 +161,7 @@ class Staging:
                 pass
             _prune(self.out, path)
         tmp = root / MANIFEST
-        tmp.write_text(text, encoding="utf-8")
+        manifest.write(tmp)
         os.replace(tmp, self.out / MANIFEST)
         try:
             os.rmdir(root)  # every file in it was moved out
