@@ -190,3 +190,41 @@ def test_changed_settings_or_theme_plan_everything_again(service, tmp_path):
                                      "</p>{% endblock %}")
     written, _ = _rebuild_and_compare(service, tmp_path, lambda: None, "theme")
     assert {f"post-{i}/index.html" for i in range(4)} <= written
+
+
+EXPLODING = """
+hooks.on("before_render", "content", function(entry)
+  if string.find(entry.body, "explode", 1, true) then error("cannot render this body") end
+  return {html = entry.html .. "<p>rendered by a plugin</p>"}
+end)
+"""
+
+
+def test_a_plugin_failing_in_a_partial_rebuild_leaves_the_output_intact(tmp_path):
+    from helpers import write_plugin
+
+    from modula_desktop.core.service import SiteService
+    from modula_desktop.core.settings import Settings
+    from modula_desktop.core.site import Site
+
+    root = tmp_path / "site"
+    write_plugin(root, "fragile", EXPLODING, info_extra='permissions = {"hooks", "hooks:before"}')
+    svc = SiteService(Site(root), Settings().replace(plugins={"hot_reload": False})).start(hot_reload=False)
+    try:
+        svc.approvals.approve_hook("fragile", "before_render", "content")
+        posts = add_posts(svc, 6)
+        out = build_site(svc).out
+        before = snapshot(out)
+        svc.content.update(posts[3]["id"], {"body": "This one will explode."}, run_hooks=False)
+        with pytest.raises(BuildError, match="fragile.*'post-3'.*cannot render this body"):
+            build_site(svc)
+        assert snapshot(out) == before and leftovers(out) == []
+        svc.content.update(posts[3]["id"], {"body": "Calm again."}, run_hooks=False)
+        result = build_site(svc)
+        assert not result.full and "post-3/index.html" in result.written
+        page = (out / "post-3/index.html").read_text()
+        assert "Calm again." in page and "rendered by a plugin" in page
+        clean = build_site(svc, tmp_path / "clean", clean=True)
+        assert _files(out) == _files(clean.out)
+    finally:
+        svc.close()

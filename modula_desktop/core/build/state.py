@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .write import MANIFEST
 
-_LIMIT = 2  # outputs remembered per process (the window builds one; some 30 MB for 10,000 entries)
+_LIMIT = 2  # outputs remembered per process (the window builds one); about 40 MB for 10,000 entries
 
 
 @dataclass
