@@ -228,3 +228,23 @@ def test_a_plugin_failing_in_a_partial_rebuild_leaves_the_output_intact(tmp_path
         assert _files(out) == _files(clean.out)
     finally:
         svc.close()
+
+
+def test_the_journal_says_what_changed_and_a_pruned_one_falls_back_to_every_row(service, tmp_path):
+    import sqlite3
+
+    posts = add_posts(service, 6)
+    build_site(service)
+    # another program writes the database (its own connection): the triggers note it all the same
+    other = sqlite3.connect(service.db.database)
+    with other:
+        other.execute("UPDATE content SET title = 'Written elsewhere' WHERE id = ?", (posts[2]["id"],))
+    other.close()
+    written, _ = _rebuild_and_compare(service, tmp_path, lambda: None, "other connection")
+    assert "post-2/index.html" in written
+    # the journal pruned past what this process's last build read: it reads every row instead
+    service.content.update(posts[4]["id"], {"body": "After the pruning."}, run_hooks=False)
+    _sql(service, "DELETE FROM content_change")
+    service.content.update(posts[1]["id"], {"title": "Also after"}, run_hooks=False)
+    written, _ = _rebuild_and_compare(service, tmp_path, lambda: None, "pruned journal")
+    assert {"post-4/index.html", "post-1/index.html"} <= written

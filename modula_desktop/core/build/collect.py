@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ..content import slugify
 
+log = logging.getLogger(__name__)
 MEDIA_REF = re.compile(r"/media/([0-9a-f]{16,64}\.(?:png|jpe?g|gif|webp))")
 _CHUNK = 500  # ids per "IN (...)" query, below SQLite's variable limit
 
@@ -71,7 +73,7 @@ class Entry:
         self._body = None
         self._loader = loader
         # worked out once per row, and kept by the next build of the same process while the row is the same
-        self.row = None  # the signature of the row it was read from (collect._SIGNATURE)
+        self.row = None  # the row it was read from
         self.fields_json, self.length = "", 0  # its fields as stored, its body's length
         self.file = ""  # the output file of its page, "my-post/index.html"
         self.tag_names: tuple = ()  # (name, slug) of each tag, as this entry spells it
@@ -131,24 +133,20 @@ class SiteModel:
     cache: dict  # id -> [updated_at, body length, body digest, media]: for the next build's manifest
     by_id: dict = field(default_factory=dict)  # id -> Entry
     fresh: list = field(default_factory=list)  # the entries read again (not the last build's, unchanged)
-    rows: list = field(default_factory=list)  # (signature,) of each row, for the next build to compare
+    journal: int | None = None  # the journal's last row when it was read (storage.add_content_changes)
 
 
 _COLUMNS = "id, type, title, slug, fields, published_at, updated_at, length(body)"
-# every column read, in one string (slugs, types, dates and JSON hold no U+001F): a warm build fetches
-# only this, and the rows whose signature changed; fetching 10,000 strings costs half as much as rows
-_SIGNATURE = ("id || char(31) || type || char(31) || ifnull(title, '') || char(31) || slug || char(31) || "
-              "ifnull(fields, '') || char(31) || ifnull(published_at, '') || char(31) || "
-              "ifnull(updated_at, '') || char(31) || ifnull(length(body), 0)")
-_PUBLISHED = "FROM content WHERE status = 'published' AND deleted_at IS NULL"  # not the Trash
-_SLICE = 256  # signatures compared at once with the last build's
+_PUBLISHED = "status = 'published' AND deleted_at IS NULL"  # not the Trash
+_JOURNAL_KEEP = 10_000  # journal rows kept when it is pruned (storage.add_content_changes)
 
 
 def collect(db, permalink_pattern: str, cache: dict | None = None, last: SiteModel | None = None) -> SiteModel:
     """Read every published entry; with cache (the last build's manifest), read again only the bodies that
-    changed; with last (the last build's model in this process, for the same permalink pattern), reuse
-    every entry whose row is the same, and the order and tags when no edit moved an entry or changed its
-    tags. last is not changed (its tags are: they are this model's too)."""
+    changed; with last (the last build's model in this process, for the same permalink pattern), read
+    only the entries the journal says were written since (every row when it cannot say), reuse every
+    entry whose row is the same, and the order and tags when no edit moved an entry or changed its tags.
+    last is not changed (its tags are: they are this model's too)."""
     cache = cache or {}
     known = last.by_id if last is not None else {}
     with_body = not cache
@@ -160,6 +158,9 @@ def collect(db, permalink_pattern: str, cache: dict | None = None, last: SiteMod
     stale, fresh = [], []
 
     def read(row) -> Entry:
+        e = known.get(row[0])
+        if e is not None and e.row == row[:8]:
+            return e
         e = _entry(row, permalink_pattern, load, with_body)
         cached = cache.get(e.id)
         if cached is not None and cached[0] == e.updated_at and cached[1] == e.length:
@@ -169,43 +170,35 @@ def collect(db, permalink_pattern: str, cache: dict | None = None, last: SiteMod
         fresh.append(e)
         return e
 
-    def rows_of(ids: list) -> dict:
-        found = {}
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start:start + _CHUNK]
-            found.update((r[1], r) for r in db.execute_sql(
-                f"SELECT {_SIGNATURE}, {_COLUMNS} FROM content WHERE id IN ({','.join('?' * len(chunk))})",
-                chunk))
-        return found
-
-    if last is None:
-        rows = db.execute_sql(f"SELECT {_SIGNATURE}, {_COLUMNS}{', body' if with_body else ''} {_PUBLISHED} "
-                              f"ORDER BY rowid").fetchall()
-        entries = [read(row) for row in rows]
-        signatures = [(row[0],) for row in rows]
-    else:
-        signatures = db.execute_sql(f"SELECT {_SIGNATURE} {_PUBLISHED} ORDER BY rowid").fetchall()
-        old = last.rows
-        if len(signatures) == len(old):
-            # the usual rebuild: a few rows changed in place; slices of signatures are compared in C
-            entries = list(last.entries)
-            changed = []
-            for start in range(0, len(signatures), _SLICE):
-                if signatures[start:start + _SLICE] != old[start:start + _SLICE]:
-                    changed += [i for i in range(start, min(start + _SLICE, len(signatures)))
-                                if signatures[i] != old[i]]
+    with db.atomic():  # one snapshot: the journal's position and the rows agree
+        position = _journal_position(db)
+        changed = _changed_since(db, last.journal, position, len(known)) if last is not None else None
+        if changed is None:
+            rows = db.execute_sql(f"SELECT {_COLUMNS}{', body' if with_body else ''} FROM content "
+                                  f"WHERE {_PUBLISHED} ORDER BY rowid").fetchall()
         else:
-            entries = [known.get(sig.partition("\x1f")[0]) for (sig,) in signatures]
-            changed = [i for i, e in enumerate(entries) if e is None or e.row != signatures[i][0]]
-        full = rows_of([signatures[i][0].partition("\x1f")[0] for i in changed])
-        for i in changed:
-            row = full.get(signatures[i][0].partition("\x1f")[0])
-            entries[i] = read(row) if row is not None else None  # None: deleted meanwhile
-            if row is not None and row[0] != signatures[i][0]:
-                signatures[i] = (row[0],)  # changed meanwhile: the next build compares with what was read
-        if len(full) != len(changed):
-            kept = [i for i, e in enumerate(entries) if e is not None]
-            entries, signatures = [entries[i] for i in kept], [signatures[i] for i in kept]
+            rows = []
+            for start in range(0, len(changed), _CHUNK):
+                chunk = changed[start:start + _CHUNK]
+                rows += db.execute_sql(f"SELECT {_COLUMNS} FROM content WHERE {_PUBLISHED} AND id IN "
+                                       f"({','.join('?' * len(chunk))})", chunk).fetchall()
+    if changed is None:
+        entries = [read(row) for row in rows]
+    else:
+        found = {row[0]: read(row) for row in rows}
+        entries = list(last.entries)
+        gone = set()
+        for id in changed:
+            old, new = known.get(id), found.get(id)
+            if old is None:
+                if new is not None:
+                    entries.append(new)
+            elif new is None:
+                gone.add(id)
+            elif new is not old:
+                entries[entries.index(old)] = new
+        if gone:
+            entries = [e for e in entries if e.id not in gone]
     new_cache = dict(cache) if last is not None else {}
     for e in entries:
         e._loader = load
@@ -230,7 +223,7 @@ def collect(db, permalink_pattern: str, cache: dict | None = None, last: SiteMod
                 del new_cache[id]
     else:
         by_id = {e.id: e for e in entries}
-    model = _in_place(last, entries, fresh, new_cache, by_id, signatures) if last is not None else None
+    model = _in_place(last, entries, fresh, new_cache, by_id, position) if last is not None else None
     if model is not None:
         return model
     posts = sorted((e for e in entries if e.type == "post"), key=_newest_first, reverse=True)
@@ -249,14 +242,52 @@ def collect(db, permalink_pattern: str, cache: dict | None = None, last: SiteMod
             post.tags.append(tag)
         post.tag_key = tuple((t.name, t.path) for t in post.tags) if spelled_otherwise else post.own_tags
     return SiteModel(entries, posts, pages, sorted(tags.values(), key=lambda t: t.name.lower()), new_cache,
-                     by_id, fresh, signatures)
+                     by_id, fresh, position)
+
+
+def _journal_position(db) -> int | None:
+    """The last journal row written (0: none yet); None without a journal."""
+    try:
+        row = db.execute_sql("SELECT seq FROM sqlite_sequence WHERE name = 'content_change'").fetchone()
+        db.execute_sql("SELECT 1 FROM content_change LIMIT 1").fetchone()
+    except Exception:  # noqa: BLE001 - a database without the journal: every row is read
+        return None
+    return row[0] if row else 0
+
+
+def _changed_since(db, since: int | None, position: int | None, entries: int) -> list | None:
+    """The ids written after journal row since; None when the journal cannot say (pruned past it, or
+    another database) or so many changed that reading every row is as quick."""
+    if since is None or position is None or position < since:
+        return None
+    if position == since:
+        return []
+    low = db.execute_sql("SELECT min(seq) FROM content_change").fetchone()[0]
+    if low is None or low > since + 1:
+        return None
+    ids = [r[0] for r in db.execute_sql("SELECT DISTINCT content_id FROM content_change WHERE seq > ?",
+                                        (since,))]
+    return ids if len(ids) <= max(50, entries // 50) else None
+
+
+def prune_journal(db, position: int | None):
+    """Keep the journal short: a build of another process that is further behind reads every row."""
+    if not position:
+        return
+    try:
+        low = db.execute_sql("SELECT min(seq) FROM content_change").fetchone()[0]
+        if low is not None and position - low > 2 * _JOURNAL_KEEP:
+            with db.atomic():
+                db.execute_sql("DELETE FROM content_change WHERE seq <= ?", (position - _JOURNAL_KEEP,))
+    except Exception:  # noqa: BLE001 - busy: pruned by a later build
+        log.debug("journal not pruned", exc_info=True)
 
 
 def _entry(row, permalink_pattern: str, load, with_body: bool) -> Entry:
-    signature, id, type, title, slug, fields_json, published_at, updated_at, length = row[:9]
+    id, type, title, slug, fields_json, published_at, updated_at, length = row[:8]
     fields = _fields(fields_json) if fields_json else {}
     e = Entry(id, type, title or slug, slug, fields, published_at or "", updated_at or "", load)
-    e.row = signature
+    e.row = row[:8]
     e.fields_json, e.length = fields_json or "", length or 0
     e.path = permalink(permalink_pattern, e)
     e.file = e.path + "index.html" if e.path == "" or e.path.endswith("/") else e.path
@@ -264,11 +295,11 @@ def _entry(row, permalink_pattern: str, load, with_body: bool) -> Entry:
         e.tag_names = tuple((name, _tag_slug(name)) for name in tag_names(fields))
         e.own_tags = tuple((name, f"tag/{s}/") for name, s in e.tag_names)
     if with_body:
-        e._body = row[9] or ""
+        e._body = row[8] or ""
     return e
 
 
-def _in_place(last: SiteModel, entries, fresh, cache, by_id, rows) -> SiteModel | None:
+def _in_place(last: SiteModel, entries, fresh, cache, by_id, position) -> SiteModel | None:
     """The model when every changed entry kept its place in the lists and its tags: the last build's
     order with the changed entries swapped in. None otherwise (collect sorts again)."""
     if len(by_id) != len(last.by_id):
@@ -293,7 +324,7 @@ def _in_place(last: SiteModel, entries, fresh, cache, by_id, rows) -> SiteModel 
             e.tag_key = tuple((t.name, t.path) for t in e.tags)
         else:
             pages[pages.index(old)] = e
-    return SiteModel(entries, posts, pages, last.tags, cache, by_id, fresh, rows)
+    return SiteModel(entries, posts, pages, last.tags, cache, by_id, fresh, position)
 
 
 def _newest_first(e: Entry):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .collect import collect
+from .collect import collect, prune_journal
 from .errors import BuildCancelled, BuildError
 from . import state as warm
 from .media import MediaSet
@@ -186,6 +186,7 @@ def build(db, site_root: Path, settings, out: Path | None = None, *, clean: bool
     except BaseException:
         staging.abort()
         raise
+    prune_journal(db, model.journal)
     for e in model.entries:  # kept for the next build: without the bodies, and the database
         e._body = e._loader = None
     warm.keep(out, warm.WarmState(warm.signature(out), database, permalink, kept, text, model,
