@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import state as warm
 from .collect import collect, prune_journal
 from .errors import BuildCancelled, BuildError
-from . import state as warm
 from .media import MediaSet
 from .render import Renderer
 from .theme import Theme
