@@ -41,6 +41,9 @@ class SiteService:
                                      self.logbook, self.metrics)
         # an approval changed from any front end refreshes every view of that plugin
         self.approvals.add_listener(self.plugins.notify)
+        from .plugins.runtime.screens import ScreenHost
+
+        self.screens = ScreenHost(self.plugins)  # plugin screens and field interfaces (SPEC 3.12)
         self.content = self._make_content_service()
         if new and (seed if welcome is None else welcome) and self.content is not None:
             self._seed_welcome()
@@ -122,6 +125,7 @@ class SiteService:
         # queued after-hooks finish before the plugins they run in stop
         if self.content is not None:
             self.content.close()
+        self.screens.close()
         self.plugins.shutdown()
         self.logbook.close()
         try:

@@ -67,6 +67,10 @@ class PluginSettings:
     error_max_bytes: int = 4096
     # how long an error keeps a plugin marked in the window's plugin list and status bar
     recent_error_window_s: float = 600.0
+    # Screens and field interfaces (SPEC 3.12): VMs per plugin kept for them (each open screen holds
+    # one), and the wall-clock budget of one resume (an event handled, a layout yielded)
+    ui_vms: int = 2
+    ui_timeout_s: float = 2.0
 
 
 # the server's loop uses select(), which cannot watch descriptors numbered 1024 or more; the rest are

@@ -153,6 +153,19 @@ class DomainApproval(BaseModel):
         primary_key = CompositeKey("plugin", "domain")
 
 
+class UIApproval(BaseModel):
+    """A screen or field interface (SPEC 3.12) the author approved for a plugin."""
+
+    plugin = TextField()
+    kind = TextField()  # "screen" or "interface"
+    name = TextField()
+    approved_at = TextField()
+
+    class Meta:
+        table_name = "plugin_ui_approval"
+        primary_key = CompositeKey("plugin", "kind", "name")
+
+
 def _m1(db):
     db.create_tables([SchemaVersion, Content, Revision, PluginRecord, RouteApproval, HookApproval, PluginLog])
 
@@ -193,8 +206,14 @@ def add_domain_approvals(db):
     db.create_tables([DomainApproval])
 
 
+def add_ui_approvals(db):
+    # a table of its own (CREATE TABLE IF NOT EXISTS): safe whatever number the migration gets
+    db.create_tables([UIApproval])
+
+
 # Append only: a site created by an older version runs every migration it has not seen yet.
-MIGRATIONS = [_m1, add_route_public, add_trash_and_revision_source, add_list_indexes, add_domain_approvals]
+MIGRATIONS = [_m1, add_route_public, add_trash_and_revision_source, add_list_indexes, add_domain_approvals,
+              add_ui_approvals]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

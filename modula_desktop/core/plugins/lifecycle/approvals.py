@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 
-from ...storage import DomainApproval, HookApproval, PluginRecord, RouteApproval, utc_now
+from ...storage import DomainApproval, HookApproval, PluginRecord, RouteApproval, UIApproval, utc_now
 
 
 class Approvals:
@@ -18,6 +18,7 @@ class Approvals:
         self.approved_routes: set[tuple[str, str, str, bool]] = set()
         self._hooks: set[tuple[str, str, str]] = set()
         self._domains: set[tuple[str, str]] = set()  # (plugin, domain): the request module
+        self._ui: set[tuple[str, str, str]] = set()  # (plugin, kind, name): screens and interfaces
         self._listeners = []
         self.refresh()
 
@@ -38,8 +39,9 @@ class Approvals:
         routes = {(r.plugin, r.method, r.path, bool(r.public)) for r in RouteApproval.select()}
         hooks = {(h.plugin, h.event, h.table) for h in HookApproval.select()}
         domains = {(d.plugin, d.domain) for d in DomainApproval.select()}
+        ui = {(u.plugin, u.kind, u.name) for u in UIApproval.select()}
         with self._lock:
-            self.approved_routes, self._hooks, self._domains = routes, hooks, domains
+            self.approved_routes, self._hooks, self._domains, self._ui = routes, hooks, domains, ui
 
     # ---- reads (hot path) --------------------------------------------------------------------
     def route_approved(self, plugin: str, method: str, path: str, public: bool = False) -> bool:
@@ -111,7 +113,9 @@ class Approvals:
             RouteApproval.delete().where(RouteApproval.plugin == plugin).execute()
             HookApproval.delete().where(HookApproval.plugin == plugin).execute()
             DomainApproval.delete().where(DomainApproval.plugin == plugin).execute()
+            UIApproval.delete().where(UIApproval.plugin == plugin).execute()
         with self._lock:
+            self._ui = {k for k in self._ui if k[0] != plugin}
             self.approved_routes = {k for k in self.approved_routes if k[0] != plugin}
             self._hooks = {k for k in self._hooks if k[0] != plugin}
             self._domains = {k for k in self._domains if k[0] != plugin}
@@ -138,7 +142,8 @@ class Approvals:
                 PluginRecord.create(name=plugin, version=version, permissions=permissions_key,
                                     enabled=True, updated_at=utc_now())
                 # approvals left behind by an earlier plugin of the same name are not inherited
-                stale = bool(self.routes_of(plugin) or self.hooks_of(plugin) or self.domains_of(plugin))
+                stale = bool(self.routes_of(plugin) or self.hooks_of(plugin) or self.domains_of(plugin)
+                             or self.ui_of(plugin))
                 if stale:
                     self.revoke_all(plugin, notify=False)
                 return stale
@@ -165,6 +170,7 @@ class Approvals:
         names = {r.plugin for r in RouteApproval.select(RouteApproval.plugin).distinct()}
         names |= {h.plugin for h in HookApproval.select(HookApproval.plugin).distinct()}
         names |= {d.plugin for d in DomainApproval.select(DomainApproval.plugin).distinct()}
+        names |= {u.plugin for u in UIApproval.select(UIApproval.plugin).distinct()}
         names |= {p.name for p in PluginRecord.select(PluginRecord.name)}
         for name in names - present:
             self.forget(name)
@@ -185,3 +191,14 @@ class Approvals:
 
     def revoke_domain(self, plugin: str, domain: str):
         self.set_domain(plugin, domain, False)
+
+    # ---- screens and field interfaces (SPEC 3.12) --------------------------------------------
+    def ui_approved(self, plugin: str, kind: str, name: str) -> bool:
+        return (plugin, kind, name) in self._ui
+
+    def ui_of(self, plugin: str) -> set:
+        """(kind, name) of the plugin's approved screens and interfaces."""
+        return {(k, n) for (pl, k, n) in self._ui if pl == plugin}
+
+    def set_ui(self, plugin: str, kind: str, name: str, approved: bool):
+        self._set(UIApproval, "_ui", ("plugin", "kind", "name"), (plugin, kind, name), approved)

@@ -53,6 +53,8 @@ class Generation:
     load_seconds: float
     table: "RouteTable" = None
     domains: dict = field(default_factory=dict)  # request.register: {domain: description}
+    # builds a VM of this generation (loaded and snapshotted): the screens' UI pool uses it
+    vm_factory: Callable[[], PluginVM] | None = None
 
     def __post_init__(self):
         self.table = RouteTable(self.routes)
@@ -101,6 +103,21 @@ class _GenerationSources:
             raise PluginLoadError("init.lua not found")
         return data
 
+    def ui(self, kind: str, name: str, read_disk: Callable[[str, str], bytes]) -> bytes:
+        """screens/<name>.lua or interfaces/<name>.lua of this generation."""
+        key = f"{kind}/{name}.lua"
+        with self._lock:
+            data = self._files.get(key)
+        if data is None:
+            if self._complete:
+                raise ApiError(f"{key} not found")
+            data = read_disk(kind, name)
+            with self._lock:
+                data = self._files.setdefault(key, data)
+        if len(data) > MAX_SOURCE_BYTES:
+            raise ApiError(f"{key} is larger than 1 MiB")
+        return data
+
     def lib(self, mod: str, read_disk: Callable[[str], bytes]) -> bytes:
         key = f"lib/{mod}.lua"
         with self._lock:
@@ -130,6 +147,9 @@ class _GenerationVM(PluginVM):
         if source is None:
             source = self._sources.init(self._read_init)
         return super().load(source, expected)
+
+    def read_ui_source(self, kind: str, name: str) -> bytes:
+        return self._sources.ui(kind, name, super().read_ui_source)
 
     def _read_init(self) -> bytes:
         try:
@@ -359,7 +379,7 @@ class PluginManager:
             raise
         return Generation(manifest, pool, list(first.routes), list(first.hooks), list(first.warnings),
                           loaded_at=time.time(), load_seconds=time.monotonic() - started,
-                          domains=dict(first.domains))
+                          domains=dict(first.domains), vm_factory=factory)
 
     def _check_dependencies(self, manifest: Manifest):
         for dep in manifest.dependencies:

@@ -1,6 +1,7 @@
 """plugin_info: extraction rules and validation (SPEC 3.1, 3.8)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -14,7 +15,29 @@ EXPLICIT_PERMISSIONS = ("request",)
 KNOWN_PERMISSIONS = PERMISSIONS + EXPLICIT_PERMISSIONS
 OPTIONAL_TEXT = ("author", "license", "min_cms_version")
 # names the admin API uses beside plugin names (/api/v1/admin/plugins/routes, .../hooks)
-RESERVED_NAMES = ("routes", "hooks", "domains", "requests")
+RESERVED_NAMES = ("routes", "hooks", "domains", "requests", "screens")
+# screens/<name>.lua and interfaces/<name>.lua: names as plugin names are
+UI_NAME_RE = re.compile(r"^[a-z0-9_]{1,32}$")
+INTERFACE_MODES = ("overlay", "inline")
+
+
+@dataclass(frozen=True)
+class ScreenDef:
+    """plugin_info.screens[i] (SPEC 3.12): a page of the window's sidebar."""
+
+    name: str
+    label: str
+    icon: str = ""
+    hidden: bool = False
+
+
+@dataclass(frozen=True)
+class InterfaceDef:
+    """plugin_info.interfaces[i]: an editor for custom fields of type plugin."""
+
+    name: str
+    label: str
+    mode: str = "inline"
 
 
 def check_name(name: str) -> str | None:
@@ -38,6 +61,8 @@ class Manifest:
     min_cms_version: str = ""
     dependencies: tuple = ()
     permissions: tuple | None = None  # None: not declared, ModulaCMS default of everything
+    screens: tuple = ()     # ScreenDef
+    interfaces: tuple = ()  # InterfaceDef
 
     @property
     def effective_permissions(self) -> tuple:
@@ -61,6 +86,8 @@ class Manifest:
             "dependencies": list(self.dependencies),
             "permissions": None if self.permissions is None else list(self.permissions),
             "effective_permissions": list(self.effective_permissions),
+            "screens": [dataclasses.asdict(d) for d in self.screens],
+            "interfaces": [dataclasses.asdict(d) for d in self.interfaces],
         }
 
 
@@ -108,7 +135,10 @@ def parse_manifest(info, folder_name: str) -> tuple[Manifest, list[str]]:
             raise PluginLoadError(f"plugin_info.permissions: unknown permission '{unknown[0]}' "
                                   f"(known: {', '.join(KNOWN_PERMISSIONS)})")
         perms = tuple(sorted(set(raw)))
-    known = {"name", "version", "description", "dependencies", "permissions", *OPTIONAL_TEXT}
+    screens = tuple(_ui_defs(info, "screens"))
+    interfaces = tuple(_ui_defs(info, "interfaces"))
+    known = {"name", "version", "description", "dependencies", "permissions", "screens", "interfaces",
+             *OPTIONAL_TEXT}
     for key in info:
         if key not in known:
             warnings.append(f"plugin_info.{key} is not a known field and is ignored")
@@ -117,4 +147,41 @@ def parse_manifest(info, folder_name: str) -> tuple[Manifest, list[str]]:
     if "license" not in info:
         warnings.append("plugin_info.license is not set")
     return Manifest(name=name, version=info["version"], description=info["description"],
-                    dependencies=tuple(deps), permissions=perms, **extra), warnings
+                    dependencies=tuple(deps), permissions=perms, screens=screens, interfaces=interfaces,
+                    **extra), warnings
+
+
+def _ui_defs(info: dict, key: str):
+    """plugin_info.screens or .interfaces as ScreenDef / InterfaceDef, in order."""
+    raw = info.get(key, [])
+    if isinstance(raw, dict) and not raw:
+        raw = []
+    if not isinstance(raw, list):
+        raise PluginLoadError(f"plugin_info.{key} must be a list of tables such as {{name = \"main\"}}")
+    seen, out = set(), []
+    for i, d in enumerate(raw, 1):
+        where = f"plugin_info.{key}[{i}]"
+        if not isinstance(d, dict):
+            raise PluginLoadError(f"{where} must be a table with a name")
+        name = d.get("name")
+        if not isinstance(name, str) or not UI_NAME_RE.match(name):
+            raise PluginLoadError(f"{where}.name must be 1 to 32 characters of a-z, 0-9 and _")
+        if name in seen:
+            raise PluginLoadError(f"{where}: '{name}' is declared twice")
+        seen.add(name)
+        label = d.get("label", name)
+        if not isinstance(label, str) or not label.strip():
+            raise PluginLoadError(f"{where}.label must be a non-empty string")
+        if key == "screens":
+            icon, hidden = d.get("icon", ""), d.get("hidden", False)
+            if not isinstance(icon, str):
+                raise PluginLoadError(f"{where}.icon must be a string")
+            if not isinstance(hidden, bool):
+                raise PluginLoadError(f"{where}.hidden must be true or false")
+            out.append(ScreenDef(name, label[:64], icon[:64], hidden))
+        else:
+            mode = d.get("mode", "inline")
+            if mode not in INTERFACE_MODES:
+                raise PluginLoadError(f"{where}.mode must be \"overlay\" or \"inline\"")
+            out.append(InterfaceDef(name, label[:64], mode))
+    return out

@@ -135,6 +135,10 @@ class PluginVM:
 
         self.request_module = RequestModule(self)
         self.request_module.install()
+        from ..api import tui as tui_api
+
+        # the screen sessions' steps (runtime/screens.py); the module goes again for plugins without UI
+        self.tui_steps = tui_api.install(self)
 
     @property
     def domains(self) -> dict:
@@ -196,6 +200,22 @@ class PluginVM:
             raise ApiError(f"require: module '{mod}' cannot be read") from None
         if len(data) > MAX_SOURCE_BYTES:
             raise ApiError(f"require: module '{mod}' is larger than 1 MiB")
+        return data
+
+    def read_ui_source(self, kind: str, name: str) -> bytes:
+        """screens/<name>.lua or interfaces/<name>.lua (kind: "screens" or "interfaces"). ApiError when
+        missing, a link, or larger than 1 MiB."""
+        folder = self.ctx.root / kind
+        path = folder / f"{name}.lua"
+        try:
+            if folder.is_symlink() or path.is_symlink() or not path.is_file() \
+                    or path.resolve().parent != folder.resolve() or folder.resolve().parent != self.ctx.root.resolve():
+                raise ApiError(f"{kind}/{name}.lua not found")
+            data = path.read_bytes()
+        except OSError:
+            raise ApiError(f"{kind}/{name}.lua cannot be read") from None
+        if len(data) > MAX_SOURCE_BYTES:
+            raise ApiError(f"{kind}/{name}.lua is larger than 1 MiB")
         return data
 
     def _print(self, text):
@@ -278,6 +298,9 @@ class PluginVM:
                 sb.fn("remove_module")(module.encode())
         if m.permissions is not None and not m.allows("request"):
             sb.fn("remove_module")(b"request")
+        if not (m.screens or m.interfaces):
+            sb.fn("remove_module")(b"tui")
+            sb.fn("preload")(b"tui", None)
         # without declared permissions (the ModulaCMS default) request stays, every call refusing with
         # "did not declare the 'request' permission": a ModulaCMS plugin learns what to add
         return self.manifest
