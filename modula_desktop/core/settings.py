@@ -142,6 +142,17 @@ class PublishTarget:
 
 
 @dataclass(frozen=True)
+class FieldDef:
+    """[fields.<name>]: a custom field of the entries that a plugin's field interface edits (SPEC 3.12);
+    its value is kept in the entry's fields under <name>."""
+    name: str = ""
+    type: str = "plugin"
+    plugin: str = ""
+    interface: str = ""
+    label: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     plugins: PluginSettings = field(default_factory=PluginSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -149,6 +160,7 @@ class Settings:
     site: SiteSettings = field(default_factory=SiteSettings)
     build: BuildSettings = field(default_factory=BuildSettings)
     publish: dict = field(default_factory=dict)  # name -> PublishTarget
+    fields: dict = field(default_factory=dict)  # name -> FieldDef
 
     def replace(self, **sections) -> "Settings":
         """Return a copy with keys of sections changed, e.g. replace(plugins={"max_vms": 2})."""
@@ -231,9 +243,27 @@ def _check_target(section: str, new: PublishTarget):
         raise SettingsError(f"modula.toml: [{section}] branch must not be empty")
 
 
+def _apply_fields(current: dict, values: dict, section: str) -> dict:
+    fields = dict(current)
+    for name, table in values.items():
+        if not isinstance(table, dict):
+            raise SettingsError(f"modula.toml: [{section}.{name}] must be a table")
+        if "name" in table:
+            raise SettingsError(f"modula.toml: unknown key [{section}.{name}] name")
+        new = _apply(FieldDef(name=name, label=name), table, f"{section}.{name}")
+        if new.type != "plugin":
+            raise SettingsError(f"modula.toml: [{section}.{name}] type must be \"plugin\", not {new.type!r}")
+        if not new.plugin or not new.interface:
+            raise SettingsError(f"modula.toml: [{section}.{name}] needs a plugin and an interface")
+        fields[name] = new
+    return fields
+
+
 def _apply(obj, values: dict, section: str):
     if section == "publish":
         return _apply_publish(obj, values, section)
+    if section == "fields":
+        return _apply_fields(obj, values, section)
     known = {f.name: f for f in dataclasses.fields(obj)}
     changes = {}
     for key, value in values.items():

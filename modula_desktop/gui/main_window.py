@@ -34,6 +34,7 @@ from .editor import EntryEditor
 from .metrics_view import MetricsRecorder, MetricsView
 from .first_run import FirstRunBar
 from .plugin_manager import PluginManagerDialog, copy_example_plugins
+from .plugin_screens import PluginPages
 from .resources import icon
 from .tasks import TaskRunner
 from .theme import MODES, ThemeManager, style_chart, themed_icon
@@ -80,6 +81,8 @@ class MainWindow(QMainWindow):
         split.setStretchFactor(1, 1)
         split.setSizes([440, 840])  # the list's titles need the room
         split.setChildrenCollapsible(False)
+        # the sidebar: Content, then the plugins' screens (SPEC 3.12); hidden while there are none
+        self.pages = PluginPages(split, service, self.bridge, self)
         self.first_run: FirstRunBar | None = None
         if getattr(service, "new", False):
             self.first_run = FirstRunBar(service.site, self)
@@ -88,10 +91,10 @@ class MainWindow(QMainWindow):
             box = QVBoxLayout(central)
             box.setContentsMargins(8, 8, 8, 0)
             box.addWidget(self.first_run)
-            box.addWidget(split, 1)
+            box.addWidget(self.pages, 1)
             self.setCentralWidget(central)
         else:
-            self.setCentralWidget(split)
+            self.setCentralWidget(self.pages)
 
         self._make_actions()
         self._make_menus_and_toolbar()
@@ -735,6 +738,7 @@ class MainWindow(QMainWindow):
         self.recorder.stop()
         self._health_timer.stop()
         self.bridge.close()
+        self.pages.close_all()
         if self.tasks.busy:
             self.statusBar().showMessage("Waiting for background work to finish…")
             QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ..runtime.sandbox import _lua_source
 
 PROTOCOL_VERSION = 1
-EVENTS = ("init", "key", "resize", "data", "dialog")
+EVENTS = ("init", "key", "resize", "data", "dialog")  # and ModulaCMS's "focus" (focus_event)
 # ModulaCMS's own list: the seven of SPEC 3.12 and "fetch", which ModulaCMS answers with an error
 ACTIONS = ("navigate", "confirm", "toast", "fetch", "request", "commit", "cancel", "quit")
 PRIMITIVES = ("list", "detail", "text", "table", "input", "select", "tree", "progress")
@@ -38,12 +38,13 @@ class ProtocolError(Exception):
 
 
 def install(vm):
-    """Put the frozen `tui` module in the VM's environment; return the session steps (start, resume)."""
+    """Put the frozen `tui` module in the VM's environment; return the session steps (start, resume,
+    is_action)."""
     sb = vm.sandbox
-    module, start, resume = sb.lua.execute(_lua_source("tui.lua"), sb.trusted, name="=tui", mode="t")
+    module, start, resume, is_action = sb.lua.execute(_lua_source("tui.lua"), sb.trusted, name="=tui", mode="t")
     sb.fn("install_module")(b"tui", module)
     sb.fn("preload")(b"tui", sb.fn("get_global")(b"tui"))
-    return start, resume
+    return start, resume, is_action
 
 
 # ---- events (host → coroutine) ----------------------------------------------------------------
@@ -63,7 +64,7 @@ def field_init_event(width: int, height: int, value: str, config: dict | None = 
 
 
 def key_event(key: str) -> dict:
-    return {"type": "key", "key": key.lower()}
+    return {"type": "key", "key": key}
 
 
 def resize_event(width: int, height: int) -> dict:
@@ -81,6 +82,12 @@ def data_event(request_id: str, ok: bool, result=None, error: str = "") -> dict:
 
 def dialog_event(accepted: bool) -> dict:
     return {"type": "dialog", "accepted": bool(accepted)}
+
+
+def focus_event(panel: int) -> dict:
+    """ModulaCMS's focus event (BuildFocusEvent): the cell that has the keyboard now, counted from 0
+    column by column, top to bottom."""
+    return {"type": "focus", "panel": int(panel)}
 
 
 # ---- yields (coroutine → host) -----------------------------------------------------------------

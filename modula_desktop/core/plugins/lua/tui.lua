@@ -103,4 +103,11 @@ local function resume(co, event)
   return outcome(co, r)
 end
 
-return tui, start, resume
+-- whether a yielded value is an action (read raw: no metamethod of the plugin's runs outside a budget);
+-- a layout with more events queued behind it is then skipped without being copied out of the VM
+local r_rawget = T.rawget
+local function is_action(v)
+  return r_type(v) == "table" and r_rawget(v, "action") ~= nil
+end
+
+return tui, start, resume, is_action

@@ -193,6 +193,7 @@ class Session:
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name=f"modula-ui-{plugin}-{name}-{number}", daemon=True)
         self._seq = 0
+        self._batch: list = []  # the rest of a send_many, reversed
 
     def start(self):
         self._thread.start()
@@ -201,6 +202,11 @@ class Session:
         """Queue an event (key, resize, data, dialog) for the coroutine."""
         if not self.closed:
             self._queue.put(event)
+
+    def send_many(self, events: list[dict]):
+        """Queue several events at once (a click ten thousand rows away is that many keys)."""
+        if not self.closed and events:
+            self._queue.put(list(events))
 
     def close(self):
         self.closed = True
@@ -211,7 +217,10 @@ class Session:
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        return self._queue.qsize() + len(self._batch)
+
+    def _queued(self) -> bool:
+        return bool(self._batch) or not self._queue.empty()
 
     # ---- the worker ------------------------------------------------------------------------------
     def _emit(self, out):
@@ -285,7 +294,7 @@ class Session:
     def _serve(self, vm):
         sb = vm.sandbox
         folder, entry = KINDS[self.kind]
-        start, resume = vm.tui_steps
+        start, resume, self._is_action = vm.tui_steps
         try:
             source = vm.read_ui_source(folder, self.name)
         except ApiError as exc:
@@ -320,7 +329,12 @@ class Session:
                 return
 
     def _next_event(self):
+        if self._batch:
+            return self._batch.pop()
         event = self._queue.get()
+        if isinstance(event, list):
+            self._batch = event[::-1]
+            return self._batch.pop() if self._batch else self._next_event()
         return None if event is _CLOSE else event
 
     def _handle(self, vm, result) -> bool:
@@ -330,6 +344,8 @@ class Session:
             self._emit(Ended("returned"))
             return False
         value = result[1] if len(result) > 1 else None
+        if self._queued() and not self.closed and not self._is_action(value):
+            return True  # a layout nobody would see: more events are queued behind it (not even copied)
         try:
             converted = vm.sandbox.from_lua(value, _budget=[protocol.MAX_YIELD_ITEMS, protocol.MAX_YIELD_BYTES])
         except ConversionLimit:
@@ -346,7 +362,7 @@ class Session:
             return False
         if not parsed.is_action:
             # a layout nobody will see (more events are queued behind it) is not sent: the next one is
-            if self._queue.empty() or self.closed:
+            if not self._queued() or self.closed:
                 self._emit(Render(parsed, self._seq))
             return True
         name, params = parsed.action, parsed.params
