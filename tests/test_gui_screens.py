@@ -376,3 +376,87 @@ def test_ten_thousand_rows_stay_responsive(qtbot, lab):
     wait_rendered(qtbot, page, lambda: table.currentIndex().row() == target, timeout=30000)
     meter.stop()
     meter.check()
+
+
+# ---- field interfaces in the editor ------------------------------------------------------------------
+INLINE_IFACE = '''
+function interface(ctx)
+  local options = {{label = "Small", value = "s"}, {label = "Medium", value = "m"}, {label = "Large", value = "l"}}
+  local sel = 0
+  for i, o in ipairs(options) do if o.value == ctx.value then sel = i - 1 end end
+  while true do
+    local ev = coroutine.yield(tui.select_field("size", options, sel))
+    if ev.type == "key" and ev.key == "down" and sel < #options - 1 then sel = sel + 1 end
+    if ev.type == "key" and ev.key == "up" and sel > 0 then sel = sel - 1 end
+    if ev.type == "key" and ev.key == "enter" then coroutine.yield({action = "commit", value = options[sel + 1].value}) end
+  end
+end
+'''
+
+
+@pytest.fixture
+def field_site(tmp_path):
+    from modula_desktop.core.service import SiteService
+    from modula_desktop.core.settings import Settings
+    from modula_desktop.core.site import Site
+
+    copy_task_tracker(tmp_path)
+    d = write_plugin(tmp_path, "sizes", "", info_extra='permissions = {}, interfaces = {{name = "size", mode = "inline"}}')
+    (d / "interfaces").mkdir()
+    (d / "interfaces" / "size.lua").write_text(INLINE_IFACE, encoding="utf-8")
+    s = Settings().replace(plugins={"hot_reload": False}, server={"port": 0}, fields={
+        "colour": {"plugin": "task_tracker", "interface": "color_picker", "label": "Colour"},
+        "size": {"plugin": "sizes", "interface": "size", "label": "Size"}})
+    svc = SiteService(Site(tmp_path), s).start(hot_reload=False)
+    approve_ui(svc, "task_tracker")
+    approve_ui(svc, "sizes")
+    yield svc
+    svc.close()
+
+
+def test_field_interfaces_commit_through_the_content_service(qtbot, field_site):
+    from modula_desktop.gui.main_window import MainWindow
+
+    svc = field_site
+    entry = svc.content.create({"title": "Hello", "body": "text", "fields": {"colour": "#43a047"}})
+    w = MainWindow(svc)
+    w.ask_unsaved = lambda: "discard"
+    w.show()
+    qtbot.waitExposed(w)
+    try:
+        w.open_entry(entry["id"])
+        qtbot.waitUntil(lambda: w.editor.entry is not None and w.editor.entry["id"] == entry["id"], timeout=5000)
+        row = w.fields.rows["colour"]
+        assert row["value"].text() == "#43a047" and not row["swatch"].isHidden()
+        w.editor.title.setText("Hello, unsaved")  # an edit in progress: the field write leaves it alone
+        meter = TickMeter().start()
+        qtbot.mouseClick(row["edit"], Qt.MouseButton.LeftButton)
+        dialog = w.fields.dialog
+        qtbot.waitUntil(lambda: dialog.isVisible() and bool(dialog.body.view.cells), timeout=10000)
+        palette = cell(dialog.body, "list")
+        assert palette.currentIndex().row() == 3  # Green, the value it was opened with
+        palette.setFocus()
+        qtbot.keyClick(palette, Qt.Key.Key_Down)
+        wait_rendered(qtbot, dialog.body, lambda: palette.currentIndex().row() == 4)
+        qtbot.keyClick(palette, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: svc.content.get(entry["id"])["fields"].get("colour") == "#00897b", timeout=5000)
+        qtbot.waitUntil(lambda: row["value"].text() == "#00897b", timeout=5000)
+        assert not dialog.isVisible()
+        assert w.editor.title.text() == "Hello, unsaved" and w.editor.is_dirty()
+        assert svc.content.get(entry["id"])["title"] == "Hello"
+        revisions = svc.content.revisions(entry["id"])
+        assert revisions[0]["fields"]["colour"] == "#00897b"
+
+        # an inline interface sits in the form: a real combo box, its choice committed
+        size = w.fields.rows["size"]["inline"]
+        qtbot.waitUntil(lambda: size is not None and bool(size.view.cells), timeout=10000)
+        combo = size.view.cells[0]
+        assert [combo.itemText(i) for i in range(combo.count())] == ["Small", "Medium", "Large"]
+        combo.activated.emit(2)  # what picking "Large" in its popup sends
+        qtbot.waitUntil(lambda: svc.content.get(entry["id"])["fields"].get("size") == "l", timeout=5000)
+        assert svc.content.get(entry["id"])["fields"]["colour"] == "#00897b"
+        meter.stop()
+        meter.check()
+    finally:
+        w.shutdown()
+        w.close()

@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--domain", action="append", default=[], metavar="DOMAIN",
                        help="an outbound domain of the request module")
         p.add_argument("--all-domains", action="store_true")
+        p.add_argument("--screen", action="append", default=[], metavar="NAME",
+                       help="a screen (SPEC 3.12), by its name; repeatable")
+        p.add_argument("--interface", action="append", default=[], metavar="NAME",
+                       help="a field interface, by its name; repeatable")
+        p.add_argument("--all-screens", action="store_true", help="every screen and field interface")
         p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     return parser
 

@@ -34,6 +34,7 @@ from .editor import EntryEditor
 from .metrics_view import MetricsRecorder, MetricsView
 from .first_run import FirstRunBar
 from .plugin_manager import PluginManagerDialog, copy_example_plugins
+from .plugin_fields import FieldsPanel
 from .plugin_screens import PluginPages
 from .resources import icon
 from .tasks import TaskRunner
@@ -83,6 +84,8 @@ class MainWindow(QMainWindow):
         split.setChildrenCollapsible(False)
         # the sidebar: Content, then the plugins' screens (SPEC 3.12); hidden while there are none
         self.pages = PluginPages(split, service, self.bridge, self)
+        self.fields = FieldsPanel(service, self.tasks, self.editor)  # [fields] of modula.toml, if any
+        self.editor.fields_area.addWidget(self.fields)
         self.first_run: FirstRunBar | None = None
         if getattr(service, "new", False):
             self.first_run = FirstRunBar(service.site, self)

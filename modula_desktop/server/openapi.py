@@ -91,6 +91,14 @@ SCHEMAS = {
     "DomainList": _obj({"domains": _list_of("DomainState")}, ["domains"]),
     "DomainSelection": _obj({"domains": {"type": "array", "minItems": 1, "items": _obj(
         {"plugin": {"type": S}, "domain": {"type": S}}, ["plugin", "domain"])}}, ["domains"]),
+    "ScreenState": _obj({"plugin": {"type": S}, "state": {"type": S},
+                         "kind": {"type": S, "enum": ["screen", "interface"]}, "name": {"type": S},
+                         "label": {"type": S}, "approved": {"type": "boolean"}},
+                        ["kind", "name", "approved"], extra=True),
+    "ScreenList": _obj({"screens": _list_of("ScreenState")}, ["screens"]),
+    "ScreenSelection": _obj({"screens": {"type": "array", "minItems": 1, "items": _obj(
+        {"plugin": {"type": S}, "kind": {"type": S, "enum": ["screen", "interface"], "default": "screen"},
+         "name": {"type": S}}, ["plugin", "name"])}}, ["screens"]),
     "Revision": _obj({"number": {"type": "integer"}, "type": {"type": S}, "title": {"type": S},
                       "slug": {"type": S}, "body": {"type": S}, "status": {"type": S}, "fields": {"type": "object"},
                       "created_at": {"type": S},
@@ -197,10 +205,12 @@ def _paths() -> dict:
             "Disable (stop) a plugin", ("200", "disabled", "PluginSummary"), params=("name",), errors=NOT_PLUGIN)},
     }
     for kind, item, sel in (("routes", "RouteList", "RouteSelection"), ("hooks", "HookList", "HookSelection"),
-                            ("domains", "DomainList", "DomainSelection"), ("requests", "DomainList", "DomainSelection")):
+                            ("domains", "DomainList", "DomainSelection"), ("requests", "DomainList", "DomainSelection"),
+                            ("screens", "ScreenList", "ScreenSelection")):
         one = kind[:-1]
         alias = kind == "requests"
-        what = "outbound domains" if kind in ("domains", "requests") else kind
+        what = {"domains": "outbound domains", "requests": "outbound domains",
+                "screens": "screens and field interfaces"}.get(kind, kind)
         note = " ModulaCMS's spelling of `/domains`: the same endpoint." if alias else ""
         paths[f"/api/v1/admin/plugins/{kind}"] = {"get": _op(
             f"Every plugin's declared {what} with their approval", ("200", "the list", item),

@@ -459,7 +459,7 @@ class PluginManager:
                 m = gen.manifest
                 if self.approvals.check_identity(name, m.version, m.permissions_key):
                     self.logbook.write(name, "warn", f"version {m.version} or permissions changed: "
-                                                     "all route, hook and domain approvals were revoked")
+                                                     "all route, hook, domain, screen and interface approvals were revoked")
                 public = {r.key: r.public for r in gen.routes}
                 for method, path in self.approvals.revoke_changed_routes(
                         name, [(*key, pub) for key, pub in public.items()]):
@@ -895,6 +895,15 @@ class PluginManager:
         else:
             out["domains"] = [{"domain": d, "description": "", "approved": True}
                               for d in sorted(appr.domains_of(name) if appr else ())]
+        # screens and field interfaces (SPEC 3.12), approved like routes
+        for kind, key in (("screen", "screens"), ("interface", "interfaces")):
+            if gen is not None:
+                defs = gen.manifest.screens if kind == "screen" else gen.manifest.interfaces
+                out[key] = [dict(d.__dict__, approved=bool(appr is None or appr.ui_approved(name, kind, d.name)))
+                            for d in defs]
+            else:
+                out[key] = [{"name": n, "label": n, "approved": True}
+                            for k, n in sorted(appr.ui_of(name) if appr else ()) if k == kind]
         out["warnings"] = gen.warnings if gen else []
         out["breaker"] = plugin.breaker.to_dict()
         out["hook_breaker"] = plugin.hook_breaker.to_dict()
