@@ -284,7 +284,7 @@ class ScreenApprovals(_Approvals):
 
     @staticmethod
     def _describe(it):
-        return f"{it['kind']} '{it['name']}'"
+        return f"'{it['name']}'" if it["kind"] == "screen" else f"'{it['name']}' of kind interface"
 
     def _set(self, it, approved: bool):
         self.approvals.set_ui(it["plugin"], it["kind"], it["name"], approved)
