@@ -460,3 +460,52 @@ def test_field_interfaces_commit_through_the_content_service(qtbot, field_site):
     finally:
         w.shutdown()
         w.close()
+
+
+NAV = '''
+function screen(ctx)
+  local ev = coroutine.yield(tui.text({"from " .. tostring(ctx.params and ctx.params.from)}))
+  while true do
+    if ev.type == "key" and ev.key == "g" then
+      ev = coroutine.yield({action = "navigate", plugin = "nav", screen = "secret", params = {from = "home"}})
+    elseif ev.type == "key" and ev.key == "c" then
+      ev = coroutine.yield({action = "navigate", page = "content"})
+    else
+      ev = coroutine.yield(tui.text({"version 1"}))
+    end
+  end
+end
+'''
+
+
+def test_navigate_hidden_screens_and_hot_reload(qtbot, tmp_path):
+    d = write_plugin(tmp_path, "nav", "", info_extra='permissions = {}, screens = {{name = "home", label = "Home"}, '
+                                                   '{name = "secret", label = "Secret", hidden = true}}')
+    (d / "screens").mkdir()
+    (d / "screens" / "home.lua").write_text(NAV, encoding="utf-8")
+    (d / "screens" / "secret.lua").write_text(NAV, encoding="utf-8")
+    svc = start_service(tmp_path)
+    try:
+        approve_ui(svc, "nav")
+        pages = make_pages(qtbot, svc)
+        assert [pages.sidebar.item(i).text() for i in range(pages.sidebar.count())] == ["Content", "Home"]
+        home = open_page(qtbot, pages, "nav", "home")
+        assert "from nil" in cell(home, "text").toPlainText()
+        qtbot.keyClick(home.view, Qt.Key.Key_G)
+        qtbot.waitUntil(lambda: ("nav", "screen", "secret") in pages.pages
+                        and pages.stack.currentWidget() is pages.pages[("nav", "screen", "secret")], timeout=5000)
+        secret = pages.pages[("nav", "screen", "secret")]
+        qtbot.waitUntil(lambda: secret.stack.currentWidget() is secret.view, timeout=5000)
+        assert "from home" in cell(secret, "text").toPlainText()
+        qtbot.keyClick(secret.view, Qt.Key.Key_C)
+        qtbot.waitUntil(lambda: pages.stack.currentWidget() is pages.content, timeout=5000)
+        # a saved screen file reloads the plugin: the open page starts again on the new version
+        pages.open_screen("nav", "home")
+        (d / "screens" / "home.lua").write_text(NAV.replace("version 1", "version 2"), encoding="utf-8")
+        assert svc.plugins.load("nav")
+        pages.refresh()
+        qtbot.waitUntil(lambda: home.session is not None and home.stack.currentWidget() is home.view, timeout=5000)
+        qtbot.keyClick(home.view, Qt.Key.Key_X)
+        qtbot.waitUntil(lambda: "version 2" in cell(home, "text").toPlainText(), timeout=5000)
+    finally:
+        svc.close()

@@ -263,6 +263,7 @@ class ScreenPage(SessionHost):
         self.approvals = approvals
         self.params: dict = {}
         self.started = False
+        self.generation = None
         box = QVBoxLayout(self)
         box.setContentsMargins(12, 8, 12, 12)
         self.title = QLabel(self)
@@ -327,6 +328,8 @@ class ScreenPage(SessionHost):
         if params is not None:
             self.params = params
         self.started = True
+        plugin = self.host.manager.plugins.get(self.entry.plugin)
+        self.generation = plugin.current if plugin is not None else None  # a reload starts the page again
         if not self.entry.approved:
             self.close_session()
             self.show_message("unapproved",
@@ -446,7 +449,8 @@ class PluginPages(QWidget):
     def refresh(self):
         """The sidebar again from the running plugins; pages of a reloaded plugin start again on the new
         version, pages of a stopped one say so."""
-        entries = [e for e in self.host.entries("screen") if not e.hidden]
+        every = self.host.entries("screen")
+        entries = [e for e in every if not e.hidden]
         current = self.sidebar.currentItem()
         current_key = current.data(Qt.ItemDataRole.UserRole) if current else self.CONTENT
         self.sidebar.blockSignals(True)
@@ -456,19 +460,20 @@ class PluginPages(QWidget):
                                    "Content")
             item.setData(Qt.ItemDataRole.UserRole, self.CONTENT)
             self.sidebar.addItem(item)
-            seen = set()
             for e in entries:
-                seen.add(e.key)
                 label = e.label if e.approved else f"{e.label} (not approved)"
                 item = QListWidgetItem(self._icon(e), label)
                 item.setData(Qt.ItemDataRole.UserRole, e.key)
                 item.setToolTip(f"{e.plugin}: {e.name}")
                 self.sidebar.addItem(item)
+            seen = set()
+            for e in every:
+                seen.add(e.key)
                 page = self.pages.get(e.key)
                 if page is None:
                     continue
-                stale = page.session is not None and page.session.generation is not None and \
-                    self.service.plugins.plugins[e.plugin].current is not page.session.generation
+                plugin = self.service.plugins.plugins.get(e.plugin)
+                stale = plugin is not None and page.generation is not None and plugin.current is not page.generation
                 was_approved = page.entry.approved
                 page.set_entry(e)
                 if page.started and (stale or was_approved != e.approved):
@@ -484,7 +489,9 @@ class PluginPages(QWidget):
         self.sidebar.setVisible(self.sidebar.count() > 1)
         if self.sidebar.count() > 1:
             warm_up()
-        self._show(self.sidebar.currentItem())
+        shown = self.stack.currentWidget()
+        if not (isinstance(shown, ScreenPage) and shown.entry.key in seen):
+            self._show(self.sidebar.currentItem())
 
     def _icon(self, e: UIEntry):
         std = _STANDARD_ICONS.get(e.icon, QStyle.StandardPixmap.SP_FileDialogInfoView)
@@ -498,28 +505,37 @@ class PluginPages(QWidget):
         if key == self.CONTENT:
             self.stack.setCurrentWidget(self.content)
             return
+        self._show_key(key)
+
+    def _show_key(self, key, params: dict | None = None) -> ScreenPage | None:
         page = self.pages.get(key)
         if page is None:
             entry = next((e for e in self.host.entries("screen") if e.key == key), None)
             if entry is None:
-                return
+                return None
             page = ScreenPage(self.host, entry, self.service.approvals, self)
             page.navigate.connect(self.navigate)
             self.pages[key] = page
             self.stack.addWidget(page)
         self.stack.setCurrentWidget(page)
-        page.ensure_started()
+        if params is not None:
+            page.start(params)
+        else:
+            page.ensure_started()
+        return page
 
     def open_screen(self, plugin: str, name: str, params: dict | None = None) -> ScreenPage | None:
+        """Show a screen (a hidden one too: navigate reaches those), started with params if given."""
         key = (plugin, "screen", name)
         for i in range(self.sidebar.count()):
             if self.sidebar.item(i).data(Qt.ItemDataRole.UserRole) == key:
+                self.sidebar.blockSignals(True)
                 self.sidebar.setCurrentRow(i)
-                page = self.pages[key]
-                if params:
-                    page.start(params)
-                return page
-        return None
+                self.sidebar.blockSignals(False)
+                break
+        else:
+            self.sidebar.clearSelection()
+        return self._show_key(key, params or None)
 
     def show_content(self):
         self.sidebar.setCurrentRow(0)
