@@ -431,8 +431,6 @@ class PluginPages(QWidget):
         self.sidebar = QListWidget(self)
         self.sidebar.setObjectName("Sidebar")
         self.sidebar.setIconSize(QSize(18, 18))
-        self.sidebar.setMaximumWidth(200)
-        self.sidebar.setMinimumWidth(140)
         self.sidebar.currentItemChanged.connect(self._picked)
         self.stack = QStackedWidget(self)
         self.stack.addWidget(content)
@@ -486,6 +484,10 @@ class PluginPages(QWidget):
             self.sidebar.setCurrentRow(row)
         finally:
             self.sidebar.blockSignals(False)
+        # as wide as its longest label, within reason: the content view keeps the room
+        fm = self.sidebar.fontMetrics()
+        widest = max(fm.horizontalAdvance(self.sidebar.item(i).text()) for i in range(self.sidebar.count()))
+        self.sidebar.setFixedWidth(max(110, min(220, widest + 56)))
         self.sidebar.setVisible(self.sidebar.count() > 1)
         if self.sidebar.count() > 1:
             warm_up()

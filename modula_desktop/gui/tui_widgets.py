@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import re
 
-from PySide6.QtCore import QAbstractListModel, QAbstractTableModel, QModelIndex, Qt, Signal
+from PySide6.QtCore import QAbstractListModel, QAbstractTableModel, QEvent, QModelIndex, Qt, Signal
 from PySide6.QtGui import QFont, QKeyEvent, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -79,7 +79,12 @@ def protocol_key(event: QKeyEvent) -> str | None:
 
 
 def _faint(widget: QWidget):
-    return widget.palette().color(QPalette.ColorRole.PlaceholderText)
+    """ModulaCMS's faint (ANSI dim): the text colour halfway to the background, in either theme."""
+    from PySide6.QtGui import QColor
+
+    pal = widget.palette()
+    a, b = pal.color(QPalette.ColorRole.Text), pal.color(QPalette.ColorRole.Base)
+    return QColor((a.red() + b.red()) // 2, (a.green() + b.green()) // 2, (a.blue() + b.blue()) // 2)
 
 
 def _moves(cursor: int, row: int) -> list[str]:
@@ -213,8 +218,14 @@ class ListWidget(_KeyForwarding, QListView):
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.empty = QLabel(self.viewport())
-        self.empty.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.empty.setObjectName("MutedLabel")
         self.empty.move(8, 6)
+
+    def changeEvent(self, event):  # noqa: N802 - faint items follow the theme
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self.model_.faint = _faint(self)
+            self.viewport().update()
 
     def update_from(self, prim: dict, fresh: bool):
         self.model_.set_items(prim["items"])
@@ -328,8 +339,16 @@ class TextWidget(QTextBrowser):
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setOpenLinks(False)
         self._html = None
+        self._last = None
+
+    def changeEvent(self, event):  # noqa: N802
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange) and self._last:
+            self._html = None
+            self.update_from(self._last, False)
 
     def update_from(self, prim: dict, fresh: bool):
+        self._last = prim
         faint = _faint(self).name()
         accent = self.palette().color(QPalette.ColorRole.Link).name()
         parts = []
@@ -374,9 +393,17 @@ class DetailWidget(QWidget):
         self._box.addWidget(self._rows)
         self._box.addStretch(1)
         self._fields = None
+        self._last = None
         self.labels: list[tuple[QLabel, QLabel]] = []
 
+    def changeEvent(self, event):  # noqa: N802
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange) and self._last:
+            self._fields = None
+            self.update_from(self._last, False)
+
     def update_from(self, prim: dict, fresh: bool):
+        self._last = prim
         self._title.setText(prim["title"])
         self._title.setVisible(bool(prim["title"]))
         if prim["fields"] == self._fields:
@@ -402,7 +429,7 @@ class DetailWidget(QWidget):
             self.labels.append((name, value))
         if not prim["fields"]:
             none = QLabel("(no details)", self._rows)
-            none.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+            none.setObjectName("MutedLabel")
             form.addRow(none)
         self._box.replaceWidget(old, self._rows)
         old.deleteLater()
@@ -613,6 +640,8 @@ class ScreenView(QWidget):
                     w.key.connect(self.key)
                     w.keys.connect(self.keys)
                     inner.addWidget(w)
+                    if cell["content"]["type"] in ("input", "select", "progress"):
+                        inner.addStretch(1)  # one line high: at the top of its cell, not floating in it
                     column.addWidget(group, max(1, round(cell["height"] * 100)))
                     self.cells.append(w)
                 span = min(col["span"], GRID_SPAN)
