@@ -76,7 +76,7 @@ def open_overlay(host, plugin: str, name: str, label: str, value: str, parent=No
     dialog = QDialog(parent)
     dialog.setObjectName("InterfaceDialog")
     dialog.setWindowTitle(f"{label} — {plugin}")
-    dialog.resize(640, 380)
+    dialog.resize(680, 420)
     box = QVBoxLayout(dialog)
     body = InterfaceDialog(host, plugin, name, value, parent=dialog)
     box.addWidget(body, 1)
