@@ -509,3 +509,42 @@ def test_navigate_hidden_screens_and_hot_reload(qtbot, tmp_path):
         qtbot.waitUntil(lambda: "version 2" in cell(home, "text").toPlainText(), timeout=5000)
     finally:
         svc.close()
+
+
+TOAST_LOOP = 'function screen(ctx) while true do coroutine.yield({action = "toast", message = "again"}) end end\n'
+PING = '''function screen(ctx)
+  coroutine.yield({action = "navigate", plugin = "loop", screen = "%s", params = {again = "yes"}})
+  while true do coroutine.yield(tui.text({"still here"})) end
+end
+'''
+
+
+def test_toast_and_navigate_loops_stop_by_themselves(qtbot, tmp_path):
+    d = write_plugin(tmp_path, "loop", "", info_extra='permissions = {}, screens = {{name = "toasts"}, '
+                                                    '{name = "ping"}, {name = "pong"}}')
+    (d / "screens").mkdir()
+    (d / "screens" / "toasts.lua").write_text(TOAST_LOOP, encoding="utf-8")
+    (d / "screens" / "ping.lua").write_text(PING % "pong", encoding="utf-8")
+    (d / "screens" / "pong.lua").write_text(PING % "ping", encoding="utf-8")
+    svc = start_service(tmp_path, {"ui_vms": 4})
+    try:
+        approve_ui(svc, "loop")
+        pages = make_pages(qtbot, svc)
+        meter = TickMeter().start()
+        toasts = pages.open_screen("loop", "toasts")
+        qtbot.waitUntil(lambda: toasts.last_toast == "again", timeout=5000)
+        qtbot.wait(300)
+        # one toast, one resize after it, then the screen waits for the user: no endless round trips
+        assert toasts.sent == 1 and toasts.session.pending == 0
+        ping = pages.open_screen("loop", "ping")
+        qtbot.wait(1500)
+        assert len(pages._navigations) <= 9
+        shown = pages.stack.currentWidget()
+        assert isinstance(shown, ScreenPage)
+        qtbot.waitUntil(lambda: "Navigation stopped" in shown.last_toast
+                        or "Navigation stopped" in ping.last_toast
+                        or "Navigation stopped" in pages.pages[("loop", "screen", "pong")].last_toast, timeout=5000)
+        meter.stop()
+        meter.check()
+    finally:
+        svc.close()

@@ -423,3 +423,49 @@ def test_fields_settings():
         Settings().replace(fields={"colour": {"plugin": "p", "interface": "c", "type": "text"}})
     with pytest.raises(SettingsError, match=r"unknown key \[fields.colour\] colour"):
         Settings().replace(fields={"colour": {"plugin": "p", "interface": "c", "colour": 1}})
+
+
+def test_a_screen_file_that_is_a_link_is_not_read(tmp_path):
+    outside = tmp_path / "outside.lua"
+    outside.write_text('function screen(ctx) coroutine.yield(tui.text({"outside"})) end', encoding="utf-8")
+    d = write_plugin(tmp_path, "lnk", "", info_extra='permissions = {}, screens = {{name = "main"}, {name = "dir"}}')
+    (d / "screens").mkdir()
+    (d / "screens" / "main.lua").symlink_to(outside)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "dir.lua").write_text(outside.read_text(), encoding="utf-8")
+    with running_site(tmp_path, plugins=()) as r:
+        svc = r.service
+        for name in ("main", "dir"):
+            svc.approvals.set_ui("lnk", "screen", name, True)
+        outs = Outputs()
+        svc.screens.open("lnk", "screen", "main", protocol.init_event(80, 24), outs)
+        out = outs.next()
+        assert isinstance(out, Failed) and out.message == "screens/main.lua not found"
+    # a screens folder that is a link is not followed either
+    (d / "screens" / "main.lua").unlink()
+    (d / "screens").rmdir()
+    (d / "screens").symlink_to(other)
+    with running_site(tmp_path, plugins=()) as r:
+        r.service.approvals.set_ui("lnk", "screen", "dir", True)
+        outs = Outputs()
+        r.service.screens.open("lnk", "screen", "dir", protocol.init_event(80, 24), outs)
+        out = outs.next()
+        assert isinstance(out, Failed) and "not found" in out.message
+
+
+def test_a_failed_screen_is_in_the_plugins_log(site):
+    session, outs = open_main(site)
+    outs.text()
+    key(session, "meta2")  # not handled: answered with text; then an unknown action
+    outs.text()
+    site.service.screens  # noqa: B018
+    bad = site.service.screens.open("scr", "screen", "main", protocol.init_event(80, 24, {"url": 5}), outs)
+    outs.text()
+    key(bad, "g")  # url = 5: the request action is answered as data (not a failure)
+    assert outs.text()[0].startswith("data r1 false")
+    key(bad, "m")
+    out = outs.next(timeout=30)
+    assert isinstance(out, Failed)
+    entries = site.service.logbook.entries("scr", 50)
+    assert any(e["level"] == "error" and e["message"].startswith("screen main: ") for e in entries)

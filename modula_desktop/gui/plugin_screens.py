@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import logging
+import time
 
 from PySide6.QtCore import QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QFontMetrics
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 TOAST_MS = 4000
 BUSY_AFTER_MS = 400  # an event unanswered this long shows "working"
 RESIZE_DEBOUNCE_MS = 200
+# more navigate actions than this within the window are a loop (two screens opening each other)
+NAVIGATE_BURST, NAVIGATE_WINDOW_S = 8, 2.0
 FAILURE_TITLES = {"timeout": "The screen was stopped: it ran too long",
                   "budget": "The screen was stopped: it ran too many instructions",
                   "memory": "The screen was stopped: it used too much memory",
@@ -94,6 +97,7 @@ class SessionHost(QWidget):
         self._toast_timer.setSingleShot(True)
         self._toast_timer.timeout.connect(self.toast.hide)
         self.panel = None  # the cell with the keyboard, last told to the plugin
+        self._after_toast = False  # a toast's resize was sent and no event of the user's since
         QApplication.instance().focusChanged.connect(self._focus_changed)
         self.busy = QLabel("Working…", self)
         self.busy.setObjectName("ScreenBusy")
@@ -129,9 +133,11 @@ class SessionHost(QWidget):
         self._busy_timer.stop()
         self.busy.hide()
 
-    def send(self, event: dict):
+    def send(self, event: dict, user: bool = True):
         if self.session is None or self.session.done:
             return
+        if user:
+            self._after_toast = False
         self.sent += 1
         self.session.send(event)
         if not self._busy_timer.isActive() and not self.busy.isVisible():
@@ -153,6 +159,7 @@ class SessionHost(QWidget):
         if self.session is None or self.session.done or not keys:
             return
         self.sent += len(keys)
+        self._after_toast = False
         self.session.send_many([protocol.key_event(k) for k in keys])
         if not self._busy_timer.isActive() and not self.busy.isVisible():
             self._busy_timer.start()
@@ -183,8 +190,11 @@ class SessionHost(QWidget):
         if out.name == "toast":
             self.show_toast(_text(p.get("message")), _text(p.get("level")) or "info")
             # ModulaCMS's terminal resumes the screen with the next key; here it gets its size again at
-            # once (a resize event), so what led to the toast shows now, not after the next key
-            self.send(protocol.resize_event(*char_size(self.view)))
+            # once (a resize event), so what led to the toast shows now, not after the next key. Once per
+            # event of the user's: a screen that answers that resize with another toast waits for a key
+            if not self._after_toast:
+                self._after_toast = True
+                self.send(protocol.resize_event(*char_size(self.view)), user=False)
         elif out.name == "confirm":
             self.ask(_text(p.get("title")) or "Confirm", _text(p.get("message")))
 
@@ -425,6 +435,7 @@ class PluginPages(QWidget):
         self.host = service.screens
         self.content = content
         self.pages: dict[tuple, ScreenPage] = {}
+        self._navigations: list[float] = []
         box = QHBoxLayout(self)
         box.setContentsMargins(0, 0, 0, 0)
         box.setSpacing(0)
@@ -543,12 +554,19 @@ class PluginPages(QWidget):
         self.sidebar.setCurrentRow(0)
 
     def navigate(self, plugin: str, screen: str, params: dict):
+        sender = self.sender()
+        now = time.monotonic()
+        self._navigations = [t for t in self._navigations if now - t < NAVIGATE_WINDOW_S] + [now]
+        if len(self._navigations) > NAVIGATE_BURST:
+            # two screens that open each other at once would start sessions for ever
+            if isinstance(sender, ScreenPage):
+                sender.show_toast("Navigation stopped: the screens kept opening each other.", "error")
+            return
         if not plugin:  # a page of the window; "content" is the one there is
             self.show_content()
             return
         page = self.open_screen(plugin, screen, params)
         if page is None:
-            sender = self.sender()
             if isinstance(sender, ScreenPage):
                 sender.show_toast(f"There is no screen '{screen}' of plugin {plugin} to go to.", "error")
 

@@ -224,6 +224,13 @@ class Session:
 
     # ---- the worker ------------------------------------------------------------------------------
     def _emit(self, out):
+        if isinstance(out, Failed) and out.kind not in ("unapproved", "busy", "unavailable"):
+            # the plugin's log and metrics hear of it as of any failed call
+            manager = self.host.manager
+            manager.logbook.write(self.plugin, "error", f"{self.kind} {self.name}: {out.message}")
+            manager._count("errors", self.plugin, out.kind)
+            if out.kind in ("timeout", "budget", "memory", "ops"):
+                manager._count("budget_exhaustions", self.plugin, out.kind)
         if self.closed and not isinstance(out, (Failed, Ended)):
             return
         try:
