@@ -196,10 +196,15 @@ class FieldsPanel(QWidget):
             r["note"].setText(why)
             r["edit"].setEnabled(not why)
             if iface is not None and iface.mode == "inline" and not why:
-                self._inline(name, text)
+                shown = (entry.get("id"), text, iface.version)
+                alive = r["inline"] is not None and r["inline"].session is not None
+                if not alive or r.get("shown") != shown:  # a save of other fields does not restart it
+                    r["shown"] = shown
+                    self._inline(name, text)
             elif r["inline"] is not None:
                 r["inline"].close_session()
                 r["inline"].hide()
+                r["shown"] = None
 
     def _inline(self, name, value):
         r = self.rows[name]

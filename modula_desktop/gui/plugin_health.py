@@ -93,6 +93,8 @@ def health(info: dict, window_s: float = 600.0, now: _dt.datetime | None = None)
     recent = recent_errors(info, window_s, now)
     pending = [f"route {r['method']} {r['path']}" for r in info.get("routes") or [] if not r.get("approved")]
     pending += [f"hook {h['event']}" for h in info.get("hooks") or [] if not h.get("approved")]
+    pending += [f"{kind} {d['name']}" for kind, key in (("screen", "screens"), ("interface", "interfaces"))
+                for d in info.get(key) or [] if not d.get("approved")]
     waiting = (f" Waiting for your approval: {', '.join(pending)}." if pending else "")
     breaker = info.get("breaker") or {}
     disabled = (info.get("hook_breaker") or {}).get("disabled") or []
