@@ -469,3 +469,18 @@ def test_a_failed_screen_is_in_the_plugins_log(site):
     assert isinstance(out, Failed)
     entries = site.service.logbook.entries("scr", 50)
     assert any(e["level"] == "error" and e["message"].startswith("screen main: ") for e in entries)
+
+
+def test_revoking_or_disabling_ends_an_open_session(site):
+    session, outs = open_main(site)
+    outs.text()
+    site.service.approvals.set_ui("scr", "screen", "main", False)
+    key(session, "j")
+    out = outs.next()
+    assert isinstance(out, Failed) and out.kind == "unapproved" and "no longer approved" in out.message
+    session, outs = open_main(site)
+    outs.text()
+    site.service.plugins.disable("scr")
+    key(session, "j")
+    out = outs.next()
+    assert isinstance(out, Failed) and out.kind == "unavailable" and "not running" in out.message

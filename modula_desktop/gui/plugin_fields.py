@@ -225,6 +225,9 @@ class FieldsPanel(QWidget):
         if iface is None or self.editor.entry is None:
             return None
         value = ((self.editor.entry or {}).get("fields") or {}).get(name)
+        if self.dialog is not None:  # the last one is done with: let it go
+            self.dialog.body.close_session()
+            self.dialog.deleteLater()
         dialog = open_overlay(self.host, d.plugin, d.interface, iface.label, "" if value is None else str(value),
                               self.window())
         dialog.accepted.connect(lambda n=name, dl=dialog: self.commit(n, dl.result_value))

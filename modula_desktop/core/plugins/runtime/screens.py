@@ -328,12 +328,29 @@ class Session:
             event = self._next_event()
             if event is None:
                 return
+            stopped = self._still_allowed()
+            if stopped is not None:
+                self._emit(stopped)
+                return
             self._seq += 1
             try:
                 result = self._step(vm, resume, co, sb.to_lua(event))
             except PluginCallError as exc:
                 self._emit(Failed(exc.message, exc.kind))
                 return
+
+    def _still_allowed(self) -> Failed | None:
+        """A revoked approval or a plugin that stopped ends the session before its next event runs (a
+        reload does not: the front end starts the screen again on the new version)."""
+        manager = self.host.manager
+        plugin = manager.plugins.get(self.plugin)
+        if plugin is None or plugin.state != "running" or plugin.current is None:
+            return Failed(f"plugin '{self.plugin}' is {plugin.state if plugin else 'gone'}, not running", "unavailable")
+        approvals = manager.approvals
+        if approvals is not None and not approvals.ui_approved(self.plugin, self.kind, self.name):
+            return Failed(f"the {self.kind} '{self.name}' of plugin '{self.plugin}' is no longer approved",
+                          "unapproved")
+        return None
 
     def _next_event(self):
         if self._batch:
