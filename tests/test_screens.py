@@ -88,13 +88,16 @@ def test_constructors_build_modulacms_tables(tmp_path):
 
 def test_tui_is_frozen_and_checks_arguments(tmp_path):
     body = '''
-    local ok1, e1 = pcall(function() tui.grid = nil end)
-    local ok2, e2 = pcall(tui.cell, "t", "tall", {})
-    local ok3, e3 = pcall(tui.list)
-    results = {ok1, e1, ok2, e2, ok3, e3, getmetatable(tui)}
+    function on_init()
+      local ok1, e1 = pcall(function() tui.grid = nil end)
+      local ok2, e2 = pcall(tui.cell, "t", "tall", {})
+      local ok3, e3 = pcall(tui.list)
+      results = {ok1, e1, ok2, e2, ok3, e3, getmetatable(tui)}
+    end
     '''
     vm = vm_with(tmp_path, body)
     try:
+        vm.call_init()
         r = vm.sandbox.from_lua(vm.sandbox.fn("get_global")(b"results"))
         assert r[0] is False and "cannot modify frozen module 'tui'" in r[1]
         assert r[2] is False and "bad argument #2 to 'cell' (number expected, got string)" in r[3]
@@ -105,9 +108,10 @@ def test_tui_is_frozen_and_checks_arguments(tmp_path):
 
 
 def test_tui_only_for_plugins_with_screens_or_interfaces(tmp_path):
-    vm = vm_with(tmp_path, 'has = tui ~= nil\nlocal ok = pcall(require, "tui")\nreq = ok', info_extra="")
+    vm = vm_with(tmp_path, 'has = tui ~= nil', info_extra="")
     try:
-        # the main chunk ran before the manifest was known; after it the module is gone
+        # installed once the manifest is known (after the main chunk), for plugins that declare UI only
+        assert vm.sandbox.fn("get_global")(b"has") is False
         assert vm.sandbox.fn("get_global")(b"tui") is None
         chunk = vm.sandbox.fn("load_main")(b'ok, err = pcall(require, "tui")', b"=t")
         vm.sandbox.call("run", 10**7, time.monotonic() + 5, b"t", b"module", chunk)

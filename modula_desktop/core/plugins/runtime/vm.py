@@ -135,10 +135,8 @@ class PluginVM:
 
         self.request_module = RequestModule(self)
         self.request_module.install()
-        from ..api import tui as tui_api
-
-        # the screen sessions' steps (runtime/screens.py); the module goes again for plugins without UI
-        self.tui_steps = tui_api.install(self)
+        # the screen sessions' steps (runtime/screens.py), once load() found screens or interfaces
+        self.tui_steps = None
 
     @property
     def domains(self) -> dict:
@@ -298,9 +296,11 @@ class PluginVM:
                 sb.fn("remove_module")(module.encode())
         if m.permissions is not None and not m.allows("request"):
             sb.fn("remove_module")(b"request")
-        if not (m.screens or m.interfaces):
-            sb.fn("remove_module")(b"tui")
-            sb.fn("preload")(b"tui", None)
+        if m.screens or m.interfaces:
+            # after the main chunk, when the manifest is known: a plugin without them never sees tui
+            from ..api import tui as tui_api
+
+            self.tui_steps = tui_api.install(self)
         # without declared permissions (the ModulaCMS default) request stays, every call refusing with
         # "did not declare the 'request' permission": a ModulaCMS plugin learns what to add
         return self.manifest
@@ -527,6 +527,7 @@ class PluginVM:
         return RouteResponse(status=status, json=js, body=body, headers=headers, has_json=has_json, encoded=None)
 
     def close(self):
+        self.tui_steps = None  # Lua functions: they would keep the runtime alive
         sandbox, self.sandbox = self.sandbox, None
         if sandbox is not None:
             sandbox.close()
