@@ -32,6 +32,7 @@ BENCHES = {
     "content": ("bench_content.py", ["--quick"]),
     "build": ("bench_build.py", []),
     "window": ("bench_window.py", []),
+    "screens": ("bench_screens.py", ["--keys", "60"]),
 }
 
 

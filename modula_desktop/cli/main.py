@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--all-domains", action="store_true")
         p.add_argument("--core", nargs="?", const="all", default=None, choices=("read", "write", "all"),
                        help="content access of the core module: read, write, or (no value) all it declares")
+        p.add_argument("--screen", action="append", default=[], metavar="NAME",
+                       help="a screen (SPEC 3.12), by its name; repeatable")
+        p.add_argument("--interface", action="append", default=[], metavar="NAME",
+                       help="a field interface, by its name; repeatable")
+        p.add_argument("--all-screens", action="store_true", help="every screen and field interface")
         p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     return parser
 

@@ -43,7 +43,9 @@ def inspect_plugin(root: Path, settings: PluginSettings) -> dict:
                routes=len(vm.routes), hooks=len(vm.hooks),
                warnings=vm.warnings, permissions=m.to_dict()["permissions"], dependencies=list(m.dependencies),
                route_list=[f"{r.method} {r.path}" + (" (public)" if r.public else "") for r in vm.routes],
-               hook_list=[f"{h.event}:{h.table}" for h in vm.hooks], domain_list=list(vm.domains))
+               hook_list=[f"{h.event}:{h.table}" for h in vm.hooks], domain_list=list(vm.domains),
+               ui_list=[(folder, d.name, (root / folder / f"{d.name}.lua").is_file())
+                        for folder, defs in (("screens", m.screens), ("interfaces", m.interfaces)) for d in defs])
     out["_manifest"] = m
     return out
 
@@ -138,6 +140,8 @@ def cmd_validate(args) -> int:
         print(f"  hook  {h}")
     for d in info.get("domain_list", []):
         print(f"  outbound requests to {d}")
+    for folder, name, present in info.get("ui_list", []):
+        print(f"  {folder[:-1]:<9} {name}" + ("" if present else f"  (warning: {folder}/{name}.lua is missing)"))
     return 0
 
 

@@ -144,6 +144,14 @@ def format_info(info: dict) -> str:
     for c in core:
         mark = "approved  " if c.get("approved") else "unapproved"
         lines.append(f"    [{mark}] {c['access']}")
+    for kind, key in (("screen", "screens"), ("interface", "interfaces")):
+        items = info.get(key) or []
+        if items:
+            lines.append(f"  {key} ({len(items)}):")
+        for d in items:
+            mark = "approved  " if d.get("approved") else "unapproved"
+            mode = f"  {d['mode']}" if d.get("mode") else ""
+            lines.append(f"    [{mark}] {d['name']}  {d.get('label', '')}{mode}")
     last = info.get("last_reload") or {}
     if last.get("ok") is not None:
         secs = last.get("seconds") or 0
@@ -265,7 +273,24 @@ def _core_selection(args, info: dict, approving: bool) -> list[str]:
     return [wanted]
 
 
-def _confirm(info: dict, routes, hooks, domains=(), core=()) -> bool:
+def _ui_selection(args, info: dict, approving: bool) -> list[tuple[str, str]]:
+    """(kind, name) of the screens and interfaces selected with --screen, --interface, --all-screens."""
+    declared = {(k, d["name"]): d for k, key in (("screen", "screens"), ("interface", "interfaces"))
+                for d in info.get(key) or []}
+    out = []
+    if getattr(args, "all_screens", False):
+        out = [k for k, d in declared.items() if d.get("approved") != approving]
+    for kind, names in (("screen", getattr(args, "screen", None) or []),
+                        ("interface", getattr(args, "interface", None) or [])):
+        for n in names:
+            if (kind, n) not in declared and approving:
+                raise CliError(f"plugin '{info['name']}' has no {kind} named {n}", EXIT_ERROR)
+            if (kind, n) not in out:
+                out.append((kind, n))
+    return out
+
+
+def _confirm(info: dict, routes, hooks, domains=(), core=(), screens=()) -> bool:
     declared = info.get("permissions")
     perms = ", ".join(info.get("effective_permissions") or [])
     print(f"Approve for {info['name']} {info.get('version')}"
@@ -281,6 +306,8 @@ def _confirm(info: dict, routes, hooks, domains=(), core=()) -> bool:
     for a in core:
         print(f"  {a} access to the site's pages and posts (core:{a})"
               + ("  it may create, change and delete them" if a == "write" else ""))
+    for kind, n in screens:
+        print(f"  {kind} {n} (its code runs when it is opened)")
     print("Proceed? [y/N] ", end="", flush=True)
     answer = sys.stdin.readline().strip().lower()
     return answer in ("y", "yes")
@@ -297,6 +324,8 @@ def _standing(info: dict) -> str:
     waiting += [f"hook {h['event']}:{h['table']}" for h in hooks if not h.get("approved")]
     waiting += [f"domain {d['domain']}" for d in info.get("domains") or [] if not d.get("approved")]
     waiting += [f"core:{c['access']}" for c in info.get("core") or [] if not c.get("approved")]
+    waiting += [f"{kind} {d['name']}" for kind, key in (("screen", "screens"), ("interface", "interfaces"))
+                for d in info.get(key) or [] if not d.get("approved")]
     line = f"{info['name']} declares {_plural(len(routes), 'route')} and {_plural(len(hooks), 'hook')}"
     if not waiting:
         return line + "; all of them are approved"
@@ -307,16 +336,18 @@ def _standing(info: dict) -> str:
 def _approvals(args, approving: bool) -> int:
     verb = "approve" if approving else "revoke"
     if not (args.route or args.hook or args.all_routes or args.all_hooks or getattr(args, "domain", None)
-            or getattr(args, "all_domains", False) or getattr(args, "core", None)):
-        raise CliError(f"nothing to {verb}: pass --route, --hook, --domain, --core, --all-routes, --all-hooks or "
-                       "--all-domains", EXIT_USAGE_OR_OFFLINE)
+            or getattr(args, "all_domains", False) or getattr(args, "core", None) or getattr(args, "screen", None)
+            or getattr(args, "interface", None) or getattr(args, "all_screens", False)):
+        raise CliError(f"nothing to {verb}: pass --route, --hook, --domain, --core, --screen, --interface, "
+                       "--all-routes, --all-hooks, --all-domains or --all-screens", EXIT_USAGE_OR_OFFLINE)
     inst = _instance(args)
     info = inst.loaded_plugin(args.name)
     routes, hooks = _selection(args, info, approving)
     domains = _domain_selection(args, info, approving)
     core = _core_selection(args, info, approving)
+    screens = _ui_selection(args, info, approving)
     name = info["name"]
-    if not routes and not hooks and not domains and not core:
+    if not routes and not hooks and not domains and not core and not screens:
         state = "approved" if approving else "unapproved"
         print(f"nothing to {verb}: the selected routes and hooks of {name} are already {state}")
         print(_standing(info))
@@ -325,7 +356,7 @@ def _approvals(args, approving: bool) -> int:
         if not sys.stdin or not sys.stdin.isatty():
             raise CliError("refusing to approve without confirmation: stdin is not a terminal (pass --yes)",
                            EXIT_USAGE_OR_OFFLINE)
-        if not _confirm(info, routes, hooks, domains, core):
+        if not _confirm(info, routes, hooks, domains, core, screens):
             print("nothing approved")
             return 1
     if routes:
@@ -339,14 +370,19 @@ def _approvals(args, approving: bool) -> int:
         inst.call("POST", f"{ADMIN}/domains/{verb}", {"domains": [{"plugin": name, "domain": d} for d in domains]})
     if core:
         inst.call("POST", f"{ADMIN}/core/{verb}", {"core": [{"plugin": name, "access": a} for a in core]})
+    if screens:
+        inst.call("POST", f"{ADMIN}/screens/{verb}",
+                  {"screens": [{"plugin": name, "kind": k, "name": n} for k, n in screens]})
     done = "approved" if approving else "revoked"
     tail = f" and {_plural(len(domains), 'domain')}" if domains else ""
+    if screens:
+        tail += f" and {_plural(len(screens), 'screen or interface')}"
     if core:
         access = f"{' and '.join(core)} access to the content"
-        if not (routes or hooks or domains):
+        if not (routes or hooks or domains or screens):
             print(f"{done} {access} of {name}")
             return 0
-        tail += f"{',' if domains else ''} and {access}"
+        tail += f"{',' if domains or screens else ''} and {access}"
     print(f"{done} {len(routes)} route{'s' if len(routes) != 1 else ''}{',' if domains else ' and'} "
           f"{len(hooks)} hook{'s' if len(hooks) != 1 else ''}{tail} of {name}")
     return 0

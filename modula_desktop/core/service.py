@@ -42,6 +42,9 @@ class SiteService:
                                      self.logbook, self.metrics)
         # an approval changed from any front end refreshes every view of that plugin
         self.approvals.add_listener(self.plugins.notify)
+        from .plugins.runtime.screens import ScreenHost
+
+        self.screens = ScreenHost(self.plugins)  # plugin screens and field interfaces (SPEC 3.12)
         self.content = self._make_content_service()
         self.plugins.content = self.content  # the core module writes through it
         if new and (seed if welcome is None else welcome) and self.content is not None:
@@ -163,6 +166,7 @@ class SiteService:
         # queued after-hooks finish before the plugins they run in stop
         if self.content is not None:
             self.content.close()
+        self.screens.close()
         self.plugins.shutdown()
         self.logbook.close()
         try:

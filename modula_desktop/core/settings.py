@@ -75,6 +75,10 @@ class PluginSettings:
     error_max_bytes: int = 4096
     # how long an error keeps a plugin marked in the window's plugin list and status bar
     recent_error_window_s: float = 600.0
+    # Screens and field interfaces (SPEC 3.12): VMs per plugin kept for them (each open screen holds
+    # one), and the wall-clock budget of one resume (an event handled, a layout yielded)
+    ui_vms: int = 2
+    ui_timeout_s: float = 2.0
 
 
 # the server's loop uses select(), which cannot watch descriptors numbered 1024 or more; the rest are
@@ -161,6 +165,17 @@ class PublishTarget:
 
 
 @dataclass(frozen=True)
+class FieldDef:
+    """[fields.<name>]: a custom field of the entries that a plugin's field interface edits (SPEC 3.12);
+    its value is kept in the entry's fields under <name>."""
+    name: str = ""
+    type: str = "plugin"
+    plugin: str = ""
+    interface: str = ""
+    label: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     plugins: PluginSettings = field(default_factory=PluginSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -169,6 +184,7 @@ class Settings:
     build: BuildSettings = field(default_factory=BuildSettings)
     content: ContentSettings = field(default_factory=ContentSettings)
     publish: dict = field(default_factory=dict)  # name -> PublishTarget
+    fields: dict = field(default_factory=dict)  # name -> FieldDef
 
     def replace(self, **sections) -> "Settings":
         """Return a copy with keys of sections changed, e.g. replace(plugins={"max_vms": 2})."""
@@ -274,9 +290,27 @@ def _check_target(section: str, new: PublishTarget):
         raise SettingsError(f"modula.toml: [{section}] branch must not be empty")
 
 
+def _apply_fields(current: dict, values: dict, section: str) -> dict:
+    fields = dict(current)
+    for name, table in values.items():
+        if not isinstance(table, dict):
+            raise SettingsError(f"modula.toml: [{section}.{name}] must be a table")
+        if "name" in table:
+            raise SettingsError(f"modula.toml: unknown key [{section}.{name}] name")
+        new = _apply(FieldDef(name=name, label=name), table, f"{section}.{name}")
+        if new.type != "plugin":
+            raise SettingsError(f"modula.toml: [{section}.{name}] type must be \"plugin\", not {new.type!r}")
+        if not new.plugin or not new.interface:
+            raise SettingsError(f"modula.toml: [{section}.{name}] needs a plugin and an interface")
+        fields[name] = new
+    return fields
+
+
 def _apply(obj, values: dict, section: str):
     if section == "publish":
         return _apply_publish(obj, values, section)
+    if section == "fields":
+        return _apply_fields(obj, values, section)
     known = {f.name: f for f in dataclasses.fields(obj)}
     changes = {}
     for key, value in values.items():

@@ -203,6 +203,17 @@ class CoreApproval(BaseModel):
     class Meta:
         table_name = "plugin_core_approval"
         primary_key = CompositeKey("plugin", "access")
+class UIApproval(BaseModel):
+    """A screen or field interface (SPEC 3.12) the author approved for a plugin."""
+
+    plugin = TextField()
+    kind = TextField()  # "screen" or "interface"
+    name = TextField()
+    approved_at = TextField()
+
+    class Meta:
+        table_name = "plugin_ui_approval"
+        primary_key = CompositeKey("plugin", "kind", "name")
 
 
 def _m1(db):
@@ -341,11 +352,15 @@ def add_content_changes(db):
                    "INSERT INTO content_change (content_id) SELECT OLD.id WHERE OLD.id IS NOT NEW.id; END")
     db.execute_sql("CREATE TRIGGER IF NOT EXISTS content_change_delete AFTER DELETE ON content BEGIN "
                    "INSERT INTO content_change (content_id) VALUES (OLD.id); END")
+def add_ui_approvals(db):
+    # a table of its own (CREATE TABLE IF NOT EXISTS): safe whatever number the migration gets
+    db.create_tables([UIApproval])
 
 
 # Append only: a site created by an older version runs every migration it has not seen yet.
 MIGRATIONS = [_m1, add_route_public, add_trash_and_revision_source, add_list_indexes, add_domain_approvals,
-              add_core_approvals, add_live_indexes, add_search_index, compress_revisions, add_content_changes]
+              add_core_approvals, add_live_indexes, add_search_index, compress_revisions, add_content_changes,
+              add_ui_approvals]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

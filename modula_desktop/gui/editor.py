@@ -254,6 +254,7 @@ class BodyEdit(QPlainTextEdit):
 class EntryEditor(QWidget):
     dirty_changed = Signal(bool)
     restore_requested = Signal(int)
+    loaded = Signal(object)  # the entry now shown (None: a new one), after load() and mark_saved()
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -359,6 +360,9 @@ class EntryEditor(QWidget):
         layout.addWidget(self.restore_bar)
         layout.addLayout(head)
         layout.addLayout(form)
+        # custom fields edited by plugin interfaces (plugin_fields.FieldsPanel puts itself here)
+        self.fields_area = QVBoxLayout()
+        layout.addLayout(self.fields_area)
         layout.addWidget(self.split, 1)
         layout.addWidget(self.word_count)
 
@@ -427,6 +431,7 @@ class EntryEditor(QWidget):
         self._set_dirty(False)
         if entry is None:
             self.revisions.set_revisions([])
+        self.loaded.emit(self.entry)
 
     def mark_saved(self, entry: dict, sent: dict | None = None):
         """The service stored entry. Where the editor still shows what was sent, adopt the stored values
@@ -454,6 +459,7 @@ class EntryEditor(QWidget):
         self._show_meta()
         self.preview.schedule(self.body.toPlainText())
         self._set_dirty(self.values() != self._baseline)
+        self.loaded.emit(self.entry)
 
     def _set_value(self, key, value):
         if key == "title":

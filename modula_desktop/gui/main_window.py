@@ -34,6 +34,8 @@ from .editor import EntryEditor
 from .metrics_view import MetricsRecorder, MetricsView
 from .first_run import FirstRunBar
 from .plugin_manager import PluginManagerDialog, copy_example_plugins
+from .plugin_fields import FieldsPanel
+from .plugin_screens import PluginPages
 from .resources import icon
 from .site_actions import SiteActions
 from .tasks import TaskRunner
@@ -81,6 +83,10 @@ class MainWindow(QMainWindow):
         split.setStretchFactor(1, 1)
         split.setSizes([440, 840])  # the list's titles need the room
         split.setChildrenCollapsible(False)
+        # the sidebar: Content, then the plugins' screens (SPEC 3.12); hidden while there are none
+        self.pages = PluginPages(split, service, self.bridge, self)
+        self.fields = FieldsPanel(service, self.tasks, self.editor)  # [fields] of modula.toml, if any
+        self.editor.fields_area.addWidget(self.fields)
         self.first_run: FirstRunBar | None = None
         if getattr(service, "new", False):
             self.first_run = FirstRunBar(service.site, self)
@@ -89,10 +95,10 @@ class MainWindow(QMainWindow):
             box = QVBoxLayout(central)
             box.setContentsMargins(8, 8, 8, 0)
             box.addWidget(self.first_run)
-            box.addWidget(split, 1)
+            box.addWidget(self.pages, 1)
             self.setCentralWidget(central)
         else:
-            self.setCentralWidget(split)
+            self.setCentralWidget(self.pages)
 
         self._make_actions()
         self._make_menus_and_toolbar()
@@ -745,6 +751,7 @@ class MainWindow(QMainWindow):
         self._health_timer.stop()
         self.bridge.close()
         self.site_actions.shutdown(wait_ms)  # a running build is cancelled
+        self.pages.close_all()
         if self.tasks.busy:
             self.statusBar().showMessage("Waiting for background work to finish…")
             QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)

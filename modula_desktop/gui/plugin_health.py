@@ -95,6 +95,8 @@ def health(info: dict, window_s: float = 600.0, now: _dt.datetime | None = None)
     pending += [f"hook {h['event']}" for h in info.get("hooks") or [] if not h.get("approved")]
     pending += [f"domain {d['domain']}" for d in info.get("domains") or [] if not d.get("approved")]
     pending += [f"core:{c['access']}" for c in info.get("core") or [] if not c.get("approved")]
+    pending += [f"{kind} {d['name']}" for kind, key in (("screen", "screens"), ("interface", "interfaces"))
+                for d in info.get(key) or [] if not d.get("approved")]
     waiting = (f" Waiting for your approval: {', '.join(pending)}." if pending else "")
     breaker = info.get("breaker") or {}
     disabled = (info.get("hook_breaker") or {}).get("disabled") or []

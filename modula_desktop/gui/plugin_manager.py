@@ -390,6 +390,14 @@ class PluginManagerDialog(QDialog):
         self.core.table.itemChanged.connect(self._core_toggled)
         self.core.approve_all.clicked.connect(lambda: self._set_all_core(True))
         self.core.revoke_all.clicked.connect(lambda: self._set_all_core(False))
+        # screens (pages of the window's sidebar) and field interfaces (SPEC 3.12)
+        self.screens = ApprovalTable(["Name", "Kind", "Label"], "screens", 3, self)
+        self.screens.explain.setText("Screens are pages in the window's sidebar; field interfaces edit custom "
+                                     "fields in the editor. Their code runs when you open them.")
+        self.tabs.insertTab(3, self.screens, "Screens")
+        self.screens.table.itemChanged.connect(self._screen_toggled)
+        self.screens.approve_all.clicked.connect(lambda: self._set_all_screens(True))
+        self.screens.revoke_all.clicked.connect(lambda: self._set_all_screens(False))
 
         head = QHBoxLayout()
         head.addWidget(self.title)
@@ -589,6 +597,13 @@ class PluginManagerDialog(QDialog):
         self.core.set_rows([(("core", c["access"]), c["approved"], [c["access"], CORE_ACCESS_TEXT[c["access"]]], "")
                             for c in info.get("core", [])])
         self.tabs.setTabText(self.tabs.indexOf(self.core), f"Content ({len(info.get('core', []))})")
+        self.screens.permissions.set_info(info)
+        ui = [(kind, d) for kind, key in (("screen", "screens"), ("interface", "interfaces"))
+              for d in info.get(key, [])]
+        self.screens.set_rows([(("ui", kind, d["name"]), d["approved"],
+                                [d["name"], kind if kind == "screen" else f"interface ({d.get('mode', '')})",
+                                 d.get("label", "")], "") for kind, d in ui])
+        self.tabs.setTabText(self.tabs.indexOf(self.screens), f"Screens ({len(ui)})")
         if changed or not keep_log:
             self.log_view.setPlainText("\n".join(format_log_entry(e) for e in info.get("logs", [])))
             self.log_view.verticalScrollBar().setValue(self.log_view.verticalScrollBar().maximum())
@@ -677,6 +692,20 @@ class PluginManagerDialog(QDialog):
             return
         _, domain = item.data(KEY_ROLE)
         self.approvals.set_domain(self.current, domain, item.checkState() == Qt.CheckState.Checked)
+        self._show(self.current, keep_log=True)
+
+    def _screen_toggled(self, item):
+        if item.column() != 0 or self.current is None:
+            return
+        _, kind, name = item.data(KEY_ROLE)
+        self.approvals.set_ui(self.current, kind, name, item.checkState() == Qt.CheckState.Checked)
+        self._show(self.current, keep_log=True)
+
+    def _set_all_screens(self, approve: bool):
+        if self.current is None:
+            return
+        for _, kind, name in list(self.screens.keys()):
+            self.approvals.set_ui(self.current, kind, name, approve)
         self._show(self.current, keep_log=True)
 
     def _set_all_domains(self, approve: bool):

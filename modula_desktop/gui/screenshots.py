@@ -21,7 +21,9 @@ from pathlib import Path
 
 SHOTS = ("main-light.png", "main-dark.png", "editor-table.png", "plugins.png", "plugins-empty.png",
          "metrics.png", "revisions-diff.png", "site-settings-light.png", "site-settings-dark.png",
-         "build-progress-light.png", "build-progress-dark.png")
+         "build-progress-light.png", "build-progress-dark.png", "editor-post.png", "screen-tasks-light.png",
+         "screen-tasks-dark.png", "field-interface-light.png", "field-interface-dark.png")
+TASKS = [("Write the spring menu", 2), ("Order oat milk", 1), ("Fix the terrace lights", 3), ("Update opening hours", 0)]
 
 TABLE_BODY = """# Opening hours
 
@@ -71,6 +73,25 @@ def _approve_everything(service):
             service.approvals.approve_route(name, r["method"], r["path"])
         for h in info["hooks"]:
             service.approvals.approve_hook(name, h["event"], h["table"])
+        for kind, key in (("screen", "screens"), ("interface", "interfaces")):
+            for d in info.get(key, []):
+                service.approvals.set_ui(name, kind, d["name"], True)
+
+
+def _seed_tasks(base: str, token: str):
+    """A few tasks for the Tasks screen, through task_tracker's own API."""
+    import json
+
+    def call(method, path, body=None):
+        req = urllib.request.Request(base + "/api/v1/plugins/task_tracker" + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        return json.loads(urllib.request.urlopen(req, timeout=10).read() or b"null")
+
+    cats = {c["name"]: c["id"] for c in call("GET", "/categories")["categories"]}
+    for i, (title, priority) in enumerate(TASKS):
+        call("POST", "/tasks", {"title": title, "priority": priority, "category_id": cats["Feature" if i % 2 else "Bug"],
+                                "status": "done" if i == 1 else "todo"})
 
 
 def _traffic(base: str, token: str, rounds: int):
@@ -119,7 +140,9 @@ def make_screenshots(out_dir: Path, seconds_of_traffic: int = 120) -> list[Path]
     from .main_window import MainWindow
 
     # the traffic is compressed in time (a chart second is a few real milliseconds): no rate limit
-    settings = Settings().replace(plugins={"hot_reload": False, "rate_limit": 0.0}, server={"port": 0})
+    settings = Settings().replace(plugins={"hot_reload": False, "rate_limit": 0.0}, server={"port": 0},
+                                  fields={"colour": {"plugin": "task_tracker", "interface": "color_picker",
+                                                     "label": "Colour"}})
     site = Site(tmp / "cafe-site")
     site.ensure()
     site.seed_bundled_plugins()
@@ -128,7 +151,8 @@ def make_screenshots(out_dir: Path, seconds_of_traffic: int = 120) -> list[Path]
     content = service.content
     for kind, title, status, body in SAMPLES:
         content.create({"type": kind, "title": title, "body": body, "status": status}, source="editor")
-    table = content.create({"type": "page", "title": "Opening hours", "body": TABLE_BODY}, source="editor")
+    table = content.create({"type": "page", "title": "Opening hours", "body": TABLE_BODY,
+                            "fields": {"colour": "#43a047"}}, source="editor")
     menu = content.create({"type": "post", "title": "Lunch menu",
                            "body": "Soup of the day\nBread and butter\nApple cake\n",
                            "fields": {"tags": ["menu", "lunch"], "excerpt": "What we cook at noon this week."}},
@@ -180,6 +204,31 @@ def make_screenshots(out_dir: Path, seconds_of_traffic: int = 120) -> list[Path]
             actions.running = None
             actions.panel.hide()
             actions.update()
+        # the task_tracker's Tasks screen, and its colour picker for the entry's Colour field
+        base, token = server.url.rstrip("/"), site.token()
+        _seed_tasks(base, token)
+        for theme in ("light", "dark"):
+            window.set_theme(theme)
+            page = window.pages.open_screen("task_tracker", "tasks")
+            _wait(app, lambda: page.stack.currentWidget() is page.view and page.view.cells)
+            page.reload()  # the tasks seeded above, drawn in this theme
+            _wait(app, lambda: page.stack.currentWidget() is page.view and page.view.cells
+                  and page.view.cells[0].model().rowCount() == len(TASKS))
+            page.send_key("j")
+            _settle(app, 400)
+            made.append(out_dir / f"screen-tasks-{theme}.png")
+            _grab(window, made[-1])
+            window.pages.show_content()
+            window.open_entry(table["id"])
+            _settle(app, 200)
+            dialog = window.fields.edit("colour")
+            _wait(app, lambda: dialog.body.view.cells)
+            dialog.body.send_key("down")
+            _settle(app, 400)
+            made.append(out_dir / f"field-interface-{theme}.png")
+            _grab(dialog, made[-1])
+            dialog.reject()
+            _settle(app, 100)
         window.set_theme("light")
         _settle(app, 300)
 
@@ -209,7 +258,6 @@ def make_screenshots(out_dir: Path, seconds_of_traffic: int = 120) -> list[Path]
         dialog.hide()
 
         # traffic: real requests between samples; the samples are a second apart on the chart's clock
-        base, token = server.url.rstrip("/"), site.token()
         recorder = window.recorder
         recorder.stop()
         recorder.history.points.clear()  # the real-time samples taken so far would be out of order

@@ -251,6 +251,46 @@ class DomainApprovals(_Approvals):
         self.approvals.set_domain(it["plugin"], it["domain"], approved)
 
 
+class ScreenApprovals(_Approvals):
+    """Screens and field interfaces (SPEC 3.12): {"screens": [{"plugin", "kind", "name"}]}, kind "screen"
+    (the default) or "interface"."""
+
+    KEY = "screens"
+    FIELDS = ("plugin", "name")
+
+    def _declared_rows(self, name, plugin):
+        gen = plugin.current
+        rows = []
+        if gen is not None:
+            for kind, defs in (("screen", gen.manifest.screens), ("interface", gen.manifest.interfaces)):
+                rows.extend(dict(d.__dict__, kind=kind, approved=self.approvals.ui_approved(name, kind, d.name))
+                            for d in defs)
+            return rows
+        return [{"kind": k, "name": n, "label": n, "approved": True} for k, n in sorted(self.approvals.ui_of(name))]
+
+    def _check_item(self, i, it, raw: dict):
+        kind = raw.get("kind", "screen")
+        if kind not in ("screen", "interface"):
+            raise falcon.HTTPBadRequest(description=f'screens[{i}].kind must be "screen" or "interface"')
+        it["kind"] = kind
+
+    @staticmethod
+    def _item_key(it):
+        return (it["kind"], it["name"])
+
+    @staticmethod
+    def _declared(gen):
+        return {("screen", d.name) for d in gen.manifest.screens} | \
+            {("interface", d.name) for d in gen.manifest.interfaces}
+
+    @staticmethod
+    def _describe(it):
+        return f"'{it['name']}'" if it["kind"] == "screen" else f"'{it['name']}' of kind interface"
+
+    def _set(self, it, approved: bool):
+        self.approvals.set_ui(it["plugin"], it["kind"], it["name"], approved)
+
+
 class RequestApprovals(DomainApprovals):
     KEY = "requests"
 

@@ -74,7 +74,7 @@ def create_app(service, *, port: int, token: str | None = None) -> SiteApp:
         app.add_route(f"/api/v1/admin/plugins/{{name}}/{action}", detail, suffix=action)
     for path, resource in (("routes", admin.RouteApprovals(service)), ("hooks", admin.HookApprovals(service)),
                            ("domains", admin.DomainApprovals(service)), ("requests", admin.RequestApprovals(service)),
-                           ("core", admin.CoreApprovals(service))):
+                           ("core", admin.CoreApprovals(service)), ("screens", admin.ScreenApprovals(service))):
         app.add_route(f"/api/v1/admin/plugins/{path}", resource)
         app.add_route(f"/api/v1/admin/plugins/{path}/approve", resource, suffix="approve")
         app.add_route(f"/api/v1/admin/plugins/{path}/revoke", resource, suffix="revoke")

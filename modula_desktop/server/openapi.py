@@ -122,6 +122,14 @@ SCHEMAS = {
     "CoreSelection": _obj({"core": {"type": "array", "minItems": 1, "items": _obj(
         {"plugin": {"type": S}, "access": {"type": S, "enum": ["read", "write"]}}, ["plugin", "access"])}},
         ["core"]),
+    "ScreenState": _obj({"plugin": {"type": S}, "state": {"type": S},
+                         "kind": {"type": S, "enum": ["screen", "interface"]}, "name": {"type": S},
+                         "label": {"type": S}, "approved": {"type": "boolean"}},
+                        ["kind", "name", "approved"], extra=True),
+    "ScreenList": _obj({"screens": _list_of("ScreenState")}, ["screens"]),
+    "ScreenSelection": _obj({"screens": {"type": "array", "minItems": 1, "items": _obj(
+        {"plugin": {"type": S}, "kind": {"type": S, "enum": ["screen", "interface"], "default": "screen"},
+         "name": {"type": S}}, ["plugin", "name"])}}, ["screens"]),
     "Revision": _obj({"number": {"type": "integer"}, "type": {"type": S}, "title": {"type": S},
                       "slug": {"type": S}, "body": {"type": S}, "status": {"type": S}, "fields": {"type": "object"},
                       "created_at": {"type": S},
@@ -229,11 +237,12 @@ def _paths() -> dict:
     }
     for kind, item, sel in (("routes", "RouteList", "RouteSelection"), ("hooks", "HookList", "HookSelection"),
                             ("domains", "DomainList", "DomainSelection"), ("requests", "DomainList", "DomainSelection"),
-                            ("core", "CoreList", "CoreSelection")):
+                            ("core", "CoreList", "CoreSelection"), ("screens", "ScreenList", "ScreenSelection")):
         one = "access" if kind == "core" else kind[:-1]
         alias = kind == "requests"
         what = {"domains": "outbound domains", "requests": "outbound domains",
-                "core": "content access (core:read / core:write)"}.get(kind, kind)
+                "core": "content access (core:read / core:write)",
+                "screens": "screens and field interfaces"}.get(kind, kind)
         note = " ModulaCMS's spelling of `/domains`: the same endpoint." if alias else ""
         paths[f"/api/v1/admin/plugins/{kind}"] = {"get": _op(
             f"Every plugin's declared {what} with their approval", ("200", "the list", item),

@@ -1,7 +1,7 @@
 -- task_tracker: a small task list with categories, written against the ModulaCMS-compatible Lua API.
 -- It shows db.define_table (indexes, a foreign key with ON DELETE CASCADE), seeding inside
 -- db.transaction, and a JSON API. Routes are served at /api/v1/plugins/task_tracker/...
--- and answer only once approved.
+-- and answer only once approved. The Tasks screen and the colour picker need approving too.
 
 plugin_info = {
   name = "task_tracker",
@@ -10,6 +10,10 @@ plugin_info = {
   author = "Modula Desktop",
   license = "MIT",
   permissions = {"db", "http"},
+  -- a page in the window's sidebar (screens/tasks.lua) and an editor for colour fields
+  -- (interfaces/color_picker.lua): ModulaCMS's tui protocol, drawn as native widgets
+  screens = {{name = "tasks", label = "Tasks", icon = "list"}},
+  interfaces = {{name = "color_picker", label = "Colour", mode = "overlay"}},
 }
 
 local validate = require("validate")

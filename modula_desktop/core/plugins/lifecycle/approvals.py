@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 
-from ...storage import CoreApproval, DomainApproval, HookApproval, PluginRecord, RouteApproval, utc_now
+from ...storage import CoreApproval, DomainApproval, HookApproval, PluginRecord, RouteApproval, UIApproval, utc_now
 
 CORE_ACCESS = ("read", "write")
 
@@ -21,6 +21,7 @@ class Approvals:
         self._hooks: set[tuple[str, str, str]] = set()
         self._domains: set[tuple[str, str]] = set()  # (plugin, domain): the request module
         self._core: set[tuple[str, str]] = set()  # (plugin, "read" | "write"): the core module
+        self._ui: set[tuple[str, str, str]] = set()  # (plugin, kind, name): screens and interfaces
         self._listeners = []
         self.refresh()
 
@@ -42,8 +43,10 @@ class Approvals:
         hooks = {(h.plugin, h.event, h.table) for h in HookApproval.select()}
         domains = {(d.plugin, d.domain) for d in DomainApproval.select()}
         core = {(c.plugin, c.access) for c in CoreApproval.select()}
+        ui = {(u.plugin, u.kind, u.name) for u in UIApproval.select()}
         with self._lock:
             self.approved_routes, self._hooks, self._domains, self._core = routes, hooks, domains, core
+            self._ui = ui
 
     # ---- reads (hot path) --------------------------------------------------------------------
     def route_approved(self, plugin: str, method: str, path: str, public: bool = False) -> bool:
@@ -116,7 +119,9 @@ class Approvals:
             HookApproval.delete().where(HookApproval.plugin == plugin).execute()
             DomainApproval.delete().where(DomainApproval.plugin == plugin).execute()
             CoreApproval.delete().where(CoreApproval.plugin == plugin).execute()
+            UIApproval.delete().where(UIApproval.plugin == plugin).execute()
         with self._lock:
+            self._ui = {k for k in self._ui if k[0] != plugin}
             self.approved_routes = {k for k in self.approved_routes if k[0] != plugin}
             self._hooks = {k for k in self._hooks if k[0] != plugin}
             self._domains = {k for k in self._domains if k[0] != plugin}
@@ -145,7 +150,7 @@ class Approvals:
                                     enabled=True, updated_at=utc_now())
                 # approvals left behind by an earlier plugin of the same name are not inherited
                 stale = bool(self.routes_of(plugin) or self.hooks_of(plugin) or self.domains_of(plugin)
-                             or self.core_of(plugin))
+                             or self.core_of(plugin) or self.ui_of(plugin))
                 if stale:
                     self.revoke_all(plugin, notify=False)
                 return stale
@@ -173,6 +178,7 @@ class Approvals:
         names |= {h.plugin for h in HookApproval.select(HookApproval.plugin).distinct()}
         names |= {d.plugin for d in DomainApproval.select(DomainApproval.plugin).distinct()}
         names |= {c.plugin for c in CoreApproval.select(CoreApproval.plugin).distinct()}
+        names |= {u.plugin for u in UIApproval.select(UIApproval.plugin).distinct()}
         names |= {p.name for p in PluginRecord.select(PluginRecord.name)}
         for name in names - present:
             self.forget(name)
@@ -211,3 +217,13 @@ class Approvals:
 
     def revoke_core(self, plugin: str, access: str):
         self.set_core(plugin, access, False)
+    # ---- screens and field interfaces (SPEC 3.12) --------------------------------------------
+    def ui_approved(self, plugin: str, kind: str, name: str) -> bool:
+        return (plugin, kind, name) in self._ui
+
+    def ui_of(self, plugin: str) -> set:
+        """(kind, name) of the plugin's approved screens and interfaces."""
+        return {(k, n) for (pl, k, n) in self._ui if pl == plugin}
+
+    def set_ui(self, plugin: str, kind: str, name: str, approved: bool):
+        self._set(UIApproval, "_ui", ("plugin", "kind", "name"), (plugin, kind, name), approved)

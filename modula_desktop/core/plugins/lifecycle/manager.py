@@ -53,6 +53,8 @@ class Generation:
     load_seconds: float
     table: "RouteTable" = None
     domains: dict = field(default_factory=dict)  # request.register: {domain: description}
+    # builds a VM of this generation (loaded and snapshotted): the screens' UI pool uses it
+    vm_factory: Callable[[], PluginVM] | None = None
 
     def __post_init__(self):
         self.table = RouteTable(self.routes)
@@ -103,6 +105,21 @@ class _GenerationSources:
             raise PluginLoadError("init.lua not found")
         return data
 
+    def ui(self, kind: str, name: str, read_disk: Callable[[str, str], bytes]) -> bytes:
+        """screens/<name>.lua or interfaces/<name>.lua of this generation."""
+        key = f"{kind}/{name}.lua"
+        with self._lock:
+            data = self._files.get(key)
+        if data is None:
+            if self._complete:
+                raise ApiError(f"{key} not found")
+            data = read_disk(kind, name)
+            with self._lock:
+                data = self._files.setdefault(key, data)
+        if len(data) > MAX_SOURCE_BYTES:
+            raise ApiError(f"{key} is larger than 1 MiB")
+        return data
+
     def lib(self, mod: str, read_disk: Callable[[str], bytes]) -> bytes:
         key = f"lib/{mod}.lua"
         with self._lock:
@@ -132,6 +149,9 @@ class _GenerationVM(PluginVM):
         if source is None:
             source = self._sources.init(self._read_init)
         return super().load(source, expected)
+
+    def read_ui_source(self, kind: str, name: str) -> bytes:
+        return self._sources.ui(kind, name, super().read_ui_source)
 
     def _read_init(self) -> bytes:
         try:
@@ -450,7 +470,7 @@ class PluginManager:
             raise
         return Generation(manifest, pool, list(first.routes), list(first.hooks), list(first.warnings),
                           loaded_at=time.time(), load_seconds=time.monotonic() - started,
-                          domains=dict(first.domains))
+                          domains=dict(first.domains), vm_factory=factory)
 
     def _check_dependencies(self, manifest: Manifest):
         for dep in manifest.dependencies:
@@ -551,7 +571,7 @@ class PluginManager:
                 m = gen.manifest
                 if self.approvals.check_identity(name, m.version, m.permissions_key):
                     self.logbook.write(name, "warn", f"version {m.version} or permissions changed: "
-                                                     "all route, hook and domain approvals were revoked")
+                                                     "all route, hook, domain, screen and interface approvals were revoked")
                 public = {r.key: r.public for r in gen.routes}
                 for method, path in self.approvals.revoke_changed_routes(
                         name, [(*key, pub) for key, pub in public.items()]):
@@ -1003,6 +1023,15 @@ class PluginManager:
                            for a in m.core]
         else:
             out["core"] = [{"access": a, "approved": True} for a in sorted(appr.core_of(name) if appr else ())]
+        # screens and field interfaces (SPEC 3.12), approved like routes
+        for kind, key in (("screen", "screens"), ("interface", "interfaces")):
+            if gen is not None:
+                defs = gen.manifest.screens if kind == "screen" else gen.manifest.interfaces
+                out[key] = [dict(d.__dict__, approved=bool(appr is None or appr.ui_approved(name, kind, d.name)))
+                            for d in defs]
+            else:
+                out[key] = [{"name": n, "label": n, "approved": True}
+                            for k, n in sorted(appr.ui_of(name) if appr else ()) if k == kind]
         out["warnings"] = gen.warnings if gen else []
         out["schema_errors"] = list(plugin.schema_errors)
         out["breaker"] = plugin.breaker.to_dict()

@@ -1,6 +1,7 @@
 """plugin_info: extraction rules and validation (SPEC 3.1, 3.8)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -14,11 +15,33 @@ EXPLICIT_PERMISSIONS = ("request", "core:read", "core:write")
 KNOWN_PERMISSIONS = PERMISSIONS + EXPLICIT_PERMISSIONS
 OPTIONAL_TEXT = ("author", "license", "min_cms_version")
 # names the admin API uses beside plugin names (/api/v1/admin/plugins/routes, .../hooks)
-RESERVED_NAMES = ("routes", "hooks", "domains", "requests", "core")
+RESERVED_NAMES = ("routes", "hooks", "domains", "requests", "core", "screens")
 # ModulaCMS's plugin_info.core_access = {content_data = {"read", "write"}}: the tables this app has and
 # what each allows (SPEC 3.10); core_access is read as the permissions core:read / core:write
 CORE_ACCESS_TABLES = {"content": ("read", "write"), "content_data": ("read", "write"),
                       "revisions": ("read",), "content_revision": ("read",)}
+# screens/<name>.lua and interfaces/<name>.lua: names as plugin names are
+UI_NAME_RE = re.compile(r"^[a-z0-9_]{1,32}$")
+INTERFACE_MODES = ("overlay", "inline")
+
+
+@dataclass(frozen=True)
+class ScreenDef:
+    """plugin_info.screens[i] (SPEC 3.12): a page of the window's sidebar."""
+
+    name: str
+    label: str
+    icon: str = ""
+    hidden: bool = False
+
+
+@dataclass(frozen=True)
+class InterfaceDef:
+    """plugin_info.interfaces[i]: an editor for custom fields of type plugin."""
+
+    name: str
+    label: str
+    mode: str = "inline"
 
 
 def check_name(name: str) -> str | None:
@@ -50,6 +73,8 @@ class Manifest:
     permissions: tuple | None = None  # None: not declared, ModulaCMS default of everything
     # ("read", "write") as ModulaCMS's plugin_info.core_access asks for them (beside permissions)
     core_access: tuple = ()
+    screens: tuple = ()     # ScreenDef
+    interfaces: tuple = ()  # InterfaceDef
 
     @property
     def effective_permissions(self) -> tuple:
@@ -85,6 +110,8 @@ class Manifest:
             "permissions": None if self.permissions is None else list(self.permissions),
             "effective_permissions": list(self.effective_permissions),
             "core_access": list(self.core_access),
+            "screens": [dataclasses.asdict(d) for d in self.screens],
+            "interfaces": [dataclasses.asdict(d) for d in self.interfaces],
         }
 
 
@@ -135,7 +162,10 @@ def parse_manifest(info, folder_name: str) -> tuple[Manifest, list[str]]:
                                   f"(known: {', '.join(KNOWN_PERMISSIONS)})")
         perms = tuple(sorted(set(raw)))
     core_access = _core_access(info.get("core_access"), warnings) if "core_access" in info else ()
-    known = {"name", "version", "description", "dependencies", "permissions", "core_access", *OPTIONAL_TEXT}
+    screens = tuple(_ui_defs(info, "screens"))
+    interfaces = tuple(_ui_defs(info, "interfaces"))
+    known = {"name", "version", "description", "dependencies", "permissions", "core_access", "screens",
+             "interfaces", *OPTIONAL_TEXT}
     for key in info:
         if key not in known:
             warnings.append(f"plugin_info.{key} is not a known field and is ignored")
@@ -144,7 +174,8 @@ def parse_manifest(info, folder_name: str) -> tuple[Manifest, list[str]]:
     if "license" not in info:
         warnings.append("plugin_info.license is not set")
     return Manifest(name=name, version=info["version"], description=info["description"],
-                    dependencies=tuple(deps), permissions=perms, core_access=core_access, **extra), warnings
+                    dependencies=tuple(deps), permissions=perms, core_access=core_access, screens=screens,
+                    interfaces=interfaces, **extra), warnings
 
 
 def _core_access(raw, warnings: list) -> tuple:
@@ -171,3 +202,39 @@ def _core_access(raw, warnings: list) -> tuple:
             else:
                 wanted.add(op)
     return tuple(a for a in ("read", "write") if a in wanted)
+
+
+def _ui_defs(info: dict, key: str):
+    """plugin_info.screens or .interfaces as ScreenDef / InterfaceDef, in order."""
+    raw = info.get(key, [])
+    if isinstance(raw, dict) and not raw:
+        raw = []
+    if not isinstance(raw, list):
+        raise PluginLoadError(f"plugin_info.{key} must be a list of tables such as {{name = \"main\"}}")
+    seen, out = set(), []
+    for i, d in enumerate(raw, 1):
+        where = f"plugin_info.{key}[{i}]"
+        if not isinstance(d, dict):
+            raise PluginLoadError(f"{where} must be a table with a name")
+        name = d.get("name")
+        if not isinstance(name, str) or not UI_NAME_RE.match(name):
+            raise PluginLoadError(f"{where}.name must be 1 to 32 characters of a-z, 0-9 and _")
+        if name in seen:
+            raise PluginLoadError(f"{where}: '{name}' is declared twice")
+        seen.add(name)
+        label = d.get("label", name)
+        if not isinstance(label, str) or not label.strip():
+            raise PluginLoadError(f"{where}.label must be a non-empty string")
+        if key == "screens":
+            icon, hidden = d.get("icon", ""), d.get("hidden", False)
+            if not isinstance(icon, str):
+                raise PluginLoadError(f"{where}.icon must be a string")
+            if not isinstance(hidden, bool):
+                raise PluginLoadError(f"{where}.hidden must be true or false")
+            out.append(ScreenDef(name, label[:64], icon[:64], hidden))
+        else:
+            mode = d.get("mode", "inline")
+            if mode not in INTERFACE_MODES:
+                raise PluginLoadError(f"{where}.mode must be \"overlay\" or \"inline\"")
+            out.append(InterfaceDef(name, label[:64], mode))
+    return out

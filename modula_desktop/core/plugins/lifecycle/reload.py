@@ -35,7 +35,7 @@ from ..errors import PluginLoadError
 log = logging.getLogger(__name__)
 
 # The files a VM may read: init.lua and lib/<module>.lua (require reads nothing deeper).
-_SERVED_DIRS = ("", "lib")
+_SERVED_DIRS = ("", "lib", "screens", "interfaces")
 
 
 @dataclass

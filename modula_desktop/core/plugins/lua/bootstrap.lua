@@ -1304,6 +1304,10 @@ return {
   remove_module = remove_module, load_main = load_main, run = run, call_global = call_global,
   route_inbox = route_inbox, route_results = route_results, route_caller = route_caller,
   run_hook = run_hook, take_snapshot = take_snapshot,
+  -- the screen sessions' coroutines (tui.lua): created and resumed with the budget hook, as plugins' own
+  co_new = co_new, co_resume = resume, co_status = co_status, rawget = r_rawget,
+  -- a built-in module that require(name) also returns (ModulaCMS: local tui = require("tui")); nil drops it
+  preload = function(name, value) modules_loaded[name] = value end,
   restore_snapshot = restore_snapshot, get_global = get_global, get_phase = get_phase,
   registry = registry, tripped = get_memory_note, disarm = disarm,
   json_arrays = function() return registry_table["modula.json_arrays"] end,

@@ -144,6 +144,8 @@ class PluginVM:
 
         self.core_module = CoreModule(self)
         self.core_module.install()
+        # the screen sessions' steps (runtime/screens.py), once load() found screens or interfaces
+        self.tui_steps = None
 
     @property
     def domains(self) -> dict:
@@ -227,6 +229,22 @@ class PluginVM:
             raise ApiError(f"require: module '{mod}' cannot be read") from None
         if len(data) > MAX_SOURCE_BYTES:
             raise ApiError(f"require: module '{mod}' is larger than 1 MiB")
+        return data
+
+    def read_ui_source(self, kind: str, name: str) -> bytes:
+        """screens/<name>.lua or interfaces/<name>.lua (kind: "screens" or "interfaces"). ApiError when
+        missing, a link, or larger than 1 MiB."""
+        folder = self.ctx.root / kind
+        path = folder / f"{name}.lua"
+        try:
+            if folder.is_symlink() or path.is_symlink() or not path.is_file() \
+                    or path.resolve().parent != folder.resolve() or folder.resolve().parent != self.ctx.root.resolve():
+                raise ApiError(f"{kind}/{name}.lua not found")
+            data = path.read_bytes()
+        except OSError:
+            raise ApiError(f"{kind}/{name}.lua cannot be read") from None
+        if len(data) > MAX_SOURCE_BYTES:
+            raise ApiError(f"{kind}/{name}.lua is larger than 1 MiB")
         return data
 
     def _print(self, text):
@@ -320,6 +338,11 @@ class PluginVM:
             sb.fn("remove_module")(b"request")
         if m.permissions is not None and not m.core:
             sb.fn("remove_module")(b"core")  # declared permissions without core:* (or core_access)
+        if m.screens or m.interfaces:
+            # after the main chunk, when the manifest is known: a plugin without them never sees tui
+            from ..api import tui as tui_api
+
+            self.tui_steps = tui_api.install(self)
         # without declared permissions (the ModulaCMS default) request stays, every call refusing with
         # "did not declare the 'request' permission": a ModulaCMS plugin learns what to add
         return self.manifest
@@ -570,6 +593,7 @@ class PluginVM:
         return RouteResponse(status=status, json=js, body=body, headers=headers, has_json=has_json, encoded=None)
 
     def close(self):
+        self.tui_steps = None  # Lua functions: they would keep the runtime alive
         sandbox, self.sandbox = self.sandbox, None
         if sandbox is not None:
             sandbox.close()
