@@ -33,14 +33,19 @@ def live_modules(tmp_path) -> dict[str, set[str]]:
     root = tmp_path / "plugins" / "p"
     root.mkdir(parents=True)
     names = ", ".join(f'"{m}"' for m in MODULES)
+    # a screen declared: the tui module is there too (from on_init on)
+    (root / "screens").mkdir()
+    (root / "screens" / "main.lua").write_text("function screen(ctx) coroutine.yield(tui.grid({})) end\n")
     (root / "init.lua").write_text(
-        'plugin_info = {name = "p", version = "1.0.0", description = "stubs"}\n'
-        f"FOUND = {{}}\nfor _, m in ipairs({{{names}}}) do\n"
-        "  local t = _G[m]\n  if type(t) == 'table' then\n    local fns = {}\n"
-        "    for k, v in pairs(t) do if type(v) == 'function' then fns[#fns + 1] = k end end\n"
-        "    FOUND[m] = table.concat(fns, ' ')\n  end\nend\n", encoding="utf-8")
+        'plugin_info = {name = "p", version = "1.0.0", description = "stubs", '
+        'screens = {{name = "main", label = "Main"}}}\n'
+        f"function on_init()\n  FOUND = {{}}\n  for _, m in ipairs({{{names}}}) do\n"
+        "    local t = _G[m]\n    if type(t) == 'table' then\n      local fns = {}\n"
+        "      for k, v in pairs(t) do if type(v) == 'function' then fns[#fns + 1] = k end end\n"
+        "      FOUND[m] = table.concat(fns, ' ')\n    end\n  end\nend\n", encoding="utf-8")
     vm = PluginVM(VMContext("p", root, PluginSettings(), database=open_database(tmp_path / "site.db")))
     vm.load()
+    vm.call_init()
     try:
         found = vm.sandbox.fn("get_global")(b"_G")[b"FOUND"]
         return {k.decode(): set(found[k].decode().split()) for k in found}
@@ -51,7 +56,7 @@ def live_modules(tmp_path) -> dict[str, set[str]]:
 def test_every_api_function_is_annotated_and_nothing_else(tmp_path):
     live = live_modules(tmp_path)
     stubs = annotated()
-    assert {"db", "http", "hooks", "log", "json", "request"} <= set(live)
+    assert {"db", "http", "hooks", "log", "json", "request", "tui"} <= set(live)
     for module, functions in live.items():
         assert functions == stubs.get(module, set()), (
             f"types/ for `{module}`: missing {sorted(functions - stubs.get(module, set()))}, "

@@ -27,17 +27,24 @@ local function check_int(v, n, f)
 end
 local function opt_int(v, n, f, d) if v == nil then return d end return check_int(v, n, f) end
 local function opt_string(v, n, f, d) if v == nil then return d end return check_string(v, n, f) end
+-- a list argument stays a list when it is empty (json.array's mark: [] rather than {})
+local json_arrays = T.json_arrays and T.json_arrays()
+local function check_list(v, n, f)
+  check_table(v, n, f)
+  if json_arrays then json_arrays[v] = true end
+  return v
+end
 
 local tui = {}
 
 function tui.grid(columns, hints)
-  local t = {type = "grid", columns = check_table(columns, 1, "grid")}
-  if hints ~= nil then t.hints = check_table(hints, 2, "grid") end
+  local t = {type = "grid", columns = check_list(columns, 1, "grid")}
+  if hints ~= nil then t.hints = check_list(hints, 2, "grid") end
   return t
 end
 
 function tui.column(span, cells)
-  return {span = check_int(span, 1, "column"), cells = check_table(cells, 2, "column")}
+  return {span = check_int(span, 1, "column"), cells = check_list(cells, 2, "column")}
 end
 
 function tui.cell(title, height, content)
@@ -46,19 +53,19 @@ function tui.cell(title, height, content)
 end
 
 function tui.list(items, cursor)
-  return {type = "list", items = check_table(items, 1, "list"), cursor = opt_int(cursor, 2, "list", 0)}
+  return {type = "list", items = check_list(items, 1, "list"), cursor = opt_int(cursor, 2, "list", 0)}
 end
 
 function tui.detail(fields)
-  return {type = "detail", fields = check_table(fields, 1, "detail")}
+  return {type = "detail", fields = check_list(fields, 1, "detail")}
 end
 
 function tui.text(lines)
-  return {type = "text", lines = check_table(lines, 1, "text")}
+  return {type = "text", lines = check_list(lines, 1, "text")}
 end
 
 function tui.table(headers, rows, cursor)
-  return {type = "table", headers = check_table(headers, 1, "table"), rows = check_table(rows, 2, "table"),
+  return {type = "table", headers = check_list(headers, 1, "table"), rows = check_list(rows, 2, "table"),
           cursor = opt_int(cursor, 3, "table", 0)}
 end
 
@@ -70,11 +77,11 @@ end
 -- select_field because select is a Lua keyword; the table's type is "select"
 function tui.select_field(id, options, selected)
   return {type = "select", id = check_string(id, 1, "select_field"),
-          options = check_table(options, 2, "select_field"), selected = opt_int(selected, 3, "select_field", 0)}
+          options = check_list(options, 2, "select_field"), selected = opt_int(selected, 3, "select_field", 0)}
 end
 
 function tui.tree(nodes, cursor)
-  return {type = "tree", nodes = check_table(nodes, 1, "tree"), cursor = opt_int(cursor, 2, "tree", 0)}
+  return {type = "tree", nodes = check_list(nodes, 1, "tree"), cursor = opt_int(cursor, 2, "tree", 0)}
 end
 
 function tui.progress(value, label)
