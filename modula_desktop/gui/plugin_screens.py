@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from ..core.plugins.api import tui as protocol
 from ..core.plugins.runtime.screens import Act, Ended, Failed, Render, UIEntry
+from ..core.plugins.runtime.screens import text_of as _text
 from .tui_widgets import ScreenView, warm_up
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ TOAST_MS = 4000
 BUSY_AFTER_MS = 400  # an event unanswered this long shows "working"
 RESIZE_DEBOUNCE_MS = 200
 # more navigate actions than this within the window are a loop (two screens opening each other)
-NAVIGATE_BURST, NAVIGATE_WINDOW_S = 8, 2.0
+NAVIGATE_BURST = 8  # navigate actions in a row with nothing done by the author in between
 FAILURE_TITLES = {"timeout": "The screen was stopped: it ran too long",
                   "budget": "The screen was stopped: it ran too many instructions",
                   "memory": "The screen was stopped: it used too much memory",
@@ -78,6 +79,7 @@ class SessionHost(QWidget):
 
     def __init__(self, host, parent=None):
         super().__init__(parent)
+        self.last_input = 0.0  # time.monotonic() of the author's last key or click here
         self.host = host
         self.session = None
         self.sent = 0  # events sent to the current session
@@ -153,11 +155,13 @@ class SessionHost(QWidget):
             self.send(protocol.focus_event(panel))
 
     def send_key(self, key: str):
+        self.last_input = time.monotonic()
         self.send(protocol.key_event(key))
 
     def send_keys(self, keys: list):
         if self.session is None or self.session.done or not keys:
             return
+        self.last_input = time.monotonic()
         self.sent += len(keys)
         self._after_toast = False
         self.session.send_many([protocol.key_event(k) for k in keys])
@@ -435,7 +439,8 @@ class PluginPages(QWidget):
         self.host = service.screens
         self.content = content
         self.pages: dict[tuple, ScreenPage] = {}
-        self._navigations: list[float] = []
+        self._navigations: list[float] = []  # the navigate actions since the author last did something
+        self._picked_at = 0.0  # time.monotonic() of the author's last pick in the sidebar
         box = QHBoxLayout(self)
         box.setContentsMargins(0, 0, 0, 0)
         box.setSpacing(0)
@@ -511,6 +516,7 @@ class PluginPages(QWidget):
         return self.style().standardIcon(std)
 
     def _picked(self, item, _previous=None):
+        self._picked_at = time.monotonic()
         self._show(item)
 
     def _show(self, item):
@@ -556,9 +562,12 @@ class PluginPages(QWidget):
     def navigate(self, plugin: str, screen: str, params: dict):
         sender = self.sender()
         now = time.monotonic()
-        self._navigations = [t for t in self._navigations if now - t < NAVIGATE_WINDOW_S] + [now]
+        # counted since the author's last key, click or pick: screens that keep opening each other,
+        # however slowly, are stopped; the author moving through screens never is
+        latest = max([self._picked_at] + [getattr(p, "last_input", 0.0) for p in self.pages.values()])
+        self._navigations = [t for t in self._navigations if t > latest] + [now]
         if len(self._navigations) > NAVIGATE_BURST:
-            # two screens that open each other at once would start sessions for ever
+            # two screens that open each other would start sessions for ever
             if isinstance(sender, ScreenPage):
                 sender.show_toast("Navigation stopped: the screens kept opening each other.", "error")
             return
@@ -573,11 +582,3 @@ class PluginPages(QWidget):
     def close_all(self):
         for page in self.pages.values():
             page.close_session()
-
-
-def _text(v) -> str:
-    if isinstance(v, str):
-        return v
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return "" if v is None else str(v)

@@ -396,7 +396,7 @@ class Session:
         if name == "request":
             self._request(vm, params)
         elif name == "fetch":  # ModulaCMS answers it so too
-            self.send(protocol.data_event(_text(params.get("id")), False,
+            self.send(protocol.data_event(text_of(params.get("id")), False,
                                           error="async fetch is not supported: use the db module"))
         else:
             self._emit(Act(name, params, self._seq))
@@ -404,7 +404,7 @@ class Session:
 
     # ---- the request action ----------------------------------------------------------------------
     def _request(self, vm, params: dict):
-        rid = _text(params.get("id"))
+        rid = text_of(params.get("id"))
         manifest = vm.manifest
         if manifest is not None and not manifest.allows("request"):
             self.send(protocol.data_event(rid, False, error="this plugin did not declare the 'request' permission"))
@@ -451,7 +451,8 @@ class _Refused(Exception):
         self.message, self.kind = message, kind
 
 
-def _text(v) -> str:
+def text_of(v) -> str:
+    """A protocol value shown as text: a whole float without its ".0", nil as nothing."""
     if isinstance(v, str):
         return v
     if isinstance(v, float) and v.is_integer():
