@@ -53,13 +53,18 @@ class RenderHooks:
             out = self.dispatcher.run_before("before_render", data, _apply)
         except HookAbort as exc:
             who = f"The {exc.plugin} plugin's before_render hook" if exc.plugin else "A before_render hook"
-            message = f"{who} failed on '{entry.slug}': {exc}"
-            if not self.continue_on_error:
-                raise BuildError(f"{message} The build stopped; the published output is unchanged "
-                                 f"([build] continue_on_plugin_error = true builds without its changes).") from None
-            self.warnings.append(f"{message} (built without the render hooks' changes)")
+            self._failed(f"{who} failed on '{entry.slug}': {exc}", "builds without its changes",
+                         "built without the render hooks' changes")
             return html, {"title": entry.title}
         return out["html"], {"title": out["title"], "fields": out["fields"]}
+
+    def _failed(self, message: str, instead: str, done: str):
+        """A plugin failed on an entry: BuildError, unless [build] continue_on_plugin_error lets the build
+        go on (then a warning saying what was done instead)."""
+        if not self.continue_on_error:
+            raise BuildError(f"{message} The build stopped; the published output is unchanged "
+                             f"([build] continue_on_plugin_error = true {instead}).") from None
+        self.warnings.append(f"{message} ({done})")
 
     # ---- the read hooks (SPEC 3.6): each published entry is read by the build ----------------
     def has_read_hooks(self) -> bool:
@@ -79,11 +84,7 @@ class RenderHooks:
             shown, _headers = read_entry(self.dispatcher, data, Reader("build"))
         except ReadRefused as exc:
             who = f"The {exc.plugin} plugin's read hooks" if exc.plugin else "A read hook"
-            message = f"{who} refused '{entry.slug}': {exc}"
-            if not self.continue_on_error:
-                raise BuildError(f"{message} The build stopped; the published output is unchanged "
-                                 f"([build] continue_on_plugin_error = true builds without that entry).") from None
-            self.warnings.append(f"{message} (left out of the build)")
+            self._failed(f"{who} refused '{entry.slug}': {exc}", "builds without that entry", "left out of the build")
             return False
         entry.title = shown.get("title") or entry.slug
         entry._body = shown.get("body") or ""

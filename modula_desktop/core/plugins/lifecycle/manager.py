@@ -105,34 +105,28 @@ class _GenerationSources:
             raise PluginLoadError("init.lua not found")
         return data
 
+    def _file(self, key: str, read_disk: Callable[[], bytes], missing: str, large: str) -> bytes:
+        """The generation's copy of key, read from disk on first use when the sources were incomplete."""
+        with self._lock:
+            data = self._files.get(key)
+        if data is None:
+            if self._complete:
+                raise ApiError(missing)
+            data = read_disk()  # raises ApiError like a plain VM would
+            with self._lock:
+                data = self._files.setdefault(key, data)
+        if len(data) > MAX_SOURCE_BYTES:
+            raise ApiError(large)
+        return data
+
     def ui(self, kind: str, name: str, read_disk: Callable[[str, str], bytes]) -> bytes:
         """screens/<name>.lua or interfaces/<name>.lua of this generation."""
         key = f"{kind}/{name}.lua"
-        with self._lock:
-            data = self._files.get(key)
-        if data is None:
-            if self._complete:
-                raise ApiError(f"{key} not found")
-            data = read_disk(kind, name)
-            with self._lock:
-                data = self._files.setdefault(key, data)
-        if len(data) > MAX_SOURCE_BYTES:
-            raise ApiError(f"{key} is larger than 1 MiB")
-        return data
+        return self._file(key, lambda: read_disk(kind, name), f"{key} not found", f"{key} is larger than 1 MiB")
 
     def lib(self, mod: str, read_disk: Callable[[str], bytes]) -> bytes:
-        key = f"lib/{mod}.lua"
-        with self._lock:
-            data = self._files.get(key)
-        if data is None:
-            if self._complete:
-                raise ApiError(f"require: module '{mod}' not found in lib/")
-            data = read_disk(mod)  # raises ApiError like a plain VM would
-            with self._lock:
-                data = self._files.setdefault(key, data)
-        if len(data) > MAX_SOURCE_BYTES:
-            raise ApiError(f"require: module '{mod}' is larger than 1 MiB")
-        return data
+        return self._file(f"lib/{mod}.lua", lambda: read_disk(mod), f"require: module '{mod}' not found in lib/",
+                          f"require: module '{mod}' is larger than 1 MiB")
 
 
 class _GenerationVM(PluginVM):

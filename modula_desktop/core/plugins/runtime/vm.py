@@ -214,38 +214,35 @@ class PluginVM:
         return call
 
     # ---- host functions ----------------------------------------------------------------------
-    def _read_lib(self, mod):
+    def _read_plugin_file(self, folder: str, name: str, missing: str, unreadable: str, large: str) -> bytes:
+        """<folder>/<name>.lua of this plugin: ApiError(missing) unless it is a plain file in a plain folder
+        of the plugin (neither may be a link, so nothing outside the plugin folder is ever read),
+        ApiError(unreadable) on an OSError, ApiError(large) over 1 MiB."""
         root = self.ctx.root.resolve()
-        lib_dir = self.ctx.root / "lib"
-        lib = lib_dir.resolve()
-        path = (lib / f"{mod}.lua")
+        folder_path = self.ctx.root / folder
+        resolved = folder_path.resolve()
+        path = resolved / f"{name}.lua"
         try:
-            # neither lib/ nor the module may be a link: require never reads outside the plugin folder
-            if lib_dir.is_symlink() or lib.parent != root or path.is_symlink() or not path.is_file() \
-                    or path.resolve().parent != lib:
-                raise ApiError(f"require: module '{mod}' not found in lib/")
+            if folder_path.is_symlink() or resolved.parent != root or path.is_symlink() or not path.is_file() \
+                    or path.resolve().parent != resolved:
+                raise ApiError(missing)
             data = path.read_bytes()
         except OSError:
-            raise ApiError(f"require: module '{mod}' cannot be read") from None
+            raise ApiError(unreadable) from None
         if len(data) > MAX_SOURCE_BYTES:
-            raise ApiError(f"require: module '{mod}' is larger than 1 MiB")
+            raise ApiError(large)
         return data
+
+    def _read_lib(self, mod):
+        return self._read_plugin_file("lib", mod, f"require: module '{mod}' not found in lib/",
+                                      f"require: module '{mod}' cannot be read",
+                                      f"require: module '{mod}' is larger than 1 MiB")
 
     def read_ui_source(self, kind: str, name: str) -> bytes:
         """screens/<name>.lua or interfaces/<name>.lua (kind: "screens" or "interfaces"). ApiError when
         missing, a link, or larger than 1 MiB."""
-        folder = self.ctx.root / kind
-        path = folder / f"{name}.lua"
-        try:
-            if folder.is_symlink() or path.is_symlink() or not path.is_file() \
-                    or path.resolve().parent != folder.resolve() or folder.resolve().parent != self.ctx.root.resolve():
-                raise ApiError(f"{kind}/{name}.lua not found")
-            data = path.read_bytes()
-        except OSError:
-            raise ApiError(f"{kind}/{name}.lua cannot be read") from None
-        if len(data) > MAX_SOURCE_BYTES:
-            raise ApiError(f"{kind}/{name}.lua is larger than 1 MiB")
-        return data
+        return self._read_plugin_file(kind, name, f"{kind}/{name}.lua not found", f"{kind}/{name}.lua cannot be read",
+                                      f"{kind}/{name}.lua is larger than 1 MiB")
 
     def _print(self, text):
         self._emit("info", str(text), None)
