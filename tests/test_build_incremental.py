@@ -309,3 +309,18 @@ def test_random_edits_leave_what_a_clean_build_writes(service, tmp_path):
     for n in range(30):
         _rebuild_and_compare(service, tmp_path, edit, f"random {n}")
     assert sum(planned[f"random {n}"] for n in range(30)) >= 15  # most of them planned only part
+
+
+def test_the_change_journal_stays_bounded_without_builds(tmp_path):
+    """Every write adds a journal row; a site that is never built must not grow it for ever."""
+    from modula_desktop.core.storage import open_database
+
+    db = open_database(tmp_path / "site.db")
+    try:
+        with db.atomic():
+            db.connection().executemany("INSERT INTO content_change (content_id) VALUES (?)",
+                                        [(f"e{i}",) for i in range(45_000)])
+        low, high, n = db.execute_sql("SELECT min(seq), max(seq), count(*) FROM content_change").fetchone()
+        assert high == 45_000 and n <= 25_000 and low > 20_000
+    finally:
+        db.close()

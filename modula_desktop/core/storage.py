@@ -357,10 +357,17 @@ def add_ui_approvals(db):
     db.create_tables([UIApproval])
 
 
+def bound_content_changes(db):
+    """The change journal stays bounded whether or not anything builds (a build prunes it too): every
+    10,000th row drops the rows more than 20,000 behind it. A build further behind reads every row."""
+    db.execute_sql("CREATE TRIGGER IF NOT EXISTS content_change_bound AFTER INSERT ON content_change "
+                   "WHEN NEW.seq % 10000 = 0 BEGIN DELETE FROM content_change WHERE seq <= NEW.seq - 20000; END")
+
+
 # Append only: a site created by an older version runs every migration it has not seen yet.
 MIGRATIONS = [_m1, add_route_public, add_trash_and_revision_source, add_list_indexes, add_domain_approvals,
               add_core_approvals, add_live_indexes, add_search_index, compress_revisions, add_content_changes,
-              add_ui_approvals]
+              add_ui_approvals, bound_content_changes]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
