@@ -1306,6 +1306,8 @@ return {
   run_hook = run_hook, take_snapshot = take_snapshot,
   -- the screen sessions' coroutines (tui.lua): created and resumed with the budget hook, as plugins' own
   co_new = co_new, co_resume = resume, co_status = co_status, rawget = r_rawget,
+  -- the bridge's packer of what a screen yielded (_luabridge.c: pack_yield), or false without it
+  yield_packer = function() return registry_table["modula.pack_yield"] or false end,
   -- a built-in module that require(name) also returns (ModulaCMS: local tui = require("tui")); nil drops it
   preload = function(name, value) modules_loaded[name] = value end,
   restore_snapshot = restore_snapshot, get_global = get_global, get_phase = get_phase,

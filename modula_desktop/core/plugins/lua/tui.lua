@@ -90,24 +90,34 @@ end
 
 -- Session steps, run by the host inside the bootstrap's run() (so under the budgets): the coroutine is
 -- created with the budget hook, and what it yields is handed back as it is (the host reads it raw).
--- "yield", value | "done" (the function returned: ModulaCMS treats that as quit)
-local function outcome(co, r)
+-- "yield", value[, token] | "done" (the function returned: ModulaCMS treats that as quit). With items
+-- and bytes (the host's budget for copying a yield out), a yielded table is also written out by the
+-- bridge's C packer while Lua still runs: token says where the host finds the text (nil: it copies the
+-- table itself, as it does without the bridge).
+local c_pack = nil  -- looked up on first use (the bridge registers it after this chunk ran)
+
+local function outcome(co, r, items, bytes)
   if not r[1] then r_error(r[2], 0) end
   if co_status(co) == "dead" then return "done" end
   if r.n < 2 then return "yield", nil end
-  return "yield", r[2]
+  local v = r[2]
+  if items ~= nil and r_type(v) == "table" then
+    if c_pack == nil then c_pack = T.yield_packer() end
+    if c_pack then return "yield", v, c_pack(v, items, bytes) end
+  end
+  return "yield", v
 end
 
-local function start(fn, ctx)
+local function start(fn, ctx, items, bytes)
   if r_type(fn) ~= "function" then r_error("not a function", 0) end
   local co = co_new(fn)
   local r = t_pack(co_resume(co, ctx))
-  return co, outcome(co, r)
+  return co, outcome(co, r, items, bytes)
 end
 
-local function resume(co, event)
+local function resume(co, event, items, bytes)
   local r = t_pack(co_resume(co, event))
-  return outcome(co, r)
+  return outcome(co, r, items, bytes)
 end
 
 -- whether a yielded value is an action (read raw: no metamethod of the plugin's runs outside a budget);

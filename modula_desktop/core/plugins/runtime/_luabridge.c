@@ -22,6 +22,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <dlfcn.h>
+#include <locale.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -571,6 +575,203 @@ static int pack_response(lua_State *L) {
     return 1;
 }
 
+/* ---- the packed yield (tui.lua: the session steps; runtime/screens.py: Session._handle) -----------
+   pack_yield(value, items, bytes) -> a token, or nil. What a screen yielded, written as JSON text into
+   a buffer of the calling thread's own while Lua runs (lupa does not hold the GIL then); the session
+   takes it with take_yield(token) and reads it with json.loads: two C calls where a Python walk of
+   every table and string held the GIL for tens of milliseconds on a 10,000-row table (and the
+   window's thread, which needs the GIL for every cell it draws, waited behind it).
+   The text reads back as exactly what Sandbox.from_lua(value, _budget=[items, bytes]) returns, and
+   nil (the host then converts with from_lua, which also raises its errors) wherever it might not:
+   a table whose keys are not all strings or exactly 1..n, a value that is not a string, number,
+   boolean or table, YIELD_MAX_DEPTH levels (from_lua's MAX_DEPTH), more items or bytes in all than
+   from_lua's budget allows (counted as from_lua counts them; at the limit from_lua decides), text
+   past YIELD_MAX_TEXT. Strings: JSON escapes for '"', '\' and bytes below 32, every other byte as it
+   is; take_yield decodes the whole text as UTF-8 with replacement, as from_lua decodes each string
+   (a replacement never swallows the ASCII byte after it, so the two agree). Floats: %.17g in the C
+   locale (exact), ".0" added where that would read as an integer, Infinity/-Infinity/NaN as Python's
+   json reads them. Raw access only: no metamethod runs. */
+#define YIELD_MAX_DEPTH 64                  /* sandbox.py: MAX_DEPTH */
+#define YIELD_STRING_COST 2                 /* sandbox.py: STRING_COST, TABLE_COST, ENTRY_COST */
+#define YIELD_TABLE_COST 2
+#define YIELD_ENTRY_COST 1
+#define YIELD_MAX_TEXT ((size_t)48 << 20)   /* escapes can make the text longer than the bytes counted */
+#define YIELD_KEEP ((size_t)1 << 20)        /* a larger buffer is freed once taken */
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    long long token;     /* of the text in buf; 0: none */
+    long long left;      /* from_lua's budget: items, bytes */
+    long long room;
+} YieldPack;
+static _Thread_local YieldPack yield_pack;
+static long long yield_tokens = 0;          /* __atomic */
+static locale_t c_numeric = (locale_t)0;
+
+static int yp_reserve(YieldPack *p, size_t n) {
+    if (p->len + n <= p->cap) return 1;
+    if (p->len + n > YIELD_MAX_TEXT) return 0;
+    size_t cap = p->cap ? p->cap : 65536;
+    while (cap < p->len + n) cap *= 2;
+    if (cap > YIELD_MAX_TEXT) cap = YIELD_MAX_TEXT;
+    char *buf = (char *)realloc(p->buf, cap);
+    if (buf == NULL) return 0;
+    p->buf = buf;
+    p->cap = cap;
+    return 1;
+}
+
+static int yp_add(YieldPack *p, const char *text, size_t n) {
+    if (!yp_reserve(p, n)) return 0;
+    memcpy(p->buf + p->len, text, n);
+    p->len += n;
+    return 1;
+}
+
+static int yp_string(YieldPack *p, const char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    if (!yp_reserve(p, n + 2)) return 0;
+    p->buf[p->len++] = '"';
+    size_t start = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 32 && c != '"' && c != '\\') continue;
+        if (!yp_add(p, s + start, i - start)) return 0;
+        char esc[6] = {'\\', (char)c, 0, 0, 0, 0};
+        size_t len = 2;
+        if (c < 32) {
+            esc[1] = 'u'; esc[2] = '0'; esc[3] = '0'; esc[4] = hex[c >> 4]; esc[5] = hex[c & 15];
+            len = 6;
+        }
+        if (!yp_add(p, esc, len)) return 0;
+        start = i + 1;
+    }
+    return yp_add(p, s + start, n - start) && yp_add(p, "\"", 1);
+}
+
+static int yp_number(lua_State *L, YieldPack *p, int idx) {
+    char text[48];
+    if (api.isinteger(L, idx)) return yp_add(p, text, integer_text(text, api.tointegerx(L, idx, NULL)));
+    lua_Number x = api.tonumberx(L, idx, NULL);
+    if (isnan(x)) return yp_add(p, "NaN", 3);
+    if (isinf(x)) return x > 0 ? yp_add(p, "Infinity", 8) : yp_add(p, "-Infinity", 9);
+    if (c_numeric == (locale_t)0) return 0;
+    locale_t old = uselocale(c_numeric);  /* Qt sets the user's locale: "1,5" is not JSON */
+    int n = snprintf(text, sizeof(text), "%.17g", x);
+    uselocale(old);
+    if (n <= 0 || (size_t)n >= sizeof(text) - 3) return 0;
+    if (strpbrk(text, ".e") == NULL) { text[n++] = '.'; text[n++] = '0'; }
+    return yp_add(p, text, (size_t)n);
+}
+
+static int yp_value(lua_State *L, YieldPack *p, int idx, int depth);
+
+/* the table at idx (an absolute index), from_lua's costs counted as it counts them */
+static int yp_table(lua_State *L, YieldPack *p, int idx, int depth) {
+    if (depth >= YIELD_MAX_DEPTH || !api.checkstack(L, 3)) return 0;
+    p->left -= 1;
+    p->room -= YIELD_TABLE_COST;
+    api.pushnil(L);
+    if (!api.next(L, idx)) return yp_add(p, "[]", 2);  /* from_lua: an empty table is [] */
+    if (api.type(L, -2) == LUA_TSTRING) {
+        char sep = '{';
+        do {                                        /* key, value */
+            size_t n;
+            if (api.type(L, -2) != LUA_TSTRING) return 0;
+            const char *key = api.tolstring(L, -2, &n);
+            p->left -= 1;
+            p->room -= (long long)n + YIELD_STRING_COST + YIELD_ENTRY_COST;
+            if (p->left < 0 || p->room < 0 || !yp_add(p, &sep, 1) || !yp_string(p, key, n) || !yp_add(p, ":", 1)
+                || !yp_value(L, p, api.gettop(L), depth + 1))
+                return 0;
+            api.settop(L, -2);
+            sep = ',';
+        } while (api.next(L, idx));
+        return yp_add(p, "}", 1);
+    }
+    /* a list only if its keys are exactly 1..count */
+    lua_Integer count = 0, top = 0;
+    api.settop(L, -3);
+    api.pushnil(L);
+    while (api.next(L, idx)) {
+        if (!api.isinteger(L, -2)) return 0;
+        lua_Integer key = api.tointegerx(L, -2, NULL);
+        if (key < 1) return 0;
+        if (key > top) top = key;
+        count++;
+        p->left -= 1;
+        p->room -= YIELD_ENTRY_COST;
+        if (p->left < 0) return 0;
+        api.settop(L, -2);
+    }
+    if (top != count || !yp_add(p, "[", 1)) return 0;
+    for (lua_Integer i = 1; i <= count; i++) {
+        if ((i > 1 && !yp_add(p, ",", 1))) return 0;
+        api.rawgeti(L, idx, i);
+        if (!yp_value(L, p, api.gettop(L), depth + 1)) return 0;
+        api.settop(L, -2);
+    }
+    return yp_add(p, "]", 1);
+}
+
+static int yp_value(lua_State *L, YieldPack *p, int idx, int depth) {
+    switch (api.type(L, idx)) {
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = api.tolstring(L, idx, &n);
+        p->room -= (long long)n + YIELD_STRING_COST;
+        return p->room >= 0 && yp_string(p, s, n);
+    }
+    case LUA_TNUMBER:
+        p->room -= 1;
+        return yp_number(L, p, idx);
+    case LUA_TBOOLEAN:
+        p->room -= 1;
+        return api.toboolean(L, idx) ? yp_add(p, "true", 4) : yp_add(p, "false", 5);
+    case LUA_TTABLE:
+        return yp_table(L, p, idx, depth);
+    default:
+        return 0;
+    }
+}
+
+static int pack_yield(lua_State *L) {
+    YieldPack *p = &yield_pack;
+    api.settop(L, 3);
+    if (api.type(L, 1) != LUA_TTABLE || !api.isinteger(L, 2) || !api.isinteger(L, 3)) return 0;
+    p->len = 0;
+    p->token = 0;
+    p->left = api.tointegerx(L, 2, NULL);
+    p->room = api.tointegerx(L, 3, NULL);
+    int ok = yp_table(L, p, 1, 0) && p->left >= 0 && p->room >= 0;
+    api.settop(L, 3);
+    if (!ok) {
+        p->len = 0;
+        return 0;
+    }
+    p->token = __atomic_add_fetch(&yield_tokens, 1, __ATOMIC_RELAXED);
+    api.pushinteger(L, p->token);
+    return 1;
+}
+
+/* take_yield(token) -> the text pack_yield wrote on this thread under token (then gone), or None */
+static PyObject *take_yield(PyObject *self, PyObject *arg) {
+    long long token = PyLong_AsLongLong(arg);
+    if (token == -1 && PyErr_Occurred()) return NULL;
+    YieldPack *p = &yield_pack;
+    if (token <= 0 || p->token != token) Py_RETURN_NONE;
+    PyObject *text = PyUnicode_DecodeUTF8(p->buf, (Py_ssize_t)p->len, "replace");
+    p->token = 0;
+    p->len = 0;
+    if (p->cap > YIELD_KEEP) {
+        free(p->buf);
+        p->buf = NULL;
+        p->cap = 0;
+    }
+    return text;
+}
+
 /* ---- the watchdog: deadlines that do not wait for the count hook --------------------------------
    The budget hook runs every TICK instructions, and one instruction can be milliseconds of C work
    (comparing two long strings, a library function on a long string): the hook alone can fire
@@ -1096,6 +1297,8 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     api.setfield(L, LUA_REGISTRYINDEX, "modula.snapshot_save");
     api.pushcclosure(L, pack_response, 0);
     api.setfield(L, LUA_REGISTRYINDEX, "modula.pack_response");
+    api.pushcclosure(L, pack_yield, 0);
+    api.setfield(L, LUA_REGISTRYINDEX, "modula.pack_yield");
     api.settop(L, top);
     Entry *e = (Entry *)type->tp_alloc(type, 0);
     if (e == NULL) {
@@ -1182,6 +1385,7 @@ python:
 static PyMethodDef methods[] = {
     {"bind", bridge_bind, METH_O, "bind(path): use the Lua C API of lupa's loaded module at path"},
     {"watch", bridge_watch, METH_O, "watch(state_address): deadlines for the state's calls, kept by a thread of ours"},
+    {"take_yield", take_yield, METH_O, "take_yield(token): the text pack_yield wrote on this thread, or None"},
     {"flat_headers", (PyCFunction)(void (*)(void))flat_headers, METH_FASTCALL,
      "flat_headers(environ, drop_authorization): the request headers as a flat list of bytes, or None"},
     {NULL, NULL, 0, NULL},
@@ -1193,6 +1397,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__luabridge(void) {
     if (PyType_Ready(&EntryType) < 0) return NULL;
+    if (c_numeric == (locale_t)0) c_numeric = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
     PyObject *mod = PyModule_Create(&module);
     if (mod == NULL) return NULL;
     Py_INCREF(&EntryType);

@@ -19,6 +19,7 @@ SSRF rules of the outbound client) on a thread of its own, and the screen keeps 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import queue
 import threading
@@ -30,6 +31,7 @@ from ..api import tui as protocol
 from ..api.outbound import OutboundArgumentError
 from ..errors import ApiError, ConversionLimit, PluginCallError, PluginLoadError
 from .pool import PoolClosed, VMPool
+from . import sandbox as _sandbox
 from .sandbox import lua_type
 
 log = logging.getLogger(__name__)
@@ -177,6 +179,26 @@ class ScreenHost:
             pool.drain(0)
 
 
+def _pack_args() -> tuple:
+    """The budget the session steps' C packer counts a yield against (tui.lua: outcome); none without
+    the bridge (the steps then hand the table back only)."""
+    if _sandbox._luabridge is None:
+        return ()
+    return protocol.MAX_YIELD_ITEMS, protocol.MAX_YIELD_BYTES
+
+
+def _copied(vm, value, token):
+    """A yielded value as plain Python data: the text the bridge's packer wrote while Lua ran, read with
+    json.loads (the same data as from_lua's, see _luabridge.c: pack_yield), else from_lua's copy, which
+    also raises its errors (what the packer declined: unusual keys or values, a budget at its limit)."""
+    bridge = _sandbox._luabridge
+    if token is not None and bridge is not None:
+        text = bridge.take_yield(token)
+        if text is not None:
+            return json.loads(text)
+    return vm.sandbox.from_lua(value, _budget=[protocol.MAX_YIELD_ITEMS, protocol.MAX_YIELD_BYTES])
+
+
 class Session:
     """One open screen or interface. send() and close() may be called from any thread."""
 
@@ -318,7 +340,7 @@ class Session:
             if fn is None or lua_type(fn) != "function":
                 self._emit(Failed(f"{folder}/{self.name}.lua does not define function {entry}(ctx)", "error"))
                 return
-            co, *result = self._step(vm, start, fn, sb.to_lua(self.init))
+            co, *result = self._step(vm, start, fn, sb.to_lua(self.init), *_pack_args())
         except PluginCallError as exc:
             self._emit(Failed(exc.message, exc.kind))
             return
@@ -334,7 +356,8 @@ class Session:
                 return
             self._seq += 1
             try:
-                result = self._step(vm, resume, co, sb.to_lua(event))
+                # with more events queued this layout is skipped (unless an action): not packed either
+                result = self._step(vm, resume, co, sb.to_lua(event), *(() if self._queued() else _pack_args()))
             except PluginCallError as exc:
                 self._emit(Failed(exc.message, exc.kind))
                 return
@@ -371,7 +394,7 @@ class Session:
         if self._queued() and not self.closed and not self._is_action(value):
             return True  # a layout nobody would see: more events are queued behind it (not even copied)
         try:
-            converted = vm.sandbox.from_lua(value, _budget=[protocol.MAX_YIELD_ITEMS, protocol.MAX_YIELD_BYTES])
+            converted = _copied(vm, value, result[2] if len(result) > 2 else None)
         except ConversionLimit:
             self._emit(Failed(f"the {self.kind} yielded a value larger than "
                               f"{protocol.MAX_YIELD_BYTES // 2**20} MiB", "protocol"))
