@@ -50,15 +50,26 @@ BIG = '''function screen(ctx)
   end
 end
 '''
+LIST = '''function screen(ctx)
+  local items = {}
+  for i = 1, 10000 do items[i] = {label = "item " .. i .. " with some words", id = tostring(i)} end
+  local cursor = 0
+  while true do
+    local ev = coroutine.yield(tui.grid({tui.column(12, {tui.cell("Items", 1, tui.list(items, cursor))})}))
+    if ev.type == "key" and ev.key == "down" then cursor = cursor + 1 end
+  end
+end
+'''
 
 
 def make_site(root: Path):
     from helpers import write_plugin
 
-    d = write_plugin(root, "bench", "", info_extra='permissions = {}, screens = {{name = "small"}, {name = "big"}}')
+    d = write_plugin(root, "bench", "", info_extra='permissions = {}, screens = {{name = "small"}, {name = "big"}, {name = "list"}}')
     (d / "screens").mkdir()
     (d / "screens" / "small.lua").write_text(SMALL, encoding="utf-8")
     (d / "screens" / "big.lua").write_text(BIG, encoding="utf-8")
+    (d / "screens" / "list.lua").write_text(LIST, encoding="utf-8")
 
 
 def round_trips(service, name: str, keys: int) -> list[float]:
@@ -159,15 +170,15 @@ def main(argv=None) -> int:
     make_site(root)
     svc = SiteService(Site(root), Settings().replace(plugins={"hot_reload": False})).start(hot_reload=False)
     try:
-        for name in ("small", "big"):
+        for name in ("small", "big", "list"):
             svc.approvals.set_ui("bench", "screen", name, True)
-        for name, label in (("small", "a 50-item list"), ("big", "a 10,000-row table")):
+        for name, label in (("small", "a 50-item list"), ("big", "a 10,000-row table"), ("list", "a 10,000-item list")):
             t = round_trips(svc, name, args.keys)
             med, p95 = statistics.median(t), sorted(t)[int(len(t) * 0.95) - 1]
             print(f"round trip, {label}: median {med:.2f} ms, p95 {p95:.2f} ms over {len(t)} keys")
             result(f"screen round trip ({label}), median", med, "ms", goal="")
             result(f"screen round trip ({label}), p95", p95, "ms", goal="")
-        for name, label in (("small", "a 50-item list"), ("big", "a 10,000-row table")):
+        for name, label in (("small", "a 50-item list"), ("big", "a 10,000-row table"), ("list", "a 10,000-item list")):
             keys = max(20, args.keys // 4)
             wall, cpu, answered = window(svc, name, keys)
             print(f"window, {label}: longest GUI-thread gap {wall} ms (its own CPU {cpu:.1f} ms), "

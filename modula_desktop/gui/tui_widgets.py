@@ -131,6 +131,18 @@ class _KeyForwarding:
 
 
 # ---- models --------------------------------------------------------------------------------------
+def _changed(old: list, new: list) -> tuple[int, int] | None:
+    """The first and last rows where two lists of the same length differ; None when they are equal. The
+    usual next layout (the cursor moved) is equal row for row: compared in C, nothing is redrawn and the
+    view does not walk its 10,000 rows again (a dataChanged over all of them made the next current-index
+    change re-lay every row out: a Python rowCount() call for each, 27 ms)."""
+    if old == new:
+        return None
+    first = next(i for i, (a, b) in enumerate(zip(old, new)) if a != b)
+    last = next(i for i in range(len(new) - 1, first - 1, -1) if old[i] != new[i])
+    return first, last
+
+
 class ListModel(QAbstractListModel):
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -141,9 +153,10 @@ class ListModel(QAbstractListModel):
 
     def set_items(self, items: list[dict]):
         if len(items) == len(self.items):
+            span = _changed(self.items, items)
             self.items = items
-            if items:
-                self.dataChanged.emit(self.index(0), self.index(len(items) - 1))
+            if span is not None:
+                self.dataChanged.emit(self.index(span[0]), self.index(span[1]))
             return
         self.beginResetModel()
         self.items = items
@@ -177,9 +190,10 @@ class TableModel(QAbstractTableModel):
     def set_table(self, headers: list[str], rows: list[list[str]]):
         columns = max([len(headers)] + [len(r) for r in rows]) if rows else len(headers)
         if columns == self.columns and len(rows) == len(self.rows) and headers == self.headers:
+            span = _changed(self.rows, rows)
             self.rows = rows
-            if rows and columns:
-                self.dataChanged.emit(self.index(0, 0), self.index(len(rows) - 1, columns - 1))
+            if span is not None and columns:
+                self.dataChanged.emit(self.index(span[0], 0), self.index(span[1], columns - 1))
             return
         self.beginResetModel()
         self.headers, self.rows, self.columns = headers, rows, columns
