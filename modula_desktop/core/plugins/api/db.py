@@ -530,7 +530,12 @@ class PluginDB:
                            f"{limit} are allowed ([plugins] db_max_like_chars)")
 
     def _check_schema_version(self):
-        row = self._sql("schema", "PRAGMA schema_version").fetchone()
+        # one read of the database header, on every data call: straight on the connection, without the
+        # deadline machinery of _sql (set up, it cost more than the insert it guarded)
+        try:
+            row = self.database.connection().execute("PRAGMA schema_version").fetchone()
+        except (peewee.DatabaseError, peewee.InterfaceError, sqlite3.Error) as exc:
+            raise DataError(f"db: the database cannot be read: {exc}") from None
         version = row[0] if row else None
         if version != self._schema_version:
             self._tables.clear()
